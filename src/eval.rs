@@ -1,0 +1,667 @@
+//! Evaluation: may this recipient get this workflow on this channel? (preferences.md §5, §6)
+//!
+//! [`decide`] is pure and total: it takes values (including `now`), reads the merged
+//! hierarchy lazily through a [`Stack`], and returns a [`Decision`] with its reason. It never
+//! panics and never fails; a condition whose dynamic argument cannot be read is false, and
+//! its reason says why.
+//!
+//! This module does no I/O.
+
+use std::borrow::Cow;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::model::{
+    ArgumentKind, Channel, Condition, DEFAULT_SET, Operator, PreferenceSet, Workflow,
+    split_variable,
+};
+use crate::resolve::{LayerId, Node, Stack};
+
+/// A recipient, actor or other entity whose properties conditions can read.
+#[derive(Clone, Copy, Debug)]
+pub struct Entity<'a> {
+    pub id: &'a str,
+    pub collection: Option<&'a str>,
+    /// A JSON object (anything else reads as having no properties).
+    pub properties: &'a Value,
+}
+
+/// What conditions can see, besides the preferences.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub recipient: Entity<'a>,
+    pub actor: Option<Entity<'a>>,
+    pub data: &'a Value,
+    /// `{ id, name, properties, settings }`, or `null` without a tenant.
+    pub tenant: &'a Value,
+    pub vars: &'a Value,
+    /// [`Workflow::to_value`] of the workflow being decided.
+    pub workflow: &'a Value,
+    /// The keys of the audiences the recipient is a member of.
+    pub audiences: &'a [String],
+    pub now: Timestamp,
+}
+
+/// The answer for one (recipient, channel).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    pub send: bool,
+    pub reason: Reason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    OptedIn,
+    OptedOut,
+    ConditionFailed,
+    CommercialUnsubscribed,
+    OverridePreferences,
+}
+
+/// Why a decision came out as it did: which path of the effective set decided, from which
+/// layer, and the failing condition with its resolved values.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Reason {
+    pub code: ReasonCode,
+    pub path: Option<String>,
+    pub layer: Option<String>,
+    pub condition: Option<Value>,
+}
+
+impl Decision {
+    fn send(code: ReasonCode) -> Decision {
+        Decision {
+            send: true,
+            reason: Reason {
+                code,
+                path: None,
+                layer: None,
+                condition: None,
+            },
+        }
+    }
+}
+
+/// Decides one workflow on one channel for one recipient (preferences.md §5).
+///
+/// `stack` is the recipient's hierarchy (`Stack::for_recipient`); `recipient_default` is the
+/// recipient's own `default` set, which alone decides `commercial_subscribed` when it sets it.
+pub fn decide(
+    workflow: &Workflow,
+    channel: &Channel,
+    stack: &Stack<'_>,
+    recipient_default: Option<&PreferenceSet>,
+    ctx: &Context<'_>,
+) -> Decision {
+    if workflow.override_preferences {
+        return Decision::send(ReasonCode::OverridePreferences);
+    }
+    let root = stack.root();
+    if workflow.commercial {
+        let own = recipient_default
+            .and_then(|set| set.as_map().get("commercial_subscribed"))
+            .map(|v| Node::Leaf(v, LayerId::Recipient(DEFAULT_SET)));
+        let setting = own.unwrap_or_else(|| root.child("commercial_subscribed"));
+        if let Err(denial) = setting_allows(&setting, ctx) {
+            return denial.into_decision(
+                ReasonCode::CommercialUnsubscribed,
+                "commercial_subscribed".into(),
+            );
+        }
+    }
+    if let Err(denied) = scope_allows(&root, "", channel, ctx) {
+        return denied;
+    }
+    let workflows = root.child("workflows");
+    let scope = workflows.child(&workflow.key);
+    if let Err(denied) = scope_allows(
+        &scope,
+        &format_path("workflows", &workflow.key),
+        channel,
+        ctx,
+    ) {
+        return denied;
+    }
+    let categories = root.child("categories");
+    for category in &workflow.categories {
+        let scope = categories.child(category);
+        if let Err(denied) =
+            scope_allows(&scope, &format_path("categories", category), channel, ctx)
+        {
+            return denied;
+        }
+    }
+    Decision::send(ReasonCode::OptedIn)
+}
+
+fn format_path(section: &str, key: &str) -> String {
+    format!("{section}.{key}")
+}
+
+/// Why a setting did not allow: the layer that set it and the failing condition, if any.
+struct Denial {
+    layer: Option<String>,
+    condition: Option<Value>,
+}
+
+impl Denial {
+    fn into_decision(self, code_if_false: ReasonCode, path: String) -> Decision {
+        let code = if self.condition.is_some() && code_if_false == ReasonCode::OptedOut {
+            ReasonCode::ConditionFailed
+        } else {
+            code_if_false
+        };
+        Decision {
+            send: false,
+            reason: Reason {
+                code,
+                path: Some(path),
+                layer: self.layer,
+                condition: self.condition,
+            },
+        }
+    }
+}
+
+/// `scope_allows` of §5. `path` names the scope in the effective set (`""` for the top level).
+fn scope_allows(
+    scope: &Node<'_>,
+    path: &str,
+    channel: &Channel,
+    ctx: &Context<'_>,
+) -> Result<(), Decision> {
+    let sub = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match scope {
+        Node::Absent => Ok(()),
+        Node::Leaf(value, layer) => match value {
+            Value::Bool(false) => Err(Denial {
+                layer: Some(layer.to_string()),
+                condition: None,
+            }
+            .into_decision(ReasonCode::OptedOut, path.to_string())),
+            _ => Ok(()),
+        },
+        Node::Object(_) => {
+            // The top level has no conditions of its own; `conditions` there is not a key a
+            // valid set can hold, so reading it is harmless.
+            if let Node::Leaf(conditions, layer) = scope.child("conditions") {
+                if let Err(condition) = all_hold(conditions, ctx) {
+                    return Err(Denial {
+                        layer: Some(layer.to_string()),
+                        condition: Some(condition),
+                    }
+                    .into_decision(ReasonCode::ConditionFailed, path.to_string()));
+                }
+            }
+            if let Some(id) = &channel.id {
+                let node = scope.child("channels").child(id);
+                if !node.is_absent() {
+                    return setting_allows(&node, ctx).map_err(|d| {
+                        d.into_decision(ReasonCode::OptedOut, sub(&format!("channels.{id}")))
+                    });
+                }
+            }
+            let kind = channel.channel_type.as_str();
+            let node = scope.child("channel_types").child(kind);
+            setting_allows(&node, ctx).map_err(|d| {
+                d.into_decision(ReasonCode::OptedOut, sub(&format!("channel_types.{kind}")))
+            })
+        }
+    }
+}
+
+/// `setting_allows` of §5: absent allows, a bool is itself, `{conditions}` must all hold.
+fn setting_allows(node: &Node<'_>, ctx: &Context<'_>) -> Result<(), Denial> {
+    match node {
+        Node::Absent => Ok(()),
+        Node::Leaf(Value::Bool(false), layer) => Err(Denial {
+            layer: Some(layer.to_string()),
+            condition: None,
+        }),
+        Node::Leaf(..) => Ok(()),
+        Node::Object(_) => match node.child("conditions") {
+            Node::Leaf(conditions, layer) => {
+                all_hold(conditions, ctx).map_err(|condition| Denial {
+                    layer: Some(layer.to_string()),
+                    condition: Some(condition),
+                })
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Checks a list of conditions (ANDed); on failure, returns the failing condition with its
+/// resolved values.
+fn all_hold(conditions: &Value, ctx: &Context<'_>) -> Result<(), Value> {
+    let Value::Array(list) = conditions else {
+        return Ok(());
+    };
+    for source in list {
+        let condition = match Condition::from_value(source) {
+            Ok(c) => c,
+            Err(message) => return Err(describe(source, None, None, Some(message))),
+        };
+        let outcome = evaluate_condition(&condition, ctx);
+        if !matches!(outcome.result, Ok(true)) {
+            return Err(describe(
+                source,
+                outcome.variable,
+                outcome.argument,
+                outcome.result.err(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn describe(
+    source: &Value,
+    variable: Option<Value>,
+    argument: Option<Value>,
+    error: Option<String>,
+) -> Value {
+    let mut out = source.as_object().cloned().unwrap_or_default();
+    out.insert("resolved_variable".into(), variable.unwrap_or(Value::Null));
+    out.insert("resolved_argument".into(), argument.unwrap_or(Value::Null));
+    if let Some(error) = error {
+        out.insert("error".into(), Value::String(error));
+    }
+    Value::Object(out)
+}
+
+struct Outcome {
+    result: Result<bool, String>,
+    variable: Option<Value>,
+    argument: Option<Value>,
+}
+
+/// Evaluates one condition. `Err` means the argument could not be read; the caller treats
+/// it as false.
+fn evaluate_condition(condition: &Condition<'_>, ctx: &Context<'_>) -> Outcome {
+    let variable = resolve(condition.variable, ctx);
+    let argument = argument_value(condition.argument, ctx);
+    let result = holds(
+        condition.operator,
+        variable.as_deref(),
+        &argument,
+        condition.argument,
+        ctx,
+    );
+    Outcome {
+        result,
+        variable: Some(
+            variable
+                .map(Cow::into_owned)
+                .unwrap_or(Value::String(String::new())),
+        ),
+        argument: Some(argument.into_owned()),
+    }
+}
+
+static EMPTY: Value = Value::String(String::new());
+
+fn holds(
+    op: Operator,
+    variable: Option<&Value>,
+    argument: &Value,
+    written: &Value,
+    ctx: &Context<'_>,
+) -> Result<bool, String> {
+    use Operator::*;
+    // A path with no value reads as "" (§6.1); only `exists` and `empty` look closer.
+    let var = variable.unwrap_or(&EMPTY);
+    let unreadable = |what: &str| {
+        format!(
+            "argument {} resolved to {}, which is not {what}",
+            written,
+            serde_json::to_string(argument).unwrap_or_default()
+        )
+    };
+    Ok(match op {
+        EqualTo => equal(var, argument),
+        NotEqualTo => !equal(var, argument),
+        GreaterThan | LessThan | GreaterThanOrEqualTo | LessThanOrEqualTo => {
+            let Some(y) = number(argument) else {
+                return Err(unreadable("a number"));
+            };
+            let Some(x) = number(var) else {
+                return Ok(false);
+            };
+            match op {
+                GreaterThan => x > y,
+                LessThan => x < y,
+                GreaterThanOrEqualTo => x >= y,
+                _ => x <= y,
+            }
+        }
+        Contains => contains(var, argument),
+        NotContains => !contains(var, argument),
+        ContainsAll | NotContainsAll => {
+            let Some(wanted) = list(argument) else {
+                return Err(unreadable("a list"));
+            };
+            let all = match var {
+                Value::Array(have) => wanted.iter().all(|w| have.iter().any(|h| equal(h, w))),
+                _ => false,
+            };
+            if op == ContainsAll { all } else { !all }
+        }
+        Empty => is_empty(variable),
+        NotEmpty => !is_empty(variable),
+        Exists => variable.is_some_and(|v| !v.is_null()),
+        NotExists => !variable.is_some_and(|v| !v.is_null()),
+        IsTimestamp => timestamp(var, None).is_some(),
+        IsNotTimestamp => timestamp(var, None).is_none(),
+        IsTimestampBefore
+        | IsTimestampOnOrAfter
+        | IsTimestampBeforeDate
+        | IsTimestampOnOrAfterDate => {
+            let Some(at) = timestamp(argument, Some(ctx.now)) else {
+                return Err(unreadable("a timestamp"));
+            };
+            let Some(t) = timestamp(var, None) else {
+                return Ok(false);
+            };
+            match op {
+                IsTimestampBefore => t < at,
+                IsTimestampOnOrAfter => t >= at,
+                IsTimestampBeforeDate => utc_day(t) < utc_day(at),
+                _ => utc_day(t) >= utc_day(at),
+            }
+        }
+        IsTimestampBetween => {
+            let range = list(argument).filter(|l| l.len() == 2);
+            let bounds = range.and_then(|l| {
+                let start = timestamp(&argument_value(&l[0], ctx), Some(ctx.now))?;
+                let end = timestamp(&argument_value(&l[1], ctx), Some(ctx.now))?;
+                Some((start, end))
+            });
+            let Some((start, end)) = bounds else {
+                return Err(unreadable("a list of two timestamps"));
+            };
+            let Some(t) = timestamp(var, None) else {
+                return Ok(false);
+            };
+            start <= t && t < end
+        }
+        IsBetween => {
+            let range = list(argument).filter(|l| l.len() == 2);
+            let bounds = range.and_then(|l| {
+                Some((
+                    number(&argument_value(&l[0], ctx))?,
+                    number(&argument_value(&l[1], ctx))?,
+                ))
+            });
+            let Some((low, high)) = bounds else {
+                return Err(unreadable("a list of two numbers"));
+            };
+            let Some(x) = number(var) else {
+                return Ok(false);
+            };
+            low <= x && x <= high
+        }
+        IsAudienceMember | IsNotAudienceMember => {
+            let key = match argument {
+                Value::String(s) if !s.is_empty() => s.as_str(),
+                _ => return Err(unreadable("an audience key")),
+            };
+            let member = ctx.audiences.iter().any(|a| a == key);
+            if op == IsAudienceMember {
+                member
+            } else {
+                !member
+            }
+        }
+    })
+}
+
+/// Checks a literal argument at write time (preferences.md §6.2: an argument that cannot be
+/// read for its operator is a validation error when it is literal). Dynamic arguments are
+/// checked when they are read.
+pub fn check_literal_argument(op: Operator, argument: &Value) -> Result<(), String> {
+    if is_dynamic(argument) {
+        return Ok(());
+    }
+    // Any fixed instant will do: only the form of a relative time matters here.
+    let now = Timestamp::UNIX_EPOCH;
+    let literal_or_dynamic = |v: &Value, ok: &dyn Fn(&Value) -> bool| is_dynamic(v) || ok(v);
+    let name = op.as_str();
+    let ok = match op.argument_kind() {
+        ArgumentKind::None | ArgumentKind::Any => true,
+        ArgumentKind::Number => number(argument).is_some(),
+        ArgumentKind::List => list(argument).is_some(),
+        ArgumentKind::Time => timestamp(argument, Some(now)).is_some(),
+        ArgumentKind::TimeRange => list(argument).is_some_and(|l| {
+            l.len() == 2
+                && l.iter()
+                    .all(|v| literal_or_dynamic(v, &|v| timestamp(v, Some(now)).is_some()))
+        }),
+        ArgumentKind::NumberRange => list(argument).is_some_and(|l| {
+            l.len() == 2
+                && l.iter()
+                    .all(|v| literal_or_dynamic(v, &|v| number(v).is_some()))
+        }),
+        ArgumentKind::Text => argument.as_str().is_some_and(|s| !s.is_empty()),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match op.argument_kind() {
+        ArgumentKind::Number => format!("{name} needs a number"),
+        ArgumentKind::List => {
+            format!("{name} needs a list (a JSON array, or a string holding one)")
+        }
+        ArgumentKind::Time => {
+            format!("{name} needs a time: RFC 3339, unix seconds, or \"<n> <unit> ago|from now\"")
+        }
+        ArgumentKind::TimeRange => format!("{name} needs a list of two times [start, end]"),
+        ArgumentKind::NumberRange => format!("{name} needs a list of two numbers [low, high]"),
+        _ => format!("{name} needs a non-empty audience key"),
+    })
+}
+
+/// A string argument that names a namespace path is read from the context.
+fn is_dynamic(argument: &Value) -> bool {
+    argument
+        .as_str()
+        .is_some_and(|s| split_variable(s).is_some())
+}
+
+fn argument_value<'v>(argument: &'v Value, ctx: &Context<'v>) -> Cow<'v, Value> {
+    match argument {
+        Value::String(s) if split_variable(s).is_some() => {
+            resolve(s, ctx).unwrap_or(Cow::Borrowed(&EMPTY))
+        }
+        literal => Cow::Borrowed(literal),
+    }
+}
+
+/// Reads `namespace.path` from the context; `None` when the path has no value.
+fn resolve<'v>(variable: &str, ctx: &Context<'v>) -> Option<Cow<'v, Value>> {
+    let (namespace, path) = split_variable(variable)?;
+    let mut segments = path.split('.');
+    let root: &'v Value = match namespace {
+        "recipient" => return resolve_entity(&ctx.recipient, segments),
+        "actor" => return resolve_entity(ctx.actor.as_ref()?, segments),
+        "data" => ctx.data,
+        "tenant" => ctx.tenant,
+        "vars" => ctx.vars,
+        "workflow" => ctx.workflow,
+        _ => return None,
+    };
+    walk(root, &mut segments).map(Cow::Borrowed)
+}
+
+fn resolve_entity<'v, 's>(
+    entity: &Entity<'v>,
+    mut segments: impl Iterator<Item = &'s str>,
+) -> Option<Cow<'v, Value>> {
+    let first = segments.next()?;
+    let own = match first {
+        "id" => Some(entity.id),
+        "collection" => entity.collection,
+        _ => None,
+    };
+    if let Some(own) = own {
+        // An id is a string: it has no children.
+        return segments
+            .next()
+            .is_none()
+            .then(|| Cow::Owned(Value::String(own.to_string())));
+    }
+    let start = entity.properties.as_object()?.get(first)?;
+    walk(start, &mut segments).map(Cow::Borrowed)
+}
+
+fn walk<'v, 's>(
+    mut value: &'v Value,
+    segments: &mut impl Iterator<Item = &'s str>,
+) -> Option<&'v Value> {
+    for segment in segments {
+        value = match value {
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// A number, or a string that parses as one.
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
+        _ => None,
+    }
+}
+
+/// The string a value compares as: `null` is `""`, booleans are `"true"`/`"false"`.
+fn text(value: &Value) -> Cow<'_, str> {
+    match value {
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Null => Cow::Borrowed(""),
+        Value::Bool(true) => Cow::Borrowed("true"),
+        Value::Bool(false) => Cow::Borrowed("false"),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
+/// Equality after the coercions of §6.1.
+fn equal(a: &Value, b: &Value) -> bool {
+    if let (Some(x), Some(y)) = (number(a), number(b)) {
+        return x == y;
+    }
+    match (a, b) {
+        (Value::Array(_) | Value::Object(_), _) | (_, Value::Array(_) | Value::Object(_)) => a == b,
+        _ => text(a) == text(b),
+    }
+}
+
+/// A list argument: a JSON array, or a string holding one.
+fn list(value: &Value) -> Option<Cow<'_, [Value]>> {
+    match value {
+        Value::Array(items) => Some(Cow::Borrowed(items)),
+        Value::String(s) if s.trim_start().starts_with('[') => {
+            match serde_json::from_str::<Value>(s) {
+                Ok(Value::Array(items)) => Some(Cow::Owned(items)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `contains`: string ⊇ substring; list ∋ item; list ∩ list ≠ ∅.
+fn contains(variable: &Value, argument: &Value) -> bool {
+    match variable {
+        Value::Array(have) => match list(argument) {
+            Some(wanted) => wanted.iter().any(|w| have.iter().any(|h| equal(h, w))),
+            None => have.iter().any(|h| equal(h, argument)),
+        },
+        Value::Object(_) => false,
+        scalar => match argument {
+            Value::Array(_) | Value::Object(_) => false,
+            arg => text(scalar).contains(text(arg).as_ref()),
+        },
+    }
+}
+
+fn is_empty(variable: Option<&Value>) -> bool {
+    match variable {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+        Some(_) => false,
+    }
+}
+
+/// A time: RFC 3339, unix seconds (a number or a numeric string), or, when `now` is given
+/// (arguments only), `"<n> <unit> ago"` / `"<n> <unit> from now"`.
+fn timestamp(value: &Value, now: Option<Timestamp>) -> Option<Timestamp> {
+    match value {
+        Value::Number(n) => from_unix(n.as_f64()?),
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(t) = s.parse::<Timestamp>() {
+                return Some(t);
+            }
+            if let Ok(secs) = s.parse::<f64>() {
+                return from_unix(secs);
+            }
+            relative(s, now?)
+        }
+        _ => None,
+    }
+}
+
+fn from_unix(secs: f64) -> Option<Timestamp> {
+    if !secs.is_finite() {
+        return None;
+    }
+    Timestamp::from_millisecond((secs * 1000.0).round() as i64).ok()
+}
+
+fn relative(s: &str, now: Timestamp) -> Option<Timestamp> {
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let (n, unit, sign) = match words.as_slice() {
+        [n, unit, "ago"] => (n, unit, -1),
+        [n, unit, "from", "now"] => (n, unit, 1),
+        _ => return None,
+    };
+    let n: i64 = n.parse().ok().filter(|n| *n >= 0)?;
+    let unit_secs = match unit.trim_end_matches('s') {
+        "minute" => 60,
+        "hour" => 3_600,
+        "day" => 86_400,
+        "week" => 604_800,
+        _ => return None,
+    };
+    let secs = n.checked_mul(unit_secs)?.checked_mul(sign)?;
+    now.checked_add(SignedDuration::from_secs(secs)).ok()
+}
+
+fn utc_day(t: Timestamp) -> i64 {
+    t.as_second().div_euclid(86_400)
+}
+
+/// An empty JSON object, for contexts with no data or vars.
+pub fn empty_object() -> &'static Value {
+    static EMPTY_OBJECT: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| Value::Object(Map::new()));
+    &EMPTY_OBJECT
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! The default hierarchy: which sets apply to a recipient (preferences.md §4.2), the deep
+//! merge with admin locks (§4.3), and provenance.
+//!
+//! The merge is lazy: a [`Stack`] holds references to its layers, and [`Node::child`] walks
+//! them top-down, so evaluation reads only the few nodes it needs and learns which layer
+//! decided each value without building a merged copy. [`Stack::effective`] materialises the
+//! same walk for reads, so reads and evaluation cannot disagree.
+//!
+//! This module does no I/O.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::model::{DEFAULT_SET, PreferenceSet, STRATEGY_KEY};
+
+/// Which layer a value came from, as named in reasons (`recipient:default`,
+/// `recipient:acme`, `tenant:acme`, `environment`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerId<'a> {
+    Environment,
+    Tenant(&'a str),
+    Recipient(&'a str),
+}
+
+impl fmt::Display for LayerId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayerId::Environment => f.write_str("environment"),
+            LayerId::Tenant(id) => write!(f, "tenant:{id}"),
+            LayerId::Recipient(set) => write!(f, "recipient:{set}"),
+        }
+    }
+}
+
+/// Everything the hierarchy may draw from for one recipient and one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Sources<'a> {
+    pub environment: &'a PreferenceSet,
+    /// The tenant of the request and its default (stored `settings.preference_set`, else
+    /// the config template, else none).
+    pub tenant: Option<(&'a str, Option<&'a PreferenceSet>)>,
+    /// The recipient's `default` set.
+    pub recipient_default: Option<&'a PreferenceSet>,
+    /// The recipient's set for the request's tenant.
+    pub recipient_tenant: Option<&'a PreferenceSet>,
+}
+
+/// At most three layers: environment, tenant default, recipient.
+const MAX_LAYERS: usize = 3;
+
+/// The layers that apply, lowest first.
+#[derive(Clone, Copy, Debug)]
+pub struct Stack<'a> {
+    layers: [Option<(LayerId<'a>, &'a PreferenceSet)>; MAX_LAYERS],
+}
+
+impl<'a> Stack<'a> {
+    /// The hierarchy of §4.2: with tenant T, `env ⊕ tenant_default(T) ⊕ recipient[T]` when
+    /// either of the last two exists, otherwise (and with no tenant) `env ⊕ recipient["default"]`.
+    pub fn for_recipient(sources: &Sources<'a>) -> Stack<'a> {
+        let env = Some((LayerId::Environment, sources.environment));
+        if let Some((tenant, tenant_default)) = sources.tenant {
+            if tenant_default.is_some() || sources.recipient_tenant.is_some() {
+                return Stack {
+                    layers: [
+                        env,
+                        tenant_default.map(|s| (LayerId::Tenant(tenant), s)),
+                        sources
+                            .recipient_tenant
+                            .map(|s| (LayerId::Recipient(tenant), s)),
+                    ],
+                };
+            }
+        }
+        Stack {
+            layers: [
+                env,
+                sources
+                    .recipient_default
+                    .map(|s| (LayerId::Recipient(DEFAULT_SET), s)),
+                None,
+            ],
+        }
+    }
+
+    /// Any layers, lowest first; `tenants.get` uses it for `env ⊕ tenant default`.
+    pub fn from_layers(layers: &[(LayerId<'a>, &'a PreferenceSet)]) -> Stack<'a> {
+        let mut stack = Stack {
+            layers: [None; MAX_LAYERS],
+        };
+        for (slot, layer) in stack.layers.iter_mut().zip(layers) {
+            *slot = Some(*layer);
+        }
+        stack
+    }
+
+    /// The merged root object.
+    pub fn root(&self) -> Node<'a> {
+        let mut parts = Parts::default();
+        // Top-down: the highest layer first.
+        for (id, set) in self.layers.iter().rev().flatten() {
+            parts.push(*id, set.as_map());
+        }
+        Node::Object(parts)
+    }
+
+    /// The effective set: the deep merge of all layers with locks applied, locked nodes
+    /// keeping their `__strategy__` marker.
+    pub fn effective(&self) -> PreferenceSet {
+        match self.root() {
+            Node::Object(parts) => PreferenceSet::from_valid(parts.materialise()),
+            _ => PreferenceSet::empty(),
+        }
+    }
+}
+
+/// The objects that contribute to one merged node, top-down.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Parts<'a> {
+    items: [Option<(LayerId<'a>, &'a Map<String, Value>)>; MAX_LAYERS],
+    len: usize,
+}
+
+impl<'a> Parts<'a> {
+    fn push(&mut self, id: LayerId<'a>, map: &'a Map<String, Value>) {
+        if self.len < MAX_LAYERS {
+            self.items[self.len] = Some((id, map));
+            self.len += 1;
+        }
+    }
+
+    fn iter(&self) -> impl DoubleEndedIterator<Item = (LayerId<'a>, &'a Map<String, Value>)> + '_ {
+        self.items[..self.len].iter().flatten().copied()
+    }
+
+    fn materialise(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        // Keys in the order of the lowest layer first, so a read looks like the defaults
+        // with the recipient's additions.
+        for (_, map) in self.iter().rev() {
+            for key in map.keys() {
+                if out.contains_key(key) {
+                    continue;
+                }
+                let value = match Node::Object(*self).child(key) {
+                    Node::Absent => continue,
+                    Node::Leaf(value, _) => value.clone(),
+                    Node::Object(parts) => Value::Object(parts.materialise()),
+                };
+                out.insert(key.clone(), value);
+            }
+        }
+        out
+    }
+}
+
+/// One node of the merged hierarchy.
+#[derive(Clone, Copy, Debug)]
+pub enum Node<'a> {
+    /// No layer sets this node.
+    Absent,
+    /// A non-object value and the layer it came from.
+    Leaf(&'a Value, LayerId<'a>),
+    /// An object merged from one or more layers.
+    Object(Parts<'a>),
+}
+
+impl<'a> Node<'a> {
+    /// The merged child `key` of this node.
+    ///
+    /// A child locked with `__strategy__: "replace"` in some layer takes nothing from the
+    /// layers above that layer (the lowest lock wins, since it was applied first). Then,
+    /// top-down: the first layer that sets the child decides if its value is not an object;
+    /// otherwise the objects of consecutive layers merge, down to the first non-object,
+    /// which they replaced.
+    pub fn child(&self, key: &str) -> Node<'a> {
+        let Node::Object(parts) = self else {
+            return Node::Absent;
+        };
+        let items = &parts.items[..parts.len];
+        let lowest_lock = items
+            .iter()
+            .rposition(|item| item.is_some_and(|(_, map)| map.get(key).is_some_and(is_locked)))
+            .unwrap_or(0);
+        let mut merged = Parts::default();
+        for (id, map) in items[lowest_lock..].iter().flatten() {
+            match map.get(key) {
+                None | Some(Value::Null) => continue,
+                Some(Value::Object(child)) => merged.push(*id, child),
+                Some(leaf) if merged.len == 0 => return Node::Leaf(leaf, *id),
+                Some(_) => break,
+            }
+        }
+        if merged.len == 0 {
+            Node::Absent
+        } else {
+            Node::Object(merged)
+        }
+    }
+
+    /// The layer that set this node: for an object, the highest contributing layer.
+    pub fn layer(&self) -> Option<LayerId<'a>> {
+        match self {
+            Node::Absent => None,
+            Node::Leaf(_, id) => Some(*id),
+            Node::Object(parts) => parts.iter().next().map(|(id, _)| id),
+        }
+    }
+
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Node::Absent)
+    }
+}
+
+fn is_locked(value: &Value) -> bool {
+    value
+        .as_object()
+        .and_then(|m| m.get(STRATEGY_KEY))
+        .and_then(Value::as_str)
+        == Some("replace")
+}
