@@ -1,1 +1,50 @@
-fn main() {}
+//! The `prefsd` binary: parse the command line, set up logging, then run the daemon or a
+//! client command. No logic lives here.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use prefsd::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PREFSD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve { database } => {
+            let options = prefsd::server::ServeOptions {
+                config_dir: cli.config,
+                overrides: prefsd::config::Overrides {
+                    socket: cli.socket,
+                    database,
+                },
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(prefsd::server::serve(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::CheckConfig { dir } => {
+            prefsd::cli::check_config(dir.as_deref().unwrap_or(&cli.config))
+        }
+        _ => prefsd::cli::run(cli),
+    }
+}

@@ -864,3 +864,35 @@ pub fn type_name(value: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+/// Who receives a message: a user (no collection) or an object in a collection.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecipientKey {
+    pub collection: Option<String>,
+    pub id: String,
+}
+
+impl RecipientKey {
+    pub fn user(id: impl Into<String>) -> RecipientKey {
+        RecipientKey {
+            collection: None,
+            id: id.into(),
+        }
+    }
+
+    pub fn object(collection: impl Into<String>, id: impl Into<String>) -> RecipientKey {
+        RecipientKey {
+            collection: Some(collection.into()),
+            id: id.into(),
+        }
+    }
+}
+
+impl fmt::Display for RecipientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.collection {
+            Some(c) => write!(f, "{c}/{}", self.id),
+            None => f.write_str(&self.id),
+        }
+    }
+}

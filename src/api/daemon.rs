@@ -1,0 +1,63 @@
+//! `daemon.*` and `config.*`: liveness, status and the config in force.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::Error;
+use crate::api::Context;
+use crate::config::ConfigStatus;
+
+/// The protocol version; the CLI refuses to talk to a daemon with another.
+pub const PROTOCOL: u32 = 1;
+
+/// Methods that take no params accept `{}` (or none) and refuse anything else.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// `daemon.ping`: does nothing; the transport floor for benchmarks.
+pub fn ping() -> &'static str {
+    "pong"
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub protocol: u32,
+    pub uptime_s: u64,
+    pub schema_version: u32,
+    pub counts: crate::store::Counts,
+    pub jobs: Value,
+}
+
+/// `daemon.status`.
+pub async fn status(ctx: &Context) -> Result<Status, Error> {
+    let counts = ctx.db.read(|r| Ok::<_, Error>(r.counts()?)).await?;
+    Ok(Status {
+        version: env!("CARGO_PKG_VERSION"),
+        protocol: PROTOCOL,
+        uptime_s: ctx.started.elapsed().as_secs(),
+        schema_version: ctx.db.schema_version(),
+        counts,
+        jobs: json!({ "queued": 0, "processing": 0 }),
+    })
+}
+
+/// `config.status`.
+pub fn config_status(ctx: &Context) -> ConfigStatus {
+    ctx.config.status()
+}
+
+/// `config.reload`: re-reads the directory now; an invalid config is an error and the old
+/// one stays in force.
+pub async fn config_reload(ctx: &Context) -> Result<ConfigStatus, Error> {
+    let handle = ctx.config.clone();
+    match tokio::task::spawn_blocking(move || handle.reload()).await {
+        Ok(result) => result.map_err(Error::Config),
+        Err(join) => Err(Error::Config(vec![crate::config::ConfigError {
+            file: String::new(),
+            line: None,
+            message: format!("the reload task failed: {join}"),
+        }])),
+    }
+}

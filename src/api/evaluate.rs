@@ -1,0 +1,643 @@
+//! `preferences.evaluate`: decisions for many recipients and channels in one call.
+//!
+//! Inline identifies (recipient properties and preferences, an inline tenant or actor) are
+//! persisted first, in one write transaction that then also reads everything evaluation
+//! needs; without them, everything is read in one read transaction. Either way the reads
+//! are a few point queries per recipient, never one per channel, and evaluation itself is
+//! the pure `eval::decide`.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::Error;
+use crate::api::recipients::{check_size, parse_inline_sets, write_inline};
+use crate::api::{Context, Errors, merge_properties, now};
+use crate::config::Config;
+use crate::eval::{self, Entity};
+use crate::model::{
+    Channel, ChannelType, DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind,
+    Strategy, Workflow, type_name,
+};
+use crate::resolve::{Sources, Stack};
+use crate::store::{Read, TenantRow};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateParams {
+    pub workflow: Option<Value>,
+    pub channels: Option<Value>,
+    pub recipients: Option<Value>,
+    pub tenant: Option<Value>,
+    pub data: Option<Value>,
+    pub actor: Option<Value>,
+    pub now: Option<String>,
+}
+
+/// A recipient of the request, with what it identifies inline.
+struct RecipientParam {
+    key: RecipientKey,
+    properties: Option<Map<String, Value>>,
+    sets: Vec<(String, PreferenceSetRequest)>,
+}
+
+impl RecipientParam {
+    fn is_inline(&self) -> bool {
+        self.properties.is_some() || !self.sets.is_empty()
+    }
+}
+
+/// The tenant of the request, with an inline identify if it came as an object.
+struct TenantParam {
+    id: String,
+    name: Option<Option<String>>,
+    properties: Option<Map<String, Value>>,
+    preference_set: Option<Option<PreferenceSetRequest>>,
+}
+
+impl TenantParam {
+    fn is_inline(&self) -> bool {
+        self.name.is_some() || self.properties.is_some() || self.preference_set.is_some()
+    }
+}
+
+struct ActorParam {
+    id: String,
+    properties: Option<Map<String, Value>>,
+}
+
+/// A validated request.
+struct Request {
+    workflow: Workflow,
+    channels: Vec<Channel>,
+    recipients: Vec<RecipientParam>,
+    tenant: Option<TenantParam>,
+    actor: Option<ActorParam>,
+    data: Value,
+    now: jiff::Timestamp,
+}
+
+/// What the store holds for one recipient.
+struct Loaded {
+    properties: Value,
+    default_set: Option<PreferenceSet>,
+    tenant_set: Option<PreferenceSet>,
+    audiences: Vec<String>,
+}
+
+/// Everything evaluation reads, from one transaction.
+struct Snapshot {
+    tenant: Option<TenantRow>,
+    actor_properties: Value,
+    recipients: Vec<Loaded>,
+}
+
+pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Value, Error> {
+    let config = ctx.config();
+    let req = parse(&config, p)?;
+    let max = config.settings.limits.max_preference_set_bytes;
+    let inline = req.recipients.iter().any(RecipientParam::is_inline)
+        || req.tenant.as_ref().is_some_and(TenantParam::is_inline)
+        || req.actor.as_ref().is_some_and(|a| a.properties.is_some());
+    let (req, snapshot) = if inline {
+        ctx.db
+            .write(move |w| {
+                persist(w, &req, max)?;
+                let snapshot = load(w, &req)?;
+                Ok::<_, Error>((req, snapshot))
+            })
+            .await?
+    } else {
+        ctx.db
+            .read(move |r| {
+                let snapshot = load(r, &req)?;
+                Ok::<_, Error>((req, snapshot))
+            })
+            .await?
+    };
+    Ok(decide_all(&config, &req, &snapshot))
+}
+
+fn parse(config: &Config, p: EvaluateParams) -> Result<Request, Error> {
+    let mut errors = Errors::default();
+    let limits = &config.settings.limits;
+    let (workflow, catalog_channels) = parse_workflow(config, p.workflow.as_ref(), &mut errors)?;
+    let channels = match &p.channels {
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| parse_channel(v, &format!("channels.{i}"), &mut errors))
+            .collect(),
+        Some(other) => {
+            errors.push(
+                "channels",
+                format!("must be an array of channels, got {}", type_name(other)),
+            );
+            Vec::new()
+        }
+        None if !catalog_channels.is_empty() => catalog_channels,
+        None => Channel::all_types(),
+    };
+    let recipients = match &p.recipients {
+        Some(Value::Array(list)) if list.is_empty() => {
+            errors.push("recipients", "must list at least one recipient");
+            Vec::new()
+        }
+        Some(Value::Array(list)) if list.len() > limits.max_recipients => {
+            return Err(Error::limit(
+                "recipients",
+                format!(
+                    "lists {} recipients; at most {} are allowed",
+                    list.len(),
+                    limits.max_recipients
+                ),
+            ));
+        }
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| parse_recipient(v, &format!("recipients.{i}"), &mut errors))
+            .collect(),
+        Some(other) => {
+            errors.push(
+                "recipients",
+                format!("must be an array, got {}", type_name(other)),
+            );
+            Vec::new()
+        }
+        None => {
+            errors.push("recipients", "is required");
+            Vec::new()
+        }
+    };
+    let tenant = p.tenant.as_ref().and_then(|v| parse_tenant(v, &mut errors));
+    let actor = p.actor.as_ref().and_then(|v| parse_actor(v, &mut errors));
+    let data = match p.data {
+        None => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v,
+        Some(other) => {
+            errors.push(
+                "data",
+                format!("must be an object, got {}", type_name(&other)),
+            );
+            Value::Null
+        }
+    };
+    let now = match &p.now {
+        None => jiff::Timestamp::now(),
+        Some(s) => s.parse().unwrap_or_else(|_| {
+            errors.push(
+                "now",
+                "must be an RFC 3339 timestamp such as 2026-11-29T12:00:00Z",
+            );
+            jiff::Timestamp::UNIX_EPOCH
+        }),
+    };
+    errors.finish()?;
+    Ok(Request {
+        workflow,
+        channels,
+        recipients,
+        tenant,
+        actor,
+        data,
+        now,
+    })
+}
+
+/// The workflow by catalog key, or inline (an inline object overrides the catalog entry).
+fn parse_workflow(
+    config: &Config,
+    value: Option<&Value>,
+    errors: &mut Errors,
+) -> Result<(Workflow, Vec<Channel>), Error> {
+    let lookup = |key: &str| config.workflows.get(key);
+    match value {
+        Some(Value::String(key)) => {
+            errors.id("workflow", key);
+            match lookup(key) {
+                Some(entry) => Ok((entry.workflow.clone(), entry.channels.clone())),
+                None if config.settings.strict_workflows => {
+                    Err(Error::WorkflowNotFound(key.clone()))
+                }
+                None => Ok((
+                    Workflow {
+                        key: key.clone(),
+                        ..Workflow::default()
+                    },
+                    Vec::new(),
+                )),
+            }
+        }
+        Some(v @ Value::Object(_)) => match serde_json::from_value::<Workflow>(v.clone()) {
+            Ok(workflow) => {
+                errors.id("workflow.key", &workflow.key);
+                let channels = lookup(&workflow.key)
+                    .map(|e| e.channels.clone())
+                    .unwrap_or_default();
+                Ok((workflow, channels))
+            }
+            Err(e) => {
+                errors.push("workflow", format!("{e}"));
+                Ok((Workflow::default(), Vec::new()))
+            }
+        },
+        Some(other) => {
+            errors.push(
+                "workflow",
+                format!(
+                    "must be a workflow key or an object, got {}",
+                    type_name(other)
+                ),
+            );
+            Ok((Workflow::default(), Vec::new()))
+        }
+        None => {
+            errors.push("workflow", "is required");
+            Ok((Workflow::default(), Vec::new()))
+        }
+    }
+}
+
+fn parse_channel(value: &Value, field: &str, errors: &mut Errors) -> Option<Channel> {
+    let Value::Object(map) = value else {
+        errors.push(field, "must be an object { type, id? }");
+        return None;
+    };
+    for key in map.keys() {
+        if key != "type" && key != "id" {
+            errors.push(format!("{field}.{key}"), "unknown key; expected type or id");
+        }
+    }
+    let channel_type = match map.get("type") {
+        Some(Value::String(t)) => ChannelType::parse(t).or_else(|| {
+            errors.push(format!("{field}.type"), "unknown channel type");
+            None
+        }),
+        _ => {
+            errors.push(
+                format!("{field}.type"),
+                "is required: one of email, sms, push, chat, in_app_feed, http",
+            );
+            None
+        }
+    };
+    let id = match map.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => {
+            errors.id(&format!("{field}.id"), id);
+            Some(id.clone())
+        }
+        Some(_) => {
+            errors.push(format!("{field}.id"), "must be a string");
+            None
+        }
+    };
+    Some(Channel {
+        channel_type: channel_type?,
+        id,
+    })
+}
+
+/// Reads an optional object-valued key of an inline entity.
+fn object_field(
+    map: &Map<String, Value>,
+    key: &str,
+    field: &str,
+    errors: &mut Errors,
+) -> Option<Map<String, Value>> {
+    match map.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(other) => {
+            errors.push(
+                format!("{field}.{key}"),
+                format!("must be an object, got {}", type_name(other)),
+            );
+            None
+        }
+    }
+}
+
+fn string_field(
+    map: &Map<String, Value>,
+    key: &str,
+    field: &str,
+    errors: &mut Errors,
+) -> Option<String> {
+    match map.get(key) {
+        Some(Value::String(s)) => {
+            errors.id(&format!("{field}.{key}"), s);
+            Some(s.clone())
+        }
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            errors.push(format!("{field}.{key}"), "must be a string");
+            None
+        }
+    }
+}
+
+fn check_keys(map: &Map<String, Value>, allowed: &[&str], field: &str, errors: &mut Errors) {
+    for key in map.keys() {
+        if !allowed.contains(&key.as_str()) {
+            errors.push(
+                format!("{field}.{key}"),
+                format!("unknown key; expected one of {}", allowed.join(", ")),
+            );
+        }
+    }
+}
+
+fn parse_recipient(value: &Value, field: &str, errors: &mut Errors) -> Option<RecipientParam> {
+    match value {
+        Value::String(id) => {
+            errors.id(field, id);
+            Some(RecipientParam {
+                key: RecipientKey::user(id),
+                properties: None,
+                sets: Vec::new(),
+            })
+        }
+        Value::Object(map) => {
+            check_keys(
+                map,
+                &["id", "collection", "properties", "preferences"],
+                field,
+                errors,
+            );
+            let Some(id) = string_field(map, "id", field, errors) else {
+                errors.push(format!("{field}.id"), "is required");
+                return None;
+            };
+            let collection = string_field(map, "collection", field, errors);
+            let properties = object_field(map, "properties", field, errors);
+            let sets = object_field(map, "preferences", field, errors)
+                .map(|sets| parse_inline_sets(&sets, &format!("{field}.preferences"), errors))
+                .unwrap_or_default();
+            Some(RecipientParam {
+                key: RecipientKey { collection, id },
+                properties,
+                sets,
+            })
+        }
+        other => {
+            errors.push(
+                field,
+                format!("must be a user id or an object, got {}", type_name(other)),
+            );
+            None
+        }
+    }
+}
+
+fn parse_tenant(value: &Value, errors: &mut Errors) -> Option<TenantParam> {
+    match value {
+        Value::String(id) => {
+            errors.id("tenant", id);
+            Some(TenantParam {
+                id: id.clone(),
+                name: None,
+                properties: None,
+                preference_set: None,
+            })
+        }
+        Value::Object(map) => {
+            check_keys(
+                map,
+                &["id", "name", "properties", "settings"],
+                "tenant",
+                errors,
+            );
+            let Some(id) = string_field(map, "id", "tenant", errors) else {
+                errors.push("tenant.id", "is required");
+                return None;
+            };
+            let name = map.get("name").map(|v| v.as_str().map(str::to_string));
+            let properties = object_field(map, "properties", "tenant", errors);
+            let settings = object_field(map, "settings", "tenant", errors);
+            let preference_set = settings.as_ref().and_then(|s| {
+                check_keys(s, &["preference_set"], "tenant.settings", errors);
+                s.get("preference_set").map(|body| match body {
+                    Value::Null => None,
+                    body => errors.take(PreferenceSetRequest::parse(
+                        body,
+                        Strategy::Merge,
+                        "tenant.settings.preference_set",
+                    )),
+                })
+            });
+            Some(TenantParam {
+                id,
+                name,
+                properties,
+                preference_set,
+            })
+        }
+        other => {
+            errors.push(
+                "tenant",
+                format!("must be a tenant id or an object, got {}", type_name(other)),
+            );
+            None
+        }
+    }
+}
+
+fn parse_actor(value: &Value, errors: &mut Errors) -> Option<ActorParam> {
+    match value {
+        Value::String(id) => {
+            errors.id("actor", id);
+            Some(ActorParam {
+                id: id.clone(),
+                properties: None,
+            })
+        }
+        Value::Object(map) => {
+            check_keys(map, &["id", "properties"], "actor", errors);
+            let Some(id) = string_field(map, "id", "actor", errors) else {
+                errors.push("actor.id", "is required");
+                return None;
+            };
+            Some(ActorParam {
+                id,
+                properties: object_field(map, "properties", "actor", errors),
+            })
+        }
+        other => {
+            errors.push(
+                "actor",
+                format!("must be a user id or an object, got {}", type_name(other)),
+            );
+            None
+        }
+    }
+}
+
+/// Persists the inline identifies of a request (Knock's inline identify), merging.
+fn persist(w: &crate::store::Write<'_>, req: &Request, max_set_bytes: usize) -> Result<(), Error> {
+    let now = now();
+    if let Some(t) = req.tenant.as_ref().filter(|t| t.is_inline()) {
+        let mut row = w.tenant(&t.id)?.unwrap_or_else(|| TenantRow {
+            id: t.id.clone(),
+            name: None,
+            properties: Map::new(),
+            preference_set: None,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+        });
+        if let Some(name) = &t.name {
+            row.name = name.clone();
+        }
+        if let Some(patch) = &t.properties {
+            merge_properties(&mut row.properties, patch);
+        }
+        match &t.preference_set {
+            None => {}
+            Some(None) => row.preference_set = None,
+            Some(Some(req)) => {
+                let field = "tenant.settings.preference_set";
+                let set = req.apply(row.preference_set.as_ref(), SetKind::Default, field)?;
+                check_size(&set, max_set_bytes, field)?;
+                row.preference_set = Some(set);
+            }
+        }
+        row.updated_at = now.clone();
+        w.put_tenant(&row)?;
+    }
+    if let Some(actor) = &req.actor {
+        if let Some(props) = &actor.properties {
+            write_inline(
+                w,
+                &RecipientKey::user(&actor.id),
+                Some(props),
+                &[],
+                max_set_bytes,
+                "actor",
+                &now,
+            )?;
+        }
+    }
+    for (i, r) in req
+        .recipients
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_inline())
+    {
+        let prefix = format!("recipients.{i}.preferences");
+        write_inline(
+            w,
+            &r.key,
+            r.properties.as_ref(),
+            &r.sets,
+            max_set_bytes,
+            &prefix,
+            &now,
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads everything evaluation needs, in the caller's transaction.
+fn load(r: &Read<'_>, req: &Request) -> Result<Snapshot, Error> {
+    let tenant = match &req.tenant {
+        Some(t) => r.tenant(&t.id)?,
+        None => None,
+    };
+    let actor_properties = match &req.actor {
+        Some(a) => r
+            .recipient(&RecipientKey::user(&a.id))?
+            .map(|row| Value::Object(row.properties))
+            .unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    let tenant_id = req.tenant.as_ref().map(|t| t.id.as_str());
+    let mut recipients = Vec::with_capacity(req.recipients.len());
+    for rp in &req.recipients {
+        let properties = r
+            .recipient(&rp.key)?
+            .map(|row| Value::Object(row.properties))
+            .unwrap_or(Value::Null);
+        let default_set = r.set(&rp.key, DEFAULT_SET)?;
+        let tenant_set = match tenant_id {
+            Some(t) if t != DEFAULT_SET => r.set(&rp.key, t)?,
+            _ => None,
+        };
+        recipients.push(Loaded {
+            properties,
+            default_set,
+            tenant_set,
+            audiences: r.audiences_of(&rp.key)?,
+        });
+    }
+    Ok(Snapshot {
+        tenant,
+        actor_properties,
+        recipients,
+    })
+}
+
+/// The pure part: every (recipient, channel) decision, in request order.
+fn decide_all(config: &Config, req: &Request, snapshot: &Snapshot) -> Value {
+    let tenant_id = req.tenant.as_ref().map(|t| t.id.as_str());
+    let tenant_default = tenant_id.and_then(|t| {
+        snapshot
+            .tenant
+            .as_ref()
+            .and_then(|row| row.preference_set.as_ref())
+            .or_else(|| config.tenant_templates.get(t))
+    });
+    let tenant_value = match (&snapshot.tenant, tenant_id) {
+        (Some(row), _) => json!({
+            "id": row.id,
+            "name": row.name,
+            "properties": row.properties,
+            "settings": { "preference_set": row.preference_set.as_ref().map(PreferenceSet::to_value) },
+        }),
+        (None, Some(id)) => json!({ "id": id }),
+        (None, None) => Value::Null,
+    };
+    let workflow_value = req.workflow.to_value();
+    let actor = req.actor.as_ref().map(|a| Entity {
+        id: &a.id,
+        collection: None,
+        properties: &snapshot.actor_properties,
+    });
+    let mut results = Vec::with_capacity(req.recipients.len());
+    for (rp, loaded) in req.recipients.iter().zip(&snapshot.recipients) {
+        let stack = Stack::for_recipient(&Sources {
+            environment: &config.environment,
+            tenant: tenant_id.map(|t| (t, tenant_default)),
+            recipient_default: loaded.default_set.as_ref(),
+            recipient_tenant: loaded.tenant_set.as_ref(),
+        });
+        let ctx = eval::Context {
+            recipient: Entity {
+                id: &rp.key.id,
+                collection: rp.key.collection.as_deref(),
+                properties: &loaded.properties,
+            },
+            actor,
+            data: &req.data,
+            tenant: &tenant_value,
+            vars: &config.settings.vars,
+            workflow: &workflow_value,
+            audiences: &loaded.audiences,
+            now: req.now,
+        };
+        let channels: Vec<Value> = req
+            .channels
+            .iter()
+            .map(|channel| {
+                let d = eval::decide(&req.workflow, channel, &stack, loaded.default_set.as_ref(), &ctx);
+                json!({ "type": channel.channel_type, "id": channel.id, "send": d.send, "reason": d.reason })
+            })
+            .collect();
+        let mut recipient = Map::new();
+        recipient.insert("id".into(), json!(rp.key.id));
+        if let Some(c) = &rp.key.collection {
+            recipient.insert("collection".into(), json!(c));
+        }
+        results.push(json!({ "recipient": recipient, "channels": channels }));
+    }
+    json!({ "results": results })
+}

@@ -1,0 +1,110 @@
+//! The methods of rpc.md as plain async functions: typed params in, a serialisable result or
+//! a crate [`Error`] out. This is where a request meets the store and the pure core; it knows
+//! nothing of JSON-RPC or HTTP (that is `rpc`), and holds no SQL (that is `store`) and no
+//! preference rules (those are `model`, `resolve` and `eval`).
+//!
+//! Every method is all-or-nothing: params are validated before anything is written, and all
+//! writes of one call happen in one store transaction.
+
+pub mod audiences;
+pub mod daemon;
+pub mod evaluate;
+pub mod recipients;
+pub mod tenants;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use crate::Error;
+use crate::config::{Config, ConfigHandle};
+use crate::model::{ValidationError, check_id};
+use crate::store::Db;
+
+/// What every method may use: the store, the live config, and the daemon's start time.
+pub struct Context {
+    pub db: Db,
+    pub config: ConfigHandle,
+    pub started: Instant,
+}
+
+impl Context {
+    pub fn new(db: Db, config: ConfigHandle) -> Context {
+        Context {
+            db,
+            config,
+            started: Instant::now(),
+        }
+    }
+
+    /// One whole config for the whole call.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.current()
+    }
+}
+
+/// The current time as stored and returned: RFC 3339, UTC, millisecond precision.
+pub fn now() -> String {
+    format_time(jiff::Timestamp::now())
+}
+
+pub fn format_time(t: jiff::Timestamp) -> String {
+    t.round(jiff::Unit::Millisecond).unwrap_or(t).to_string()
+}
+
+/// Collects validation errors so that one response can name every bad field.
+#[derive(Default)]
+pub struct Errors(Vec<crate::model::FieldError>);
+
+impl Errors {
+    pub fn id(&mut self, field: &str, value: &str) {
+        if let Err(e) = check_id(field, value) {
+            self.0.push(e);
+        }
+    }
+
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(crate::model::FieldError::new(field, message));
+    }
+
+    pub fn extend(&mut self, e: ValidationError) {
+        self.0.extend(e.errors);
+    }
+
+    /// Keeps the value of a fallible step, or records its errors.
+    pub fn take<T>(&mut self, result: Result<T, ValidationError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.extend(e);
+                None
+            }
+        }
+    }
+
+    pub fn finish(self) -> Result<(), Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(ValidationError { errors: self.0 }))
+        }
+    }
+}
+
+/// Shallow property merge (rpc.md `users.identify`): a `null` value deletes the property.
+pub fn merge_properties(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            target.insert(key.clone(), value.clone());
+        }
+    }
+}
+
+/// `{ "deleted": bool }`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Deleted {
+    pub deleted: bool,
+}

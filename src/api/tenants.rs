@@ -1,0 +1,170 @@
+//! `tenants.*`: tenants and their default preference sets.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::Error;
+use crate::api::recipients::check_size;
+use crate::api::{Context, Deleted, Errors, merge_properties, now};
+use crate::model::{PreferenceSetRequest, SetKind, Strategy};
+use crate::resolve::{LayerId, Stack};
+use crate::store::TenantRow;
+
+/// The `Tenant` shape of rpc.md; `preference_set` is shown as given (stored or resolved).
+fn tenant_json(row: &TenantRow, preference_set: Option<Value>) -> Value {
+    json!({
+        "id": row.id,
+        "name": row.name,
+        "properties": row.properties,
+        "settings": { "preference_set": preference_set },
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetParams {
+    pub tenant_id: String,
+    /// Absent keeps the name; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    pub name: Option<Option<String>>,
+    pub properties: Option<Map<String, Value>>,
+    pub settings: Option<SettingsParams>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsParams {
+    /// Absent keeps the stored default; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    pub preference_set: Option<Option<Value>>,
+}
+
+/// Tells a present `null` (`Some(None)`) from an absent key (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// What `tenants.set` does to the stored tenant default.
+enum DefaultWrite {
+    Keep,
+    Remove,
+    Write(PreferenceSetRequest),
+}
+
+/// `tenants.set`: creates or updates a tenant; its default set is merged unless
+/// `__persistence_strategy__: "replace"`, and `null` removes it (preferences.md §3).
+pub async fn set(ctx: &Context, p: SetParams) -> Result<Value, Error> {
+    let mut errors = Errors::default();
+    errors.id("tenant_id", &p.tenant_id);
+    let write = match p.settings.and_then(|s| s.preference_set) {
+        None => DefaultWrite::Keep,
+        Some(None) => DefaultWrite::Remove,
+        Some(Some(body)) => match errors.take(PreferenceSetRequest::parse(
+            &body,
+            Strategy::Merge,
+            "settings.preference_set",
+        )) {
+            Some(req) => DefaultWrite::Write(req),
+            None => DefaultWrite::Keep,
+        },
+    };
+    errors.finish()?;
+    let max = ctx.config().settings.limits.max_preference_set_bytes;
+    let row = ctx
+        .db
+        .write(move |w| {
+            let now = now();
+            let mut row = w.tenant(&p.tenant_id)?.unwrap_or_else(|| TenantRow {
+                id: p.tenant_id.clone(),
+                name: None,
+                properties: Map::new(),
+                preference_set: None,
+                created_at: now.clone(),
+                updated_at: now.clone(),
+            });
+            if let Some(name) = p.name {
+                row.name = name;
+            }
+            if let Some(patch) = &p.properties {
+                merge_properties(&mut row.properties, patch);
+            }
+            match write {
+                DefaultWrite::Keep => {}
+                DefaultWrite::Remove => row.preference_set = None,
+                DefaultWrite::Write(req) => {
+                    let set = req.apply(
+                        row.preference_set.as_ref(),
+                        SetKind::Default,
+                        "settings.preference_set",
+                    )?;
+                    check_size(&set, max, "settings.preference_set")?;
+                    row.preference_set = Some(set);
+                }
+            }
+            row.updated_at = now;
+            w.put_tenant(&row)?;
+            Ok::<_, Error>(row)
+        })
+        .await?;
+    let set = row.preference_set.as_ref().map(|s| s.to_response(&row.id));
+    Ok(tenant_json(&row, set))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    pub tenant_id: String,
+    pub resolve_full_preference_settings: Option<bool>,
+}
+
+/// `tenants.get`; with `resolve_full_preference_settings`, the environment default is
+/// merged under the tenant default (the stored one, else the config template).
+pub async fn get(ctx: &Context, p: GetParams) -> Result<Value, Error> {
+    let mut errors = Errors::default();
+    errors.id("tenant_id", &p.tenant_id);
+    errors.finish()?;
+    let id = p.tenant_id.clone();
+    let row = ctx.db.read(move |r| Ok::<_, Error>(r.tenant(&id)?)).await?;
+    let Some(row) = row else {
+        return Err(Error::NotFound(format!("tenant {:?}", p.tenant_id)));
+    };
+    if !p.resolve_full_preference_settings.unwrap_or(false) {
+        let set = row.preference_set.as_ref().map(|s| s.to_response(&row.id));
+        return Ok(tenant_json(&row, set));
+    }
+    let config = ctx.config();
+    let tenant_default = row
+        .preference_set
+        .as_ref()
+        .or_else(|| config.tenant_templates.get(&row.id));
+    let mut layers = vec![(LayerId::Environment, &config.environment)];
+    if let Some(set) = tenant_default {
+        layers.push((LayerId::Tenant(&row.id), set));
+    }
+    let resolved = Stack::from_layers(&layers).effective().to_response(&row.id);
+    Ok(tenant_json(&row, Some(resolved)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    pub tenant_id: String,
+}
+
+/// `tenants.delete`. Recipients' sets for the tenant stay: they are the recipients' own.
+pub async fn delete(ctx: &Context, p: DeleteParams) -> Result<Deleted, Error> {
+    let mut errors = Errors::default();
+    errors.id("tenant_id", &p.tenant_id);
+    errors.finish()?;
+    let deleted = ctx
+        .db
+        .write(move |w| Ok::<_, Error>(w.delete_tenant(&p.tenant_id)?))
+        .await?;
+    Ok(Deleted { deleted })
+}

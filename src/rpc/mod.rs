@@ -1,0 +1,215 @@
+//! The JSON-RPC surface: the method table of rpc.md, params parsing, the error mapping and
+//! the HTTP shims. The only module that names jsonrpsee server types. Each method is one
+//! line here that parses its params and calls one function of `api`.
+
+pub mod error;
+pub mod http;
+
+use std::sync::Arc;
+
+use jsonrpsee::RpcModule;
+use jsonrpsee::types::{ErrorObjectOwned, Params};
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+use crate::api::daemon::NoParams;
+use crate::api::recipients::Kind;
+use crate::api::{self, Context};
+use crate::model::ValidationError;
+
+/// Registers one method: parse the params by name, run the body, map the error.
+macro_rules! method {
+    ($module:ident, $name:literal, |$ctx:ident, $p:ident : $params:ty| $body:expr) => {
+        $module.register_async_method($name, |params, ctx, _ext| async move {
+            let $p: $params = parse_params(&params)?;
+            let $ctx: &Context = &ctx;
+            let result: Result<_, Error> = $body;
+            result.map_err(ErrorObjectOwned::from)
+        })?;
+    };
+}
+
+/// The whole API of rpc.md.
+pub fn module(
+    ctx: Arc<Context>,
+) -> Result<RpcModule<Context>, jsonrpsee::core::RegisterMethodError> {
+    use api::{audiences, daemon, evaluate, recipients as r, tenants};
+    let mut m = RpcModule::from_arc(ctx);
+
+    method!(m, "users.identify", |c, p: r::IdentifyParams| r::identify(
+        c,
+        Kind::User,
+        p
+    )
+    .await);
+    method!(m, "users.get", |c, p: r::WhoParams| r::get(
+        c,
+        Kind::User,
+        p
+    )
+    .await);
+    method!(m, "users.delete", |c, p: r::WhoParams| r::delete(
+        c,
+        Kind::User,
+        p
+    )
+    .await);
+    method!(
+        m,
+        "users.getPreferences",
+        |c, p: r::GetPreferencesParams| r::get_preferences(c, Kind::User, p).await
+    );
+    method!(
+        m,
+        "users.setPreferences",
+        |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::User, p).await
+    );
+    method!(
+        m,
+        "users.unsetPreferences",
+        |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::User, p).await
+    );
+    method!(m, "users.listPreferences", |c, p: r::WhoParams| {
+        r::list_preferences(c, Kind::User, p).await
+    });
+
+    method!(m, "objects.set", |c, p: r::IdentifyParams| r::identify(
+        c,
+        Kind::Object,
+        p
+    )
+    .await);
+    method!(m, "objects.get", |c, p: r::WhoParams| r::get(
+        c,
+        Kind::Object,
+        p
+    )
+    .await);
+    method!(m, "objects.delete", |c, p: r::WhoParams| r::delete(
+        c,
+        Kind::Object,
+        p
+    )
+    .await);
+    method!(
+        m,
+        "objects.getPreferences",
+        |c, p: r::GetPreferencesParams| r::get_preferences(c, Kind::Object, p).await
+    );
+    method!(
+        m,
+        "objects.setPreferences",
+        |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::Object, p).await
+    );
+    method!(
+        m,
+        "objects.unsetPreferences",
+        |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::Object, p).await
+    );
+    method!(m, "objects.listPreferences", |c, p: r::WhoParams| {
+        r::list_preferences(c, Kind::Object, p).await
+    });
+
+    method!(m, "tenants.set", |c, p: tenants::SetParams| tenants::set(
+        c, p
+    )
+    .await);
+    method!(m, "tenants.get", |c, p: tenants::GetParams| tenants::get(
+        c, p
+    )
+    .await);
+    method!(m, "tenants.delete", |c, p: tenants::DeleteParams| {
+        tenants::delete(c, p).await
+    });
+
+    method!(
+        m,
+        "audiences.addMembers",
+        |c, p: audiences::MembersParams| audiences::add_members(c, p).await
+    );
+    method!(
+        m,
+        "audiences.removeMembers",
+        |c, p: audiences::MembersParams| audiences::remove_members(c, p).await
+    );
+    method!(m, "audiences.listMembers", |c, p: audiences::ListParams| {
+        audiences::list_members(c, p).await
+    });
+
+    method!(
+        m,
+        "preferences.evaluate",
+        |c, p: evaluate::EvaluateParams| evaluate::evaluate(c, p).await
+    );
+
+    method!(m, "config.status", |c, _p: NoParams| Ok(
+        daemon::config_status(c)
+    ));
+    method!(m, "config.reload", |c, _p: NoParams| daemon::config_reload(
+        c
+    )
+    .await);
+    method!(m, "daemon.ping", |_c, _p: NoParams| Ok(daemon::ping()));
+    method!(m, "daemon.status", |c, _p: NoParams| daemon::status(c)
+        .await);
+    Ok(m)
+}
+
+/// Parses params given by name (rpc.md: a JSON object; absent or `null` reads as `{}`).
+/// Errors name the param: a missing one, an unknown one, or one of the wrong type.
+pub fn parse_params<T: DeserializeOwned>(params: &Params<'_>) -> Result<T, Error> {
+    let text = params.as_str().unwrap_or("{}");
+    let text = if text.trim() == "null" { "{}" } else { text };
+    if !text.trim_start().starts_with('{') {
+        return Err(Error::invalid(
+            "params",
+            "must be an object of named params",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde's messages end with " at line L column C", which means nothing to a caller
+        // who sent params inside a request.
+        let inner = inner
+            .split(" at line ")
+            .next()
+            .unwrap_or(&inner)
+            .to_string();
+        let (field, message) = field_error(&path, &inner);
+        Error::Invalid(ValidationError::one(field, message))
+    })
+}
+
+/// Turns serde's message into a field name and a message about that field.
+fn field_error(path: &str, message: &str) -> (String, String) {
+    let quoted = |m: &str| m.split('`').nth(1).map(str::to_string);
+    let join = |name: String| {
+        if path == "." || path.is_empty() {
+            name
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        if let Some(name) = quoted(rest) {
+            return (join(name), "is required".into());
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        if let Some(name) = quoted(rest) {
+            let expected = rest
+                .split_once(", expected ")
+                .map(|(_, e)| format!("; expected {e}"))
+                .unwrap_or_default();
+            return (join(name), format!("unknown param{expected}"));
+        }
+    }
+    let field = if path == "." || path.is_empty() {
+        "params".to_string()
+    } else {
+        path.to_string()
+    };
+    (field, message.to_string())
+}

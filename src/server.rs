@@ -1,0 +1,273 @@
+//! Wiring and lifecycle of the daemon: the accept loop, one jsonrpsee service per
+//! connection, the background tasks (config watcher, SIGHUP), and graceful shutdown.
+//! No business logic.
+//!
+//! [`run`] takes a bound listener and a shutdown future (mini-redis): `main` binds the
+//! configured socket and passes SIGTERM/SIGINT; tests bind a temp socket and pass a token,
+//! so no test waits for the server to come up.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use jsonrpsee::server::{Methods, Server, ServerConfig, stop_channel};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::Context;
+use crate::config::ConfigWatcher;
+use crate::rpc;
+use crate::rpc::http::JsonLayer;
+
+/// How long a client may take to send a request's headers once it has started. It stops
+/// a slow client from holding a connection forever; idle keep-alive connections between
+/// requests are not affected.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest response: 1000 recipients × 6 channels of decisions fit many times over.
+const MAX_RESPONSE_BYTES: u32 = 64 * 1024 * 1024;
+
+/// Serves JSON-RPC on `listener` until `shutdown` completes, then stops accepting, lets
+/// in-flight calls finish, stops the background tasks and returns once every task spawned
+/// here has ended.
+pub async fn run(
+    listener: UnixListener,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let limits = ctx.config().settings.limits.clone();
+    let methods: Methods = rpc::module(Arc::clone(&ctx))
+        .context("registering the RPC methods")?
+        .into();
+    let (stop_handle, server_handle) = stop_channel();
+    // jsonrpsee's default of 100 connections is too few for a sidecar shared by many
+    // worker processes; the limit is a setting (limits.max_connections).
+    let builder = Server::builder()
+        .set_config(
+            ServerConfig::builder()
+                .max_connections(limits.max_connections)
+                .max_request_body_size(limits.max_request_bytes)
+                .max_response_body_size(MAX_RESPONSE_BYTES)
+                .build(),
+        )
+        .set_http_middleware(tower::ServiceBuilder::new().layer(JsonLayer {
+            max_request_bytes: limits.max_request_bytes,
+        }))
+        .to_service_builder();
+
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    match ConfigWatcher::start(ctx.config.clone()) {
+        Ok(watcher) => {
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                if let Err(e) = watcher.run(cancel).await {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "the config watcher stopped; edits now need SIGHUP or config.reload"
+                    );
+                }
+            });
+        }
+        Err(e) => tracing::error!(
+            error = format!("{e:#}"),
+            "cannot watch the config directory; use SIGHUP or config.reload"
+        ),
+    }
+    tasks.spawn(reload_on_sighup(ctx.config.clone(), cancel.clone()));
+
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, typically: back off briefly instead of
+                    // spinning, and keep serving the connections we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = builder.clone().build(methods.clone(), stop_handle.clone());
+        tasks.spawn(serve_connection(
+            stream,
+            service,
+            stop_handle.clone().shutdown(),
+        ));
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight calls");
+    drop(listener);
+    let _ = server_handle.stop();
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+/// Serves one connection: HTTP/1.1 with keep-alive and the WebSocket upgrade. On shutdown
+/// the connection finishes the request in flight and then closes.
+async fn serve_connection<S, B>(stream: UnixStream, service: S, stopped: impl Future<Output = ()>)
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = hyper::body::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .with_upgrades();
+    tokio::pin!(conn, stopped);
+    let result = tokio::select! {
+        res = &mut conn => res,
+        () = &mut stopped => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+async fn reload_on_sighup(config: crate::config::ConfigHandle, cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP: reloading the config");
+                if let Err(errors) = config.reload_async().await {
+                    tracing::warn!(errors = errors.len(), "the reloaded config is invalid; the old one stays in force");
+                }
+            }
+        }
+    }
+}
+
+/// Binds the daemon's socket with `mode`, with no moment in which it is more open: it is
+/// bound under a temporary name, chmod-ed, then renamed into place. A stale socket file
+/// (nobody listening) is replaced; a live daemon on the path is an error, and its socket is
+/// left alone.
+pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => anyhow::bail!(
+                "another prefsd is already listening on {}; stop it first or use another --socket",
+                path.display()
+            ),
+            Err(_) => {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing the stale socket {}", path.display()))?;
+            }
+        }
+    }
+    let tmp = temp_name(path);
+    let _ = std::fs::remove_file(&tmp);
+    let listener =
+        UnixListener::bind(&tmp).with_context(|| format!("binding {}", tmp.display()))?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("placing the socket at {}", path.display()));
+    }
+    Ok(listener)
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// What `prefsd serve` needs, from flags and environment.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub config_dir: PathBuf,
+    pub overrides: crate::config::Overrides,
+}
+
+/// `prefsd serve`: loads the config, opens the database, binds the socket and serves until
+/// SIGTERM or SIGINT; then finishes in-flight calls, closes the database and removes the
+/// socket file. Any start-up failure is an error (exit 2 in `main`).
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let config = crate::config::ConfigHandle::load(options.config_dir.clone(), options.overrides)
+        .map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(
+            "the config in {} is invalid:\n  {}",
+            options.config_dir.display(),
+            list.join("\n  ")
+        )
+    })?;
+    let settings = config.current().settings.clone();
+    let db = crate::store::Db::open(&settings.database, settings.durability)
+        .with_context(|| format!("opening the database {}", settings.database.display()))?;
+    let listener = bind(&settings.socket, settings.socket_mode)?;
+    tracing::info!(
+        socket = %settings.socket.display(),
+        database = %settings.database.display(),
+        config = %options.config_dir.display(),
+        schema_version = db.schema_version(),
+        "prefsd is serving"
+    );
+    let ctx = Arc::new(Context::new(db.clone(), config));
+    let result = run(listener, ctx, shutdown_signal()).await;
+    if let Err(e) = std::fs::remove_file(&settings.socket) {
+        tracing::warn!(error = %e, "could not remove the socket file");
+    }
+    // Every handle on the database but this one is gone with `run`; closing waits for the
+    // database threads, so the WAL is checkpointed before the process exits.
+    tokio::task::spawn_blocking(move || db.close())
+        .await
+        .context("closing the database")?;
+    tracing::info!("stopped");
+    result
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot listen for SIGTERM/SIGINT; stop the daemon with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! The SQLite store: the only code that names rusqlite.
+//!
+//! One writer thread owns the only write connection; a few reader threads own read
+//! connections (WAL mode, so reads never wait for writes). Callers hand a closure to
+//! [`Db::read`] or [`Db::write`]; it runs on a database thread inside one transaction and
+//! receives a [`Read`] or [`Write`] with the domain operations. A write closure that returns
+//! an error rolls the whole transaction back, which makes every RPC method all-or-nothing.
+//! The async runtime's workers never block on SQLite: they await a oneshot reply.
+//! (Measured on this machine: dedicated threads beat `spawn_blocking` pools 2–4×; see
+//! `../shared/design/stack-notes.md` §6.)
+
+mod migrate;
+mod repo;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+pub use migrate::latest as latest_schema_version;
+pub use repo::{Counts, MemberPage, Read, RecipientRow, TenantRow, Write, decode_cursor};
+
+use crate::config::Durability;
+
+/// What can go wrong below the domain: all of it is internal to clients, except a full disk.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sqlite: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("migration {name} failed: {source}")]
+    Migration {
+        name: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the database has schema version {found}, newer than this prefsd knows ({known}); use a newer prefsd"
+    )]
+    TooNew { found: u32, known: u32 },
+    #[error("stored JSON is unreadable: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the database threads have stopped")]
+    Closed,
+    #[error("could not start a database thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+impl Error {
+    /// True when SQLite ran out of space (disk full or `max_page_count` reached).
+    pub fn is_full(&self) -> bool {
+        matches!(self, Error::Db(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Reader threads: enough to keep both cores busy without piling up connections.
+const READERS: usize = 2;
+
+/// A handle on the database threads. Cloning is cheap; [`Db::close`] stops the threads.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: mpsc::Sender<Job>,
+    readers: mpsc::Sender<Job>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    schema_version: u32,
+}
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database, then starts the threads.
+    pub fn open(path: &Path, durability: Durability) -> Result<Db, Error> {
+        let mut writer = open_connection(path, durability, false)?;
+        let schema_version = migrate::migrate(&mut writer)?;
+        let mut threads = Vec::new();
+        let (writer_tx, writer_rx) = mpsc::channel::<Job>();
+        threads.push(spawn_thread("prefsd-db-writer", writer, move |conn| {
+            for job in writer_rx {
+                job(conn);
+            }
+        })?);
+        let (readers_tx, readers_rx) = mpsc::channel::<Job>();
+        // One shared queue: an idle reader takes the next job, so a slow read does not hold
+        // up the ones queued behind it.
+        let readers_rx = Arc::new(Mutex::new(readers_rx));
+        for i in 0..READERS {
+            let conn = open_connection(path, durability, true)?;
+            let rx = Arc::clone(&readers_rx);
+            threads.push(spawn_thread(
+                &format!("prefsd-db-reader-{i}"),
+                conn,
+                move |conn| {
+                    loop {
+                        // The lock is held only while waiting for a job, never while running one.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(conn),
+                            Err(_) => return,
+                        }
+                    }
+                },
+            )?);
+        }
+        Ok(Db {
+            inner: Arc::new(Inner {
+                writer: writer_tx,
+                readers: readers_tx,
+                threads: Mutex::new(threads),
+                schema_version,
+            }),
+        })
+    }
+
+    pub fn schema_version(&self) -> u32 {
+        self.inner.schema_version
+    }
+
+    /// Runs `f` in one read transaction (a consistent snapshot) on a reader thread.
+    pub async fn read<R, E>(
+        &self,
+        f: impl FnOnce(&Read<'_>) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        self.run(&self.inner.readers, move |conn| {
+            let tx = conn.transaction().map_err(Error::from)?;
+            let result = f(&Read::new(&tx));
+            // A read transaction has nothing to commit; ending it releases the snapshot.
+            drop(tx);
+            result
+        })
+        .await
+    }
+
+    /// Runs `f` in one write transaction on the writer thread: committed if `f` returns
+    /// `Ok`, rolled back otherwise. The reply is sent only after the commit, so an
+    /// acknowledged write is durable (to the configured `durability`).
+    pub async fn write<R, E>(
+        &self,
+        f: impl FnOnce(&Write<'_>) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        self.run(&self.inner.writer, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(Error::from)?;
+            let result = f(&Write::new(&tx))?;
+            tx.commit().map_err(Error::from)?;
+            Ok(result)
+        })
+        .await
+    }
+
+    /// The blocking form of [`Db::write`], for code already on a blocking thread (the bulk
+    /// worker between chunks and tests).
+    pub fn write_blocking<R, E>(
+        &self,
+        f: impl FnOnce(&Write<'_>) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = (|| {
+                let t = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(Error::from)?;
+                let r = f(&Write::new(&t))?;
+                t.commit().map_err(Error::from)?;
+                Ok(r)
+            })();
+            let _ = tx.send(result);
+        });
+        self.inner.writer.send(job).map_err(|_| Error::Closed)?;
+        rx.recv().map_err(|_| E::from(Error::Closed))?
+    }
+
+    async fn run<R, E>(
+        &self,
+        queue: &mpsc::Sender<Job>,
+        f: impl FnOnce(&mut Connection) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            // The caller may have gone away (a dropped request); the result is then unused,
+            // but a write has still committed or rolled back as a whole.
+            let _ = tx.send(f(conn));
+        });
+        queue.send(job).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| E::from(Error::Closed))?
+    }
+
+    /// Stops the threads after the jobs already queued and waits for them, so every
+    /// connection is closed (and the WAL checkpointed) before this returns. It blocks; the
+    /// server calls it last, once every other handle is gone. If another handle is still
+    /// alive the threads keep serving it and are not waited for.
+    pub fn close(self) {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => {
+                let Inner {
+                    writer,
+                    readers,
+                    threads,
+                    ..
+                } = inner;
+                drop((writer, readers));
+                for thread in threads.into_inner().unwrap_or_default() {
+                    let _ = thread.join();
+                }
+            }
+            Err(_) => tracing::warn!(
+                "database closed while still in use; its threads stop when the last user does"
+            ),
+        }
+    }
+}
+
+fn spawn_thread(
+    name: &str,
+    mut conn: Connection,
+    body: impl FnOnce(&mut Connection) + Send + 'static,
+) -> Result<JoinHandle<()>, Error> {
+    Ok(std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || body(&mut conn))?)
+}
+
+fn open_connection(
+    path: &Path,
+    durability: Durability,
+    read_only: bool,
+) -> Result<Connection, Error> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if !read_only {
+        // WAL lets readers work while the writer commits.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if mode != "wal" {
+            tracing::warn!(
+                mode,
+                "the database is not in WAL mode; reads may wait for writes"
+            );
+        }
+    }
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+    ))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}

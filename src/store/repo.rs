@@ -1,0 +1,395 @@
+//! The domain operations on one transaction: [`Read`] for snapshots, [`Write`] for the
+//! writer's transaction (which can also read what it is about to change).
+//!
+//! Users and objects share the `recipients` table; a user's collection is stored as `''`.
+//! Stored preference sets were validated when written, so they are read back without
+//! re-validating them.
+
+use std::ops::Deref;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+use crate::model::{PreferenceSet, RecipientKey};
+use crate::store::Error;
+
+/// A stored user or object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecipientRow {
+    pub key: RecipientKey,
+    pub properties: Map<String, Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A stored tenant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantRow {
+    pub id: String,
+    pub name: Option<String>,
+    pub properties: Map<String, Value>,
+    /// `settings.preference_set`: the stored tenant default.
+    pub preference_set: Option<PreferenceSet>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Row counts for `daemon.status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub users: i64,
+    pub objects: i64,
+    pub tenants: i64,
+    pub preference_sets: i64,
+}
+
+/// One page of an audience's members, in key order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberPage {
+    pub items: Vec<RecipientKey>,
+    /// The cursor for the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// Reads inside one transaction.
+pub struct Read<'c> {
+    conn: &'c Connection,
+}
+
+/// Writes (and reads) inside the writer's transaction.
+pub struct Write<'c> {
+    read: Read<'c>,
+}
+
+impl<'c> Deref for Write<'c> {
+    type Target = Read<'c>;
+    fn deref(&self) -> &Read<'c> {
+        &self.read
+    }
+}
+
+fn collection(key: &RecipientKey) -> &str {
+    key.collection.as_deref().unwrap_or("")
+}
+
+fn key_from(collection: String, id: String) -> RecipientKey {
+    RecipientKey {
+        collection: (!collection.is_empty()).then_some(collection),
+        id,
+    }
+}
+
+fn json_map(text: &str) -> Result<Map<String, Value>, Error> {
+    Ok(serde_json::from_str(text)?)
+}
+
+fn json_set(text: &str) -> Result<PreferenceSet, Error> {
+    Ok(PreferenceSet::from_valid(serde_json::from_str(text)?))
+}
+
+fn to_text<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+    Ok(serde_json::to_string(value)?)
+}
+
+impl<'c> Read<'c> {
+    pub(super) fn new(conn: &'c Connection) -> Read<'c> {
+        Read { conn }
+    }
+
+    pub fn recipient(&self, key: &RecipientKey) -> Result<Option<RecipientRow>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT properties, created_at, updated_at FROM recipients WHERE collection = ?1 AND id = ?2")?;
+        let row = stmt
+            .query_row(params![collection(key), key.id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(properties, created_at, updated_at)| {
+            Ok(RecipientRow {
+                key: key.clone(),
+                properties: json_map(&properties)?,
+                created_at,
+                updated_at,
+            })
+        })
+        .transpose()
+    }
+
+    pub fn set(&self, key: &RecipientKey, set_id: &str) -> Result<Option<PreferenceSet>, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT preferences FROM preference_sets WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3",
+        )?;
+        let text: Option<String> = stmt
+            .query_row(params![collection(key), key.id, set_id], |r| r.get(0))
+            .optional()?;
+        text.as_deref().map(json_set).transpose()
+    }
+
+    /// Every stored set of a recipient, `default` first, then by set id.
+    pub fn sets(&self, key: &RecipientKey) -> Result<Vec<(String, PreferenceSet)>, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT set_id, preferences FROM preference_sets WHERE collection = ?1 AND recipient_id = ?2
+             ORDER BY set_id <> 'default', set_id",
+        )?;
+        let rows = stmt.query_map(params![collection(key), key.id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, text) = row?;
+            out.push((id, json_set(&text)?));
+        }
+        Ok(out)
+    }
+
+    pub fn tenant(&self, id: &str) -> Result<Option<TenantRow>, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, properties, preference_set, created_at, updated_at FROM tenants WHERE id = ?1",
+        )?;
+        let row = stmt
+            .query_row(params![id], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(name, properties, set, created_at, updated_at)| {
+            Ok(TenantRow {
+                id: id.to_string(),
+                name,
+                properties: json_map(&properties)?,
+                preference_set: set.as_deref().map(json_set).transpose()?,
+                created_at,
+                updated_at,
+            })
+        })
+        .transpose()
+    }
+
+    /// The keys of the audiences a recipient is a member of.
+    pub fn audiences_of(&self, key: &RecipientKey) -> Result<Vec<String>, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT audience_key FROM audience_members WHERE collection = ?1 AND recipient_id = ?2",
+        )?;
+        let rows = stmt.query_map(params![collection(key), key.id], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Members of an audience in key order, `limit` at a time, after the cursor `after`.
+    pub fn members(
+        &self,
+        audience: &str,
+        limit: u32,
+        after: Option<&RecipientKey>,
+    ) -> Result<MemberPage, Error> {
+        let (after_collection, after_id) =
+            after.map_or(("", ""), |k| (collection(k), k.id.as_str()));
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT collection, recipient_id FROM audience_members
+             WHERE audience_key = ?1 AND (?2 = 0 OR (collection, recipient_id) > (?3, ?4))
+             ORDER BY collection, recipient_id LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                audience,
+                after.is_some(),
+                after_collection,
+                after_id,
+                i64::from(limit) + 1
+            ],
+            |r| Ok(key_from(r.get(0)?, r.get(1)?)),
+        )?;
+        let mut items: Vec<RecipientKey> = rows.collect::<Result<_, _>>()?;
+        let next = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(MemberPage { items, next })
+    }
+
+    pub fn count_members(&self, audience: &str) -> Result<i64, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM audience_members WHERE audience_key = ?1")?;
+        Ok(stmt.query_row(params![audience], |r| r.get(0))?)
+    }
+
+    pub fn counts(&self) -> Result<Counts, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT (SELECT count(*) FROM recipients WHERE collection = ''),
+                    (SELECT count(*) FROM recipients WHERE collection <> ''),
+                    (SELECT count(*) FROM tenants),
+                    (SELECT count(*) FROM preference_sets)",
+        )?;
+        Ok(stmt.query_row([], |r| {
+            Ok(Counts {
+                users: r.get(0)?,
+                objects: r.get(1)?,
+                tenants: r.get(2)?,
+                preference_sets: r.get(3)?,
+            })
+        })?)
+    }
+}
+
+/// An audience cursor: the last key of a page, as a JSON array (opaque to clients).
+pub fn encode_cursor(key: &RecipientKey) -> String {
+    serde_json::json!([collection(key), key.id]).to_string()
+}
+
+pub fn decode_cursor(cursor: &str) -> Option<RecipientKey> {
+    let (collection, id): (String, String) = serde_json::from_str(cursor).ok()?;
+    Some(key_from(collection, id))
+}
+
+impl<'c> Write<'c> {
+    pub(super) fn new(conn: &'c Connection) -> Write<'c> {
+        Write {
+            read: Read::new(conn),
+        }
+    }
+
+    /// Creates the recipient with empty properties unless it exists.
+    pub fn ensure_recipient(&self, key: &RecipientKey, now: &str) -> Result<(), Error> {
+        let mut stmt = self.read.conn.prepare_cached(
+            "INSERT INTO recipients (collection, id, properties, created_at, updated_at)
+             VALUES (?1, ?2, '{}', ?3, ?3) ON CONFLICT DO NOTHING",
+        )?;
+        stmt.execute(params![collection(key), key.id, now])?;
+        Ok(())
+    }
+
+    /// Creates or updates a recipient with exactly these properties.
+    pub fn put_recipient(
+        &self,
+        key: &RecipientKey,
+        properties: &Map<String, Value>,
+        now: &str,
+    ) -> Result<RecipientRow, Error> {
+        let mut stmt = self.read.conn.prepare_cached(
+            "INSERT INTO recipients (collection, id, properties, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (collection, id) DO UPDATE SET properties = excluded.properties, updated_at = excluded.updated_at
+             RETURNING created_at",
+        )?;
+        let created_at: String = stmt.query_row(
+            params![collection(key), key.id, to_text(properties)?, now],
+            |r| r.get(0),
+        )?;
+        Ok(RecipientRow {
+            key: key.clone(),
+            properties: properties.clone(),
+            created_at,
+            updated_at: now.to_string(),
+        })
+    }
+
+    /// Deletes a recipient with its sets and memberships.
+    pub fn delete_recipient(&self, key: &RecipientKey) -> Result<bool, Error> {
+        let mut stmt = self
+            .read
+            .conn
+            .prepare_cached("DELETE FROM recipients WHERE collection = ?1 AND id = ?2")?;
+        Ok(stmt.execute(params![collection(key), key.id])? > 0)
+    }
+
+    /// Stores a recipient's set, creating the recipient if needed.
+    pub fn put_set(
+        &self,
+        key: &RecipientKey,
+        set_id: &str,
+        set: &PreferenceSet,
+        now: &str,
+    ) -> Result<(), Error> {
+        self.ensure_recipient(key, now)?;
+        let mut stmt = self.read.conn.prepare_cached(
+            "INSERT INTO preference_sets (collection, recipient_id, set_id, preferences, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (collection, recipient_id, set_id) DO UPDATE SET preferences = excluded.preferences, updated_at = excluded.updated_at",
+        )?;
+        stmt.execute(params![
+            collection(key),
+            key.id,
+            set_id,
+            to_text(set.as_map())?,
+            now
+        ])?;
+        Ok(())
+    }
+
+    pub fn delete_set(&self, key: &RecipientKey, set_id: &str) -> Result<bool, Error> {
+        let mut stmt = self.read.conn.prepare_cached(
+            "DELETE FROM preference_sets WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3",
+        )?;
+        Ok(stmt.execute(params![collection(key), key.id, set_id])? > 0)
+    }
+
+    /// Creates or replaces a tenant row (keeping its `created_at`).
+    pub fn put_tenant(&self, tenant: &TenantRow) -> Result<(), Error> {
+        let set = tenant
+            .preference_set
+            .as_ref()
+            .map(|s| to_text(s.as_map()))
+            .transpose()?;
+        let mut stmt = self.read.conn.prepare_cached(
+            "INSERT INTO tenants (id, name, properties, preference_set, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, properties = excluded.properties,
+                 preference_set = excluded.preference_set, updated_at = excluded.updated_at",
+        )?;
+        stmt.execute(params![
+            tenant.id,
+            tenant.name,
+            to_text(&tenant.properties)?,
+            set,
+            tenant.created_at,
+            tenant.updated_at
+        ])?;
+        Ok(())
+    }
+
+    pub fn delete_tenant(&self, id: &str) -> Result<bool, Error> {
+        let mut stmt = self
+            .read
+            .conn
+            .prepare_cached("DELETE FROM tenants WHERE id = ?1")?;
+        Ok(stmt.execute(params![id])? > 0)
+    }
+
+    /// Adds members (creating recipients that do not exist); returns the audience's size.
+    pub fn add_members(
+        &self,
+        audience: &str,
+        members: &[RecipientKey],
+        now: &str,
+    ) -> Result<i64, Error> {
+        let mut stmt = self.read.conn.prepare_cached(
+            "INSERT INTO audience_members (audience_key, collection, recipient_id, added_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+        )?;
+        for member in members {
+            self.ensure_recipient(member, now)?;
+            stmt.execute(params![audience, collection(member), member.id, now])?;
+        }
+        self.count_members(audience)
+    }
+
+    /// Removes members; returns the audience's size.
+    pub fn remove_members(&self, audience: &str, members: &[RecipientKey]) -> Result<i64, Error> {
+        let mut stmt = self.read.conn.prepare_cached(
+            "DELETE FROM audience_members WHERE audience_key = ?1 AND collection = ?2 AND recipient_id = ?3",
+        )?;
+        for member in members {
+            stmt.execute(params![audience, collection(member), member.id])?;
+        }
+        self.count_members(audience)
+    }
+}
