@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 mod error;
 pub mod eval;
+pub mod jobs;
 pub mod model;
 pub mod resolve;
 pub mod rpc;

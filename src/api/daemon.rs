@@ -32,14 +32,17 @@ pub struct Status {
 
 /// `daemon.status`.
 pub async fn status(ctx: &Context) -> Result<Status, Error> {
-    let counts = ctx.db.read(|r| Ok::<_, Error>(r.counts()?)).await?;
+    let (counts, (queued, processing)) = ctx
+        .db
+        .read(|r| Ok::<_, Error>((r.counts()?, r.job_counts()?)))
+        .await?;
     Ok(Status {
         version: env!("CARGO_PKG_VERSION"),
         protocol: PROTOCOL,
         uptime_s: ctx.started.elapsed().as_secs(),
         schema_version: ctx.db.schema_version(),
         counts,
-        jobs: json!({ "queued": 0, "processing": 0 }),
+        jobs: json!({ "queued": queued, "processing": processing }),
     })
 }
 

@@ -7,6 +7,7 @@
 //! writes of one call happen in one store transaction.
 
 pub mod audiences;
+pub mod bulk;
 pub mod daemon;
 pub mod evaluate;
 pub mod recipients;
@@ -19,13 +20,16 @@ use serde_json::{Map, Value};
 
 use crate::Error;
 use crate::config::{Config, ConfigHandle};
+use crate::jobs::Jobs;
 use crate::model::{ValidationError, check_id};
 use crate::store::Db;
 
-/// What every method may use: the store, the live config, and the daemon's start time.
+/// What every method may use: the store, the live config, the bulk worker's handle and
+/// the daemon's start time.
 pub struct Context {
     pub db: Db,
     pub config: ConfigHandle,
+    pub jobs: Jobs,
     pub started: Instant,
 }
 
@@ -34,6 +38,7 @@ impl Context {
         Context {
             db,
             config,
+            jobs: Jobs::new(),
             started: Instant::now(),
         }
     }

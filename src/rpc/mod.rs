@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod http;
+mod subscription;
 
 use std::sync::Arc;
 
@@ -29,129 +30,48 @@ macro_rules! method {
     };
 }
 
-/// The whole API of rpc.md.
-pub fn module(
-    ctx: Arc<Context>,
-) -> Result<RpcModule<Context>, jsonrpsee::core::RegisterMethodError> {
-    use api::{audiences, daemon, evaluate, recipients as r, tenants};
+/// The whole API of rpc.md. (A table: one line per method, so rustfmt is told to leave
+/// it as one.)
+#[rustfmt::skip]
+pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::RegisterMethodError> {
+    use api::{audiences, bulk, daemon, evaluate, recipients as r, tenants};
     let mut m = RpcModule::from_arc(ctx);
 
-    method!(m, "users.identify", |c, p: r::IdentifyParams| r::identify(
-        c,
-        Kind::User,
-        p
-    )
-    .await);
-    method!(m, "users.get", |c, p: r::WhoParams| r::get(
-        c,
-        Kind::User,
-        p
-    )
-    .await);
-    method!(m, "users.delete", |c, p: r::WhoParams| r::delete(
-        c,
-        Kind::User,
-        p
-    )
-    .await);
-    method!(
-        m,
-        "users.getPreferences",
-        |c, p: r::GetPreferencesParams| r::get_preferences(c, Kind::User, p).await
-    );
-    method!(
-        m,
-        "users.setPreferences",
-        |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::User, p).await
-    );
-    method!(
-        m,
-        "users.unsetPreferences",
-        |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::User, p).await
-    );
-    method!(m, "users.listPreferences", |c, p: r::WhoParams| {
-        r::list_preferences(c, Kind::User, p).await
-    });
+    method!(m, "users.identify", |c, p: r::IdentifyParams| r::identify(c, Kind::User, p).await);
+    method!(m, "users.get", |c, p: r::WhoParams| r::get(c, Kind::User, p).await);
+    method!(m, "users.delete", |c, p: r::WhoParams| r::delete(c, Kind::User, p).await);
+    method!(m, "users.getPreferences", |c, p: r::GetPreferencesParams| r::get_preferences(c, Kind::User, p).await);
+    method!(m, "users.setPreferences", |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::User, p).await);
+    method!(m, "users.unsetPreferences", |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::User, p).await);
+    method!(m, "users.listPreferences", |c, p: r::WhoParams| r::list_preferences(c, Kind::User, p).await);
+    method!(m, "users.bulkSetPreferences", |c, p: bulk::BulkSetParams| bulk::bulk_set(c, p).await);
 
-    method!(m, "objects.set", |c, p: r::IdentifyParams| r::identify(
-        c,
-        Kind::Object,
-        p
-    )
-    .await);
-    method!(m, "objects.get", |c, p: r::WhoParams| r::get(
-        c,
-        Kind::Object,
-        p
-    )
-    .await);
-    method!(m, "objects.delete", |c, p: r::WhoParams| r::delete(
-        c,
-        Kind::Object,
-        p
-    )
-    .await);
-    method!(
-        m,
-        "objects.getPreferences",
-        |c, p: r::GetPreferencesParams| r::get_preferences(c, Kind::Object, p).await
-    );
-    method!(
-        m,
-        "objects.setPreferences",
-        |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::Object, p).await
-    );
-    method!(
-        m,
-        "objects.unsetPreferences",
-        |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::Object, p).await
-    );
-    method!(m, "objects.listPreferences", |c, p: r::WhoParams| {
-        r::list_preferences(c, Kind::Object, p).await
-    });
+    method!(m, "objects.set", |c, p: r::IdentifyParams| r::identify(c, Kind::Object, p).await);
+    method!(m, "objects.get", |c, p: r::WhoParams| r::get(c, Kind::Object, p).await);
+    method!(m, "objects.delete", |c, p: r::WhoParams| r::delete(c, Kind::Object, p).await);
+    method!(m, "objects.getPreferences", |c, p: r::GetPreferencesParams| r::get_preferences(c, Kind::Object, p).await);
+    method!(m, "objects.setPreferences", |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::Object, p).await);
+    method!(m, "objects.unsetPreferences", |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::Object, p).await);
+    method!(m, "objects.listPreferences", |c, p: r::WhoParams| r::list_preferences(c, Kind::Object, p).await);
 
-    method!(m, "tenants.set", |c, p: tenants::SetParams| tenants::set(
-        c, p
-    )
-    .await);
-    method!(m, "tenants.get", |c, p: tenants::GetParams| tenants::get(
-        c, p
-    )
-    .await);
-    method!(m, "tenants.delete", |c, p: tenants::DeleteParams| {
-        tenants::delete(c, p).await
-    });
+    method!(m, "tenants.set", |c, p: tenants::SetParams| tenants::set(c, p).await);
+    method!(m, "tenants.get", |c, p: tenants::GetParams| tenants::get(c, p).await);
+    method!(m, "tenants.delete", |c, p: tenants::DeleteParams| tenants::delete(c, p).await);
 
-    method!(
-        m,
-        "audiences.addMembers",
-        |c, p: audiences::MembersParams| audiences::add_members(c, p).await
-    );
-    method!(
-        m,
-        "audiences.removeMembers",
-        |c, p: audiences::MembersParams| audiences::remove_members(c, p).await
-    );
-    method!(m, "audiences.listMembers", |c, p: audiences::ListParams| {
-        audiences::list_members(c, p).await
-    });
+    method!(m, "audiences.addMembers", |c, p: audiences::MembersParams| audiences::add_members(c, p).await);
+    method!(m, "audiences.removeMembers", |c, p: audiences::MembersParams| audiences::remove_members(c, p).await);
+    method!(m, "audiences.listMembers", |c, p: audiences::ListParams| audiences::list_members(c, p).await);
 
-    method!(
-        m,
-        "preferences.evaluate",
-        |c, p: evaluate::EvaluateParams| evaluate::evaluate(c, p).await
-    );
+    method!(m, "bulkOperations.get", |c, p: bulk::GetParams| bulk::get(c, p).await);
+    method!(m, "bulkOperations.list", |c, p: bulk::ListParams| bulk::list(c, p).await);
+    subscription::register(&mut m)?;
 
-    method!(m, "config.status", |c, _p: NoParams| Ok(
-        daemon::config_status(c)
-    ));
-    method!(m, "config.reload", |c, _p: NoParams| daemon::config_reload(
-        c
-    )
-    .await);
+    method!(m, "preferences.evaluate", |c, p: evaluate::EvaluateParams| evaluate::evaluate(c, p).await);
+
+    method!(m, "config.status", |c, _p: NoParams| Ok(daemon::config_status(c)));
+    method!(m, "config.reload", |c, _p: NoParams| daemon::config_reload(c).await);
     method!(m, "daemon.ping", |_c, _p: NoParams| Ok(daemon::ping()));
-    method!(m, "daemon.status", |c, _p: NoParams| daemon::status(c)
-        .await);
+    method!(m, "daemon.status", |c, _p: NoParams| daemon::status(c).await);
     Ok(m)
 }
 

@@ -7,7 +7,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::store::Error;
 
 /// Every migration, in order; the schema version is the number of entries applied.
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../sql/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../sql/0001_init.sql")),
+    ("0002_jobs", include_str!("../../sql/0002_jobs.sql")),
+];
 
 /// The schema version this build writes.
 pub fn latest() -> u32 {

@@ -9,6 +9,7 @@
 //! (Measured on this machine: dedicated threads beat `spawn_blocking` pools 2–4×; see
 //! `../shared/design/stack-notes.md` §6.)
 
+mod jobs;
 mod migrate;
 mod repo;
 
@@ -18,6 +19,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob};
 pub use migrate::latest as latest_schema_version;
 pub use repo::{Counts, MemberPage, Read, RecipientRow, TenantRow, Write, decode_cursor};
 

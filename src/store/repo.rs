@@ -96,6 +96,11 @@ impl<'c> Read<'c> {
         Read { conn }
     }
 
+    /// The transaction's connection, for the store's other modules.
+    pub(super) fn conn(&self) -> &'c Connection {
+        self.conn
+    }
+
     pub fn recipient(&self, key: &RecipientKey) -> Result<Option<RecipientRow>, Error> {
         let mut stmt = self
             .conn

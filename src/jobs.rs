@@ -1,0 +1,249 @@
+//! The bulk worker: runs `users.bulkSetPreferences` jobs from the job table, a chunk at a
+//! time, until none is left; then sleeps until woken.
+//!
+//! Each chunk's writes and the job's counters commit in one transaction, and the chunk's
+//! offset is read inside that transaction, so a crash at any moment resumes exactly where
+//! the last commit left off: no user is written twice or skipped, and the counters stay
+//! exact. Jobs left `queued` or `processing` by a previous run continue at start-up.
+//! Between chunks the writer thread serves interactive writes (its queue is FIFO), and the
+//! worker checks for cancellation, so shutdown never waits for a whole job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::Error;
+use crate::model::{PreferenceSet, RecipientKey, SetKind};
+use crate::store::{ChunkOutcome, Db, JobRow};
+
+/// Users written per transaction: small enough that interactive writes wait at most a few
+/// milliseconds behind a chunk, large enough that commits do not dominate.
+pub const CHUNK: usize = 250;
+
+/// The name of the only job kind, as Knock names it.
+pub const SET_PREFERENCES: &str = "users.set_preferences";
+
+/// What a job does: replace `preference_set` with `preferences` for every user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    pub user_ids: Vec<String>,
+    pub preference_set: String,
+    pub preferences: serde_json::Value,
+}
+
+/// How the rest of the daemon talks to the worker: wake it, and hear about progress.
+#[derive(Clone)]
+pub struct Jobs {
+    wake: Arc<Notify>,
+    updates: broadcast::Sender<Arc<JobRow>>,
+}
+
+impl Default for Jobs {
+    fn default() -> Jobs {
+        Jobs::new()
+    }
+}
+
+impl Jobs {
+    pub fn new() -> Jobs {
+        let (updates, _) = broadcast::channel(1024);
+        Jobs {
+            wake: Arc::new(Notify::new()),
+            updates,
+        }
+    }
+
+    /// Tells the worker a job is waiting. A wake with nobody waiting is kept, so a job
+    /// submitted while the worker is busy is never missed.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Every job state the worker commits, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<JobRow>> {
+        self.updates.subscribe()
+    }
+
+    fn publish(&self, job: JobRow) {
+        // No subscribers is fine: nobody is following.
+        let _ = self.updates.send(Arc::new(job));
+    }
+}
+
+/// Runs jobs until `cancel` fires. `retention_days` gives how long finished jobs are kept.
+pub async fn run(
+    db: Db,
+    jobs: Jobs,
+    retention: impl Fn() -> u32 + Send,
+    cancel: CancellationToken,
+) {
+    loop {
+        purge(&db, retention()).await;
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            match run_next(&db, &jobs, &cancel).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    // A store failure (a full disk, say) has already failed the job where
+                    // possible; wait for the next wake rather than spin on it.
+                    tracing::error!(error = format!("{e:#}"), "bulk worker error");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = jobs.wake.notified() => {}
+            () = cancel.cancelled() => return,
+            // Finished jobs expire by age: look again in an hour even if nothing wakes us.
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// Runs the oldest runnable job to its end (or until cancelled). Returns whether there was
+/// one.
+pub async fn run_next(db: &Db, jobs: &Jobs, cancel: &CancellationToken) -> Result<bool, Error> {
+    let Some(job) = db.read(|r| Ok::<_, Error>(r.next_runnable_job()?)).await? else {
+        return Ok(false);
+    };
+    let payload = match parse_payload(&job) {
+        Ok(p) => p,
+        Err(message) => {
+            tracing::error!(
+                job = job.id,
+                message,
+                "bulk job has an unreadable payload; failing it"
+            );
+            let id = job.id.clone();
+            let failed = db
+                .write(move |w| {
+                    w.fail_job(&id, &message, &crate::api::now())?;
+                    Ok::<_, Error>(w.job(&id)?)
+                })
+                .await?;
+            if let Some(failed) = failed {
+                jobs.publish(failed);
+            }
+            return Ok(true);
+        }
+    };
+    let payload = Arc::new(payload);
+    tracing::info!(
+        job = job.id,
+        users = payload.0.user_ids.len(),
+        "bulk job running"
+    );
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(true);
+        }
+        let id = job.id.clone();
+        let payload = Arc::clone(&payload);
+        let result = db
+            .write(move |w| run_chunk(w, &id, &payload.0, &payload.1))
+            .await;
+        let state = match result {
+            Ok(state) => state,
+            Err(e) => {
+                let message = format!("{e}");
+                let id = job.id.clone();
+                let failed = db
+                    .write(move |w| {
+                        w.fail_job(
+                            &id,
+                            "the job could not be written; see the daemon log",
+                            &crate::api::now(),
+                        )?;
+                        Ok::<_, Error>(w.job(&id)?)
+                    })
+                    .await;
+                if let Ok(Some(failed)) = failed {
+                    jobs.publish(failed);
+                }
+                tracing::error!(job = job.id, error = message, "bulk job failed");
+                return Err(e);
+            }
+        };
+        let Some(state) = state else { return Ok(true) };
+        let done = state.status.is_terminal();
+        jobs.publish(state);
+        if done {
+            tracing::info!(job = job.id, "bulk job completed");
+            return Ok(true);
+        }
+        // Let queued interactive work run between chunks.
+        tokio::task::yield_now().await;
+    }
+}
+
+fn parse_payload(job: &JobRow) -> Result<(Payload, PreferenceSet), String> {
+    let payload: Payload =
+        serde_json::from_str(&job.payload).map_err(|e| format!("payload: {e}"))?;
+    let set = PreferenceSet::parse(&payload.preferences, SetKind::Recipient, "preferences")
+        .map_err(|e| e.to_string())?;
+    Ok((payload, set))
+}
+
+/// One chunk, inside the writer's transaction: read where the job stands, write the next
+/// users, advance the counters. Returns the job's new state (`None` if it vanished).
+pub fn run_chunk(
+    w: &crate::store::Write<'_>,
+    id: &str,
+    payload: &Payload,
+    set: &PreferenceSet,
+) -> Result<Option<JobRow>, Error> {
+    let Some(job) = w.job(id)? else {
+        return Ok(None);
+    };
+    if job.status.is_terminal() {
+        return Ok(Some(job));
+    }
+    let now = crate::api::now();
+    let start = usize::try_from(job.processed_rows)
+        .unwrap_or(0)
+        .min(payload.user_ids.len());
+    let end = (start + CHUNK).min(payload.user_ids.len());
+    let mut outcome = ChunkOutcome::default();
+    for user in &payload.user_ids[start..end] {
+        w.put_set(
+            &RecipientKey::user(user),
+            &payload.preference_set,
+            set,
+            &now,
+        )?;
+        outcome.processed += 1;
+        outcome.succeeded += 1;
+    }
+    w.advance_job(id, &outcome, &now)?;
+    Ok(w.job(id)?)
+}
+
+/// Deletes finished jobs older than `retention_days`.
+async fn purge(db: &Db, retention_days: u32) {
+    let cutoff = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_hours(
+            24 * i64::from(retention_days),
+        ))
+        .map(crate::api::format_time);
+    let Ok(cutoff) = cutoff else { return };
+    match db
+        .write(move |w| Ok::<_, Error>(w.purge_jobs(&cutoff)?))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            deleted = n,
+            "purged finished bulk operations past retention"
+        ),
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "could not purge old bulk operations"
+        ),
+    }
+}

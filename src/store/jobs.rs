@@ -1,0 +1,259 @@
+//! The bulk operations table: durable jobs with exact progress counters.
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Error, Read, Write};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Processing => "processing",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        [
+            JobStatus::Queued,
+            JobStatus::Processing,
+            JobStatus::Completed,
+            JobStatus::Failed,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed)
+    }
+}
+
+/// One item a job could not process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorItem {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub collection: Option<String>,
+    pub message: String,
+}
+
+/// A stored job: Knock's `BulkOperation` plus what resuming it needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRow {
+    pub seq: i64,
+    pub id: String,
+    pub name: String,
+    pub status: JobStatus,
+    pub payload: String,
+    pub idempotency_key: Option<String>,
+    pub estimated_total_rows: i64,
+    pub processed_rows: i64,
+    pub success_count: i64,
+    pub error_count: i64,
+    pub error_items: Vec<ErrorItem>,
+    pub inserted_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub failed_at: Option<String>,
+}
+
+/// A new job.
+#[derive(Clone, Debug)]
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub payload: &'a str,
+    pub idempotency_key: Option<&'a str>,
+    pub total_rows: i64,
+}
+
+/// What one committed chunk did.
+#[derive(Clone, Debug, Default)]
+pub struct ChunkOutcome {
+    pub processed: i64,
+    pub succeeded: i64,
+    pub errors: Vec<ErrorItem>,
+}
+
+const COLUMNS: &str = "seq, id, name, status, payload, idempotency_key, estimated_total_rows, processed_rows, \
+    success_count, error_count, error_items, inserted_at, updated_at, started_at, completed_at, failed_at";
+
+fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(JobRow, String)> {
+    let status: String = r.get(3)?;
+    let error_items: String = r.get(10)?;
+    Ok((
+        JobRow {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            name: r.get(2)?,
+            // The CHECK constraint admits only the four statuses.
+            status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+            payload: r.get(4)?,
+            idempotency_key: r.get(5)?,
+            estimated_total_rows: r.get(6)?,
+            processed_rows: r.get(7)?,
+            success_count: r.get(8)?,
+            error_count: r.get(9)?,
+            error_items: Vec::new(),
+            inserted_at: r.get(11)?,
+            updated_at: r.get(12)?,
+            started_at: r.get(13)?,
+            completed_at: r.get(14)?,
+            failed_at: r.get(15)?,
+        },
+        error_items,
+    ))
+}
+
+fn finish(row: Option<(JobRow, String)>) -> Result<Option<JobRow>, Error> {
+    row.map(|(mut job, items)| {
+        job.error_items = serde_json::from_str(&items)?;
+        Ok(job)
+    })
+    .transpose()
+}
+
+impl Read<'_> {
+    pub fn job(&self, id: &str) -> Result<Option<JobRow>, Error> {
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM bulk_operations WHERE id = ?1"
+        ))?;
+        finish(stmt.query_row(params![id], job_from_row).optional()?)
+    }
+
+    pub fn job_by_key(&self, key: &str) -> Result<Option<JobRow>, Error> {
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM bulk_operations WHERE idempotency_key = ?1"
+        ))?;
+        finish(stmt.query_row(params![key], job_from_row).optional()?)
+    }
+
+    /// The oldest job that is queued or was processing when the daemon stopped.
+    pub fn next_runnable_job(&self) -> Result<Option<JobRow>, Error> {
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM bulk_operations WHERE status IN ('queued', 'processing') ORDER BY seq LIMIT 1"
+        ))?;
+        finish(stmt.query_row([], job_from_row).optional()?)
+    }
+
+    /// Jobs newest first, `limit` of them, older than the cursor `before_seq`.
+    pub fn jobs(
+        &self,
+        status: Option<JobStatus>,
+        limit: u32,
+        before_seq: Option<i64>,
+    ) -> Result<Vec<JobRow>, Error> {
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM bulk_operations
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR seq < ?2)
+             ORDER BY seq DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![status.map(JobStatus::as_str), before_seq, i64::from(limit)],
+            job_from_row,
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Some(job) = finish(Some(row?))? {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts of jobs queued and processing, for `daemon.status`.
+    pub fn job_counts(&self) -> Result<(i64, i64), Error> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT (SELECT count(*) FROM bulk_operations WHERE status = 'queued'),
+                    (SELECT count(*) FROM bulk_operations WHERE status = 'processing')",
+        )?;
+        Ok(stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+    }
+}
+
+impl Write<'_> {
+    pub fn insert_job(&self, job: &NewJob<'_>, now: &str) -> Result<(), Error> {
+        let mut stmt = self.conn().prepare_cached(
+            "INSERT INTO bulk_operations (id, name, status, payload, idempotency_key, estimated_total_rows, inserted_at, updated_at)
+             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?6)",
+        )?;
+        stmt.execute(params![
+            job.id,
+            job.name,
+            job.payload,
+            job.idempotency_key,
+            job.total_rows,
+            now
+        ])?;
+        Ok(())
+    }
+
+    /// Records one chunk's outcome; the caller wrote the chunk in this same transaction.
+    /// The job becomes `processing` (with `started_at`) and, when every row is processed,
+    /// `completed` (with `completed_at`).
+    pub fn advance_job(&self, id: &str, outcome: &ChunkOutcome, now: &str) -> Result<(), Error> {
+        let mut items: Vec<ErrorItem> = {
+            let mut stmt = self
+                .conn()
+                .prepare_cached("SELECT error_items FROM bulk_operations WHERE id = ?1")?;
+            let text: String = stmt.query_row(params![id], |r| r.get(0))?;
+            serde_json::from_str(&text)?
+        };
+        items.extend(outcome.errors.iter().cloned());
+        let mut stmt = self.conn().prepare_cached(
+            "UPDATE bulk_operations SET
+                processed_rows = processed_rows + ?2,
+                success_count = success_count + ?3,
+                error_count = error_count + ?4,
+                error_items = ?5,
+                updated_at = ?6,
+                started_at = coalesce(started_at, ?6),
+                status = CASE WHEN processed_rows + ?2 >= estimated_total_rows THEN 'completed' ELSE 'processing' END,
+                completed_at = CASE WHEN processed_rows + ?2 >= estimated_total_rows THEN ?6 ELSE completed_at END
+             WHERE id = ?1",
+        )?;
+        stmt.execute(params![
+            id,
+            outcome.processed,
+            outcome.succeeded,
+            outcome.errors.len() as i64,
+            serde_json::to_string(&items)?,
+            now
+        ])?;
+        Ok(())
+    }
+
+    /// Marks a job failed, with the reason as an error item.
+    pub fn fail_job(&self, id: &str, message: &str, now: &str) -> Result<(), Error> {
+        let mut stmt = self.conn().prepare_cached(
+            "UPDATE bulk_operations SET status = 'failed', failed_at = ?2, updated_at = ?2,
+                started_at = coalesce(started_at, ?2),
+                error_items = json_insert(error_items, '$[#]', json_object('id', '', 'message', ?3))
+             WHERE id = ?1",
+        )?;
+        stmt.execute(params![id, now, message])?;
+        Ok(())
+    }
+
+    /// Deletes terminal jobs that ended before `cutoff`; returns how many.
+    pub fn purge_jobs(&self, cutoff: &str) -> Result<usize, Error> {
+        let mut stmt = self.conn().prepare_cached(
+            "DELETE FROM bulk_operations
+             WHERE status IN ('completed', 'failed') AND coalesce(completed_at, failed_at) < ?1",
+        )?;
+        Ok(stmt.execute(params![cutoff])?)
+    }
+}
