@@ -94,6 +94,9 @@ pub enum Command {
         #[arg(long)]
         properties: Option<String>,
     },
+    /// Bulk preference sets: submit a job, follow its progress.
+    #[command(subcommand)]
+    Bulk(BulkCommand),
     /// Decide a workflow for recipients and channels, with the reasons.
     Evaluate {
         /// A workflow key of the catalog.
@@ -118,6 +121,34 @@ pub enum Command {
         /// Print the raw JSON result instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BulkCommand {
+    /// Replace a preference set for up to 1000 users, as a background job.
+    Set {
+        /// User ids, one per line or as a JSON array, from FILE or - for standard input.
+        #[arg(long, value_name = "FILE|-")]
+        users: String,
+        /// The PreferenceSet as JSON, @FILE, or - for standard input.
+        #[arg(long)]
+        preferences: String,
+        /// The preference set id ("default" or a tenant id).
+        #[arg(long = "set", value_name = "SET_ID")]
+        set: Option<String>,
+        /// Makes a retried submit return the same job instead of a second one.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Show a live progress bar until the job ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Show a bulk operation; with --follow, until it ends.
+    Status {
+        id: String,
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -146,6 +177,10 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match runtime.block_on(client_command(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<JobNotClean>() => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
         Err(e) => match e.downcast_ref::<ClientError>() {
             Some(ClientError::Call(err)) => {
                 eprintln!("error: {}", err.message());
@@ -252,6 +287,26 @@ impl Client {
             Some(serde_json::value::to_raw_value(&params)?)
         };
         Ok(self.inner.request(method, RawParams(raw)).await?)
+    }
+}
+
+impl Client {
+    /// Follows a bulk operation: its state now (unless already over), then every change
+    /// until the terminal one.
+    pub async fn follow_bulk(
+        &self,
+        id: &str,
+    ) -> anyhow::Result<jsonrpsee::core::client::Subscription<Value>> {
+        use jsonrpsee::core::client::SubscriptionClientT;
+        let params = serde_json::value::to_raw_value(&json!({ "id": id }))?;
+        Ok(self
+            .inner
+            .subscribe::<Value, _>(
+                "bulkOperations.subscribe",
+                RawParams(Some(params)),
+                "bulkOperations.unsubscribe",
+            )
+            .await?)
     }
 }
 
@@ -385,6 +440,41 @@ async fn client_command(cli: Cli) -> anyhow::Result<()> {
             }
             print_json(&client.call("users.identify", Value::Object(params)).await?);
         }
+        Command::Bulk(BulkCommand::Set {
+            users,
+            preferences,
+            set,
+            idempotency_key,
+            follow,
+        }) => {
+            let mut params = serde_json::Map::new();
+            params.insert("user_ids".into(), json!(read_user_ids(&users)?));
+            params.insert("preferences".into(), json_arg(&preferences)?);
+            if let Some(set) = set {
+                params.insert("preference_set".into(), json!(set));
+            }
+            if let Some(key) = idempotency_key {
+                params.insert("idempotency_key".into(), json!(key));
+            }
+            let op = client
+                .call("users.bulkSetPreferences", Value::Object(params))
+                .await?;
+            if follow {
+                follow_operation(&client, op).await?;
+            } else {
+                print_json(&op);
+            }
+        }
+        Command::Bulk(BulkCommand::Status { id, follow }) => {
+            let op = client
+                .call("bulkOperations.get", json!({ "id": id }))
+                .await?;
+            if follow {
+                follow_operation(&client, op).await?;
+            } else {
+                print_json(&op);
+            }
+        }
         Command::Evaluate {
             workflow,
             recipients,
@@ -438,6 +528,102 @@ async fn client_command(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// User ids from a file or standard input: a JSON array, or one id per line.
+fn read_user_ids(arg: &str) -> anyhow::Result<Vec<String>> {
+    let text = if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(arg).with_context(|| format!("reading {arg}"))?
+    };
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(&text).context("the user ids are not a JSON array of strings");
+    }
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// A bulk job ended with errors or failed: the CLI exits non-zero (1) after its summary.
+#[derive(Debug, thiserror::Error)]
+#[error("bulk operation {id} {outcome}")]
+pub struct JobNotClean {
+    pub id: String,
+    pub outcome: String,
+}
+
+/// Follows a bulk operation over the subscription with a progress bar, then prints a
+/// summary. A failed job or one with errors is an error (exit 1).
+async fn follow_operation(client: &Client, op: Value) -> anyhow::Result<()> {
+    let id = op["id"].as_str().unwrap_or_default().to_string();
+    let total = op["estimated_total_rows"].as_u64().unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg:10} [{bar:40}] {pos}/{len} users ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut last = op;
+    if !is_terminal(&last) {
+        let mut sub = client.follow_bulk(&id).await?;
+        while let Some(update) = sub.next().await {
+            last = update?;
+            bar.set_position(last["processed_rows"].as_u64().unwrap_or(0));
+            bar.set_message(last["status"].as_str().unwrap_or("").to_string());
+            if is_terminal(&last) {
+                break;
+            }
+        }
+    }
+    bar.set_position(last["processed_rows"].as_u64().unwrap_or(0));
+    bar.finish_and_clear();
+    println!(
+        "bulk operation {id}: {} — {} processed, {} succeeded, {} errors",
+        last["status"].as_str().unwrap_or("?"),
+        last["processed_rows"],
+        last["success_count"],
+        last["error_count"]
+    );
+    for item in last["error_items"].as_array().into_iter().flatten() {
+        println!(
+            "  {}: {}",
+            item["id"].as_str().unwrap_or(""),
+            item["message"].as_str().unwrap_or("")
+        );
+    }
+    let errors = last["error_count"].as_u64().unwrap_or(0);
+    match last["status"].as_str() {
+        Some("completed") if errors == 0 => Ok(()),
+        Some("completed") => Err(JobNotClean {
+            id,
+            outcome: format!("completed with {errors} errors"),
+        }
+        .into()),
+        Some(status) => Err(JobNotClean {
+            id,
+            outcome: status.to_string(),
+        }
+        .into()),
+        None => Err(JobNotClean {
+            id,
+            outcome: "has no status".into(),
+        }
+        .into()),
+    }
+}
+
+fn is_terminal(op: &Value) -> bool {
+    matches!(op["status"].as_str(), Some("completed" | "failed"))
 }
 
 /// A readable table of `preferences.evaluate` results: one row per (recipient, channel).

@@ -16,12 +16,9 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::config::ConfigHandle;
 use crate::model::{PreferenceSet, RecipientKey, SetKind};
 use crate::store::{ChunkOutcome, Db, JobRow};
-
-/// Users written per transaction: small enough that interactive writes wait at most a few
-/// milliseconds behind a chunk, large enough that commits do not dominate.
-pub const CHUNK: usize = 250;
 
 /// The name of the only job kind, as Knock names it.
 pub const SET_PREFERENCES: &str = "users.set_preferences";
@@ -73,20 +70,17 @@ impl Jobs {
     }
 }
 
-/// Runs jobs until `cancel` fires. `retention_days` gives how long finished jobs are kept.
-pub async fn run(
-    db: Db,
-    jobs: Jobs,
-    retention: impl Fn() -> u32 + Send,
-    cancel: CancellationToken,
-) {
+/// Runs jobs until `cancel` fires. The job settings (retention, chunk size) are read from
+/// the live config for each job.
+pub async fn run(db: Db, jobs: Jobs, config: ConfigHandle, cancel: CancellationToken) {
     loop {
-        purge(&db, retention()).await;
+        purge(&db, config.current().settings.jobs.retention_days).await;
         loop {
             if cancel.is_cancelled() {
                 return;
             }
-            match run_next(&db, &jobs, &cancel).await {
+            let chunk = config.current().settings.jobs.chunk_size as usize;
+            match run_next(&db, &jobs, chunk, &cancel).await {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -108,7 +102,12 @@ pub async fn run(
 
 /// Runs the oldest runnable job to its end (or until cancelled). Returns whether there was
 /// one.
-pub async fn run_next(db: &Db, jobs: &Jobs, cancel: &CancellationToken) -> Result<bool, Error> {
+pub async fn run_next(
+    db: &Db,
+    jobs: &Jobs,
+    chunk: usize,
+    cancel: &CancellationToken,
+) -> Result<bool, Error> {
     let Some(job) = db.read(|r| Ok::<_, Error>(r.next_runnable_job()?)).await? else {
         return Ok(false);
     };
@@ -146,7 +145,7 @@ pub async fn run_next(db: &Db, jobs: &Jobs, cancel: &CancellationToken) -> Resul
         let id = job.id.clone();
         let payload = Arc::clone(&payload);
         let result = db
-            .write(move |w| run_chunk(w, &id, &payload.0, &payload.1))
+            .write(move |w| run_chunk(w, &id, &payload.0, &payload.1, chunk))
             .await;
         let state = match result {
             Ok(state) => state,
@@ -197,6 +196,7 @@ pub fn run_chunk(
     id: &str,
     payload: &Payload,
     set: &PreferenceSet,
+    chunk: usize,
 ) -> Result<Option<JobRow>, Error> {
     let Some(job) = w.job(id)? else {
         return Ok(None);
@@ -208,7 +208,7 @@ pub fn run_chunk(
     let start = usize::try_from(job.processed_rows)
         .unwrap_or(0)
         .min(payload.user_ids.len());
-    let end = (start + CHUNK).min(payload.user_ids.len());
+    let end = (start + chunk.max(1)).min(payload.user_ids.len());
     let mut outcome = ChunkOutcome::default();
     for user in &payload.user_ids[start..end] {
         w.put_set(

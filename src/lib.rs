@@ -1,4 +1,75 @@
-//! prefsd (placeholder doc, rewritten below as the crate grows)
+//! prefsd stores and evaluates notification preferences.
+//!
+//! # Bird's-eye view
+//!
+//! Apps that send notifications ask, for every message: *may this recipient get this
+//! workflow on this channel?* prefsd answers with Knock's model — per-recipient preference
+//! sets over tenant defaults over an environment default, with conditions, commercial
+//! unsubscribe and admin locks — as a local daemon: JSON-RPC 2.0 over HTTP/1.1 (and
+//! WebSocket) on a Unix socket, state in SQLite, defaults and the workflow catalog in a
+//! hot-reloaded config directory. One binary: `prefsd serve` is the daemon, every other
+//! subcommand is a client of it.
+//!
+//! A request flows `server` (connection) → `rpc` (method table, params, error mapping) →
+//! `api` (one async function per method) → `store` (one transaction on a database thread)
+//! and the pure core (`model`, `resolve`, `eval`) → back out as JSON.
+//!
+//! # Code map (in reading order)
+//!
+//! - `model`: the nouns — `PreferenceSet` (validated, normalised JSON), write requests and
+//!   RFC 7396 merge, channels, workflows, condition operators, field-named validation errors.
+//! - `resolve`: the default hierarchy (environment ⊕ tenant default ⊕ recipient set), admin
+//!   locks and provenance, as a lazy merged view (`Stack`, `Node`) and its materialisation.
+//! - `eval`: `decide(workflow, channel, stack, recipient default, context) -> Decision` with
+//!   its reason; conditions and their coercions.
+//! - `config`: the config directory parsed as one immutable `Config`, the live
+//!   `ConfigHandle` and the watcher that swaps it on valid edits.
+//! - `store`: SQLite — migrations from `sql/`, one writer and a few reader threads, the
+//!   domain operations on one transaction (`Read`, `Write`), and the job table.
+//! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk.
+//! - `api`: the methods of rpc.md as plain async functions over `Context`.
+//! - `rpc`: the JSON-RPC surface — method table, params parsing, the one error mapping,
+//!   HTTP shims, the bulk progress subscription.
+//! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown.
+//! - `cli`: the command line client (and `check-config`); `main.rs` only dispatches.
+//! - `Error` (in `error.rs`): the crate's one error type; `rpc::error` maps it to the wire.
+//!
+//! # Invariants
+//!
+//! - `model`, `resolve` and `eval` do no I/O and name no tokio, rusqlite or jsonrpsee type;
+//!   evaluation takes `now` as a value and never fails: a condition it cannot read is false
+//!   with a reason that says why.
+//! - Only `store` names rusqlite. Only `rpc` and `server` name jsonrpsee server types; the
+//!   CLI uses jsonrpsee's client.
+//! - No SQL outside `store/` and `sql/`; no preference rule outside `model`, `resolve` and
+//!   `eval`; `api` holds neither, only the order of steps of each method.
+//! - Every method is all-or-nothing: params are validated before the first write, and all
+//!   writes of one call are one transaction, committed before the reply.
+//! - Only `server` spawns long-lived tasks (connections, config watcher, SIGHUP, bulk
+//!   worker); each is tracked in one `TaskTracker`, cancelled by one token and awaited
+//!   before `server::run` returns. The bulk worker wakes on a `Notify`, never on a poll.
+//! - Config is read through `ConfigHandle::current()` once per call or job chunk, as an
+//!   `Arc<Config>` snapshot: a call sees one whole config, old or new, never a mix.
+//!
+//! # Decisions where the spec is silent
+//!
+//! - A user's collection is stored as `''` in the one `recipients` table; object
+//!   collections are validated non-empty, so the two never collide.
+//! - `getPreferences` with both `preference_set` and `tenant` naming different tenants is
+//!   `invalid_params`; with only one, it names the set (a tenant id means that tenant).
+//! - An admin lock (`__strategy__: "replace"`) protects the node it is on. A recipient that
+//!   replaces an *ancestor* of a locked node with a boolean (e.g. `workflows.w: true` over a
+//!   lock on `workflows.w.channel_types`) replaces the lock with it; put the lock on the
+//!   workflow or category itself to prevent that.
+//! - A condition's reason carries the condition as written plus `resolved_variable`,
+//!   `resolved_argument` and, when a dynamic argument was unreadable, `error`.
+//! - Inline tenants and actors given as objects in `preferences.evaluate` are persisted
+//!   (merged), like inline recipients (Knock's inline identify).
+//! - `users.bulkSetPreferences` always replaces; a body asking to merge is refused.
+//! - A bulk job whose writes fail (e.g. the disk is full) is marked `failed` with the reason
+//!   in `error_items`; it is not retried.
+//! - Relative paths in `prefsd.toml` (`socket`, `database`) are relative to the working
+//!   directory of `prefsd serve`.
 
 pub mod api;
 pub mod cli;

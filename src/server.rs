@@ -81,16 +81,12 @@ pub async fn run(
         ),
     }
     tasks.spawn(reload_on_sighup(ctx.config.clone(), cancel.clone()));
-    {
-        let config = ctx.config.clone();
-        let retention = move || config.current().settings.jobs.retention_days;
-        tasks.spawn(crate::jobs::run(
-            ctx.db.clone(),
-            ctx.jobs.clone(),
-            retention,
-            cancel.clone(),
-        ));
-    }
+    tasks.spawn(crate::jobs::run(
+        ctx.db.clone(),
+        ctx.jobs.clone(),
+        ctx.config.clone(),
+        cancel.clone(),
+    ));
 
     tokio::pin!(shutdown);
     loop {
