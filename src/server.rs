@@ -80,7 +80,14 @@ pub async fn run(
             "cannot watch the config directory; use SIGHUP or config.reload"
         ),
     }
-    tasks.spawn(reload_on_sighup(ctx.config.clone(), cancel.clone()));
+    // The handler is installed here, before `run` serves anything, so a SIGHUP can never
+    // meet the default action (which ends the process).
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => {
+            tasks.spawn(reload_on_sighup(hup, ctx.config.clone(), cancel.clone()));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; use config.reload"),
+    }
     tasks.spawn(crate::jobs::run(
         ctx.db.clone(),
         ctx.jobs.clone(),
@@ -151,15 +158,12 @@ where
     }
 }
 
-async fn reload_on_sighup(config: crate::config::ConfigHandle, cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP");
-            return;
-        }
-    };
+/// Reloads the config on every SIGHUP until cancelled.
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    config: crate::config::ConfigHandle,
+    cancel: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
