@@ -41,6 +41,8 @@ pub enum Command {
         #[arg(long, env = "PREFSD_DATABASE")]
         database: Option<PathBuf>,
     },
+    /// Mint a user token (like Knock's signUserToken) for development and tests; print it.
+    Token(crate::auth::mint::TokenArgs),
     /// Validate a config directory offline; print every error with file and line.
     CheckConfig {
         /// The directory (default: --config).
@@ -122,6 +124,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load-test a running daemon (calls/s, latency, daemon CPU and RSS), or `bench seed` a
+    /// database with deterministic data.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,21 +189,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Err(e) => match e.downcast_ref::<ClientError>() {
             Some(ClientError::Call(err)) => {
                 eprintln!("error: {}", err.message());
-                if let Some(data) = err.data() {
-                    if let Ok(Value::Object(data)) = serde_json::from_str::<Value>(data.get()) {
-                        for item in data
-                            .get("errors")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                        {
-                            eprintln!(
-                                "  {}: {}",
-                                item["field"].as_str().unwrap_or(""),
-                                item["message"].as_str().unwrap_or("")
-                            );
-                        }
-                    }
+                let data = err
+                    .data()
+                    .and_then(|d| serde_json::from_str::<Value>(d.get()).ok());
+                let items = data.as_ref().and_then(|d| d.get("errors")?.as_array());
+                for item in items.into_iter().flatten() {
+                    eprintln!(
+                        "  {}: {}",
+                        item["field"].as_str().unwrap_or(""),
+                        item["message"].as_str().unwrap_or("")
+                    );
                 }
                 ExitCode::from(1)
             }
@@ -207,6 +207,17 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// Builds a tokio runtime, or says why it could not (the caller exits 2).
+pub fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    match builder.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
     }
 }
 
@@ -258,8 +269,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects over the Unix socket and upgrades to a WebSocket.
+    /// Connects over the Unix socket and upgrades to a WebSocket, with the credentials of
+    /// the environment (`PREFSD_SECRET_KEY`, `PREFSD_USER_TOKEN`; see `auth::client_headers`).
     pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
+        let headers = crate::auth::client_headers_from_env().map_err(anyhow::Error::msg)?;
+        Client::connect_with_headers(socket, headers).await
+    }
+
+    /// Connects with these headers on the WebSocket upgrade request (credentials apply to
+    /// every call on the connection).
+    pub async fn connect_with_headers(
+        socket: &Path,
+        headers: http::HeaderMap,
+    ) -> anyhow::Result<Client> {
         let stream = tokio::net::UnixStream::connect(socket).await.with_context(|| {
             format!(
                 "cannot connect to the daemon at {}; is `prefsd serve` running? (set --socket or PREFSD_SOCKET)",
@@ -270,6 +292,7 @@ impl Client {
         let (tx, rx) = jsonrpsee::client_transport::ws::WsTransportClientBuilder::default()
             .max_request_size(u32::MAX)
             .max_response_size(u32::MAX)
+            .set_headers(headers)
             .build_with_stream(url, stream)
             .await
             .context("WebSocket handshake with the daemon")?;
@@ -361,8 +384,11 @@ async fn client_command(cli: Cli) -> anyhow::Result<()> {
     let socket = socket_path(cli.socket.as_deref(), &cli.config);
     let client = Client::connect(&socket).await?;
     match cli.command {
-        Command::Serve { .. } | Command::CheckConfig { .. } => {
-            anyhow::bail!("serve and check-config do not talk to a daemon")
+        Command::Serve { .. }
+        | Command::CheckConfig { .. }
+        | Command::Token(_)
+        | Command::Bench(_) => {
+            anyhow::bail!("serve, check-config, token and bench do not talk to a daemon here")
         }
         Command::Status => {
             let status = client.call("daemon.status", Value::Null).await?;
@@ -403,10 +429,8 @@ async fn client_command(cli: Cli) -> anyhow::Result<()> {
             merge,
         } => {
             let mut body = json_arg(&preferences)?;
-            if merge {
-                if let Value::Object(map) = &mut body {
-                    map.insert("__persistence_strategy__".into(), json!("merge"));
-                }
+            if merge && let Value::Object(map) = &mut body {
+                map.insert("__persistence_strategy__".into(), json!("merge"));
             }
             let mut params = who(&recipient, target.object.as_deref());
             if let Some(set) = target.set {

@@ -101,9 +101,15 @@ pub fn decide(
     }
     let root = stack.root();
     if workflow.commercial {
+        // Read through a one-layer stack so that `{conditions}` is an object node whose
+        // conditions are evaluated, not a leaf that `setting_allows` would take as allowing.
         let own = recipient_default
-            .and_then(|set| set.as_map().get("commercial_subscribed"))
-            .map(|v| Node::Leaf(v, LayerId::Recipient(DEFAULT_SET)));
+            .filter(|set| set.as_map().contains_key("commercial_subscribed"))
+            .map(|set| {
+                Stack::from_layers(&[(LayerId::Recipient(DEFAULT_SET), set)])
+                    .root()
+                    .child("commercial_subscribed")
+            });
         let setting = own.unwrap_or_else(|| root.child("commercial_subscribed"));
         if let Err(denial) = setting_allows(&setting, ctx) {
             return denial.into_decision(
@@ -112,33 +118,22 @@ pub fn decide(
             );
         }
     }
-    if let Err(denied) = scope_allows(&root, "", channel, ctx) {
+    if let Err(denied) = scope_allows(&root, ("", ""), channel, ctx) {
         return denied;
     }
     let workflows = root.child("workflows");
     let scope = workflows.child(&workflow.key);
-    if let Err(denied) = scope_allows(
-        &scope,
-        &format_path("workflows", &workflow.key),
-        channel,
-        ctx,
-    ) {
+    if let Err(denied) = scope_allows(&scope, ("workflows", &workflow.key), channel, ctx) {
         return denied;
     }
     let categories = root.child("categories");
     for category in &workflow.categories {
         let scope = categories.child(category);
-        if let Err(denied) =
-            scope_allows(&scope, &format_path("categories", category), channel, ctx)
-        {
+        if let Err(denied) = scope_allows(&scope, ("categories", category), channel, ctx) {
             return denied;
         }
     }
     Decision::send(ReasonCode::OptedIn)
-}
-
-fn format_path(section: &str, key: &str) -> String {
-    format!("{section}.{key}")
 }
 
 /// Why a setting did not allow: the layer that set it and the failing condition, if any.
@@ -166,18 +161,26 @@ impl Denial {
     }
 }
 
-/// `scope_allows` of §5. `path` names the scope in the effective set (`""` for the top level).
+/// `scope_allows` of §5. `(section, key)` names the scope in the effective set (`("", "")`
+/// for the top level); the path is formatted only for a denial.
 fn scope_allows(
     scope: &Node<'_>,
-    path: &str,
+    (section, key): (&str, &str),
     channel: &Channel,
     ctx: &Context<'_>,
 ) -> Result<(), Decision> {
-    let sub = |key: &str| {
-        if path.is_empty() {
-            key.to_string()
+    let path = || {
+        if section.is_empty() {
+            String::new()
         } else {
-            format!("{path}.{key}")
+            format!("{section}.{key}")
+        }
+    };
+    let sub = |child: &str| {
+        if section.is_empty() {
+            child.to_string()
+        } else {
+            format!("{section}.{key}.{child}")
         }
     };
     match scope {
@@ -187,20 +190,20 @@ fn scope_allows(
                 layer: Some(layer.to_string()),
                 condition: None,
             }
-            .into_decision(ReasonCode::OptedOut, path.to_string())),
+            .into_decision(ReasonCode::OptedOut, path())),
             _ => Ok(()),
         },
         Node::Object(_) => {
             // The top level has no conditions of its own; `conditions` there is not a key a
             // valid set can hold, so reading it is harmless.
-            if let Node::Leaf(conditions, layer) = scope.child("conditions") {
-                if let Err(condition) = all_hold(conditions, ctx) {
-                    return Err(Denial {
-                        layer: Some(layer.to_string()),
-                        condition: Some(condition),
-                    }
-                    .into_decision(ReasonCode::ConditionFailed, path.to_string()));
+            if let Node::Leaf(conditions, layer) = scope.child("conditions")
+                && let Err(condition) = all_hold(conditions, ctx)
+            {
+                return Err(Denial {
+                    layer: Some(layer.to_string()),
+                    condition: Some(condition),
                 }
+                .into_decision(ReasonCode::ConditionFailed, path()));
             }
             if let Some(id) = &channel.id {
                 let node = scope.child("channels").child(id);
@@ -253,10 +256,14 @@ fn all_hold(conditions: &Value, ctx: &Context<'_>) -> Result<(), Value> {
         };
         let outcome = evaluate_condition(&condition, ctx);
         if !matches!(outcome.result, Ok(true)) {
+            // Resolved values are copied only for the reason of a failure.
+            let variable = outcome
+                .variable
+                .map_or(Value::String(String::new()), Cow::into_owned);
             return Err(describe(
                 source,
-                outcome.variable,
-                outcome.argument,
+                Some(variable),
+                Some(outcome.argument.into_owned()),
                 outcome.result.err(),
             ));
         }
@@ -279,15 +286,15 @@ fn describe(
     Value::Object(out)
 }
 
-struct Outcome {
+struct Outcome<'v> {
     result: Result<bool, String>,
-    variable: Option<Value>,
-    argument: Option<Value>,
+    variable: Option<Cow<'v, Value>>,
+    argument: Cow<'v, Value>,
 }
 
 /// Evaluates one condition. `Err` means the argument could not be read; the caller treats
 /// it as false.
-fn evaluate_condition(condition: &Condition<'_>, ctx: &Context<'_>) -> Outcome {
+fn evaluate_condition<'v>(condition: &Condition<'v>, ctx: &Context<'v>) -> Outcome<'v> {
     let variable = resolve(condition.variable, ctx);
     let argument = argument_value(condition.argument, ctx);
     let result = holds(
@@ -299,12 +306,8 @@ fn evaluate_condition(condition: &Condition<'_>, ctx: &Context<'_>) -> Outcome {
     );
     Outcome {
         result,
-        variable: Some(
-            variable
-                .map(Cow::into_owned)
-                .unwrap_or(Value::String(String::new())),
-        ),
-        argument: Some(argument.into_owned()),
+        variable,
+        argument,
     }
 }
 
@@ -359,7 +362,7 @@ fn holds(
         Empty => is_empty(variable),
         NotEmpty => !is_empty(variable),
         Exists => variable.is_some_and(|v| !v.is_null()),
-        NotExists => !variable.is_some_and(|v| !v.is_null()),
+        NotExists => variable.is_none_or(Value::is_null),
         IsTimestamp => timestamp(var, None).is_some(),
         IsNotTimestamp => timestamp(var, None).is_none(),
         IsTimestampBefore
@@ -663,5 +666,7 @@ pub fn empty_object() -> &'static Value {
     &EMPTY_OBJECT
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

@@ -28,10 +28,14 @@
 //!   domain operations on one transaction (`Read`, `Write`), and the job table.
 //! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk.
 //! - `api`: the methods of rpc.md as plain async functions over `Context`.
+//! - `auth`: who may call what — the `Caller` from peer credentials, secret keys and user
+//!   tokens, and `authorize`; pure, applied by the RPC middleware `rpc::auth` before dispatch.
 //! - `rpc`: the JSON-RPC surface — method table, params parsing, the one error mapping,
 //!   HTTP shims, the bulk progress subscription.
 //! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown.
 //! - `cli`: the command line client (and `check-config`); `main.rs` only dispatches.
+//! - `bench`: `prefsd bench`, a load generator against a running daemon, and `bench seed`,
+//!   which fills a database with deterministic data through `store`.
 //! - `Error` (in `error.rs`): the crate's one error type; `rpc::error` maps it to the wire.
 //!
 //! # Invariants
@@ -72,6 +76,8 @@
 //!   directory of `prefsd serve`.
 
 pub mod api;
+pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 mod error;

@@ -24,15 +24,9 @@ fn main() -> ExitCode {
                     database,
                 },
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(2);
-                }
+            let Some(runtime) = prefsd::cli::runtime(tokio::runtime::Builder::new_multi_thread())
+            else {
+                return ExitCode::from(2);
             };
             match runtime.block_on(prefsd::server::serve(options)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -42,6 +36,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Token(args) => prefsd::auth::mint::run(&args, &cli.config),
+        Command::Bench(args) => prefsd::bench::run(cli.socket.as_deref(), &cli.config, args),
         Command::CheckConfig { dir } => {
             prefsd::cli::check_config(dir.as_deref().unwrap_or(&cli.config))
         }

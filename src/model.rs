@@ -271,9 +271,24 @@ impl PreferenceSetRequest {
     /// Reads a write body. `default` is the strategy when the body does not name one.
     /// A replace is validated whole here; a merge is checked for shape here and validated
     /// again, merged, in `apply`, so that `null` can delete what a valid set holds.
+    ///
+    /// This does not know who writes, so it accepts what a default set may hold (a
+    /// `__strategy__` lock included, for `tenants.set`); [`PreferenceSetRequest::apply`]
+    /// enforces the kind. [`PreferenceSetRequest::parse_as`] checks the kind up front.
     pub fn parse(
         value: &Value,
         default: Strategy,
+        prefix: &str,
+    ) -> Result<PreferenceSetRequest, ValidationError> {
+        PreferenceSetRequest::parse_as(value, default, SetKind::Default, prefix)
+    }
+
+    /// [`PreferenceSetRequest::parse`] for a write of a set of `kind`, so that every error,
+    /// a misplaced `__strategy__` included, is reported at once.
+    pub fn parse_as(
+        value: &Value,
+        default: Strategy,
+        kind: SetKind,
         prefix: &str,
     ) -> Result<PreferenceSetRequest, ValidationError> {
         let Value::Object(map) = value else {
@@ -297,12 +312,12 @@ impl PreferenceSetRequest {
         let body = Value::Object(body);
         match strategy {
             Strategy::Replace => {
-                PreferenceSet::parse(&body, SetKind::Recipient, prefix)?;
+                PreferenceSet::parse(&body, kind, prefix)?;
             }
             Strategy::Merge => {
                 // A patch is validated after merging; a patch that is valid on its own
                 // (nulls aside) gives better errors, so check it now with nulls removed.
-                PreferenceSet::parse(&strip_nulls(&body), SetKind::Recipient, prefix)?;
+                PreferenceSet::parse(&strip_nulls(&body), kind, prefix)?;
             }
         }
         Ok(PreferenceSetRequest { strategy, body })
@@ -581,8 +596,8 @@ impl Validator {
             }
             let normalised = match key.as_str() {
                 "workflows" | "categories" => self.settings(value, &field),
-                "channel_types" => self.channel_types(value, &field, true),
-                "channels" => self.channels(value, &field, true),
+                "channel_types" => self.channel_types(value, &field),
+                "channels" => self.channels(value, &field),
                 "commercial_subscribed" => self.toggle(value, &field),
                 STRATEGY_KEY => {
                     self.err(&field, "is allowed only on channel_types, channels and workflow or category settings");
@@ -673,8 +688,8 @@ impl Validator {
                 continue;
             }
             let normalised = match key.as_str() {
-                "channel_types" => self.channel_types(value, &field, true),
-                "channels" => self.channels(value, &field, true),
+                "channel_types" => self.channel_types(value, &field),
+                "channels" => self.channels(value, &field),
                 "conditions" => self.conditions(value, &field),
                 STRATEGY_KEY => match self.strategy(value, &field) {
                     Some(v) => v,
@@ -693,44 +708,37 @@ impl Validator {
         Value::Object(out)
     }
 
-    fn channel_types(&mut self, value: &Value, path: &str, lockable: bool) -> Value {
-        let mut out = Map::new();
-        let Some(map) = self.object(value, path) else {
-            return Value::Object(out);
-        };
-        for (key, value) in map {
-            let field = join(path, key);
-            if key == STRATEGY_KEY && lockable {
-                if let Some(v) = self.strategy(value, &field) {
-                    out.insert(key.clone(), v);
-                }
-                continue;
+    /// `channel_types`: the six types → toggle, optionally locked.
+    fn channel_types(&mut self, value: &Value, path: &str) -> Value {
+        self.channel_map(value, path, |v, field, key| {
+            let known = ChannelType::parse(key).is_some();
+            if !known {
+                v.err(field, "unknown channel type");
             }
-            if ChannelType::parse(key).is_none() {
-                self.err(&field, "unknown channel type");
-                continue;
-            }
-            if let Some(v) = self.toggle_or_null(value, &field) {
-                out.insert(key.clone(), v);
-            }
-        }
-        Value::Object(out)
+            known
+        })
     }
 
-    fn channels(&mut self, value: &Value, path: &str, lockable: bool) -> Value {
+    /// `channels`: channel ids → toggle, optionally locked.
+    fn channels(&mut self, value: &Value, path: &str) -> Value {
+        self.channel_map(value, path, |v, field, key| v.key(field, key))
+    }
+
+    /// A map of channel keys (checked by `check_key`) to toggles, with `__strategy__`.
+    fn channel_map(&mut self, value: &Value, path: &str, check_key: impl Fn(&mut Self, &str, &str) -> bool) -> Value {
         let mut out = Map::new();
         let Some(map) = self.object(value, path) else {
             return Value::Object(out);
         };
         for (key, value) in map {
             let field = join(path, key);
-            if key == STRATEGY_KEY && lockable {
+            if key == STRATEGY_KEY {
                 if let Some(v) = self.strategy(value, &field) {
                     out.insert(key.clone(), v);
                 }
                 continue;
             }
-            if !self.key(&field, key) {
+            if !check_key(self, &field, key) {
                 continue;
             }
             if let Some(v) = self.toggle_or_null(value, &field) {

@@ -60,18 +60,18 @@ impl<'a> Stack<'a> {
     /// either of the last two exists, otherwise (and with no tenant) `env ⊕ recipient["default"]`.
     pub fn for_recipient(sources: &Sources<'a>) -> Stack<'a> {
         let env = Some((LayerId::Environment, sources.environment));
-        if let Some((tenant, tenant_default)) = sources.tenant {
-            if tenant_default.is_some() || sources.recipient_tenant.is_some() {
-                return Stack {
-                    layers: [
-                        env,
-                        tenant_default.map(|s| (LayerId::Tenant(tenant), s)),
-                        sources
-                            .recipient_tenant
-                            .map(|s| (LayerId::Recipient(tenant), s)),
-                    ],
-                };
-            }
+        if let Some((tenant, tenant_default)) = sources.tenant
+            && (tenant_default.is_some() || sources.recipient_tenant.is_some())
+        {
+            return Stack {
+                layers: [
+                    env,
+                    tenant_default.map(|s| (LayerId::Tenant(tenant), s)),
+                    sources
+                        .recipient_tenant
+                        .map(|s| (LayerId::Recipient(tenant), s)),
+                ],
+            };
         }
         Stack {
             layers: [
@@ -178,18 +178,25 @@ impl<'a> Node<'a> {
         let Node::Object(parts) = self else {
             return Node::Absent;
         };
-        let items = &parts.items[..parts.len];
-        let lowest_lock = items
+        // One lookup per layer: the lock scan and the merge read the same values.
+        let mut found: [Option<(LayerId<'a>, &'a Value)>; MAX_LAYERS] = [None; MAX_LAYERS];
+        for (slot, (id, map)) in found.iter_mut().zip(parts.iter()) {
+            *slot = map.get(key).map(|value| (id, value));
+        }
+        let found = &found[..parts.len];
+        // A lock in the highest layer locks nothing, so it is not looked for.
+        let lowest_lock = found
             .iter()
-            .rposition(|item| item.is_some_and(|(_, map)| map.get(key).is_some_and(is_locked)))
-            .unwrap_or(0);
+            .skip(1)
+            .rposition(|item| item.is_some_and(|(_, value)| is_locked(value)))
+            .map_or(0, |i| i + 1);
         let mut merged = Parts::default();
-        for (id, map) in items[lowest_lock..].iter().flatten() {
-            match map.get(key) {
-                None | Some(Value::Null) => continue,
-                Some(Value::Object(child)) => merged.push(*id, child),
-                Some(leaf) if merged.len == 0 => return Node::Leaf(leaf, *id),
-                Some(_) => break,
+        for (id, value) in found[lowest_lock..].iter().flatten() {
+            match value {
+                Value::Null => continue,
+                Value::Object(child) => merged.push(*id, child),
+                leaf if merged.len == 0 => return Node::Leaf(leaf, *id),
+                _ => break,
             }
         }
         if merged.len == 0 {

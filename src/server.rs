@@ -15,14 +15,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{Methods, Server, ServerConfig, stop_channel};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::Context;
+use crate::auth::Peer;
 use crate::config::ConfigWatcher;
 use crate::rpc;
+use crate::rpc::auth::{AuthLayer, PeerLayer};
 use crate::rpc::http::JsonLayer;
 
 /// How long a client may take to send a request's headers once it has started. It stops
@@ -56,10 +59,17 @@ pub async fn run(
                 .max_response_body_size(MAX_RESPONSE_BYTES)
                 .build(),
         )
-        .set_http_middleware(tower::ServiceBuilder::new().layer(JsonLayer {
-            max_request_bytes: limits.max_request_bytes,
-        }))
+        // Every call is checked before dispatch (access.md); the HTTP middleware, which
+        // carries the peer's uid, is set per connection below.
+        .set_rpc_middleware(RpcServiceBuilder::new().layer(AuthLayer::new(
+            ctx.config.clone(),
+            crate::auth::env_secret_keys(),
+            own_uid().context("reading the daemon's own uid")?,
+        )))
         .to_service_builder();
+    let json_layer = JsonLayer {
+        max_request_bytes: limits.max_request_bytes,
+    };
 
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -94,6 +104,7 @@ pub async fn run(
         ctx.config.clone(),
         cancel.clone(),
     ));
+    tasks.spawn(apply_size_limit(ctx.clone(), cancel.clone()));
 
     tokio::pin!(shutdown);
     loop {
@@ -110,7 +121,18 @@ pub async fn run(
                 }
             },
         };
-        let service = builder.clone().build(methods.clone(), stop_handle.clone());
+        // SO_PEERCRED, once per connection: the uid every call on it is checked against.
+        let peer = Peer {
+            uid: stream.peer_cred().ok().map(|c| c.uid()),
+        };
+        let service = builder
+            .clone()
+            .set_http_middleware(
+                tower::ServiceBuilder::new()
+                    .layer(PeerLayer::new(peer))
+                    .layer(json_layer),
+            )
+            .build(methods.clone(), stop_handle.clone());
         tasks.spawn(serve_connection(
             stream,
             service,
@@ -158,6 +180,26 @@ where
     }
 }
 
+/// Applies `limits.max_database_mb` to the database now and after every reload that
+/// changes it (SQLite's `max_page_count` belongs to the writer connection, not the file).
+async fn apply_size_limit(ctx: Arc<Context>, cancel: CancellationToken) {
+    let mut configs = ctx.config.subscribe();
+    let mut applied = None;
+    loop {
+        let wanted = configs.borrow_and_update().settings.limits.max_database_mb;
+        if applied != Some(wanted) {
+            match ctx.db.set_max_size(wanted).await {
+                Ok(()) => applied = Some(wanted),
+                Err(e) => tracing::warn!(error = %e, "cannot apply limits.max_database_mb"),
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = configs.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 /// Reloads the config on every SIGHUP until cancelled.
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
@@ -181,11 +223,19 @@ async fn reload_on_sighup(
 }
 
 /// Binds the daemon's socket with `mode`, with no moment in which it is more open: it is
-/// bound under a temporary name, chmod-ed, then renamed into place. A stale socket file
+/// bound in a private temporary directory, chmod-ed, then renamed into place. A stale socket file
 /// (nobody listening) is replaced; a live daemon on the path is an error, and its socket is
 /// left alone.
 pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // Only a socket is ever replaced: a typo in --socket must not delete a file.
+        use std::os::unix::fs::FileTypeExt as _;
+        if !meta.file_type().is_socket() {
+            anyhow::bail!(
+                "{} exists and is not a socket; remove it or use another --socket",
+                path.display()
+            );
+        }
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => anyhow::bail!(
                 "another prefsd is already listening on {}; stop it first or use another --socket",
@@ -197,17 +247,30 @@ pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
             }
         }
     }
-    let tmp = temp_name(path);
-    let _ = std::fs::remove_file(&tmp);
-    let listener =
-        UnixListener::bind(&tmp).with_context(|| format!("binding {}", tmp.display()))?;
-    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("placing the socket at {}", path.display()));
-    }
-    Ok(listener)
+    // Bound inside a private (0700) directory, so that nobody else can connect to it even
+    // while its own mode is still the umask's; chmod-ed there, then renamed into place.
+    let dir = temp_name(path);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&dir)
+        .with_context(|| format!("creating the private directory {}", dir.display()))?;
+    let tmp = dir.join("s");
+    let placed = UnixListener::bind(&tmp)
+        .with_context(|| format!("binding {}", tmp.display()))
+        .and_then(|listener| {
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .with_context(|| format!("placing the socket at {}", path.display()))?;
+            Ok(listener)
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    placed
+}
+
+/// The uid this process runs as: the peer uid of one end of a socket pair (no libc call).
+fn own_uid() -> std::io::Result<u32> {
+    let (a, _b) = UnixStream::pair()?;
+    Ok(a.peer_cred()?.uid())
 }
 
 fn temp_name(path: &Path) -> PathBuf {
@@ -215,7 +278,7 @@ fn temp_name(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    path.with_file_name(format!(".{name}.{}.d", std::process::id()))
 }
 
 /// What `prefsd serve` needs, from flags and environment.
@@ -239,9 +302,21 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         )
     })?;
     let settings = config.current().settings.clone();
-    let db = crate::store::Db::open(&settings.database, settings.durability)
+    let db_options = crate::store::Options {
+        durability: settings.durability,
+        max_database_mb: settings.limits.max_database_mb,
+    };
+    let db = crate::store::Db::open_with(&settings.database, db_options)
         .with_context(|| format!("opening the database {}", settings.database.display()))?;
+    // A user-token key that cannot be read is a start-up error, not a daemon that refuses
+    // every token.
+    crate::auth::Verifier::load(&settings.access).map_err(|e| anyhow::anyhow!("{e}"))?;
     let listener = bind(&settings.socket, settings.socket_mode)?;
+    // The signal handlers are installed before the daemon says it is serving, so that a
+    // signal sent as soon as it does never meets the default action (which ends the
+    // process without a graceful stop). `run` listens for SIGHUP itself.
+    let shutdown = shutdown_signal();
+    let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tracing::info!(
         socket = %settings.socket.display(),
         database = %settings.database.display(),
@@ -250,7 +325,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         "prefsd is serving"
     );
     let ctx = Arc::new(Context::new(db.clone(), config));
-    let result = run(listener, ctx, shutdown_signal()).await;
+    let result = run(listener, ctx, shutdown).await;
     if let Err(e) = std::fs::remove_file(&settings.socket) {
         tracing::warn!(error = %e, "could not remove the socket file");
     }
@@ -263,21 +338,24 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     result
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not when
+/// the future is first polled.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            tracing::warn!("cannot listen for SIGTERM/SIGINT; stop the daemon with SIGKILL");
-            std::future::pending::<()>().await;
+            _ => {
+                tracing::warn!("cannot listen for SIGTERM/SIGINT; stop the daemon with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }

@@ -110,16 +110,16 @@ pub async fn bulk_set(ctx: &Context, p: BulkSetParams) -> Result<Value, Error> {
     let job = ctx
         .db
         .write(move |w| {
-            if let Some(key) = &key {
-                if let Some(existing) = w.job_by_key(key)? {
-                    if existing.payload == payload {
-                        return Ok::<_, Error>(existing);
-                    }
-                    return Err(Error::Conflict(format!(
-                        "idempotency_key {key:?} was used for bulk operation {} with a different payload",
-                        existing.id
-                    )));
+            if let Some(key) = &key
+                && let Some(existing) = w.job_by_key(key)?
+            {
+                if existing.payload == payload {
+                    return Ok::<_, Error>(existing);
                 }
+                return Err(Error::Conflict(format!(
+                    "idempotency_key {key:?} was used for bulk operation {} with a different payload",
+                    existing.id
+                )));
             }
             let id = uuid::Uuid::new_v4().to_string();
             w.insert_job(

@@ -504,18 +504,11 @@ fn persist(w: &crate::store::Write<'_>, req: &Request, max_set_bytes: usize) -> 
         row.updated_at = now.clone();
         w.put_tenant(&row)?;
     }
-    if let Some(actor) = &req.actor {
-        if let Some(props) = &actor.properties {
-            write_inline(
-                w,
-                &RecipientKey::user(&actor.id),
-                Some(props),
-                &[],
-                max_set_bytes,
-                "actor",
-                &now,
-            )?;
-        }
+    if let Some(actor) = &req.actor
+        && let Some(props) = &actor.properties
+    {
+        let key = RecipientKey::user(&actor.id);
+        write_inline(w, &key, Some(props), &[], max_set_bytes, "actor", &now)?;
     }
     for (i, r) in req
         .recipients

@@ -89,6 +89,9 @@ pub struct Limits {
     pub max_bulk_users: usize,
     /// Default 4096.
     pub max_connections: u32,
+    /// The largest the database may grow, in MiB (SQLite `max_page_count`); default none.
+    /// Past it writes fail as on a full disk. Hot-reloaded.
+    pub max_database_mb: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -138,6 +141,7 @@ impl Default for Limits {
             max_recipients: 1000,
             max_bulk_users: 1000,
             max_connections: 4096,
+            max_database_mb: None,
         }
     }
 }
@@ -734,6 +738,11 @@ fn parse_limits(r: &mut TomlReader<'_>, table: &DeTable<'_>, limits: &mut Limits
             "max_connections" => {
                 if let Some(n) = r.u32_in(&full, item, 1) {
                     limits.max_connections = n;
+                }
+            }
+            "max_database_mb" => {
+                if let Some(n) = r.u32_in(&full, item, 1) {
+                    limits.max_database_mb = Some(n.into());
                 }
             }
             _ => r.unknown_key(key, "[limits]"),

@@ -147,6 +147,7 @@ hs256_secret = "shh"
             max_recipients: 10,
             max_bulk_users: 20,
             max_connections: 30,
+            max_database_mb: None,
         }
     );
     assert_eq!(s.jobs.retention_days, 0);
@@ -802,6 +803,24 @@ fn reload_applies_valid_edits_and_keeps_the_old_config_on_errors() {
     let status = handle.reload().expect("a valid reload");
     assert_eq!(status.version, 3);
     assert_eq!(status.last_error, None);
+}
+
+#[test]
+fn max_database_mb_is_an_optional_size_in_mib() {
+    assert_eq!(parse_ok(&[]).settings.limits.max_database_mb, None);
+    let config = parse_ok(&[("prefsd.toml", "[limits]\nmax_database_mb = 64\n")]);
+    assert_eq!(config.settings.limits.max_database_mb, Some(64));
+    for (text, needle) in [
+        ("0", "`limits.max_database_mb` must be an integer from 1 to 4294967295, got 0"),
+        ("-5", "`limits.max_database_mb` must be an integer from 1"),
+        ("\"1GB\"", "`limits.max_database_mb` must be an integer, got string"),
+    ] {
+        let errors = parse_err(&[(
+            "prefsd.toml",
+            &format!("[limits]\nmax_database_mb = {text}\n"),
+        )]);
+        assert_error(&errors, "prefsd.toml", Some(2), needle);
+    }
 }
 
 #[test]

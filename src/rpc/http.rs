@@ -3,15 +3,21 @@
 //!   works without the header; jsonrpsee alone answers 415);
 //! - errors that jsonrpsee produces itself (parse error, invalid request, unknown method,
 //!   body too large) get the `data.type` of rpc.md, and an oversized body becomes
-//!   `limit_exceeded` (-32004), so clients see one error vocabulary.
+//!   `limit_exceeded` (-32004), so clients see one error vocabulary;
+//! - a single body that jsonrpsee refuses is classified by what it is: not JSON (invalid
+//!   UTF-8 included) is a parse error, JSON that is not a request object (`42`) an invalid
+//!   request. jsonrpsee guesses from whether an `id` can be read, which gets both wrong.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response};
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use hyper::body::Bytes;
 use jsonrpsee::server::HttpBody;
 use serde_json::{Value, json};
 
@@ -43,7 +49,8 @@ pub struct JsonService<S> {
 
 impl<S, B> tower::Service<Request<B>> for JsonService<S>
 where
-    S: tower::Service<Request<B>, Response = Response<HttpBody>> + Send,
+    B: Body<Data = Bytes> + Unpin,
+    S: tower::Service<Request<TapBody<B>>, Response = Response<HttpBody>> + Send,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -68,17 +75,70 @@ where
             }
         }
         let max = self.max_request_bytes;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let req = req.map(|inner| TapBody {
+            inner,
+            seen: Arc::clone(&seen),
+        });
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
-            Ok(patch_errors(resp, max).await)
+            Ok(patch_errors(resp, max, &seen).await)
         })
     }
 }
 
+/// The request body, recording the chunks jsonrpsee reads (reference-counted, not copied)
+/// so that a refused body can be classified afterwards.
+pub struct TapBody<B> {
+    inner: B,
+    seen: Arc<Mutex<Vec<Bytes>>>,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for TapBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+            && let Ok(mut seen) = self.seen.lock()
+        {
+            seen.push(data.clone());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether the recorded body is JSON at all (UTF-8 and well-formed).
+fn is_json(seen: &Mutex<Vec<Bytes>>) -> bool {
+    let Ok(chunks) = seen.lock() else {
+        return false;
+    };
+    let body: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+    std::str::from_utf8(&body)
+        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+}
+
 /// Adds `data.type` to error objects that lack it. Responses without an error object
 /// pass through untouched after one substring search.
-async fn patch_errors(resp: Response<HttpBody>, max_request_bytes: u32) -> Response<HttpBody> {
+async fn patch_errors(
+    resp: Response<HttpBody>,
+    max_request_bytes: u32,
+    seen: &Mutex<Vec<Bytes>>,
+) -> Response<HttpBody> {
     let (mut parts, body) = resp.into_parts();
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -91,6 +151,9 @@ async fn patch_errors(resp: Response<HttpBody>, max_request_bytes: u32) -> Respo
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, HttpBody::from(bytes.to_vec()));
     };
+    if let Value::Object(one) = &mut value {
+        classify_refused_body(one, seen);
+    }
     match &mut value {
         Value::Array(items) => items
             .iter_mut()
@@ -102,6 +165,26 @@ async fn patch_errors(resp: Response<HttpBody>, max_request_bytes: u32) -> Respo
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
     Response::from_parts(parts, HttpBody::from(text))
+}
+
+/// A single body refused as a parse error or an invalid request gets the right one of the
+/// two: not JSON is a parse error (with `id: null`), JSON is an invalid request.
+fn classify_refused_body(response: &mut serde_json::Map<String, Value>, seen: &Mutex<Vec<Bytes>>) {
+    let code = response
+        .get("error")
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_i64);
+    let right = match code {
+        Some(-32700 | -32600) if is_json(seen) => -32600,
+        Some(-32700 | -32600) => -32700,
+        _ => return,
+    };
+    if code != Some(right) {
+        response.insert("error".into(), json!({ "code": right }));
+        if right == -32700 {
+            response.insert("id".into(), Value::Null);
+        }
+    }
 }
 
 fn patch_one(response: &mut Value, max_request_bytes: u32) {

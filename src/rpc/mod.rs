@@ -2,6 +2,7 @@
 //! the HTTP shims. The only module that names jsonrpsee server types. Each method is one
 //! line here that parses its params and calls one function of `api`.
 
+pub mod auth;
 pub mod error;
 pub mod http;
 mod subscription;
@@ -112,19 +113,25 @@ fn field_error(path: &str, message: &str) -> (String, String) {
             format!("{path}.{name}")
         }
     };
-    if let Some(rest) = message.strip_prefix("missing field ") {
-        if let Some(name) = quoted(rest) {
-            return (join(name), "is required".into());
-        }
+    if let Some(rest) = message.strip_prefix("missing field ")
+        && let Some(name) = quoted(rest)
+    {
+        return (join(name), "is required".into());
     }
-    if let Some(rest) = message.strip_prefix("unknown field ") {
-        if let Some(name) = quoted(rest) {
-            let expected = rest
-                .split_once(", expected ")
-                .map(|(_, e)| format!("; expected {e}"))
-                .unwrap_or_default();
-            return (join(name), format!("unknown param{expected}"));
-        }
+    if let Some(rest) = message.strip_prefix("unknown field ")
+        && let Some(name) = quoted(rest)
+    {
+        let expected = rest
+            .split_once(", expected ")
+            .map(|(_, e)| format!("; expected {e}"))
+            .unwrap_or_default();
+        // serde_path_to_error's path already ends at the unknown key.
+        let field = if path.rsplit('.').next() == Some(name.as_str()) {
+            path.to_string()
+        } else {
+            join(name)
+        };
+        return (field, format!("unknown param{expected}"));
     }
     let field = if path == "." || path.is_empty() {
         "params".to_string()

@@ -72,10 +72,10 @@ async fn follow(
         );
     }
     let mut last = current.processed_rows;
-    if let Some(msg) = message(&current) {
-        if sink.send(msg).await.is_err() {
-            return SubscriptionCloseResponse::None;
-        }
+    if let Some(msg) = message(&current)
+        && sink.send(msg).await.is_err()
+    {
+        return SubscriptionCloseResponse::None;
     }
     loop {
         let job = tokio::select! {
@@ -104,10 +104,10 @@ async fn follow(
             continue;
         }
         last = job.processed_rows;
-        if let Some(msg) = message(&job) {
-            if sink.send(msg).await.is_err() {
-                return SubscriptionCloseResponse::None;
-            }
+        if let Some(msg) = message(&job)
+            && sink.send(msg).await.is_err()
+        {
+            return SubscriptionCloseResponse::None;
         }
     }
 }

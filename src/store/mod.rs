@@ -75,7 +75,22 @@ struct Inner {
 impl Db {
     /// Opens (creating if needed) and migrates the database, then starts the threads.
     pub fn open(path: &Path, durability: Durability) -> Result<Db, Error> {
+        Db::open_with(
+            path,
+            Options {
+                durability,
+                max_database_mb: None,
+            },
+        )
+    }
+
+    /// [`Db::open`] with every option; the daemon opens with its settings.
+    pub fn open_with(path: &Path, options: Options) -> Result<Db, Error> {
+        let durability = options.durability;
         let mut writer = open_connection(path, durability, false)?;
+        if let Some(mb) = options.max_database_mb {
+            set_max_size(&writer, Some(mb))?;
+        }
         let schema_version = migrate::migrate(&mut writer)?;
         let mut threads = Vec::new();
         let (writer_tx, writer_rx) = mpsc::channel::<Job>();
@@ -123,6 +138,17 @@ impl Db {
         self.inner.schema_version
     }
 
+    /// Sets (or with `None` lifts) the size limit of the database, `limits.max_database_mb`,
+    /// on the writer connection: once the file would grow past it, writes fail with a full
+    /// database ([`Error::is_full`]) and roll back, as on a full disk. A limit below the
+    /// current size stops all growth; pages freed by deletes are reused.
+    pub async fn set_max_size(&self, max_database_mb: Option<u64>) -> Result<(), Error> {
+        self.run(&self.inner.writer, move |conn| {
+            set_max_size(conn, max_database_mb)
+        })
+        .await
+    }
+
     /// Runs `f` in one read transaction (a consistent snapshot) on a reader thread.
     pub async fn read<R, E>(
         &self,
@@ -153,15 +179,8 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.run(&self.inner.writer, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(Error::from)?;
-            let result = f(&Write::new(&tx))?;
-            tx.commit().map_err(Error::from)?;
-            Ok(result)
-        })
-        .await
+        self.run(&self.inner.writer, move |conn| in_write_transaction(conn, f))
+            .await
     }
 
     /// The blocking form of [`Db::write`], for code already on a blocking thread (the bulk
@@ -176,15 +195,7 @@ impl Db {
     {
         let (tx, rx) = mpsc::channel();
         let job: Job = Box::new(move |conn| {
-            let result = (|| {
-                let t = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(Error::from)?;
-                let r = f(&Write::new(&t))?;
-                t.commit().map_err(Error::from)?;
-                Ok(r)
-            })();
-            let _ = tx.send(result);
+            let _ = tx.send(in_write_transaction(conn, f));
         });
         self.inner.writer.send(job).map_err(|_| Error::Closed)?;
         rx.recv().map_err(|_| E::from(Error::Closed))?
@@ -222,8 +233,17 @@ impl Db {
                     threads,
                     ..
                 } = inner;
-                drop((writer, readers));
-                for thread in threads.into_inner().unwrap_or_default() {
+                // Readers first: SQLite checkpoints the WAL into the database file when the
+                // last connection closes, and only the writer (not a read-only connection)
+                // can, so the writer must be the last.
+                let mut threads = threads.into_inner().unwrap_or_default();
+                let writer_thread = (!threads.is_empty()).then(|| threads.remove(0));
+                drop(readers);
+                for thread in threads {
+                    let _ = thread.join();
+                }
+                drop(writer);
+                if let Some(thread) = writer_thread {
                     let _ = thread.join();
                 }
             }
@@ -234,6 +254,22 @@ impl Db {
     }
 }
 
+/// Runs `f` in an immediate write transaction, committed only if `f` returns `Ok`.
+fn in_write_transaction<R, E>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Write<'_>) -> Result<R, E>,
+) -> Result<R, E>
+where
+    E: From<Error>,
+{
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(Error::from)?;
+    let result = f(&Write::new(&tx))?;
+    tx.commit().map_err(Error::from)?;
+    Ok(result)
+}
+
 fn spawn_thread(
     name: &str,
     mut conn: Connection,
@@ -242,6 +278,29 @@ fn spawn_thread(
     Ok(std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || body(&mut conn))?)
+}
+
+/// How to open the database (from the daemon's settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub durability: Durability,
+    /// `limits.max_database_mb`: `PRAGMA max_page_count` on the writer; `None` for no limit.
+    pub max_database_mb: Option<u64>,
+}
+
+/// `PRAGMA max_page_count` for a limit in MiB (`None`: SQLite's largest, no limit).
+fn set_max_size(conn: &Connection, max_database_mb: Option<u64>) -> Result<(), Error> {
+    let pages = match max_database_mb {
+        Some(mb) => {
+            let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let page_size = u64::try_from(page_size).unwrap_or(4096).max(1);
+            (mb.saturating_mul(1024 * 1024) / page_size).clamp(1, 0xffff_fffe)
+        }
+        None => 0xffff_fffe,
+    };
+    // The pragma answers the limit in force (never below the current size).
+    let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get(0))?;
+    Ok(())
 }
 
 fn open_connection(

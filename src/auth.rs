@@ -1,0 +1,791 @@
+//! Who may call what (access.md): the caller of a request, resolved from the connection's
+//! peer credentials and the request's headers, and the one decision whether it may make a
+//! call.
+//!
+//! - [`resolve`] turns a peer uid ([`Peer`], `SO_PEERCRED`, read once per connection), the
+//!   credentials of the request ([`Credentials`]: `Authorization: Bearer <secret key>`,
+//!   `X-User-Token` / `X-Knock-User-Token`) and the [`Policy`] of the config in force into a
+//!   [`Caller`]: a server caller with full access, or a user caller that acts as one user.
+//! - [`authorize`] decides whether that caller may call a method with given params.
+//!
+//! Both are pure: the clock is a parameter, the key file is read by [`Policy::load`] (once
+//! per config version, by the RPC middleware). The RPC middleware (`rpc::auth`) is the only
+//! code that calls them, before any handler runs; handlers never see credentials. A refusal
+//! is a [`Denied`], which becomes the `unauthenticated` (-32002) or `forbidden` (-32003) error
+//! of rpc.md.
+//!
+//! Decisions where access.md leaves a gap:
+//! - Secret keys come from `access.secret_keys` (hot-reloaded) and from the environment
+//!   variable `PREFSD_SECRET_KEYS` (comma-separated, read once when the daemon starts); either
+//!   list is accepted. Empty keys are ignored. When `require_credentials` is off, an
+//!   `Authorization` header is ignored.
+//! - When `require_credentials` is on, a request with a user token must carry a secret key
+//!   too: the peer proves it is a server first, and the token then narrows what it may do.
+//! - User tokens are verified with the key of `access.user_token`: a PEM public key file
+//!   (an RSA key means RS256, a P-256 EC key ES256) or an HS256 secret. The file is read at
+//!   start-up and again after every config reload. `aud` and `iss` are not checked.
+//! - Grants (Knock's shape): `grants` maps a resource URI to `{ "<grant>": [conditions] }`.
+//!   A grant counts when its list holds an empty condition `{}` (conditional grants grant
+//!   nothing). Resources ending in `/users/<sub>` grant on the caller's own user; resources
+//!   ending in `/tenants/<id>` or `/$tenants/<id>` (Knock's `objects/$tenants/<id>`) grant in
+//!   tenant `<id>` and scope the token to its tenants; other resources are ignored.
+//! - A token with no `preferences/*` grant and without `explicit_grants: true` may read and
+//!   write its own preferences (Knock's default for a user token). Otherwise it may do only
+//!   what `preferences/read` and `preferences/write` grant, on its user or in the tenant of
+//!   the call. `users.get` counts as a read.
+//! - A tenant-scoped token may use only its tenants' set ids (as `tenant` or
+//!   `preference_set`), never the `"default"` set, and may not call `users.listPreferences`
+//!   (which lists the sets of every tenant).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::Access;
+use crate::model::DEFAULT_SET;
+
+pub mod mint;
+#[cfg(test)]
+mod tests;
+
+/// The most clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_S: i64 = 30;
+
+/// The environment variable with extra secret keys, comma-separated.
+pub const SECRET_KEYS_ENV: &str = "PREFSD_SECRET_KEYS";
+
+/// The user-token header, and Knock's name for it.
+pub const USER_TOKEN_HEADERS: [&str; 2] = ["x-user-token", "x-knock-user-token"];
+
+/// The methods a user caller may call (access.md), each on its own user only.
+pub const USER_METHODS: [&str; 5] = [
+    "users.get",
+    "users.getPreferences",
+    "users.listPreferences",
+    "users.setPreferences",
+    "users.unsetPreferences",
+];
+
+/// The peer of a connection: its uid from `SO_PEERCRED`, read once at accept; `None` when
+/// the kernel did not tell (such a peer is refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: Option<u32>,
+}
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// An allowed peer (with a valid secret key when one is required): full access.
+    Server { uid: u32 },
+    /// A verified user token: that user's own preferences and nothing more.
+    User(UserCaller),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserCaller {
+    /// The peer the token came through.
+    pub uid: u32,
+    /// The token's `sub`: the only user this caller may act on.
+    pub sub: String,
+    pub grants: Grants,
+}
+
+/// What a user token's grants allow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// `explicit_grants: true` or any `preferences/*` grant: only what is granted is allowed.
+    /// Otherwise the token may read and write its own preferences.
+    pub restricted: bool,
+    /// Granted on the caller's own user resource.
+    pub user: Perms,
+    /// Granted per tenant; a non-empty map scopes the token to these tenants.
+    pub tenants: BTreeMap<String, Perms>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Perms {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Perms {
+    fn allows(self, op: Op) -> bool {
+        match op {
+            Op::Read => self.read,
+            Op::Write => self.write,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+}
+
+impl Op {
+    fn grant(self) -> &'static str {
+        match self {
+            Op::Read => "preferences/read",
+            Op::Write => "preferences/write",
+        }
+    }
+}
+
+/// Why a call is refused. The message is sent to the client and logged; it never contains
+/// a token or a key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// Credentials required and missing, malformed, expired or forged (-32002).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials that do not allow this call (-32003).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl Denied {
+    fn unauthenticated(reason: impl fmt::Display) -> Denied {
+        Denied::Unauthenticated(format!("unauthenticated: {reason}"))
+    }
+
+    fn forbidden(reason: impl fmt::Display) -> Denied {
+        Denied::Forbidden(format!("forbidden: {reason}"))
+    }
+}
+
+impl From<Denied> for crate::Error {
+    fn from(d: Denied) -> crate::Error {
+        match d {
+            Denied::Unauthenticated(m) => crate::Error::Unauthenticated(m),
+            Denied::Forbidden(m) => crate::Error::Forbidden(m),
+        }
+    }
+}
+
+/// A credential header as the request carried it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Presented {
+    #[default]
+    Absent,
+    Value(String),
+    /// Present but unusable (repeated, not text, wrong scheme): why.
+    Malformed(&'static str),
+}
+
+/// The credentials of one HTTP request (for a WebSocket: of its upgrade request, for every
+/// call on it). `Debug` never shows the values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The key of `Authorization: Bearer <key>`.
+    pub secret_key: Presented,
+    /// `X-User-Token` or `X-Knock-User-Token`.
+    pub user_token: Presented,
+}
+
+/// Never shows the value.
+impl fmt::Debug for Presented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Presented::Absent => f.write_str("Absent"),
+            Presented::Value(_) => f.write_str("Value(<redacted>)"),
+            Presented::Malformed(why) => f.debug_tuple("Malformed").field(why).finish(),
+        }
+    }
+}
+
+impl Credentials {
+    /// Reads the credential headers. A header given twice (or the token under both names
+    /// with different values) is malformed, never "the first one wins".
+    pub fn from_headers(headers: &http::HeaderMap) -> Credentials {
+        let secret_key = match one_header(headers, &[http::header::AUTHORIZATION.as_str()]) {
+            Presented::Value(v) => match bearer(&v) {
+                Some(key) => Presented::Value(key.to_string()),
+                None => {
+                    Presented::Malformed("the Authorization header is not `Bearer <secret key>`")
+                }
+            },
+            other => other,
+        };
+        let user_token = match one_header(headers, &USER_TOKEN_HEADERS) {
+            Presented::Value(v) if v.is_empty() => Presented::Malformed("the user token is empty"),
+            other => other,
+        };
+        Credentials {
+            secret_key,
+            user_token,
+        }
+    }
+}
+
+/// The one value of the headers `names`: absent, one distinct text value, or malformed.
+fn one_header(headers: &http::HeaderMap, names: &[&str]) -> Presented {
+    let mut found: Option<String> = None;
+    for name in names {
+        for value in headers.get_all(*name) {
+            let Ok(text) = value.to_str() else {
+                return Presented::Malformed("a credential header is not plain text");
+            };
+            let text = text.trim();
+            match &found {
+                Some(seen) if seen != text => {
+                    return Presented::Malformed("a credential header is given twice");
+                }
+                _ => found = Some(text.to_string()),
+            }
+        }
+    }
+    found.map_or(Presented::Absent, Presented::Value)
+}
+
+/// The credential of `Bearer <credential>` (the scheme is case-insensitive).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let rest = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty()).then_some(rest)
+}
+
+/// Keys of `PREFSD_SECRET_KEYS` (comma-separated; blanks dropped). Read once at start-up.
+pub fn env_secret_keys() -> Vec<String> {
+    std::env::var(SECRET_KEYS_ENV)
+        .map(|v| parse_key_list(&v))
+        .unwrap_or_default()
+}
+
+/// Splits a comma-separated key list, trimming and dropping empty entries.
+pub fn parse_key_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The environment variables a client (the CLI) takes its credentials from.
+pub const CLIENT_SECRET_KEY_ENV: &str = "PREFSD_SECRET_KEY";
+pub const CLIENT_USER_TOKEN_ENV: &str = "PREFSD_USER_TOKEN";
+
+/// The credential headers a client sends: `Authorization: Bearer <secret_key>` and
+/// `X-User-Token: <user_token>`, each when given.
+pub fn client_headers(
+    secret_key: Option<&str>,
+    user_token: Option<&str>,
+) -> Result<http::HeaderMap, String> {
+    let mut headers = http::HeaderMap::new();
+    if let Some(key) = secret_key.map(str::trim).filter(|k| !k.is_empty()) {
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| "the secret key is not a valid header value".to_string())?;
+        value.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+    if let Some(token) = user_token.map(str::trim).filter(|t| !t.is_empty()) {
+        let mut value = http::HeaderValue::from_str(token)
+            .map_err(|_| "the user token is not a valid header value".to_string())?;
+        value.set_sensitive(true);
+        headers.insert(USER_TOKEN_HEADERS[0], value);
+    }
+    Ok(headers)
+}
+
+/// [`client_headers`] from `PREFSD_SECRET_KEY` (else the first key of `PREFSD_SECRET_KEYS`)
+/// and `PREFSD_USER_TOKEN`.
+pub fn client_headers_from_env() -> Result<http::HeaderMap, String> {
+    let key = std::env::var(CLIENT_SECRET_KEY_ENV)
+        .ok()
+        .or_else(|| env_secret_keys().into_iter().next());
+    let token = std::env::var(CLIENT_USER_TOKEN_ENV).ok();
+    client_headers(key.as_deref(), token.as_deref())
+}
+
+/// `[access]` of the config in force, ready to check requests against.
+#[derive(Debug)]
+pub struct Policy {
+    /// Empty: the daemon's own uid and root.
+    pub allowed_uids: Vec<u32>,
+    pub require_credentials: bool,
+    secret_keys: Vec<Vec<u8>>,
+    pub user_tokens: TokenPolicy,
+}
+
+/// Whether and how user tokens are verified.
+#[derive(Debug)]
+pub enum TokenPolicy {
+    /// `[access.user_token]` is not configured: every user token is refused.
+    Off,
+    On(Verifier),
+    /// Configured but the key could not be loaded (why): every user token is refused.
+    Broken(String),
+}
+
+impl Policy {
+    /// The policy of `access` plus the keys from the environment; reads the public key file
+    /// of `access.user_token` if there is one (a failure refuses user tokens; [`Verifier::load`]
+    /// reports it at start-up).
+    pub fn load(access: &Access, env_keys: &[String]) -> Policy {
+        let user_tokens = match Verifier::load(access) {
+            Ok(None) => TokenPolicy::Off,
+            Ok(Some(v)) => TokenPolicy::On(v),
+            Err(reason) => TokenPolicy::Broken(reason),
+        };
+        Policy::new(access, env_keys, user_tokens)
+    }
+
+    /// The policy of `access`, with the user-token verifier already made.
+    pub fn new(access: &Access, env_keys: &[String], user_tokens: TokenPolicy) -> Policy {
+        let secret_keys = access
+            .secret_keys
+            .iter()
+            .chain(env_keys)
+            .map(|k| k.trim())
+            .filter(|k| !k.is_empty())
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        Policy {
+            allowed_uids: access.allowed_uids.clone(),
+            require_credentials: access.require_credentials,
+            secret_keys,
+            user_tokens,
+        }
+    }
+
+    /// Whether `uid` may connect at all.
+    pub fn allows_uid(&self, uid: u32, daemon_uid: u32) -> bool {
+        if self.allowed_uids.is_empty() {
+            uid == daemon_uid || uid == 0
+        } else {
+            self.allowed_uids.contains(&uid)
+        }
+    }
+
+    pub fn has_secret_keys(&self) -> bool {
+        !self.secret_keys.is_empty()
+    }
+
+    /// Whether `key` is one of the secret keys, in time independent of which key (if any)
+    /// it matches and of where it first differs.
+    fn is_secret_key(&self, key: &str) -> bool {
+        let mut found = false;
+        for k in &self.secret_keys {
+            found |= constant_time_eq(k, key.as_bytes());
+        }
+        found
+    }
+}
+
+/// Compares two byte strings in time that depends only on the longer one's length, not on
+/// their contents.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff: u8 = 0;
+    for i in 0..n {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= std::hint::black_box(x ^ y);
+    }
+    std::hint::black_box(diff) == 0 && a.len() == b.len()
+}
+
+/// Verifies user tokens: one key, one algorithm.
+pub struct Verifier {
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier").field("alg", &self.alg).finish()
+    }
+}
+
+impl Verifier {
+    /// The verifier of `[access.user_token]`: `None` when it is not configured, an error
+    /// (naming the file) when the key cannot be read or used.
+    pub fn load(access: &Access) -> Result<Option<Verifier>, String> {
+        if let Some(path) = &access.user_token_public_key_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                format!(
+                    "access.user_token.public_key_file {}: cannot read it: {e}",
+                    path.display()
+                )
+            })?;
+            return Verifier::from_public_key_pem(&pem)
+                .map(Some)
+                .map_err(|e| format!("access.user_token.public_key_file {}: {e}", path.display()));
+        }
+        access
+            .user_token_hs256_secret
+            .as_deref()
+            .map(|s| Verifier::hs256(s.as_bytes()))
+            .transpose()
+    }
+
+    /// RS256 for an RSA public key, ES256 for an EC (P-256) one.
+    pub fn from_public_key_pem(pem: &[u8]) -> Result<Verifier, String> {
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            return Ok(Verifier {
+                alg: Algorithm::RS256,
+                key,
+            });
+        }
+        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            return Ok(Verifier {
+                alg: Algorithm::ES256,
+                key,
+            });
+        }
+        Err("not a PEM RSA or EC public key".into())
+    }
+
+    /// An error for an empty secret.
+    pub fn hs256(secret: &[u8]) -> Result<Verifier, String> {
+        let key = DecodingKey::from_secret(secret)
+            .map_err(|_| "access.user_token.hs256_secret is empty".to_string())?;
+        Ok(Verifier {
+            alg: Algorithm::HS256,
+            key,
+        })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Verifies `token` at `now`: signature and algorithm (exactly the configured one),
+    /// `sub` and `exp` present, `exp` and `nbf` within [`LEEWAY_S`], grants well-formed.
+    pub fn verify(&self, token: &str, now: jiff::Timestamp) -> Result<(String, Grants), Denied> {
+        let mut validation = Validation::new(self.alg);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        // The times are checked below against `now`, not the system clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &validation)
+            .map_err(|e| self.token_error(token, e.kind()))?;
+        let claims = data.claims;
+        let sub = match claims.sub {
+            Some(Value::String(sub)) if !sub.is_empty() => sub,
+            Some(Value::String(_)) => {
+                return Err(Denied::unauthenticated(
+                    "the user token's `sub` claim is empty",
+                ));
+            }
+            _ => {
+                return Err(Denied::unauthenticated(
+                    "the user token's `sub` claim is not a string",
+                ));
+            }
+        };
+        let Some(exp) = seconds("exp", claims.exp.as_ref())? else {
+            return Err(Denied::unauthenticated("the user token has no `exp` claim"));
+        };
+        let nbf = seconds("nbf", claims.nbf.as_ref())?;
+        let now = now.as_second() as f64;
+        if now > exp + LEEWAY_S as f64 {
+            return Err(Denied::unauthenticated("the user token has expired"));
+        }
+        if nbf.is_some_and(|nbf| nbf > now + LEEWAY_S as f64) {
+            return Err(Denied::unauthenticated(
+                "the user token is not valid yet (nbf is in the future)",
+            ));
+        }
+        let explicit = match &claims.explicit_grants {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(Denied::unauthenticated(
+                    "the user token's `explicit_grants` claim is not a boolean",
+                ));
+            }
+        };
+        let grants = parse_grants(&sub, claims.grants.as_ref(), explicit)?;
+        Ok((sub, grants))
+    }
+
+    fn token_error(&self, token: &str, kind: &ErrorKind) -> Denied {
+        let reason = match kind {
+            ErrorKind::InvalidAlgorithm => match jsonwebtoken::decode_header(token) {
+                Ok(h) => format!(
+                    "the user token is signed with {:?}, but access.user_token accepts only {:?}",
+                    h.alg, self.alg
+                ),
+                Err(_) => format!("access.user_token accepts only {:?} tokens", self.alg),
+            },
+            ErrorKind::InvalidSignature => {
+                "the user token's signature does not verify with the configured key".into()
+            }
+            ErrorKind::MissingRequiredClaim(claim) => {
+                format!("the user token has no `{claim}` claim")
+            }
+            ErrorKind::InvalidClaimFormat(claim) => {
+                format!("the user token's `{claim}` claim is malformed")
+            }
+            ErrorKind::Json(_) => "the user token is malformed: its header or claims are not \
+                 what a signed JWT holds (`alg: none` is refused)"
+                .into(),
+            ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+                "the user token is not a well-formed JWT".into()
+            }
+            _ => format!("the user token does not verify as {:?}", self.alg),
+        };
+        Denied::unauthenticated(reason)
+    }
+}
+
+/// The claims prefsd reads, as JSON: jsonwebtoken checks that `sub` and `exp` are there,
+/// [`Verifier::verify`] what they hold.
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<Value>,
+    exp: Option<Value>,
+    nbf: Option<Value>,
+    grants: Option<Value>,
+    explicit_grants: Option<Value>,
+}
+
+/// A NumericDate claim: seconds, integer or not.
+fn seconds(claim: &str, value: Option<&Value>) -> Result<Option<f64>, Denied> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(_) => Err(Denied::unauthenticated(format!(
+            "the user token's `{claim}` claim is not a number of seconds"
+        ))),
+    }
+}
+
+/// The grants of a token for user `sub` (see the module doc).
+fn parse_grants(sub: &str, grants: Option<&Value>, explicit: bool) -> Result<Grants, Denied> {
+    let mut out = Grants {
+        restricted: explicit,
+        ..Grants::default()
+    };
+    let map = match grants {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(Denied::unauthenticated(
+                "the user token's `grants` claim is not an object",
+            ));
+        }
+    };
+    for (resource, granted) in map {
+        let Value::Object(granted) = granted else {
+            return Err(Denied::unauthenticated(format!(
+                "the user token's grants for {resource:?} are not an object"
+            )));
+        };
+        let perms = match resource_of(resource, sub) {
+            Resource::OwnUser => &mut out.user,
+            Resource::Tenant(id) => out.tenants.entry(id.to_string()).or_default(),
+            Resource::Other => continue,
+        };
+        for (name, conditions) in granted {
+            if !name.starts_with("preferences/") {
+                continue;
+            }
+            out.restricted = true;
+            if !unconditional(conditions) {
+                continue;
+            }
+            match name.as_str() {
+                "preferences/read" => perms.read = true,
+                "preferences/write" => perms.write = true,
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+enum Resource<'a> {
+    OwnUser,
+    Tenant(&'a str),
+    Other,
+}
+
+/// `<any-prefix>/users/<sub>`, `<any-prefix>/tenants/<id>` or `<any-prefix>/$tenants/<id>`.
+fn resource_of<'a>(resource: &'a str, sub: &str) -> Resource<'a> {
+    let Some((prefix, id)) = resource.rsplit_once('/') else {
+        return Resource::Other;
+    };
+    let kind = prefix.rsplit('/').next().unwrap_or(prefix);
+    match kind {
+        "users" if id == sub => Resource::OwnUser,
+        "tenants" | "$tenants" if !id.is_empty() => Resource::Tenant(id),
+        _ => Resource::Other,
+    }
+}
+
+/// A grant's conditions: granted when the list holds an empty condition `{}`.
+fn unconditional(conditions: &Value) -> bool {
+    conditions.as_array().is_some_and(|list| {
+        list.iter()
+            .any(|c| c.as_object().is_some_and(Map::is_empty))
+    })
+}
+
+/// The caller of a request from peer `peer_uid` with `credentials`, under `policy`; the
+/// daemon runs as `daemon_uid`. Pure: `now` is the clock.
+pub fn resolve(
+    peer_uid: Option<u32>,
+    credentials: &Credentials,
+    policy: &Policy,
+    daemon_uid: u32,
+    now: jiff::Timestamp,
+) -> Result<Caller, Denied> {
+    let Some(uid) = peer_uid else {
+        return Err(Denied::unauthenticated(
+            "the peer's credentials (SO_PEERCRED) are unavailable",
+        ));
+    };
+    if !policy.allows_uid(uid, daemon_uid) {
+        let allowed = if policy.allowed_uids.is_empty() {
+            "the daemon's own uid and root (access.allowed_uids is empty)".to_string()
+        } else {
+            format!("access.allowed_uids {:?}", policy.allowed_uids)
+        };
+        return Err(Denied::unauthenticated(format!(
+            "peer uid {uid} may not use this socket; allowed: {allowed}"
+        )));
+    }
+    if policy.require_credentials {
+        match &credentials.secret_key {
+            Presented::Absent => {
+                return Err(Denied::unauthenticated(
+                    "this daemon requires `Authorization: Bearer <secret key>` (access.require_credentials \
+                     is on; the prefsd CLI sends $PREFSD_SECRET_KEY)",
+                ));
+            }
+            Presented::Malformed(why) => return Err(Denied::unauthenticated(why)),
+            Presented::Value(key) => {
+                if !policy.is_secret_key(key) {
+                    return Err(Denied::unauthenticated(
+                        "the secret key is not one of access.secret_keys or PREFSD_SECRET_KEYS",
+                    ));
+                }
+            }
+        }
+    }
+    let token = match &credentials.user_token {
+        Presented::Absent => return Ok(Caller::Server { uid }),
+        Presented::Malformed(why) => return Err(Denied::unauthenticated(why)),
+        Presented::Value(token) => token,
+    };
+    let verifier = match &policy.user_tokens {
+        TokenPolicy::On(v) => v,
+        TokenPolicy::Off => {
+            return Err(Denied::unauthenticated(
+                "this daemon accepts no user tokens ([access.user_token] is not configured)",
+            ));
+        }
+        TokenPolicy::Broken(_) => {
+            return Err(Denied::unauthenticated(
+                "this daemon cannot verify user tokens now: its key failed to load (see its log)",
+            ));
+        }
+    };
+    let (sub, grants) = verifier.verify(token, now)?;
+    Ok(Caller::User(UserCaller { uid, sub, grants }))
+}
+
+/// Whether `caller` may call `method` with `params` (the raw JSON params, if any). Server
+/// callers may call anything; user callers only their own users methods (see the module
+/// doc). Params that cannot be checked are refused, never let through.
+pub fn authorize(caller: &Caller, method: &str, params: Option<&str>) -> Result<(), Denied> {
+    let user = match caller {
+        Caller::Server { .. } => return Ok(()),
+        Caller::User(user) => user,
+    };
+    let op = match method {
+        "users.get" | "users.getPreferences" | "users.listPreferences" => Op::Read,
+        "users.setPreferences" | "users.unsetPreferences" => Op::Write,
+        _ => {
+            return Err(Denied::forbidden(format!(
+                "a user token may not call {method}; it may call only {}",
+                USER_METHODS.join(", ")
+            )));
+        }
+    };
+    let params = match params.map(serde_json::from_str::<Value>) {
+        None | Some(Ok(Value::Null)) => Map::new(),
+        Some(Ok(Value::Object(map))) => map,
+        _ => {
+            return Err(Denied::forbidden(
+                "a user token's call must name its user_id in a params object",
+            ));
+        }
+    };
+    match params.get("user_id") {
+        Some(Value::String(id)) if *id == user.sub => {}
+        _ => {
+            return Err(Denied::forbidden(format!(
+                "a user token for {:?} may act only on user_id {:?}",
+                user.sub, user.sub
+            )));
+        }
+    }
+    let tenant = string_param(&params, "tenant")?;
+    let set = string_param(&params, "preference_set")?;
+    // The set the call reads or writes, as the handlers pick it (a tenant names its set).
+    let set_id = match method {
+        "users.getPreferences" => Some(tenant.or(set).unwrap_or(DEFAULT_SET)),
+        "users.setPreferences" | "users.unsetPreferences" => {
+            Some(set.or(tenant).unwrap_or(DEFAULT_SET))
+        }
+        _ => None,
+    };
+    if !user.grants.tenants.is_empty() {
+        let scope: Vec<&str> = user.grants.tenants.keys().map(String::as_str).collect();
+        if method == "users.listPreferences" {
+            return Err(Denied::forbidden(format!(
+                "a token scoped to tenants {scope:?} may not list the sets of every tenant; \
+                 read them one by one with users.getPreferences"
+            )));
+        }
+        // Every set id the call names, and the one it uses: "default" only counts when used.
+        let named = [tenant, set]
+            .into_iter()
+            .flatten()
+            .filter(|id| *id != DEFAULT_SET);
+        for id in named.chain(set_id) {
+            if !user.grants.tenants.contains_key(id) {
+                return Err(Denied::forbidden(format!(
+                    "this user token is scoped to tenants {scope:?}; preference set {id:?} is not one of them"
+                )));
+            }
+        }
+    }
+    if user.grants.restricted {
+        let in_tenant = set_id
+            .filter(|id| *id != DEFAULT_SET)
+            .and_then(|id| user.grants.tenants.get(id));
+        let allowed = user.grants.user.allows(op) || in_tenant.is_some_and(|p| p.allows(op));
+        if !allowed {
+            let where_ = match set_id.filter(|id| *id != DEFAULT_SET) {
+                Some(id) => format!(" (for user {:?} or tenant {id:?})", user.sub),
+                None => format!(" (for user {:?})", user.sub),
+            };
+            return Err(Denied::forbidden(format!(
+                "the user token does not grant {}{where_}, which {method} needs",
+                op.grant()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A string param, `None` when absent or null; anything else cannot be checked.
+fn string_param<'a>(params: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Denied> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Denied::forbidden(format!(
+            "{name} must be a string in a user token's call"
+        ))),
+    }
+}

@@ -1,0 +1,1022 @@
+//! The load generator: runs of a workload against a running daemon, and their report.
+//!
+//! A run connects first (the clock does not include connecting), then every connection
+//! (HTTP) or every in-flight slot (WebSocket) sends calls back to back until the run's
+//! duration is over or its call budget is spent. Latency is measured per call around the
+//! whole request and response; the daemon's CPU time is read from `/proc` before and after.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::UnixStream;
+
+use super::stats::{Latency, median};
+use super::{
+    ALERTS, CATEGORIES, CHANNEL_TYPES, LoadArgs, Mix, Rng, Transport, WORKFLOWS, Workload, procfs,
+    user_id,
+};
+
+/// How long a run lasts without --duration or --calls.
+const DEFAULT_DURATION: Duration = Duration::from_secs(5);
+
+/// When a run ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Limit {
+    Duration(Duration),
+    Calls(u64),
+}
+
+/// Everything a run needs, resolved from the command line.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    pub socket: PathBuf,
+    pub transport: Transport,
+    pub connections: u32,
+    pub limit: Limit,
+    pub workload: Workload,
+    pub compare: Option<Workload>,
+    pub rounds: u32,
+    pub batch: u32,
+    pub mix: Mix,
+    pub users: u64,
+    pub seed: u64,
+    pub pid: Option<u32>,
+}
+
+impl LoadConfig {
+    pub fn new(socket: &Path, args: &LoadArgs) -> LoadConfig {
+        LoadConfig {
+            socket: socket.to_path_buf(),
+            transport: args.transport,
+            connections: args.connections,
+            limit: match (args.calls, args.duration) {
+                (Some(n), _) => Limit::Calls(n),
+                (None, Some(d)) => Limit::Duration(d),
+                (None, None) => Limit::Duration(DEFAULT_DURATION),
+            },
+            workload: args.workload,
+            compare: args.compare,
+            rounds: args
+                .rounds
+                .unwrap_or(if args.compare.is_some() { 3 } else { 1 }),
+            batch: args.batch,
+            mix: args.mix,
+            users: args.users,
+            seed: args.seed,
+            pid: args.pid,
+        }
+    }
+}
+
+/// The figures of one run.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub workload: Workload,
+    /// A run of the `--compare` baseline rather than of the measured workload.
+    pub baseline: bool,
+    pub round: u32,
+    /// Calls completed, failed ones included.
+    pub calls: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency: Latency,
+    /// The daemon's CPU time (utime + stime) during the run, when it is local.
+    pub server_cpu: Option<Duration>,
+    /// This process's CPU time during the run.
+    pub client_cpu: Option<Duration>,
+    pub first_error: Option<String>,
+}
+
+impl RunResult {
+    pub fn calls_per_s(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.calls as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    pub fn server_us_per_call(&self) -> Option<f64> {
+        per_call(self.server_cpu, self.calls)
+    }
+
+    pub fn client_us_per_call(&self) -> Option<f64> {
+        per_call(self.client_cpu, self.calls)
+    }
+}
+
+fn per_call(cpu: Option<Duration>, calls: u64) -> Option<f64> {
+    cpu.filter(|_| calls > 0)
+        .map(|d| d.as_secs_f64() * 1e6 / calls as f64)
+}
+
+/// Runs every round and prints the report; returns the number of failed calls.
+pub fn run(socket: &Path, args: &LoadArgs) -> anyhow::Result<u64> {
+    let mut config = LoadConfig::new(socket, args);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    if config.pid.is_none() {
+        config.pid = runtime.block_on(daemon_pid(&config.socket));
+    }
+    let results = runtime.block_on(run_rounds(&config))?;
+    let peak_rss = config.pid.and_then(|p| procfs::status_kib(p, "VmHWM"));
+    let rss = config.pid.and_then(|p| procfs::status_kib(p, "VmRSS"));
+    let report = Report {
+        config: &config,
+        results: &results,
+        peak_rss_kib: peak_rss,
+        rss_kib: rss,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    for r in results.iter().filter(|r| r.first_error.is_some()) {
+        eprintln!(
+            "{} round {}: {} error(s), the first: {}",
+            r.workload.as_str(),
+            r.round,
+            r.errors,
+            r.first_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(results.iter().map(|r| r.errors).sum())
+}
+
+/// The daemon's pid: the peer credentials of a connection to its socket (the process that
+/// listens), else the owner of the socket found through `/proc`.
+async fn daemon_pid(socket: &Path) -> Option<u32> {
+    let me = std::process::id();
+    let from_peer = match UnixStream::connect(socket).await {
+        Ok(stream) => stream
+            .peer_cred()
+            .ok()
+            .and_then(|c| c.pid())
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|&p| p != me && p != 0),
+        Err(_) => None,
+    };
+    from_peer.or_else(|| procfs::find_socket_owner(socket))
+}
+
+/// The rounds, alternating the baseline and the measured workload.
+pub async fn run_rounds(config: &LoadConfig) -> anyhow::Result<Vec<RunResult>> {
+    let mut results = Vec::new();
+    for round in 1..=config.rounds {
+        if let Some(baseline) = config.compare {
+            results.push(run_once(config, baseline, true, round).await?);
+        }
+        results.push(run_once(config, config.workload, false, round).await?);
+    }
+    Ok(results)
+}
+
+/// The end of a run, shared by its workers.
+#[derive(Clone)]
+enum Stop {
+    At(Instant),
+    Budget(Arc<AtomicU64>),
+}
+
+impl Stop {
+    /// True if the worker may make one more call (and takes it from the budget).
+    fn take(&self) -> bool {
+        match self {
+            Stop::At(deadline) => Instant::now() < *deadline,
+            Stop::Budget(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
+}
+
+/// What one worker did.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn error(&mut self, message: impl FnOnce() -> String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(message());
+        }
+    }
+}
+
+async fn run_once(
+    config: &LoadConfig,
+    workload: Workload,
+    baseline: bool,
+    round: u32,
+) -> anyhow::Result<RunResult> {
+    let n = config.connections as usize;
+    // Every run of a round draws the same calls; rounds differ.
+    let requests = |i: usize| Requests {
+        workload,
+        batch: config.batch,
+        mix: config.mix,
+        users: config.users,
+        rng: Rng::for_item(
+            config.seed ^ u64::from(round).wrapping_mul(0x1000_0000_01B3),
+            i as u64,
+        ),
+    };
+    let mut http = Vec::new();
+    let mut ws = None;
+    match config.transport {
+        Transport::Http => {
+            for _ in 0..n {
+                http.push(HttpConn::connect(&config.socket).await?);
+            }
+        }
+        Transport::Ws => {
+            ws = Some(Arc::new(crate::cli::Client::connect(&config.socket).await?));
+        }
+    }
+    let server_before = config.pid.and_then(procfs::cpu_time);
+    let client_before = procfs::own_cpu_time();
+    let start = Instant::now();
+    let stop = match config.limit {
+        Limit::Duration(d) => Stop::At(start + d),
+        Limit::Calls(c) => Stop::Budget(Arc::new(AtomicU64::new(c))),
+    };
+    let mut workers = tokio::task::JoinSet::new();
+    match &ws {
+        None => {
+            for (i, conn) in http.into_iter().enumerate() {
+                workers.spawn(http_worker(
+                    config.socket.clone(),
+                    conn,
+                    requests(i),
+                    stop.clone(),
+                ));
+            }
+        }
+        Some(client) => {
+            for i in 0..n {
+                workers.spawn(ws_worker(Arc::clone(client), requests(i), stop.clone()));
+            }
+        }
+    }
+    let mut all = Tally::default();
+    while let Some(done) = workers.join_next().await {
+        let tally = done.context("a load worker panicked")?;
+        all.latencies.extend_from_slice(&tally.latencies);
+        all.errors += tally.errors;
+        if all.first_error.is_none() {
+            all.first_error = tally.first_error;
+        }
+    }
+    let elapsed = start.elapsed();
+    let server_after = config.pid.and_then(procfs::cpu_time);
+    let client_after = procfs::own_cpu_time();
+    drop(ws);
+    let calls = all.latencies.len() as u64;
+    Ok(RunResult {
+        workload,
+        baseline,
+        round,
+        calls,
+        errors: all.errors,
+        elapsed,
+        latency: Latency::from_nanos(&mut all.latencies),
+        server_cpu: server_after
+            .zip(server_before)
+            .map(|(a, b)| a.saturating_sub(b)),
+        client_cpu: client_after
+            .zip(client_before)
+            .map(|(a, b)| a.saturating_sub(b)),
+        first_error: all.first_error,
+    })
+}
+
+/// One keep-alive HTTP/1.1 connection over the Unix socket (stack-notes §3 (c)).
+struct HttpConn {
+    sender: SendRequest<Full<Bytes>>,
+    /// Credentials from the environment, as the CLI sends them (usually none).
+    headers: http::HeaderMap,
+}
+
+impl HttpConn {
+    async fn connect(socket: &Path) -> anyhow::Result<HttpConn> {
+        let headers = crate::auth::client_headers_from_env().map_err(anyhow::Error::msg)?;
+        let stream = UnixStream::connect(socket).await.with_context(|| {
+            format!(
+                "cannot connect to the daemon at {}; is `prefsd serve` running? (set --socket or PREFSD_SOCKET)",
+                socket.display()
+            )
+        })?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("the HTTP handshake with the daemon")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(HttpConn { sender, headers })
+    }
+
+    /// One call: `Err` when the connection failed, `Ok(Err)` when the daemon answered with
+    /// an error.
+    async fn call(&mut self, body: String) -> anyhow::Result<Result<(), String>> {
+        self.sender.ready().await?;
+        let mut request = http::Request::post("/")
+            .header(http::header::HOST, "localhost")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        if !self.headers.is_empty() {
+            request.headers_mut().extend(self.headers.clone());
+        }
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if status != http::StatusCode::OK {
+            return Ok(Err(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )));
+        }
+        Ok(rpc_outcome(&body))
+    }
+}
+
+/// Whether a JSON-RPC response body is a result or an error, without parsing a large result:
+/// the first `"result"` or `"error"` key decides (ids are numbers, so the key that comes
+/// first is the top-level one). Only an error is parsed, for its message.
+pub fn rpc_outcome(body: &[u8]) -> Result<(), String> {
+    let mut i = 0;
+    while let Some(off) = body[i..].iter().position(|&b| b == b'"') {
+        let at = &body[i + off..];
+        if at.starts_with(b"\"result\"") {
+            return Ok(());
+        }
+        if at.starts_with(b"\"error\"") {
+            let message = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+            return Err(message);
+        }
+        i += off + 1;
+    }
+    Err(format!(
+        "not a JSON-RPC response: {}",
+        String::from_utf8_lossy(&body[..body.len().min(200)])
+    ))
+}
+
+async fn http_worker(
+    socket: PathBuf,
+    mut conn: HttpConn,
+    mut requests: Requests,
+    stop: Stop,
+) -> Tally {
+    let mut tally = Tally::default();
+    while stop.take() {
+        let call = requests.next_call();
+        let body = call.http_body();
+        let t0 = Instant::now();
+        let outcome = conn.call(body).await;
+        tally.latencies.push(t0.elapsed().as_nanos() as u64);
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => tally.error(|| format!("{}: {message}", call.method)),
+            Err(e) => {
+                tally.error(|| format!("{}: {e:#}", call.method));
+                // The connection is gone: open another, or give up on this worker.
+                match HttpConn::connect(&socket).await {
+                    Ok(fresh) => conn = fresh,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    tally
+}
+
+async fn ws_worker(client: Arc<crate::cli::Client>, mut requests: Requests, stop: Stop) -> Tally {
+    let mut tally = Tally::default();
+    while stop.take() {
+        let call = requests.next_call();
+        let params = match &call.params {
+            None => Value::Null,
+            Some(text) => match serde_json::from_str(text) {
+                Ok(v) => v,
+                Err(e) => {
+                    tally.error(|| format!("{}: bad params: {e}", call.method));
+                    continue;
+                }
+            },
+        };
+        let t0 = Instant::now();
+        let outcome = client.call(call.method, params).await;
+        tally.latencies.push(t0.elapsed().as_nanos() as u64);
+        if let Err(e) = outcome {
+            let answered = matches!(
+                e.downcast_ref::<jsonrpsee::core::client::Error>(),
+                Some(jsonrpsee::core::client::Error::Call(_))
+            );
+            tally.error(|| format!("{}: {e:#}", call.method));
+            if !answered {
+                // The WebSocket is gone; every further call would fail the same way.
+                break;
+            }
+        }
+    }
+    tally
+}
+
+/// One call to make: a method and its params as JSON text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub method: &'static str,
+    pub params: Option<String>,
+}
+
+impl Call {
+    /// The JSON-RPC request body.
+    pub fn http_body(&self) -> String {
+        let params = self.params.as_deref().unwrap_or("");
+        let mut body = String::with_capacity(64 + params.len());
+        body.push_str(r#"{"jsonrpc":"2.0","id":1,"method":""#);
+        body.push_str(self.method);
+        body.push('"');
+        if let Some(p) = &self.params {
+            body.push_str(r#","params":"#);
+            body.push_str(p);
+        }
+        body.push('}');
+        body
+    }
+}
+
+/// The calls of a workload, drawn from a seeded generator.
+pub struct Requests {
+    pub workload: Workload,
+    pub batch: u32,
+    pub mix: Mix,
+    pub users: u64,
+    pub rng: Rng,
+}
+
+impl Requests {
+    pub fn next_call(&mut self) -> Call {
+        let workload = match self.workload {
+            Workload::Mixed => self.mix.pick(&mut self.rng),
+            w => w,
+        };
+        match workload {
+            Workload::Ping | Workload::Mixed => Call {
+                method: "daemon.ping",
+                params: None,
+            },
+            Workload::Get => {
+                let user = user_id(self.rng.below(self.users));
+                Call {
+                    method: "users.getPreferences",
+                    params: Some(json!({ "user_id": user }).to_string()),
+                }
+            }
+            Workload::Set => self.set_call(),
+            Workload::Evaluate => self.evaluate_call(1),
+            Workload::EvaluateBatch => self.evaluate_call(self.batch),
+        }
+    }
+
+    /// A small set with varied values: random choices plus a channel keyed by a random
+    /// nonce, so that no write is byte-identical to what is stored and SQLite really writes.
+    fn set_call(&mut self) -> Call {
+        let rng = &mut self.rng;
+        let user = user_id(rng.below(self.users));
+        let (workflow, category) = *rng.pick(&WORKFLOWS);
+        let mut channel_types = serde_json::Map::new();
+        channel_types.insert("email".into(), json!(rng.chance(80)));
+        channel_types.insert((*rng.pick(&CHANNEL_TYPES)).into(), json!(rng.bool()));
+        let params = json!({
+            "user_id": user,
+            "preferences": {
+                "channel_types": channel_types,
+                "workflows": { workflow: { "channel_types": { *rng.pick(&CHANNEL_TYPES): rng.bool() } } },
+                "categories": { category: rng.chance(70) },
+                "channels": { format!("bench-{:016x}", rng.next_u64()): rng.bool() },
+            }
+        });
+        Call {
+            method: "users.setPreferences",
+            params: Some(params.to_string()),
+        }
+    }
+
+    /// `recipients` users (consecutive from a random one) × all six channel types, for a
+    /// workflow given inline (no catalog lookup) with its category.
+    fn evaluate_call(&mut self, recipients: u32) -> Call {
+        let rng = &mut self.rng;
+        let (workflow, category) = *rng.pick(&WORKFLOWS);
+        let first = rng.below(self.users);
+        let ids: Vec<String> = (0..u64::from(recipients))
+            .map(|k| user_id((first + k) % self.users))
+            .collect();
+        let channels: Vec<Value> = CHANNEL_TYPES.iter().map(|t| json!({ "type": t })).collect();
+        let params = json!({
+            "workflow": { "key": workflow, "categories": [category] },
+            "channels": channels,
+            "recipients": ids,
+            "data": { "alert_id": format!("alert-{}", rng.below(ALERTS)) },
+        });
+        debug_assert!(CATEGORIES.contains(&category));
+        Call {
+            method: "preferences.evaluate",
+            params: Some(params.to_string()),
+        }
+    }
+}
+
+/// The report of all runs.
+pub struct Report<'a> {
+    pub config: &'a LoadConfig,
+    pub results: &'a [RunResult],
+    pub peak_rss_kib: Option<u64>,
+    pub rss_kib: Option<u64>,
+}
+
+/// The medians of a group of runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Summary {
+    pub runs: usize,
+    pub calls: u64,
+    pub errors: u64,
+    pub calls_per_s: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    /// The largest of the runs' maxima.
+    pub max_us: f64,
+    pub server_us_per_call: Option<f64>,
+    pub client_us_per_call: Option<f64>,
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+impl Summary {
+    pub fn of<'r>(runs: impl Iterator<Item = &'r RunResult>) -> Summary {
+        let runs: Vec<&RunResult> = runs.collect();
+        let m = |f: &dyn Fn(&RunResult) -> f64| {
+            median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>()).unwrap_or(0.0)
+        };
+        let opt = |f: &dyn Fn(&RunResult) -> Option<f64>| {
+            let v: Vec<f64> = runs.iter().filter_map(|r| f(r)).collect();
+            median(&v)
+        };
+        Summary {
+            runs: runs.len(),
+            calls: runs.iter().map(|r| r.calls).sum(),
+            errors: runs.iter().map(|r| r.errors).sum(),
+            calls_per_s: m(&|r| r.calls_per_s()),
+            p50_us: m(&|r| us(r.latency.p50)),
+            p90_us: m(&|r| us(r.latency.p90)),
+            p99_us: m(&|r| us(r.latency.p99)),
+            max_us: runs.iter().map(|r| us(r.latency.max)).fold(0.0, f64::max),
+            server_us_per_call: opt(&|r| r.server_us_per_call()),
+            client_us_per_call: opt(&|r| r.client_us_per_call()),
+        }
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "runs": self.runs,
+            "calls": self.calls,
+            "errors": self.errors,
+            "calls_per_s": round1(self.calls_per_s),
+            "latency_us": {
+                "p50": round1(self.p50_us),
+                "p90": round1(self.p90_us),
+                "p99": round1(self.p99_us),
+                "max": round1(self.max_us),
+            },
+            "server_cpu_us_per_call": self.server_us_per_call.map(round2),
+            "client_cpu_us_per_call": self.client_us_per_call.map(round2),
+        })
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn fmt_opt(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
+}
+
+impl Report<'_> {
+    fn measured(&self) -> Summary {
+        Summary::of(self.results.iter().filter(|r| !r.baseline))
+    }
+
+    fn baseline(&self) -> Option<Summary> {
+        self.config
+            .compare
+            .map(|_| Summary::of(self.results.iter().filter(|r| r.baseline)))
+    }
+
+    /// Recipients per call of the measured workload (1 unless evaluate-batch).
+    fn recipients_per_call(&self) -> u32 {
+        match self.config.workload {
+            Workload::EvaluateBatch => self.config.batch,
+            _ => 1,
+        }
+    }
+
+    fn limit_text(&self) -> String {
+        match self.config.limit {
+            Limit::Duration(d) => format!("{:.1}s per run", d.as_secs_f64()),
+            Limit::Calls(c) => format!("{c} calls per run"),
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let c = self.config;
+        let mut out = String::new();
+        let what = match c.transport {
+            Transport::Http => "connections",
+            Transport::Ws => "in flight on 1 WebSocket",
+        };
+        out.push_str(&format!(
+            "prefsd bench: workload {}{}, transport {}, {} {what}, {}, {} round(s), users {}, daemon pid {}\n",
+            c.workload.as_str(),
+            if c.workload == Workload::EvaluateBatch {
+                format!(" ({} recipients)", c.batch)
+            } else if c.workload == Workload::Mixed {
+                format!(
+                    " (reads={},evaluates={},writes={})",
+                    c.mix.reads, c.mix.evaluates, c.mix.writes
+                )
+            } else {
+                String::new()
+            },
+            c.transport.as_str(),
+            c.connections,
+            self.limit_text(),
+            c.rounds,
+            c.users,
+            c.pid.map_or_else(|| "unknown (no CPU/RSS figures)".into(), |p| p.to_string()),
+        ));
+        let header = [
+            "run",
+            "calls",
+            "calls/s",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "max µs",
+            "errors",
+            "srv µs/call",
+            "cli µs/call",
+        ];
+        let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+        if self.results.len() > 1 {
+            for r in self.results {
+                rows.push(vec![
+                    format!("{} #{}", r.workload.as_str(), r.round),
+                    r.calls.to_string(),
+                    format!("{:.0}", r.calls_per_s()),
+                    format!("{:.0}", us(r.latency.p50)),
+                    format!("{:.0}", us(r.latency.p90)),
+                    format!("{:.0}", us(r.latency.p99)),
+                    format!("{:.0}", us(r.latency.max)),
+                    r.errors.to_string(),
+                    fmt_opt(r.server_us_per_call()),
+                    fmt_opt(r.client_us_per_call()),
+                ]);
+            }
+        }
+        let label = if c.rounds > 1 { "median " } else { "" };
+        let summary_row = |name: String, s: &Summary| {
+            vec![
+                name,
+                s.calls.to_string(),
+                format!("{:.0}", s.calls_per_s),
+                format!("{:.0}", s.p50_us),
+                format!("{:.0}", s.p90_us),
+                format!("{:.0}", s.p99_us),
+                format!("{:.0}", s.max_us),
+                s.errors.to_string(),
+                fmt_opt(s.server_us_per_call),
+                fmt_opt(s.client_us_per_call),
+            ]
+        };
+        let measured = self.measured();
+        let baseline = self.baseline();
+        if let (Some(b), Some(w)) = (baseline, c.compare) {
+            rows.push(summary_row(format!("{label}{}", w.as_str()), &b));
+        }
+        rows.push(summary_row(
+            format!("{label}{}", c.workload.as_str()),
+            &measured,
+        ));
+        let widths: Vec<usize> = (0..header.len())
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            for (i, cell) in row.iter().enumerate() {
+                let pad = widths[i] - cell.chars().count();
+                if i == 0 {
+                    out.push_str(cell);
+                    out.push_str(&" ".repeat(pad));
+                } else {
+                    out.push_str("  ");
+                    out.push_str(&" ".repeat(pad));
+                    out.push_str(cell);
+                }
+            }
+            out.push('\n');
+        }
+        if let (Some(b), Some(w)) = (baseline, c.compare) {
+            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+            out.push_str(&format!(
+                "ratio {}/{}: calls/s {:.2}, server CPU per call {}\n",
+                c.workload.as_str(),
+                w.as_str(),
+                ratio(measured.calls_per_s, b.calls_per_s),
+                measured
+                    .server_us_per_call
+                    .zip(b.server_us_per_call)
+                    .map_or_else(|| "-".into(), |(m, b)| format!("{:.2}", ratio(m, b)))
+            ));
+        }
+        let per = self.recipients_per_call();
+        if per > 1 {
+            out.push_str(&format!(
+                "per recipient ({per} per call): server CPU {} µs, latency p50 {:.2} µs, {:.0} recipients/s\n",
+                measured
+                    .server_us_per_call
+                    .map_or_else(|| "-".into(), |s| format!("{:.2}", s / f64::from(per))),
+                measured.p50_us / f64::from(per),
+                measured.calls_per_s * f64::from(per),
+            ));
+        }
+        let kib = |k: Option<u64>| {
+            k.map_or_else(|| "-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+        };
+        if c.pid.is_some() {
+            out.push_str(&format!(
+                "daemon: peak RSS (VmHWM) {}, RSS now {}\n",
+                kib(self.peak_rss_kib),
+                kib(self.rss_kib)
+            ));
+        }
+        out.push_str(&format!(
+            "errors: {}\n",
+            self.results.iter().map(|r| r.errors).sum::<u64>()
+        ));
+        out
+    }
+
+    pub fn to_json(&self) -> Value {
+        let c = self.config;
+        let measured = self.measured();
+        let baseline = self.baseline();
+        let runs: Vec<Value> = self
+            .results
+            .iter()
+            .map(|r| {
+                json!({
+                    "workload": r.workload.as_str(),
+                    "baseline": r.baseline,
+                    "round": r.round,
+                    "calls": r.calls,
+                    "errors": r.errors,
+                    "seconds": r.elapsed.as_secs_f64(),
+                    "calls_per_s": round1(r.calls_per_s()),
+                    "latency_us": {
+                        "p50": round1(us(r.latency.p50)),
+                        "p90": round1(us(r.latency.p90)),
+                        "p99": round1(us(r.latency.p99)),
+                        "max": round1(us(r.latency.max)),
+                        "mean": round1(us(r.latency.mean)),
+                    },
+                    "server_cpu_us_per_call": r.server_us_per_call().map(round2),
+                    "client_cpu_us_per_call": r.client_us_per_call().map(round2),
+                    "first_error": r.first_error,
+                })
+            })
+            .collect();
+        let ratio = baseline.map(|b| {
+            json!({
+                "calls_per_s": (b.calls_per_s > 0.0).then(|| round2(measured.calls_per_s / b.calls_per_s)),
+                "server_cpu_per_call": measured.server_us_per_call.zip(b.server_us_per_call)
+                    .filter(|(_, b)| *b > 0.0)
+                    .map(|(m, b)| round2(m / b)),
+            })
+        });
+        let per = self.recipients_per_call();
+        json!({
+            "config": {
+                "socket": c.socket.display().to_string(),
+                "transport": c.transport.as_str(),
+                "connections": c.connections,
+                "duration_s": match c.limit { Limit::Duration(d) => Some(d.as_secs_f64()), Limit::Calls(_) => None },
+                "calls_per_run": match c.limit { Limit::Calls(n) => Some(n), Limit::Duration(_) => None },
+                "workload": c.workload.as_str(),
+                "compare": c.compare.map(Workload::as_str),
+                "rounds": c.rounds,
+                "batch": c.batch,
+                "mix": { "reads": c.mix.reads, "evaluates": c.mix.evaluates, "writes": c.mix.writes },
+                "users": c.users,
+                "seed": c.seed,
+            },
+            "daemon": {
+                "pid": c.pid,
+                "peak_rss_kib": self.peak_rss_kib,
+                "rss_kib": self.rss_kib,
+            },
+            "runs": runs,
+            "summary": measured.to_json(),
+            "baseline": baseline.map(Summary::to_json),
+            "ratio": ratio,
+            "per_recipient": (per > 1).then(|| json!({
+                "recipients_per_call": per,
+                "server_cpu_us": measured.server_us_per_call.map(|s| round2(s / f64::from(per))),
+                "latency_p50_us": round2(measured.p50_us / f64::from(per)),
+                "recipients_per_s": round1(measured.calls_per_s * f64::from(per)),
+            })),
+            "errors": self.results.iter().map(|r| r.errors).sum::<u64>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requests(workload: Workload) -> Requests {
+        Requests {
+            workload,
+            batch: 5,
+            mix: "reads=70,evaluates=25,writes=5"
+                .parse()
+                .expect("a valid mix"),
+            users: 1000,
+            rng: Rng::new(9),
+        }
+    }
+
+    #[test]
+    fn outcome_of_a_response() {
+        assert_eq!(
+            rpc_outcome(br#"{"jsonrpc":"2.0","id":1,"result":"pong"}"#),
+            Ok(())
+        );
+        assert_eq!(
+            rpc_outcome(br#"{"jsonrpc":"2.0","result":{"error":"x"},"id":1}"#),
+            Ok(())
+        );
+        assert_eq!(
+            rpc_outcome(
+                br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no such method"}}"#
+            ),
+            Err("no such method".into())
+        );
+        assert!(rpc_outcome(b"<html>").is_err());
+    }
+
+    #[test]
+    fn calls_are_valid_json_rpc() {
+        for w in [
+            Workload::Ping,
+            Workload::Get,
+            Workload::Set,
+            Workload::Evaluate,
+            Workload::EvaluateBatch,
+            Workload::Mixed,
+        ] {
+            let mut r = requests(w);
+            for _ in 0..50 {
+                let call = r.next_call();
+                let body: Value =
+                    serde_json::from_str(&call.http_body()).expect("the body is JSON");
+                assert_eq!(body["jsonrpc"], "2.0");
+                assert_eq!(body["method"], call.method);
+                if let Some(params) = &body.get("params") {
+                    assert!(params.is_object(), "{w:?}: {params}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn calls_are_deterministic_and_in_range() {
+        let a: Vec<Call> = {
+            let mut r = requests(Workload::Mixed);
+            (0..200).map(|_| r.next_call()).collect()
+        };
+        let b: Vec<Call> = {
+            let mut r = requests(Workload::Mixed);
+            (0..200).map(|_| r.next_call()).collect()
+        };
+        assert_eq!(a, b);
+        let methods: std::collections::BTreeSet<&str> = a.iter().map(|c| c.method).collect();
+        assert_eq!(
+            methods.into_iter().collect::<Vec<_>>(),
+            [
+                "preferences.evaluate",
+                "users.getPreferences",
+                "users.setPreferences"
+            ]
+        );
+        let mut r = requests(Workload::EvaluateBatch);
+        let call = r.next_call();
+        let params: Value =
+            serde_json::from_str(call.params.as_deref().expect("params")).expect("JSON");
+        assert_eq!(params["recipients"].as_array().map(Vec::len), Some(5));
+        assert_eq!(params["channels"].as_array().map(Vec::len), Some(6));
+        for id in params["recipients"].as_array().into_iter().flatten() {
+            let n: u64 = id
+                .as_str()
+                .and_then(|s| s.strip_prefix("user-"))
+                .and_then(|s| s.parse().ok())
+                .expect("a seeded user id");
+            assert!(n < 1000);
+        }
+    }
+
+    #[test]
+    fn sets_vary_between_calls() {
+        let mut r = requests(Workload::Set);
+        let a = r.next_call();
+        let b = r.next_call();
+        assert_ne!(a.params, b.params);
+        let params: Value =
+            serde_json::from_str(a.params.as_deref().expect("params")).expect("JSON");
+        crate::model::PreferenceSet::parse(
+            &params["preferences"],
+            crate::model::SetKind::Recipient,
+            "preferences",
+        )
+        .expect("the set workload writes valid sets");
+    }
+
+    #[test]
+    fn budget_stops_after_n_calls() {
+        let stop = Stop::Budget(Arc::new(AtomicU64::new(3)));
+        assert_eq!((0..10).filter(|_| stop.take()).count(), 3);
+        let past = Stop::At(Instant::now());
+        assert!(!past.take());
+    }
+
+    #[test]
+    fn summaries_take_medians_and_the_largest_max() {
+        let run = |calls: u64, p50: u64, max: u64, cpu_ms: u64| RunResult {
+            workload: Workload::Get,
+            baseline: false,
+            round: 1,
+            calls,
+            errors: 0,
+            elapsed: Duration::from_secs(1),
+            latency: Latency {
+                p50: Duration::from_micros(p50),
+                max: Duration::from_micros(max),
+                ..Latency::default()
+            },
+            server_cpu: Some(Duration::from_millis(cpu_ms)),
+            client_cpu: None,
+            first_error: None,
+        };
+        let runs = [
+            run(1000, 10, 100, 20),
+            run(3000, 30, 900, 30),
+            run(2000, 20, 50, 40),
+        ];
+        let s = Summary::of(runs.iter());
+        assert_eq!(s.calls, 6000);
+        assert_eq!(s.calls_per_s, 2000.0);
+        assert_eq!(s.p50_us, 20.0);
+        assert_eq!(s.max_us, 900.0);
+        // 20 µs, 10 µs and 20 µs per call.
+        assert_eq!(s.server_us_per_call, Some(20.0));
+        assert_eq!(s.client_us_per_call, None);
+    }
+}

@@ -1,0 +1,495 @@
+//! `prefsd bench`: a load generator against a running daemon, and `prefsd bench seed`, which
+//! fills a database with realistic, deterministic data for the scale figures.
+//!
+//! The load generator follows the method of `../shared/design/stack-notes.md` §4: a
+//! separate process on a current_thread runtime; over HTTP, N keep-alive connections each
+//! sending requests back to back (hyper's http1 client on the Unix socket); over WebSocket,
+//! the CLI's jsonrpsee client with N calls in flight. The daemon's CPU time per call comes
+//! from `/proc/PID/stat` (utime + stime), the least noise-sensitive figure on a shared
+//! machine; `--compare` interleaves a baseline workload with the measured one, round by
+//! round, and reports medians and their ratio.
+//!
+//! Everything random is drawn from [`Rng`] (xorshift64*, seeded), so a workload or a seeded
+//! database is the same for the same seed.
+
+mod load;
+mod procfs;
+mod seed;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+pub use load::{LoadConfig, RunResult};
+pub use seed::{SeedPlan, SeedSummary};
+pub use stats::{Latency, median};
+
+/// `prefsd bench`: either a load run (the flags below) or `bench seed`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Fill a database directly (not over RPC) with deterministic users, sets, tenants,
+    /// objects and audience memberships.
+    Seed(SeedArgs),
+}
+
+/// The load generator's options (the socket is the global `--socket`).
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Concurrent connections (HTTP), or calls in flight on one connection (WebSocket).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub connections: u32,
+    /// How long each run lasts: 5s, 500ms, 1m, or plain seconds.
+    #[arg(long, value_parser = parse_duration, conflicts_with = "calls")]
+    pub duration: Option<Duration>,
+    /// Make exactly this many calls per run instead of running for a duration.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub calls: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Transport::Http)]
+    pub transport: Transport,
+    #[arg(long, value_enum, default_value_t = Workload::Ping)]
+    pub workload: Workload,
+    /// Recipients per call for the evaluate-batch workload.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+    /// Proportions of the mixed workload: reads (getPreferences), evaluates (1 × 6) and
+    /// writes (setPreferences).
+    #[arg(long, default_value = "reads=70,evaluates=25,writes=5")]
+    pub mix: Mix,
+    /// The user id space the workload draws from: user-000000 .. user-(N-1), as seeded.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub users: u64,
+    /// Alternate runs of this baseline workload with the measured one and print the ratio.
+    #[arg(long, value_enum, value_name = "WORKLOAD")]
+    pub compare: Option<Workload>,
+    /// Runs of each workload (default 3 with --compare, else 1); medians are reported.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: Option<u32>,
+    /// The daemon's pid, for its CPU time and RSS (default: found from the socket).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// The seed of the workload's pseudo-random choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print machine-readable JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `prefsd bench seed`'s options.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// The SQLite database to fill (created and migrated if needed).
+    #[arg(long)]
+    pub database: PathBuf,
+    /// Users: user-000000 .. user-(N-1).
+    #[arg(long, default_value_t = 1000)]
+    pub users: u64,
+    /// Preference sets per user: `default`, then tenant sets (at most --tenants + 1).
+    #[arg(long, default_value_t = 2)]
+    pub sets_per_user: u32,
+    /// The seed: the same seed and sizes give the same data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Tenants: tenant-00 .. tenant-(T-1), each with a default preference set.
+    #[arg(long, default_value_t = 10)]
+    pub tenants: u32,
+    /// Objects, in the collections `projects` and `channels` (default: users / 10).
+    #[arg(long)]
+    pub objects: Option<u64>,
+    /// Users per write transaction.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// HTTP/1.1 keep-alive: one connection per --connections, requests back to back.
+    Http,
+    /// One WebSocket connection with --connections calls in flight.
+    Ws,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Ws => "ws",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// daemon.ping: the transport floor.
+    Ping,
+    /// users.getPreferences of a random user.
+    Get,
+    /// users.setPreferences of a random user (a small set with varied values).
+    Set,
+    /// preferences.evaluate: 1 recipient × 6 channels.
+    Evaluate,
+    /// preferences.evaluate: --batch recipients × 6 channels in one call.
+    EvaluateBatch,
+    /// get, evaluate and set in --mix proportions.
+    Mixed,
+}
+
+impl Workload {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workload::Ping => "ping",
+            Workload::Get => "get",
+            Workload::Set => "set",
+            Workload::Evaluate => "evaluate",
+            Workload::EvaluateBatch => "evaluate-batch",
+            Workload::Mixed => "mixed",
+        }
+    }
+}
+
+/// The proportions of the mixed workload, as weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mix {
+    pub reads: u32,
+    pub evaluates: u32,
+    pub writes: u32,
+}
+
+impl Mix {
+    pub fn total(&self) -> u32 {
+        self.reads + self.evaluates + self.writes
+    }
+
+    /// Picks a workload for one call of the mix.
+    pub fn pick(&self, rng: &mut Rng) -> Workload {
+        let x = rng.below(u64::from(self.total())) as u32;
+        if x < self.reads {
+            Workload::Get
+        } else if x < self.reads + self.evaluates {
+            Workload::Evaluate
+        } else {
+            Workload::Set
+        }
+    }
+}
+
+impl FromStr for Mix {
+    type Err = String;
+
+    /// `reads=70,evaluates=25,writes=5`; a missing part is 0; `get`, `evaluate` and `set`
+    /// are accepted for the three names.
+    fn from_str(s: &str) -> Result<Mix, String> {
+        let mut mix = Mix {
+            reads: 0,
+            evaluates: 0,
+            writes: 0,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, weight) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not NAME=WEIGHT"))?;
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("the weight of `{}` is not a whole number", name.trim()))?;
+            if weight > 1_000_000 {
+                return Err(format!("the weight of `{}` is too large", name.trim()));
+            }
+            match name.trim() {
+                "reads" | "get" => mix.reads = weight,
+                "evaluates" | "evaluate" => mix.evaluates = weight,
+                "writes" | "set" => mix.writes = weight,
+                other => {
+                    return Err(format!(
+                        "unknown part `{other}`: expected reads, evaluates or writes"
+                    ));
+                }
+            }
+        }
+        if mix.total() == 0 {
+            return Err("the mix needs at least one positive weight".into());
+        }
+        Ok(mix)
+    }
+}
+
+/// `5s`, `500ms`, `2m`, `1.5s`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 5s, 500ms or 1m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" | "sec" => value,
+        "m" | "min" => value * 60.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use ms, s or m")),
+    };
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 86_400.0 {
+        return Err(format!("`{s}` must be more than 0 and at most a day"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// xorshift64* with a splitmix64-scrambled seed: small, fast and deterministic. Not for
+/// anything that needs real randomness.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        // splitmix64 spreads nearby seeds apart and never yields the all-zero state that
+        // xorshift cannot leave.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Rng(if z == 0 { 0x2545_F491_4F6C_DD1D } else { z })
+    }
+
+    /// A generator for item `index` of a stream seeded with `seed`: items are independent
+    /// of each other and of how they are chunked.
+    pub fn for_item(seed: u64, index: u64) -> Rng {
+        Rng::new(Rng::new(seed).0 ^ index.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn bool(&mut self) -> bool {
+        self.next_u64() >> 63 == 1
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// The id of user `i`, as seeded and as the workloads draw them.
+pub fn user_id(i: u64) -> String {
+    format!("user-{i:06}")
+}
+
+/// The id of tenant `t`.
+pub fn tenant_id(t: u64) -> String {
+    format!("tenant-{t:02}")
+}
+
+/// The workflows the seeded sets name and the evaluate workloads ask about, with their
+/// category. None of them is in the default catalog: evaluate passes them inline.
+pub const WORKFLOWS: [(&str, &str); 8] = [
+    ("comment-reply", "collaboration"),
+    ("user-mentioned", "collaboration"),
+    ("task-assigned", "collaboration"),
+    ("alert-fired", "alerts"),
+    ("invoice-ready", "billing"),
+    ("weekly-digest", "digest"),
+    ("product-update", "marketing"),
+    ("security-notice", "account"),
+];
+
+/// The categories of [`WORKFLOWS`].
+pub const CATEGORIES: [&str; 6] = [
+    "collaboration",
+    "alerts",
+    "billing",
+    "digest",
+    "marketing",
+    "account",
+];
+
+/// The six channel types, in rpc.md's order.
+pub const CHANNEL_TYPES: [&str; 6] = ["email", "sms", "push", "chat", "in_app_feed", "http"];
+
+/// Alert ids: users mute some, evaluate passes one as `data.alert_id`.
+pub const ALERTS: u64 = 50;
+
+/// `prefsd bench ...`: runs a load or a seed and maps the outcome to an exit code: 0 done,
+/// 1 some calls failed, 2 usage, connection or internal errors.
+pub fn run(socket: Option<&Path>, config_dir: &Path, args: BenchArgs) -> ExitCode {
+    match args.command {
+        Some(BenchCommand::Seed(seed)) => match seed::run(&seed) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        None => {
+            let socket = crate::cli::socket_path(socket, config_dir);
+            match load::run(&socket, &args.load) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(errors) => {
+                    eprintln!("error: {errors} call(s) failed");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first output for seed 1 (computed independently, in Python).
+    const PINNED: u64 = 0x4b46_a55d_f361_1b9b;
+
+    #[test]
+    fn rng_is_deterministic_and_seed_sensitive() {
+        let a: Vec<u64> = {
+            let mut r = Rng::new(7);
+            (0..100).map(|_| r.next_u64()).collect()
+        };
+        let b: Vec<u64> = {
+            let mut r = Rng::new(7);
+            (0..100).map(|_| r.next_u64()).collect()
+        };
+        let c: Vec<u64> = {
+            let mut r = Rng::new(8);
+            (0..100).map(|_| r.next_u64()).collect()
+        };
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        // Pinned, so a change of the generator (and so of every seeded database) is seen.
+        assert_eq!(Rng::new(1).next_u64(), PINNED);
+        let mut zero = Rng::new(0);
+        assert!((0..1000).map(|_| zero.next_u64()).all(|x| x != 0));
+    }
+
+    #[test]
+    fn rng_items_are_independent_of_order() {
+        let forward: Vec<u64> = (0..10).map(|i| Rng::for_item(3, i).next_u64()).collect();
+        let backward: Vec<u64> = (0..10)
+            .rev()
+            .map(|i| Rng::for_item(3, i).next_u64())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        assert_eq!(forward, backward);
+        let mut distinct = forward.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), forward.len());
+    }
+
+    #[test]
+    fn rng_below_stays_in_range_and_covers_it() {
+        let mut r = Rng::new(42);
+        let mut seen = [0u32; 10];
+        for _ in 0..10_000 {
+            let x = r.below(10);
+            assert!(x < 10);
+            seen[x as usize] += 1;
+        }
+        // Roughly uniform: each bucket within 20 % of 1000.
+        assert!(seen.iter().all(|&n| (800..1200).contains(&n)), "{seen:?}");
+        assert_eq!(r.below(0), 0);
+        assert_eq!(r.below(1), 0);
+    }
+
+    #[test]
+    fn mix_parses_and_rejects() {
+        assert_eq!(
+            "reads=70,evaluates=25,writes=5".parse::<Mix>(),
+            Ok(Mix {
+                reads: 70,
+                evaluates: 25,
+                writes: 5
+            })
+        );
+        assert_eq!(
+            " get=1 , set=3 ".parse::<Mix>(),
+            Ok(Mix {
+                reads: 1,
+                evaluates: 0,
+                writes: 3
+            })
+        );
+        assert!("".parse::<Mix>().is_err());
+        assert!("reads=0".parse::<Mix>().is_err());
+        assert!("reads".parse::<Mix>().is_err());
+        assert!("reads=x".parse::<Mix>().is_err());
+        assert!("reads=-1".parse::<Mix>().is_err());
+        assert!("deletes=5".parse::<Mix>().is_err());
+    }
+
+    #[test]
+    fn mix_picks_in_proportion() {
+        let mix: Mix = "reads=70,evaluates=25,writes=5"
+            .parse()
+            .expect("a valid mix");
+        let mut r = Rng::new(1);
+        let (mut g, mut e, mut s) = (0, 0, 0);
+        for _ in 0..100_000 {
+            match mix.pick(&mut r) {
+                Workload::Get => g += 1,
+                Workload::Evaluate => e += 1,
+                Workload::Set => s += 1,
+                other => panic!("the mix picked {other:?}"),
+            }
+        }
+        assert!((69_000..71_000).contains(&g), "{g}");
+        assert!((24_000..26_000).contains(&e), "{e}");
+        assert!((4_500..5_500).contains(&s), "{s}");
+        let only_writes: Mix = "writes=1".parse().expect("a valid mix");
+        assert!((0..100).all(|_| only_writes.pick(&mut r) == Workload::Set));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn ids_match_the_seed_format() {
+        assert_eq!(user_id(123), "user-000123");
+        assert_eq!(user_id(1_234_567), "user-1234567");
+        assert_eq!(tenant_id(3), "tenant-03");
+    }
+}

@@ -1,0 +1,331 @@
+//! The real `prefsd serve` binary as a child process, and a client that reports a failed
+//! connection as an error instead of panicking: for the tests that kill the daemon (crash
+//! loop), measure its memory (load) or watch it refuse to start (faults).
+//!
+//! [`ChildDaemon::spawn`] returns once the daemon logs "prefsd is serving" on stderr, which
+//! it does after binding the socket: no test polls or sleeps for it to come up.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::UnixStream;
+
+use crate::support::{HttpResponse, RpcError, TIMEOUT};
+
+/// A `prefsd serve` child process on `dir` (which holds `config/`, `prefsd.db` and
+/// `prefsd.sock`). Killed with SIGKILL when dropped.
+pub struct ChildDaemon {
+    child: Child,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub database: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// How a daemon that did not come up ended: its exit status and what it logged.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub status: ExitStatus,
+    pub log: Vec<String>,
+}
+
+impl ChildDaemon {
+    /// Starts `prefsd serve` on `dir` and waits for it to serve; panics with its log if it
+    /// exits first.
+    pub fn spawn(dir: &Path) -> ChildDaemon {
+        ChildDaemon::try_spawn(dir).unwrap_or_else(|f| {
+            panic!(
+                "prefsd serve exited with {} before serving:\n{}",
+                f.status,
+                f.log.join("\n")
+            )
+        })
+    }
+
+    /// Starts `prefsd serve` on `dir`; `Err` with the exit status and log if it exits
+    /// before it serves.
+    pub fn try_spawn(dir: &Path) -> Result<ChildDaemon, StartFailure> {
+        let socket = dir.join("prefsd.sock");
+        let database = dir.join("prefsd.db");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_prefsd"))
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.join("config"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--database")
+            .arg(&database)
+            .env("PREFSD_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting prefsd serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (serving_tx, serving_rx) = mpsc::channel::<()>();
+        let lines = Arc::clone(&log);
+        // Reads stderr until the daemon exits, so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let serving = line.contains("prefsd is serving");
+                lines.lock().expect("the log lock").push(line);
+                if serving {
+                    let _ = serving_tx.send(());
+                }
+            }
+        });
+        match serving_rx.recv_timeout(TIMEOUT) {
+            Ok(()) => Ok(ChildDaemon {
+                child,
+                dir: dir.to_path_buf(),
+                socket,
+                database,
+                log,
+            }),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // stderr closed without the line: the daemon has exited (or is exiting).
+                let status = child.wait().expect("reaping the daemon");
+                let log = log.lock().expect("the log lock").clone();
+                Err(StartFailure { status, log })
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = log.lock().expect("the log lock").clone();
+                panic!("prefsd serve did not serve within {TIMEOUT:?}:\n{}", log.join("\n"));
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(mut self) {
+        self.kill_in_place();
+    }
+
+    fn kill_in_place(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (a graceful stop), then wait for the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().expect("reaping the daemon")
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("the log lock").clone()
+    }
+
+    /// `VmRSS` of the daemon, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// The number of open file descriptors of the daemon.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Sends SIGHUP (reload the config).
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
+    /// Calls a method over a fresh HTTP connection; panics on a transport failure.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        rpc(&self.socket, method, params)
+            .await
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// Calls a method that must succeed.
+    pub async fn ok(&self, method: &str, params: Value) -> Value {
+        self.call(method, params)
+            .await
+            .unwrap_or_else(|e| panic!("{method} failed: {e:?}"))
+    }
+}
+
+impl Drop for ChildDaemon {
+    fn drop(&mut self) {
+        self.kill_in_place();
+    }
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The soft limit on open files of this process (children inherit it).
+pub fn open_files_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// One HTTP/1.1 keep-alive connection whose failures are errors, not panics: the daemon
+/// may be killed under it.
+pub struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    pub async fn connect(socket: &Path) -> Result<Conn, String> {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn { sender })
+    }
+
+    /// `POST /` with a JSON body; the whole response, or why there is none.
+    pub async fn post(&mut self, body: impl Into<Bytes>) -> Result<HttpResponse, String> {
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("not ready: {e}"))?;
+        let request = http::Request::post("/")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(body.into()))
+            .expect("a valid request");
+        let response = tokio::time::timeout(TIMEOUT, self.sender.send_request(request))
+            .await
+            .map_err(|_| "no response within the timeout".to_string())?
+            .map_err(|e| format!("send: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(TIMEOUT, body.collect())
+            .await
+            .map_err(|_| "no body within the timeout".to_string())?
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        let json = serde_json::from_slice(&body).ok();
+        Ok(HttpResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            json,
+        })
+    }
+
+    /// One JSON-RPC call: `Err(transport failure)`, or the call's result or error.
+    pub async fn call(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Result<Result<Value, RpcError>, String> {
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        let response = self.post(body.to_string()).await?;
+        let json = response.json.ok_or_else(|| {
+            format!(
+                "status {}: not JSON: {:?}",
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            )
+        })?;
+        Ok(RpcError::split(json))
+    }
+}
+
+/// One call on a fresh connection.
+pub async fn rpc(socket: &Path, method: &str, params: Value) -> Result<Result<Value, RpcError>, String> {
+    Conn::connect(socket).await?.call(method, params).await
+}
+
+/// A deterministic PRNG (splitmix64): the same seed gives the same run.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(self.range(lo, hi))
+    }
+}
+
+/// An environment variable as a number, or `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `PRAGMA integrity_check` on a database file no daemon has open.
+pub fn integrity_check(database: &Path) -> String {
+    let conn = rusqlite::Connection::open(database).expect("opening the database");
+    let rows: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect())
+        })
+        .expect("integrity_check");
+    rows.join("; ")
+}

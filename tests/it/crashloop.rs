@@ -1,0 +1,601 @@
+//! The crash loop: the real binary, several writer clients, and `kill -9` at random moments
+//! (a seeded PRNG, so a run can be repeated), restarted on the same database each time.
+//! After every kill it checks that:
+//!
+//! - every acknowledged write is there: for each key, the stored state is the state after
+//!   its last acknowledged write, or after the one write that was in flight when the daemon
+//!   died (its reply was lost, so it may or may not have landed — but all of it or none of
+//!   it);
+//! - every bulk job only moves forward (queued → processing → completed), never fails, with
+//!   `processed_rows == success_count`, and once completed stays completed with the same
+//!   `completed_at`; at the end every job is completed exactly once with exact counters and
+//!   every one of its users has its set; a submission whose reply was lost, retried with the
+//!   same `idempotency_key`, makes no second job;
+//! - the database passes `PRAGMA integrity_check`.
+//!
+//! The writers: replacing `users.setPreferences`, merging `users.setPreferences`,
+//! `users.identify` with inline preferences, `preferences.evaluate` with an inline identify
+//! (properties and preferences), and `users.bulkSetPreferences` jobs. Each writer owns its
+//! keys and writes them one call at a time, so "the write in flight" is well defined.
+//!
+//! Short mode (`cargo test`): 10 cycles with `durability = "full"` and 10 with `"normal"`
+//! (a kill -9 is not a power loss: the page cache survives, so "normal" loses nothing
+//! acknowledged either). Long mode: `PREFSD_CRASH_CYCLES=100` (and `PREFSD_CRASH_SEED=n`
+//! to vary the run); add `--nocapture` to see the summary.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+
+use crate::child::{ChildDaemon, Conn, Rng, env_number, integrity_check};
+use crate::support::{TIMEOUT, write_files};
+
+const SHORT_CYCLES: u64 = 10;
+const DEFAULT_SEED: u64 = 0x5eed_0008;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_with_durability_full() {
+    crash_loop("full", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_with_durability_normal() {
+    crash_loop("normal", 2).await;
+}
+
+/// What a writer does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Replace,
+    Merge,
+    Identify,
+    Inline,
+}
+
+/// One write: its kind, the user it writes and a sequence number that makes its value
+/// unique.
+#[derive(Clone, Debug)]
+struct Op {
+    kind: Kind,
+    user: String,
+    seq: u64,
+}
+
+/// A workflow setting that carries `seq`: a condition on it.
+fn marked(seq: u64) -> Value {
+    json!({ "conditions": [{ "variable": "data.seq", "operator": "equal_to", "argument": seq.to_string() }] })
+}
+
+impl Op {
+    fn request(&self) -> (&'static str, Value) {
+        let (user, seq) = (&self.user, self.seq);
+        match self.kind {
+            Kind::Replace => (
+                "users.setPreferences",
+                json!({ "user_id": user, "preferences": { "workflows": { "r": marked(seq) } } }),
+            ),
+            Kind::Merge => (
+                "users.setPreferences",
+                json!({ "user_id": user, "preferences": {
+                    "__persistence_strategy__": "merge",
+                    "workflows": { format!("m{}", seq % 3): marked(seq) } } }),
+            ),
+            Kind::Identify => (
+                "users.identify",
+                json!({ "user_id": user,
+                        "properties": { "seq": seq, format!("k{}", seq % 3): seq },
+                        "preferences": { "default": { "workflows": { "i": marked(seq) } } } }),
+            ),
+            Kind::Inline => (
+                "preferences.evaluate",
+                json!({ "workflow": "new-comment",
+                        "channels": [{ "type": "email" }],
+                        "data": { "seq": seq.to_string() },
+                        "recipients": [{ "id": user, "properties": { "seq": seq },
+                                         "preferences": { "default": { "workflows": { "new-comment": marked(seq) } } } }] }),
+            ),
+        }
+    }
+
+    /// The state of the user after this write, from the state before it.
+    fn apply(&self, before: &State) -> State {
+        let mut after = before.clone();
+        let workflow = |name: String, after: &mut State| {
+            let map = after.workflows.get_or_insert_with(Map::new);
+            map.insert(name, marked(self.seq));
+        };
+        match self.kind {
+            Kind::Replace => {
+                after.workflows = Some(Map::from_iter([("r".to_string(), marked(self.seq))]));
+            }
+            Kind::Merge => workflow(format!("m{}", self.seq % 3), &mut after),
+            Kind::Identify => {
+                let props = after.properties.get_or_insert_with(Map::new);
+                props.insert("seq".into(), json!(self.seq));
+                props.insert(format!("k{}", self.seq % 3), json!(self.seq));
+                workflow("i".into(), &mut after);
+            }
+            Kind::Inline => {
+                let props = after.properties.get_or_insert_with(Map::new);
+                props.insert("seq".into(), json!(self.seq));
+                workflow("new-comment".into(), &mut after);
+            }
+        }
+        after
+    }
+}
+
+/// What the test can see of a user: its properties (for the kinds that write them; `None`
+/// for a user that does not exist) and the workflows of its raw default set.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct State {
+    properties: Option<Map<String, Value>>,
+    workflows: Option<Map<String, Value>>,
+}
+
+/// Reads the state of `user` as `kind` sees it.
+async fn observe(conn: &mut Conn, kind: Kind, user: &str) -> State {
+    let set = conn
+        .call(
+            "users.getPreferences",
+            json!({ "user_id": user, "raw": true }),
+        )
+        .await
+        .expect("the restarted daemon answers")
+        .unwrap_or_else(|e| panic!("getPreferences {user}: {e:?}"));
+    let workflows = set["workflows"].as_object().cloned();
+    let properties = if matches!(kind, Kind::Identify | Kind::Inline) {
+        match conn
+            .call("users.get", json!({ "user_id": user }))
+            .await
+            .expect("the restarted daemon answers")
+        {
+            Ok(u) => Some(u["properties"].as_object().cloned().unwrap_or_default()),
+            Err(e) if e.code == -32001 => None,
+            Err(e) => panic!("users.get {user}: {e:?}"),
+        }
+    } else {
+        None
+    };
+    State {
+        properties,
+        workflows,
+    }
+}
+
+/// One writer client: its keys, what it knows of them, and its counters.
+struct Writer {
+    kind: Kind,
+    rng: Rng,
+    users: Vec<String>,
+    /// The state of each key as of the last check plus every acknowledged write since.
+    model: BTreeMap<String, State>,
+    /// The write whose reply was lost in the last cycle.
+    in_flight: Option<Op>,
+    seq: u64,
+    acked: u64,
+    lost_replies_landed: u64,
+    lost_replies_dropped: u64,
+}
+
+impl Writer {
+    fn new(kind: Kind, name: &str, seed: u64) -> Writer {
+        let users: Vec<String> = (0..4).map(|i| format!("{name}-{i}")).collect();
+        Writer {
+            kind,
+            rng: Rng::new(seed),
+            model: users.iter().map(|u| (u.clone(), State::default())).collect(),
+            users,
+            in_flight: None,
+            seq: 0,
+            acked: 0,
+            lost_replies_landed: 0,
+            lost_replies_dropped: 0,
+        }
+    }
+
+    /// Writes until the daemon dies under it (or `stop`); remembers the write in flight.
+    async fn run(mut self, socket: std::path::PathBuf, stop: Arc<AtomicBool>) -> Writer {
+        let Ok(mut conn) = Conn::connect(&socket).await else {
+            return self;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            self.seq += 1;
+            let user = self.users[self.rng.range(0, 3) as usize].clone();
+            let op = Op {
+                kind: self.kind,
+                user,
+                seq: self.seq,
+            };
+            let (method, params) = op.request();
+            match conn.call(method, params).await {
+                Ok(Ok(result)) => {
+                    if self.kind == Kind::Inline {
+                        // The inline set's condition (data.seq equal to this write's seq)
+                        // decided: the evaluation saw the write of its own call.
+                        assert_eq!(
+                            result["results"][0]["channels"][0]["send"], true,
+                            "{result}"
+                        );
+                    }
+                    let before = &self.model[&op.user];
+                    let after = op.apply(before);
+                    self.model.insert(op.user.clone(), after);
+                    self.acked += 1;
+                }
+                Ok(Err(e)) => panic!("{method} {op:?} failed: {e:?}"),
+                Err(_) => {
+                    self.in_flight = Some(op);
+                    break;
+                }
+            }
+        }
+        self
+    }
+
+    /// After a restart: every key is at its last acknowledged state, or the write in flight
+    /// landed whole. The model then takes what is stored.
+    async fn check(&mut self, conn: &mut Conn, cycle: u64) {
+        let in_flight = self.in_flight.take();
+        for user in self.users.clone() {
+            let stored = observe(conn, self.kind, &user).await;
+            let acked = &self.model[&user];
+            if stored == *acked {
+                if in_flight.as_ref().is_some_and(|op| op.user == user) {
+                    self.lost_replies_dropped += 1;
+                }
+                continue;
+            }
+            let landed = in_flight
+                .as_ref()
+                .filter(|op| op.user == user)
+                .map(|op| op.apply(acked));
+            assert_eq!(
+                Some(&stored),
+                landed.as_ref(),
+                "cycle {cycle}: {user} ({:?}) lost an acknowledged write or holds half a write;\n\
+                 acked state: {acked:?}\nin flight: {in_flight:?}",
+                self.kind
+            );
+            self.lost_replies_landed += 1;
+            self.model.insert(user, stored);
+        }
+    }
+}
+
+/// One `users.bulkSetPreferences` job of the test.
+#[derive(Clone, Debug)]
+struct Job {
+    key: String,
+    users: Vec<String>,
+    /// Known once a submission was acknowledged.
+    id: Option<String>,
+    processed: u64,
+    completed_at: Option<Value>,
+    checked_users: bool,
+}
+
+impl Job {
+    fn params(&self) -> Value {
+        json!({ "user_ids": self.users, "idempotency_key": self.key,
+                "preferences": { "workflows": { self.key.clone(): true } } })
+    }
+}
+
+/// The bulk writer: submits jobs (and resubmits those whose reply was lost).
+struct BulkWriter {
+    rng: Rng,
+    jobs: Vec<Job>,
+    submitted: u64,
+}
+
+impl BulkWriter {
+    async fn run(mut self, socket: std::path::PathBuf, stop: Arc<AtomicBool>) -> BulkWriter {
+        let Ok(mut conn) = Conn::connect(&socket).await else {
+            return self;
+        };
+        // First the submissions whose reply was lost: the same key and payload give the
+        // same job if it was stored, or store it now.
+        for i in 0..self.jobs.len() {
+            if self.jobs[i].id.is_some() {
+                continue;
+            }
+            match conn
+                .call("users.bulkSetPreferences", self.jobs[i].params())
+                .await
+            {
+                Ok(Ok(op)) => self.jobs[i].id = op["id"].as_str().map(str::to_string),
+                Ok(Err(e)) => panic!("resubmitting {}: {e:?}", self.jobs[i].key),
+                Err(_) => return self,
+            }
+        }
+        for _ in 0..2 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            tokio::time::sleep(self.rng.millis(0, 80)).await;
+            let n = self.jobs.len();
+            let size = self.rng.range(10, 300);
+            let job = Job {
+                key: format!("job-{n}"),
+                users: (0..size).map(|i| format!("bulk{n}-{i}")).collect(),
+                id: None,
+                processed: 0,
+                completed_at: None,
+                checked_users: false,
+            };
+            let params = job.params();
+            self.jobs.push(job);
+            self.submitted += 1;
+            match conn.call("users.bulkSetPreferences", params).await {
+                Ok(Ok(op)) => {
+                    assert_eq!(op["status"], "queued", "{op}");
+                    self.jobs[n].id = op["id"].as_str().map(str::to_string);
+                }
+                Ok(Err(e)) => panic!("users.bulkSetPreferences: {e:?}"),
+                Err(_) => break,
+            }
+        }
+        self
+    }
+
+    /// Every acknowledged job only moves forward, with exact counters.
+    async fn check(&mut self, conn: &mut Conn, cycle: u64) {
+        for job in &mut self.jobs {
+            let Some(id) = &job.id else { continue };
+            let op = conn
+                .call("bulkOperations.get", json!({ "id": id }))
+                .await
+                .expect("the restarted daemon answers")
+                .unwrap_or_else(|e| panic!("cycle {cycle}: job {} is gone: {e:?}", job.key));
+            check_job(&op, job, cycle);
+            if op["status"] == "completed" && !job.checked_users {
+                check_job_users(conn, job).await;
+                job.checked_users = true;
+            }
+        }
+        // No job twice, none unknown beyond the submissions whose reply was lost.
+        let listed = list_jobs(conn).await;
+        let known = self.jobs.iter().filter(|j| j.id.is_some()).count();
+        let unknown = self.jobs.len() - known;
+        assert!(
+            listed.len() >= known && listed.len() <= known + unknown,
+            "cycle {cycle}: {} jobs listed, {known} acknowledged, {unknown} replies lost",
+            listed.len()
+        );
+    }
+}
+
+/// The invariants of one observation of a job.
+fn check_job(op: &Value, job: &mut Job, cycle: u64) {
+    let size = job.users.len() as u64;
+    let status = op["status"].as_str().unwrap_or("");
+    assert!(
+        matches!(status, "queued" | "processing" | "completed"),
+        "cycle {cycle}: job {}: {op}",
+        job.key
+    );
+    let processed = op["processed_rows"].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(op["estimated_total_rows"], size, "{op}");
+    assert_eq!(op["success_count"], processed, "{op}");
+    assert_eq!(op["error_count"], 0, "{op}");
+    assert_eq!(op["error_items"], json!([]), "{op}");
+    assert!(
+        processed >= job.processed && processed <= size,
+        "cycle {cycle}: job {} went from {} to {processed} of {size} rows",
+        job.key,
+        job.processed
+    );
+    job.processed = processed;
+    if status == "completed" {
+        assert_eq!(processed, size, "{op}");
+        assert!(op["completed_at"].is_string(), "{op}");
+        if let Some(at) = &job.completed_at {
+            assert_eq!(
+                &op["completed_at"], at,
+                "cycle {cycle}: job {} completed twice",
+                job.key
+            );
+        }
+        job.completed_at = Some(op["completed_at"].clone());
+    } else {
+        assert!(
+            job.completed_at.is_none(),
+            "cycle {cycle}: job {} went back from completed to {status}",
+            job.key
+        );
+    }
+}
+
+/// Every user of a completed job has exactly its set.
+async fn check_job_users(conn: &mut Conn, job: &Job) {
+    for user in &job.users {
+        let set = conn
+            .call(
+                "users.getPreferences",
+                json!({ "user_id": user, "raw": true }),
+            )
+            .await
+            .expect("the daemon answers")
+            .unwrap_or_else(|e| panic!("{user}: {e:?}"));
+        assert_eq!(set["workflows"], json!({ job.key.clone(): true }), "{user}");
+    }
+}
+
+async fn list_jobs(conn: &mut Conn) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let mut params = json!({ "limit": 1000 });
+        if !after.is_null() {
+            params["after"] = after.clone();
+        }
+        let page = conn
+            .call("bulkOperations.list", params)
+            .await
+            .expect("the daemon answers")
+            .expect("bulkOperations.list");
+        items.extend(page["items"].as_array().cloned().unwrap_or_default());
+        after = page["next"].clone();
+        if after.is_null() {
+            return items;
+        }
+    }
+}
+
+fn write_config(dir: &Path, durability: &str) {
+    write_files(
+        &dir.join("config"),
+        &[(
+            "prefsd.toml".to_string(),
+            // Small chunks: a job takes many commits, so kills land mid-job.
+            format!("durability = \"{durability}\"\n[jobs]\nchunk_size = 2\n"),
+        )],
+    );
+}
+
+async fn crash_loop(durability: &str, stream: u64) {
+    let cycles = env_number("PREFSD_CRASH_CYCLES", SHORT_CYCLES);
+    let seed = env_number("PREFSD_CRASH_SEED", DEFAULT_SEED) ^ stream;
+    let started = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix("prefsd-crashloop")
+        .tempdir()
+        .expect("a temp dir");
+    write_config(dir.path(), durability);
+    let mut rng = Rng::new(seed);
+    let mut writers: Vec<Writer> = [
+        (Kind::Replace, "replace-a"),
+        (Kind::Replace, "replace-b"),
+        (Kind::Merge, "merge"),
+        (Kind::Identify, "identify"),
+        (Kind::Inline, "inline"),
+    ]
+    .into_iter()
+    .map(|(kind, name)| Writer::new(kind, name, rng.next_u64()))
+    .collect();
+    let mut bulk = BulkWriter {
+        rng: Rng::new(rng.next_u64()),
+        jobs: Vec::new(),
+        submitted: 0,
+    };
+    let mut killed_mid_job = 0;
+
+    for cycle in 0..cycles {
+        let daemon = ChildDaemon::spawn(dir.path());
+        let socket = daemon.socket.clone();
+        let mut conn = Conn::connect(&socket).await.expect("connecting");
+        for writer in &mut writers {
+            writer.check(&mut conn, cycle).await;
+        }
+        bulk.check(&mut conn, cycle).await;
+        let status = conn
+            .call("daemon.status", Value::Null)
+            .await
+            .expect("daemon.status")
+            .expect("daemon.status");
+        drop(conn);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = writers
+            .drain(..)
+            .map(|w| tokio::spawn(w.run(socket.clone(), Arc::clone(&stop))))
+            .collect();
+        let bulk_task = tokio::spawn(bulk.run(socket.clone(), Arc::clone(&stop)));
+        // Kill at a random moment: sometimes at once (while jobs resume), mostly mid-writes.
+        let delay = if rng.chance(10) {
+            std::time::Duration::ZERO
+        } else {
+            rng.millis(5, 250)
+        };
+        tokio::time::sleep(delay).await;
+        daemon.kill();
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            writers.push(task.await.expect("a writer panicked"));
+        }
+        bulk = bulk_task.await.expect("the bulk writer panicked");
+        if status["jobs"]["queued"].as_u64().unwrap_or(0)
+            + status["jobs"]["processing"].as_u64().unwrap_or(0)
+            > 0
+        {
+            killed_mid_job += 1;
+        }
+        let check = integrity_check(&dir.path().join("prefsd.db"));
+        assert_eq!(check, "ok", "cycle {cycle}: integrity_check");
+    }
+
+    // The last start: no kill. Every check once more, then every job to its end.
+    let daemon = ChildDaemon::spawn(dir.path());
+    let mut conn = Conn::connect(&daemon.socket).await.expect("connecting");
+    for writer in &mut writers {
+        writer.check(&mut conn, cycles).await;
+    }
+    bulk.check(&mut conn, cycles).await;
+    let stop = Arc::new(AtomicBool::new(true));
+    // With `stop` set the bulk writer only resubmits the submissions whose reply was lost.
+    bulk = bulk.run(daemon.socket.clone(), stop).await;
+    assert!(
+        bulk.jobs.iter().all(|j| j.id.is_some()),
+        "every submission has a job"
+    );
+    let client = prefsd::cli::Client::connect(&daemon.socket)
+        .await
+        .expect("connecting the WebSocket client");
+    for job in &mut bulk.jobs {
+        let id = job.id.clone().expect("an id");
+        let mut updates = client.follow_bulk(&id).await.expect("subscribing");
+        let mut last = Value::Null;
+        while last["status"] != "completed" {
+            last = tokio::time::timeout(TIMEOUT, updates.next())
+                .await
+                .unwrap_or_else(|_| panic!("job {} finishes", job.key))
+                .expect("an update")
+                .expect("a well-formed update");
+            assert_ne!(last["status"], "failed", "{last}");
+        }
+        let op = conn
+            .call("bulkOperations.get", json!({ "id": id }))
+            .await
+            .expect("the daemon answers")
+            .expect("bulkOperations.get");
+        check_job(&op, job, cycles);
+        if !job.checked_users {
+            check_job_users(&mut conn, job).await;
+            job.checked_users = true;
+        }
+    }
+    let listed = list_jobs(&mut conn).await;
+    let mut listed_ids: Vec<String> = listed
+        .iter()
+        .map(|j| j["id"].as_str().unwrap_or("").to_string())
+        .collect();
+    listed_ids.sort();
+    let mut ids: Vec<String> = bulk.jobs.iter().filter_map(|j| j.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), bulk.jobs.len(), "one job per idempotency key");
+    assert_eq!(listed_ids, ids, "every job exactly once");
+    drop(client);
+    daemon.kill();
+    assert_eq!(integrity_check(&dir.path().join("prefsd.db")), "ok");
+
+    let acked: u64 = writers.iter().map(|w| w.acked).sum();
+    let landed: u64 = writers.iter().map(|w| w.lost_replies_landed).sum();
+    let dropped: u64 = writers.iter().map(|w| w.lost_replies_dropped).sum();
+    eprintln!(
+        "crash loop (durability {durability}, seed {seed:#x}): {cycles} kills, {acked} acknowledged \
+         writes all present; {} writes in flight at a kill ({landed} landed whole, {dropped} not at all); \
+         {} bulk jobs ({} users) completed exactly once, {killed_mid_job} restarts resumed a pending job; \
+         integrity_check ok after every kill; {:.1} s",
+        landed + dropped,
+        bulk.jobs.len(),
+        bulk.jobs.iter().map(|j| j.users.len()).sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(acked > 0, "the writers wrote something");
+}

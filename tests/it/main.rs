@@ -1,0 +1,18 @@
+//! The daemon end to end: one integration test binary (rust-analyzer style), one module per
+//! area. `support` starts an in-process daemon on a temp socket.
+
+mod access;
+mod bench;
+mod child;
+mod cli;
+mod crash;
+mod crashloop;
+mod errors;
+mod faults;
+mod jobs;
+mod load;
+mod lifecycle;
+mod methods;
+mod reload;
+mod support;
+mod transport;

@@ -1,0 +1,488 @@
+//! An in-process daemon on a temp socket, and the clients the tests talk to it with.
+//!
+//! [`Daemon::start`] binds the socket *before* spawning `server::run` (mini-redis), so a
+//! test can connect as soon as `start` returns: no test sleeps or polls for the server to
+//! come up. Each daemon has its own temp directory holding its config directory, its
+//! database and its socket; nothing is shared between tests.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use prefsd::api::Context;
+use prefsd::config::{ConfigHandle, Overrides};
+use prefsd::store::Db;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long any bounded wait of a test may take before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `prefsd.toml` of the test config: fast commits (nothing here tests power loss) and a
+/// `vars` table for conditions. Everything else has its built-in default.
+pub const PREFSD_TOML: &str = r#"durability = "normal"
+
+[vars]
+region = "eu"
+"#;
+
+/// The environment default: sms is off for everyone unless they say otherwise.
+pub const ENVIRONMENT_JSON: &str = r#"{
+  "channel_types": { "email": true, "sms": false },
+  "commercial_subscribed": true
+}"#;
+
+/// The tenant template of `acme`: no marketing in that workspace.
+pub const ACME_JSON: &str = r#"{ "categories": { "marketing": false } }"#;
+
+/// The workflow catalog of the test config.
+pub const WORKFLOWS_TOML: &str = r#"[[workflow]]
+key = "new-comment"
+categories = ["collaboration"]
+channels = [{ type = "email" }, { type = "in_app_feed" }]
+
+[[workflow]]
+key = "newsletter"
+categories = ["marketing"]
+commercial = true
+channels = [{ type = "email" }]
+
+[[workflow]]
+key = "security-alert"
+categories = ["account"]
+override_preferences = true
+channels = [{ type = "email" }, { type = "sms" }]
+
+[[workflow]]
+key = "digest"
+categories = ["digest"]
+"#;
+
+/// `prefsd.toml` with small limits, for the limit tests.
+pub const SMALL_LIMITS_TOML: &str = r#"durability = "normal"
+
+[limits]
+max_request_bytes = 65536
+max_preference_set_bytes = 2048
+"#;
+
+/// The files of the test config directory, relative to it.
+pub fn default_files() -> Vec<(String, String)> {
+    [
+        ("prefsd.toml", PREFSD_TOML),
+        ("environment.json", ENVIRONMENT_JSON),
+        ("tenants/acme.json", ACME_JSON),
+        ("workflows.toml", WORKFLOWS_TOML),
+    ]
+    .into_iter()
+    .map(|(path, content)| (path.to_string(), content.to_string()))
+    .collect()
+}
+
+/// Writes config files into `dir` (creating subdirectories).
+pub fn write_files(dir: &Path, files: &[(String, String)]) {
+    for (path, content) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().expect("a config file has a parent directory"))
+            .expect("creating the config directory");
+        std::fs::write(&path, content).expect("writing a config file");
+    }
+}
+
+/// A daemon serving on a temp socket, from the test's tokio runtime.
+pub struct Daemon {
+    /// Holds the config directory, the database and the socket; removed on drop.
+    pub dir: TempDir,
+    pub config_dir: PathBuf,
+    pub socket: PathBuf,
+    pub database: PathBuf,
+    running: Option<Running>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    join: JoinHandle<anyhow::Result<()>>,
+    db: Db,
+}
+
+impl Daemon {
+    /// A daemon on the test config ([`default_files`]) and a fresh database.
+    pub async fn start() -> Daemon {
+        Daemon::start_with(&[]).await
+    }
+
+    /// A daemon on the test config with `files` (relative path, contents) written over it.
+    pub async fn start_with(files: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("prefsd-it")
+            .tempdir()
+            .expect("creating a temp dir");
+        let config_dir = dir.path().join("config");
+        let mut all = default_files();
+        for (path, content) in files {
+            all.retain(|(p, _)| p != path);
+            all.push((path.to_string(), content.to_string()));
+        }
+        write_files(&config_dir, &all);
+        let mut daemon = Daemon {
+            socket: dir.path().join("daemon.sock"),
+            database: dir.path().join("prefsd.db"),
+            config_dir,
+            dir,
+            running: None,
+        };
+        daemon.launch();
+        daemon
+    }
+
+    /// Loads the config, opens the database, binds the socket, then spawns `server::run`.
+    fn launch(&mut self) {
+        let overrides = Overrides {
+            socket: Some(self.socket.clone()),
+            database: Some(self.database.clone()),
+        };
+        let config = ConfigHandle::load(self.config_dir.clone(), overrides)
+            .unwrap_or_else(|errors| panic!("the test config is invalid: {errors:?}"));
+        let settings = config.current().settings.clone();
+        let options = prefsd::store::Options {
+            durability: settings.durability,
+            max_database_mb: settings.limits.max_database_mb,
+        };
+        let db = Db::open_with(&self.database, options).expect("opening the database");
+        let listener =
+            prefsd::server::bind(&self.socket, settings.socket_mode).expect("binding the socket");
+        let ctx = Arc::new(Context::new(db.clone(), config));
+        let cancel = CancellationToken::new();
+        let join = tokio::spawn(prefsd::server::run(
+            listener,
+            ctx,
+            cancel.clone().cancelled_owned(),
+        ));
+        self.running = Some(Running { cancel, join, db });
+    }
+
+    /// Starts the graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        if let Some(running) = &self.running {
+            running.cancel.cancel();
+        }
+    }
+
+    /// Shuts down and waits until `run` has returned (it must return `Ok`) and the database
+    /// is closed.
+    pub async fn stop(&mut self) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        running.cancel.cancel();
+        let result = tokio::time::timeout(TIMEOUT, running.join)
+            .await
+            .expect("server::run returns within the timeout after shutdown")
+            .expect("the server task did not panic");
+        result.expect("server::run returns Ok after a graceful shutdown");
+        let db = running.db;
+        tokio::task::spawn_blocking(move || db.close())
+            .await
+            .expect("closing the database");
+    }
+
+    /// Stops, then starts again on the same config directory, database and socket path.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch();
+    }
+
+    /// A WebSocket JSON-RPC client (the CLI's).
+    pub async fn ws(&self) -> prefsd::cli::Client {
+        prefsd::cli::Client::connect(&self.socket)
+            .await
+            .expect("connecting the WebSocket client")
+    }
+
+    /// A raw HTTP/1.1 connection.
+    pub async fn http(&self) -> HttpConn {
+        HttpConn::connect(&self.socket).await
+    }
+
+    /// Calls a method over HTTP; `Value::Null` params are omitted.
+    pub async fn try_call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let mut request = json!({ "jsonrpc": "2.0", "id": 1, "method": method });
+        if !params.is_null() {
+            request["params"] = params;
+        }
+        let response = self.http().await.post_json(request.to_string()).await;
+        let body = response.json.unwrap_or_else(|| {
+            panic!(
+                "{method}: the response is not JSON: {:?}",
+                String::from_utf8_lossy(&response.body)
+            )
+        });
+        RpcError::split(body)
+    }
+
+    /// Calls a method that must succeed, and returns its result.
+    pub async fn call(&self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params).await {
+            Ok(result) => result,
+            Err(e) => panic!("{method} failed: {e:?}"),
+        }
+    }
+
+    /// Calls a method that must fail, and returns its error.
+    pub async fn call_err(&self, method: &str, params: Value) -> RpcError {
+        match self.try_call(method, params).await {
+            Ok(result) => panic!("{method} succeeded with {result}; expected an error"),
+            Err(e) => e,
+        }
+    }
+
+    /// `daemon.status.counts`.
+    pub async fn counts(&self) -> Value {
+        self.call("daemon.status", Value::Null).await["counts"].clone()
+    }
+
+    /// Fails the test unless the daemon still answers `daemon.ping`.
+    pub async fn assert_alive(&self) {
+        assert_eq!(self.call("daemon.ping", Value::Null).await, json!("pong"));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.cancel.cancel();
+        }
+    }
+}
+
+/// A JSON-RPC error object, with its `data`.
+#[derive(Clone, Debug)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: Value,
+}
+
+impl RpcError {
+    /// Splits a response object into its result or its error.
+    pub fn split(response: Value) -> Result<Value, RpcError> {
+        assert_eq!(
+            response["jsonrpc"], "2.0",
+            "not a JSON-RPC 2.0 response: {response}"
+        );
+        if let Some(error) = response.get("error") {
+            assert!(
+                response.get("result").is_none(),
+                "a response with both result and error: {response}"
+            );
+            return Err(RpcError::from_object(error));
+        }
+        Ok(response
+            .get("result")
+            .unwrap_or_else(|| panic!("a response with neither result nor error: {response}"))
+            .clone())
+    }
+
+    pub fn from_object(error: &Value) -> RpcError {
+        RpcError {
+            code: error["code"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("an error without a numeric code: {error}")),
+            message: error["message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("an error without a message: {error}"))
+                .to_string(),
+            data: error.get("data").cloned().unwrap_or(Value::Null),
+        }
+    }
+
+    /// `data.type`.
+    pub fn kind(&self) -> &str {
+        self.data["type"].as_str().unwrap_or("")
+    }
+
+    /// The `field` of every item of `data.errors`.
+    pub fn fields(&self) -> Vec<String> {
+        self.data["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["field"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Asserts the code and `data.type` (and that the message is a non-empty sentence).
+    #[track_caller]
+    pub fn assert(&self, code: i64, kind: &str) {
+        assert_eq!(
+            (self.code, self.kind()),
+            (code, kind),
+            "unexpected error: {self:?}"
+        );
+        assert!(!self.message.is_empty(), "an error without a message");
+    }
+
+    /// Asserts an `invalid_params` error naming `field`.
+    #[track_caller]
+    pub fn assert_invalid(&self, field: &str) {
+        self.assert(-32602, "invalid_params");
+        assert!(
+            self.fields().iter().any(|f| f == field),
+            "expected data.errors to name {field:?}: {self:?}"
+        );
+    }
+}
+
+/// An HTTP response: status, headers, body, and the body as JSON when it is JSON.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub json: Option<Value>,
+}
+
+impl HttpResponse {
+    /// The body, which must be one JSON-RPC response, split into result or error.
+    pub fn rpc(&self) -> Result<Value, RpcError> {
+        let json = self.json.clone().unwrap_or_else(|| {
+            panic!("not a JSON body: {:?}", String::from_utf8_lossy(&self.body))
+        });
+        RpcError::split(json)
+    }
+}
+
+/// One HTTP/1.1 connection over the Unix socket (hyper's client, as curl would talk).
+pub struct HttpConn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl HttpConn {
+    pub async fn connect(socket: &Path) -> HttpConn {
+        let stream = UnixStream::connect(socket)
+            .await
+            .expect("connecting to the daemon socket");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("the HTTP handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        HttpConn { sender }
+    }
+
+    /// Sends one request to `/` and reads the whole response.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        body: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> HttpResponse {
+        self.sender
+            .ready()
+            .await
+            .expect("the connection is ready for another request");
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri("/")
+            .header("host", "localhost");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(body.into()))
+            .expect("a valid request");
+        let response = tokio::time::timeout(TIMEOUT, self.sender.send_request(request))
+            .await
+            .expect("a response within the timeout")
+            .expect("a response");
+        read_response(response).await
+    }
+
+    /// `POST /` with the given headers.
+    pub async fn post(&mut self, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> HttpResponse {
+        self.send(Method::POST, body, headers).await
+    }
+
+    /// `POST /` with `content-type: application/json`.
+    pub async fn post_json(&mut self, body: impl Into<Bytes>) -> HttpResponse {
+        self.post(body, &[("content-type", "application/json")])
+            .await
+    }
+}
+
+async fn read_response(response: http::Response<hyper::body::Incoming>) -> HttpResponse {
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(TIMEOUT, body.collect())
+        .await
+        .expect("the response body within the timeout")
+        .expect("reading the response body")
+        .to_bytes();
+    let json = serde_json::from_slice(&body).ok();
+    HttpResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        json,
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after [`TIMEOUT`]. For state that
+/// has no notification to wait on; `what` names it in the failure.
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Asserts that `value` is an RFC 3339 UTC timestamp, and returns it parsed.
+#[track_caller]
+pub fn timestamp(value: &Value) -> jiff::Timestamp {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a timestamp string: {value}"));
+    assert!(text.ends_with('Z'), "not a UTC timestamp: {text}");
+    text.parse()
+        .unwrap_or_else(|e| panic!("not an RFC 3339 timestamp: {text}: {e}"))
+}
+
+/// The response shape of a PreferenceSet: `__typename`, `id` and the five sections (null
+/// when empty), with the sections given in `sections` and the others null.
+pub fn preference_set(id: &str, sections: Value) -> Value {
+    let mut out = json!({
+        "__typename": "PreferenceSet",
+        "id": id,
+        "workflows": null,
+        "categories": null,
+        "channel_types": null,
+        "channels": null,
+        "commercial_subscribed": null,
+    });
+    for (key, value) in sections.as_object().expect("sections is an object") {
+        assert!(out.get(key).is_some(), "not a PreferenceSet section: {key}");
+        out[key] = value.clone();
+    }
+    out
+}
