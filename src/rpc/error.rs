@@ -110,3 +110,55 @@ pub fn type_of_code(code: i64) -> &'static str {
         _ => "internal_error",
     }
 }
+
+/// jsonrpsee's code for an oversized request.
+const OVERSIZED_REQUEST: i64 = -32007;
+
+/// Gives an error response that jsonrpsee produced itself the vocabulary of rpc.md: a
+/// `data.type` from its code, clearer messages for parse errors and invalid requests, and
+/// `limit_exceeded` for an oversized body (`max_request_bytes` names the limit).
+pub fn add_type(response: &mut Value, max_request_bytes: u32) {
+    let Some(error) = response.get_mut("error").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
+    if code == OVERSIZED_REQUEST {
+        let message = format!(
+            "the request body is larger than limits.max_request_bytes ({max_request_bytes} bytes)"
+        );
+        error.insert("code".into(), json!(LIMIT_EXCEEDED));
+        error.insert(
+            "message".into(),
+            json!(format!("limit exceeded: {message}")),
+        );
+        error.insert(
+            "data".into(),
+            json!({ "type": "limit_exceeded", "errors": [{ "field": "body", "message": message }] }),
+        );
+        return;
+    }
+    let message = match code {
+        -32700 => Some("parse error: the body is not valid JSON"),
+        -32600 => Some("invalid request: not a JSON-RPC 2.0 request object"),
+        _ => None,
+    };
+    if let Some(message) = message {
+        error.insert("message".into(), json!(message));
+    }
+    let data = error.entry("data").or_insert(Value::Null);
+    match data {
+        Value::Object(map) => {
+            map.entry("type")
+                .or_insert_with(|| json!(type_of_code(code)));
+        }
+        other => {
+            let detail = std::mem::take(other);
+            let mut map = serde_json::Map::new();
+            map.insert("type".into(), json!(type_of_code(code)));
+            if !detail.is_null() {
+                map.insert("detail".into(), detail);
+            }
+            *other = Value::Object(map);
+        }
+    }
+}

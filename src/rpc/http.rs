@@ -21,10 +21,8 @@ use hyper::body::Bytes;
 use jsonrpsee::server::HttpBody;
 use serde_json::{Value, json};
 
-use crate::rpc::error::{LIMIT_EXCEEDED, type_of_code};
-
-/// jsonrpsee's code for an oversized request.
-const OVERSIZED_REQUEST: i64 = -32007;
+use crate::rpc::error::add_type;
+use crate::rpc::wire::Typed;
 
 #[derive(Clone, Copy, Debug)]
 pub struct JsonLayer {
@@ -139,6 +137,10 @@ async fn patch_errors(
     max_request_bytes: u32,
     seen: &Mutex<Vec<Bytes>>,
 ) -> Response<HttpBody> {
+    // Single-call answers were typed by the RPC middleware: nothing to read.
+    if resp.extensions().get::<Typed>().is_some() {
+        return resp;
+    }
     let (mut parts, body) = resp.into_parts();
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -157,8 +159,8 @@ async fn patch_errors(
     match &mut value {
         Value::Array(items) => items
             .iter_mut()
-            .for_each(|v| patch_one(v, max_request_bytes)),
-        one => patch_one(one, max_request_bytes),
+            .for_each(|v| add_type(v, max_request_bytes)),
+        one => add_type(one, max_request_bytes),
     }
     let text = value.to_string();
     parts
@@ -183,52 +185,6 @@ fn classify_refused_body(response: &mut serde_json::Map<String, Value>, seen: &M
         response.insert("error".into(), json!({ "code": right }));
         if right == -32700 {
             response.insert("id".into(), Value::Null);
-        }
-    }
-}
-
-fn patch_one(response: &mut Value, max_request_bytes: u32) {
-    let Some(error) = response.get_mut("error").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
-    if code == OVERSIZED_REQUEST {
-        let message = format!(
-            "the request body is larger than limits.max_request_bytes ({max_request_bytes} bytes)"
-        );
-        error.insert("code".into(), json!(LIMIT_EXCEEDED));
-        error.insert(
-            "message".into(),
-            json!(format!("limit exceeded: {message}")),
-        );
-        error.insert(
-            "data".into(),
-            json!({ "type": "limit_exceeded", "errors": [{ "field": "body", "message": message }] }),
-        );
-        return;
-    }
-    let message = match code {
-        -32700 => Some("parse error: the body is not valid JSON"),
-        -32600 => Some("invalid request: not a JSON-RPC 2.0 request object"),
-        _ => None,
-    };
-    if let Some(message) = message {
-        error.insert("message".into(), json!(message));
-    }
-    let data = error.entry("data").or_insert(Value::Null);
-    match data {
-        Value::Object(map) => {
-            map.entry("type")
-                .or_insert_with(|| json!(type_of_code(code)));
-        }
-        other => {
-            let detail = std::mem::take(other);
-            let mut map = serde_json::Map::new();
-            map.insert("type".into(), json!(type_of_code(code)));
-            if !detail.is_null() {
-                map.insert("detail".into(), detail);
-            }
-            *other = Value::Object(map);
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 pub mod http;
 mod subscription;
+pub mod wire;
 
 use std::sync::Arc;
 

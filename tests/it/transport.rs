@@ -160,6 +160,55 @@ async fn a_notification_gets_no_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_run_alone_and_in_a_batch() {
+    let d = Daemon::start().await;
+    let mut conn = d.http().await;
+    let alone = conn
+        .post_json(r#"{"jsonrpc":"2.0","method":"users.identify","params":{"user_id":"n1","properties":{"a":1}}}"#)
+        .await;
+    assert!(
+        alone.json.is_none() || alone.json == Some(Value::Null),
+        "{alone:?}"
+    );
+    let batch = conn
+        .post_json(
+            r#"[{"jsonrpc":"2.0","method":"users.identify","params":{"user_id":"n2"}},
+                {"jsonrpc":"2.0","id":7,"method":"daemon.ping"}]"#,
+        )
+        .await;
+    let answers = batch.json.expect("a batch answer");
+    assert_eq!(
+        answers.as_array().map(Vec::len),
+        Some(1),
+        "only the call is answered: {answers}"
+    );
+    assert_eq!(answers[0]["id"], 7);
+    assert_eq!(
+        d.call("users.get", json!({ "user_id": "n1" })).await["properties"],
+        json!({ "a": 1 })
+    );
+    d.call("users.get", json!({ "user_id": "n2" })).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_errors_carry_the_same_types() {
+    let d = Daemon::start().await;
+    let client = d.ws().await;
+    let err = client
+        .call("no.such.method", json!({}))
+        .await
+        .expect_err("an unknown method");
+    let Some(jsonrpsee::core::client::Error::Call(object)) =
+        err.downcast_ref::<jsonrpsee::core::client::Error>()
+    else {
+        panic!("a JSON-RPC error: {err:#}");
+    };
+    assert_eq!(object.code(), -32601);
+    let data: Value = serde_json::from_str(object.data().expect("data").get()).expect("JSON data");
+    assert_eq!(data["type"], "method_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_websocket_client_makes_calls() {
     let d = Daemon::start().await;
     let client = d.ws().await;

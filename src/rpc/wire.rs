@@ -1,0 +1,140 @@
+//! The RPC middleware that keeps the wire uniform for every transport (HTTP and WebSocket):
+//! - errors that jsonrpsee makes itself (an unknown method, say) get the `data.type` of
+//!   rpc.md, like the errors of our own handlers;
+//! - notifications (requests without an id) run, as JSON-RPC 2.0 says, and get no answer
+//!   (jsonrpsee alone drops them unrun);
+//! - every single-call response it has seen is marked [`Typed`], so the HTTP shim
+//!   (`rpc::http`) passes it through without reading its body. Batch answers are left to
+//!   the shim, which types errors inside them.
+
+use std::future::Future;
+
+use jsonrpsee::server::middleware::rpc::{
+    Batch, BatchEntry, MethodResponse, Notification, Request, RpcServiceT,
+};
+use jsonrpsee::types::{ErrorObjectOwned, Id};
+use serde_json::Value;
+
+use crate::rpc::error::add_type;
+
+/// A response extension: its errors already carry `data.type`.
+#[derive(Clone, Copy, Debug)]
+pub struct Typed;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WireLayer;
+
+impl<S> tower::Layer<S> for WireLayer {
+    type Service = Wire<S>;
+    fn layer(&self, inner: S) -> Wire<S> {
+        Wire { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Wire<S> {
+    inner: S,
+}
+
+/// Adds `data.type` to an error response that lacks it, and marks the response.
+fn typed(response: MethodResponse, id: Id<'static>) -> MethodResponse {
+    let mut response = if response.is_error() && !has_type(&response) {
+        retyped(&response, id).unwrap_or(response)
+    } else {
+        response
+    };
+    response.extensions_mut().insert(Typed);
+    response
+}
+
+fn has_type(response: &MethodResponse) -> bool {
+    response.as_json().get().contains("\"type\":")
+}
+
+fn retyped(response: &MethodResponse, id: Id<'static>) -> Option<MethodResponse> {
+    let mut value: Value = serde_json::from_str(response.as_json().get()).ok()?;
+    add_type(&mut value, 0);
+    let error = value.get("error")?;
+    let code = i32::try_from(error.get("code")?.as_i64()?).ok()?;
+    let message = error.get("message")?.as_str()?.to_string();
+    let data = error.get("data").cloned();
+    let extensions = response.extensions().clone();
+    Some(
+        MethodResponse::error(id, ErrorObjectOwned::owned(code, message, data))
+            .with_extensions(extensions),
+    )
+}
+
+impl<S> RpcServiceT for Wire<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+
+    fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let inner = self.inner.clone();
+        let id = req.id.clone().into_owned();
+        async move { typed(inner.call(req).await, id) }
+    }
+
+    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let inner = self.inner.clone();
+        async move {
+            // Notifications run here (their answers are dropped); the rest is answered as
+            // a batch.
+            let mut rest = Vec::new();
+            let mut notifications = Vec::new();
+            for entry in batch.into_iter() {
+                match entry {
+                    Ok(BatchEntry::Notification(n)) => notifications.push(n),
+                    other => rest.push(other),
+                }
+            }
+            let only_notifications = rest.is_empty() && !notifications.is_empty();
+            for n in notifications {
+                run_notification(&inner, n).await;
+            }
+            if only_notifications {
+                return MethodResponse::notification();
+            }
+            // Left unmarked: the HTTP shim types errors inside batch answers.
+            inner.batch(Batch::from(rest)).await
+        }
+    }
+
+    fn notification<'a>(
+        &self,
+        n: Notification<'a>,
+    ) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let inner = self.inner.clone();
+        async move {
+            let extensions = n.extensions.clone();
+            run_notification(&inner, n).await;
+            MethodResponse::notification().with_extensions(extensions)
+        }
+    }
+}
+
+/// Runs a notification as a call and drops its answer.
+async fn run_notification<S>(inner: &S, n: Notification<'_>)
+where
+    S: RpcServiceT<MethodResponse = MethodResponse>,
+{
+    let method = n.method_name().to_string();
+    let params = n.params.map(|p| p.into_owned());
+    let mut req = Request::owned(method, params, Id::Null);
+    req.extensions = n.extensions;
+    let response = inner.call(req).await;
+    if response.is_error() {
+        tracing::debug!(response = response.as_json().get(), "a notification failed");
+    }
+}
