@@ -237,13 +237,18 @@ impl PreferenceSet {
     /// The response shape of rpc.md: all six top-level keys plus `__typename`, with `null`
     /// for an empty section.
     pub fn to_response(&self, id: &str) -> Value {
-        let mut out = Map::with_capacity(7);
+        self.clone().into_response(id)
+    }
+
+    /// [`PreferenceSet::to_response`], reusing this set's values instead of copying them.
+    pub fn into_response(mut self, id: &str) -> Value {
+        let mut out = Map::new();
         out.insert("__typename".into(), Value::from("PreferenceSet"));
         out.insert("id".into(), Value::from(id));
         for section in PreferenceSet::SECTIONS {
             out.insert(
                 section.into(),
-                self.0.get(section).cloned().unwrap_or(Value::Null),
+                self.0.remove(section).unwrap_or(Value::Null),
             );
         }
         Value::Object(out)
@@ -725,7 +730,12 @@ impl Validator {
     }
 
     /// A map of channel keys (checked by `check_key`) to toggles, with `__strategy__`.
-    fn channel_map(&mut self, value: &Value, path: &str, check_key: impl Fn(&mut Self, &str, &str) -> bool) -> Value {
+    fn channel_map(
+        &mut self,
+        value: &Value,
+        path: &str,
+        check_key: impl Fn(&mut Self, &str, &str) -> bool,
+    ) -> Value {
         let mut out = Map::new();
         let Some(map) = self.object(value, path) else {
             return Value::Object(out);

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -141,7 +141,7 @@ pub async fn run(
                 }
             },
         };
-        if connections.len() >= max_connections {
+        if connections.staying() >= max_connections {
             connections.shed(SHED_BATCH);
         }
         // SO_PEERCRED, once per connection: the uid every call on it is checked against.
@@ -246,6 +246,8 @@ fn open_files_limit() -> Option<usize> {
 #[derive(Default)]
 struct Connections {
     open: Mutex<HashMap<u64, Arc<Activity>>>,
+    /// How many of `open` have been asked to close and are finishing.
+    closing: AtomicUsize,
     next_id: AtomicU64,
     /// When shedding was last logged (ms, [`now_ms`]), to log it once per 10 s at most.
     warned_ms: AtomicU64,
@@ -273,8 +275,10 @@ fn now_ms() -> u64 {
 }
 
 impl Connections {
-    fn len(&self) -> usize {
-        self.open.lock().map(|open| open.len()).unwrap_or(0)
+    /// The open connections not asked to close.
+    fn staying(&self) -> usize {
+        let open = self.open.lock().map(|open| open.len()).unwrap_or(0);
+        open.saturating_sub(self.closing.load(Ordering::Relaxed))
     }
 
     /// Registers an accepted connection, until the [`Registered`] is dropped.
@@ -309,6 +313,7 @@ impl Connections {
             activity.asked.store(true, Ordering::Relaxed);
             activity.close.notify_one();
         }
+        self.closing.fetch_add(n, Ordering::Relaxed);
         let now = now_ms();
         let warned = self.warned_ms.load(Ordering::Relaxed);
         if warned == 0 || now.saturating_sub(warned) >= 10_000 {
@@ -330,8 +335,11 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.registry.open.lock() {
-            open.remove(&self.id);
+        if let Ok(mut open) = self.registry.open.lock()
+            && let Some(activity) = open.remove(&self.id)
+            && activity.asked.load(Ordering::Relaxed)
+        {
+            self.registry.closing.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

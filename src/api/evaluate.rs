@@ -6,7 +6,7 @@
 //! are a few point queries per recipient, never one per channel, and evaluation itself is
 //! the pure `eval::decide`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::Error;
@@ -32,6 +32,9 @@ pub struct EvaluateParams {
     pub actor: Option<Value>,
     pub now: Option<String>,
 }
+
+/// Above this many recipients, the reads of one evaluation run on a blocking thread.
+const HEAVY_READ: usize = 16;
 
 /// A recipient of the request, with what it identifies inline.
 struct RecipientParam {
@@ -91,7 +94,7 @@ struct Snapshot {
     recipients: Vec<Loaded>,
 }
 
-pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Value, Error> {
+pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Evaluation, Error> {
     let config = ctx.config();
     let req = parse(&config, p)?;
     let max = config.settings.limits.max_preference_set_bytes;
@@ -107,12 +110,18 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Value, Error> 
             })
             .await?
     } else {
-        ctx.db
-            .read(move |r| {
-                let snapshot = load(r, &req)?;
-                Ok::<_, Error>((req, snapshot))
-            })
-            .await?
+        // Many recipients make a read long enough to hold up other calls on an async
+        // worker: it goes to a blocking thread instead.
+        let heavy = req.recipients.len() > HEAVY_READ;
+        let read = move |r: &crate::store::Read<'_>| {
+            let snapshot = load(r, &req)?;
+            Ok::<_, Error>((req, snapshot))
+        };
+        if heavy {
+            ctx.db.read_heavy(read).await?
+        } else {
+            ctx.db.read(read).await?
+        }
     };
     Ok(decide_all(&config, &req, &snapshot))
 }
@@ -570,7 +579,7 @@ fn load(r: &Read<'_>, req: &Request) -> Result<Snapshot, Error> {
 }
 
 /// The pure part: every (recipient, channel) decision, in request order.
-fn decide_all(config: &Config, req: &Request, snapshot: &Snapshot) -> Value {
+fn decide_all(config: &Config, req: &Request, snapshot: &Snapshot) -> Evaluation {
     let tenant_id = req.tenant.as_ref().map(|t| t.id.as_str());
     let tenant_default = tenant_id.and_then(|t| {
         snapshot
@@ -617,20 +626,60 @@ fn decide_all(config: &Config, req: &Request, snapshot: &Snapshot) -> Value {
             audiences: &loaded.audiences,
             now: req.now,
         };
-        let channels: Vec<Value> = req
+        let channels = req
             .channels
             .iter()
             .map(|channel| {
-                let d = eval::decide(&req.workflow, channel, &stack, loaded.default_set.as_ref(), &ctx);
-                json!({ "type": channel.channel_type, "id": channel.id, "send": d.send, "reason": d.reason })
+                let d = eval::decide(
+                    &req.workflow,
+                    channel,
+                    &stack,
+                    loaded.default_set.as_ref(),
+                    &ctx,
+                );
+                ChannelResult {
+                    channel_type: channel.channel_type,
+                    id: channel.id.clone(),
+                    send: d.send,
+                    reason: d.reason,
+                }
             })
             .collect();
-        let mut recipient = Map::new();
-        recipient.insert("id".into(), json!(rp.key.id));
-        if let Some(c) = &rp.key.collection {
-            recipient.insert("collection".into(), json!(c));
-        }
-        results.push(json!({ "recipient": recipient, "channels": channels }));
+        results.push(RecipientResult {
+            recipient: RecipientId {
+                id: rp.key.id.clone(),
+                collection: rp.key.collection.clone(),
+            },
+            channels,
+        });
     }
-    json!({ "results": results })
+    Evaluation { results }
+}
+
+/// The result of `preferences.evaluate` (rpc.md), serialised straight to the wire.
+#[derive(Clone, Debug, Serialize)]
+pub struct Evaluation {
+    results: Vec<RecipientResult>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct RecipientResult {
+    recipient: RecipientId,
+    channels: Vec<ChannelResult>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct RecipientId {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collection: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct ChannelResult {
+    #[serde(rename = "type")]
+    channel_type: ChannelType,
+    id: Option<String>,
+    send: bool,
+    reason: eval::Reason,
 }

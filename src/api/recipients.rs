@@ -244,7 +244,7 @@ pub async fn get_preferences(
                 move |r| Ok::<_, Error>(r.set(&key, &set_id)?)
             })
             .await?;
-        return Ok(set.unwrap_or_default().to_response(&set_id));
+        return Ok(set.unwrap_or_default().into_response(&set_id));
     }
     let config = ctx.config();
     let id = set_id.clone();
@@ -268,7 +268,7 @@ pub async fn get_preferences(
         recipient_default: recipient_default.as_ref(),
         recipient_tenant: recipient_tenant.as_ref(),
     });
-    Ok(stack.effective().to_response(&set_id))
+    Ok(stack.effective().into_response(&set_id))
 }
 
 /// The stored `settings.preference_set` of a tenant, if the tenant exists and has one.
@@ -329,7 +329,7 @@ pub async fn set_preferences(
             Ok::<_, Error>(set)
         })
         .await?;
-    Ok(set.to_response(&set_id))
+    Ok(set.into_response(&set_id))
 }
 
 recipient_params!(UnsetPreferencesParams { preference_set: Option<String>, });

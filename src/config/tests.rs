@@ -811,9 +811,15 @@ fn max_database_mb_is_an_optional_size_in_mib() {
     let config = parse_ok(&[("prefsd.toml", "[limits]\nmax_database_mb = 64\n")]);
     assert_eq!(config.settings.limits.max_database_mb, Some(64));
     for (text, needle) in [
-        ("0", "`limits.max_database_mb` must be an integer from 1 to 4294967295, got 0"),
+        (
+            "0",
+            "`limits.max_database_mb` must be an integer from 1 to 4294967295, got 0",
+        ),
         ("-5", "`limits.max_database_mb` must be an integer from 1"),
-        ("\"1GB\"", "`limits.max_database_mb` must be an integer, got string"),
+        (
+            "\"1GB\"",
+            "`limits.max_database_mb` must be an integer, got string",
+        ),
     ] {
         let errors = parse_err(&[(
             "prefsd.toml",

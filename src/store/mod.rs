@@ -56,8 +56,8 @@ impl Error {
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// Reader threads: enough to keep both cores busy without piling up connections.
-const READERS: usize = 2;
+/// Idle read connections kept for reuse; more are opened when more reads run at once.
+const IDLE_READERS: usize = 8;
 
 /// A handle on the database threads. Cloning is cheap; [`Db::close`] stops the threads.
 #[derive(Clone)]
@@ -67,7 +67,11 @@ pub struct Db {
 
 struct Inner {
     writer: mpsc::Sender<Job>,
-    readers: mpsc::Sender<Job>,
+    /// Idle read-only connections. A read takes one, runs on the caller's thread, and puts
+    /// it back.
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+    durability: Durability,
     threads: Mutex<Vec<JoinHandle<()>>>,
     schema_version: u32,
 }
@@ -99,35 +103,14 @@ impl Db {
                 job(conn);
             }
         })?);
-        let (readers_tx, readers_rx) = mpsc::channel::<Job>();
-        // One shared queue: an idle reader takes the next job, so a slow read does not hold
-        // up the ones queued behind it.
-        let readers_rx = Arc::new(Mutex::new(readers_rx));
-        for i in 0..READERS {
-            let conn = open_connection(path, durability, true)?;
-            let rx = Arc::clone(&readers_rx);
-            threads.push(spawn_thread(
-                &format!("prefsd-db-reader-{i}"),
-                conn,
-                move |conn| {
-                    loop {
-                        // The lock is held only while waiting for a job, never while running one.
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(conn),
-                            Err(_) => return,
-                        }
-                    }
-                },
-            )?);
-        }
+        // Open one reader now, so a database that cannot be read fails at start.
+        let readers = vec![open_connection(path, durability, true)?];
         Ok(Db {
             inner: Arc::new(Inner {
                 writer: writer_tx,
-                readers: readers_tx,
+                readers: Mutex::new(readers),
+                path: path.to_path_buf(),
+                durability,
                 threads: Mutex::new(threads),
                 schema_version,
             }),
@@ -149,7 +132,12 @@ impl Db {
         .await
     }
 
-    /// Runs `f` in one read transaction (a consistent snapshot) on a reader thread.
+    /// Runs `f` in one read transaction (a consistent snapshot), on the calling thread.
+    ///
+    /// Reads run inline because they are point reads of a few microseconds: handing them to
+    /// another thread and back cost more than the read, mostly in futex wake-ups (measured;
+    /// see the README's performance section). WAL mode means they never wait for the
+    /// writer. A read that touches many rows should use [`Db::read_heavy`].
     pub async fn read<R, E>(
         &self,
         f: impl FnOnce(&Read<'_>) -> Result<R, E> + Send + 'static,
@@ -158,14 +146,53 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.run(&self.inner.readers, move |conn| {
+        self.read_now(f)
+    }
+
+    /// [`Db::read`] on a blocking thread, for reads long enough to stall an async worker
+    /// (an evaluation of many recipients).
+    pub async fn read_heavy<R, E>(
+        &self,
+        f: impl FnOnce(&Read<'_>) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let db = self.clone();
+        match tokio::task::spawn_blocking(move || db.read_now(f)).await {
+            Ok(result) => result,
+            Err(_) => Err(E::from(Error::Closed)),
+        }
+    }
+
+    fn read_now<R, E>(&self, f: impl FnOnce(&Read<'_>) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<Error>,
+    {
+        let idle = self
+            .inner
+            .readers
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop());
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => open_connection(&self.inner.path, self.inner.durability, true)?,
+        };
+        let result = (|| {
             let tx = conn.transaction().map_err(Error::from)?;
             let result = f(&Read::new(&tx));
             // A read transaction has nothing to commit; ending it releases the snapshot.
             drop(tx);
             result
-        })
-        .await
+        })();
+        if let Ok(mut pool) = self.inner.readers.lock()
+            && pool.len() < IDLE_READERS
+        {
+            pool.push(conn);
+        }
+        result
     }
 
     /// Runs `f` in one write transaction on the writer thread: committed if `f` returns
@@ -179,8 +206,10 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.run(&self.inner.writer, move |conn| in_write_transaction(conn, f))
-            .await
+        self.run(&self.inner.writer, move |conn| {
+            in_write_transaction(conn, f)
+        })
+        .await
     }
 
     /// The blocking form of [`Db::write`], for code already on a blocking thread (the bulk
@@ -299,7 +328,9 @@ fn set_max_size(conn: &Connection, max_database_mb: Option<u64>) -> Result<(), E
         None => 0xffff_fffe,
     };
     // The pragma answers the limit in force (never below the current size).
-    let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get(0))?;
+    let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+        r.get(0)
+    })?;
     Ok(())
 }
 

@@ -188,7 +188,10 @@ impl Writer {
         Writer {
             kind,
             rng: Rng::new(seed),
-            model: users.iter().map(|u| (u.clone(), State::default())).collect(),
+            model: users
+                .iter()
+                .map(|u| (u.clone(), State::default()))
+                .collect(),
             users,
             in_flight: None,
             seq: 0,

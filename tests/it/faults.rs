@@ -35,7 +35,10 @@ fn assert_full(e: &RpcError) {
 /// Writes big users until one does not fit; returns how many fitted.
 async fn fill(d: &Daemon, prefix: &str) -> usize {
     for i in 0..100 {
-        match d.try_call("users.identify", big_user(&format!("{prefix}{i}"))).await {
+        match d
+            .try_call("users.identify", big_user(&format!("{prefix}{i}")))
+            .await
+        {
             Ok(_) => {}
             Err(e) => {
                 assert_full(&e);
@@ -111,7 +114,11 @@ async fn a_full_database_refuses_writes_whole_serves_reads_and_recovers() {
     for (method, params) in refused {
         let e = d.call_err(method, params).await;
         assert_full(&e);
-        assert_eq!(snapshot(&d, &users).await, before, "{method} changed the state");
+        assert_eq!(
+            snapshot(&d, &users).await,
+            before,
+            "{method} changed the state"
+        );
     }
     for user in ["one-more", "inline-small", "inline-big"] {
         d.call_err("users.get", json!({ "user_id": user }))
@@ -252,9 +259,14 @@ fn a_corrupt_database_file_is_refused_at_start_and_left_untouched() {
     let status = daemon.terminate();
     assert!(status.success(), "{status}: {log:?}");
     let real = std::fs::read(good.path().join("prefsd.db")).expect("reading the database");
-    assert!(real.len() >= 8192, "a real database of {} bytes", real.len());
+    assert!(
+        real.len() >= 8192,
+        "a real database of {} bytes",
+        real.len()
+    );
 
-    let mut not_sqlite = b"this is not a database, just some text that was copied over it\n".repeat(200);
+    let mut not_sqlite =
+        b"this is not a database, just some text that was copied over it\n".repeat(200);
     not_sqlite.truncate(8192);
     let mut bad_header = real.clone();
     bad_header[..16].copy_from_slice(b"SQLite format 2\0");
@@ -282,7 +294,10 @@ fn a_corrupt_database_file_is_refused_at_start_and_left_untouched() {
             "{name}: the message names the database: {log}"
         );
         assert_eq!(files(dir.path()), before, "{name}: the file is untouched");
-        assert!(!dir.path().join("prefsd.sock").exists(), "{name}: no socket");
+        assert!(
+            !dir.path().join("prefsd.sock").exists(),
+            "{name}: no socket"
+        );
     }
 }
 
@@ -334,7 +349,11 @@ fn a_database_path_that_cannot_be_opened_is_refused_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_config_directory_disappearing_keeps_the_config_in_force() {
-    let mut d = Daemon::start_with(&[("prefsd.toml", "durability = \"normal\"\n[vars]\nregion = \"eu\"\n")]).await;
+    let mut d = Daemon::start_with(&[(
+        "prefsd.toml",
+        "durability = \"normal\"\n[vars]\nregion = \"eu\"\n",
+    )])
+    .await;
     let evaluate = json!({ "workflow": "new-comment", "recipients": ["u1"],
                            "channels": [{ "type": "email" }, { "type": "sms" }] });
     let decide = |result: Value| -> Vec<bool> {

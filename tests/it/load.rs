@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::child::{ChildDaemon, Conn, Rng, env_number, open_files_limit};
+use crate::child::{ChildDaemon, Conn, Rng, TIMED, env_number, open_files_limit};
 use crate::support::{default_files, write_files};
 
 const CLIENTS: usize = 64;
@@ -47,6 +47,7 @@ struct Tally {
     errors: AtomicU64,
     slow: AtomicU64,
     max_us: AtomicU64,
+    slowest: std::sync::Mutex<String>,
     first_error: std::sync::Mutex<Option<String>>,
 }
 
@@ -54,7 +55,9 @@ impl Tally {
     fn record(&self, method: &str, took: Duration, outcome: Result<(), String>) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.max_us.fetch_max(us, Ordering::Relaxed);
+        if self.max_us.fetch_max(us, Ordering::Relaxed) < us {
+            *self.slowest.lock().expect("the tally lock") = method.to_string();
+        }
         if took > SLOW_CALL {
             self.slow.fetch_add(1, Ordering::Relaxed);
         }
@@ -77,7 +80,11 @@ fn pick(rng: &mut Rng, client: usize) -> (&'static str, Value) {
         0..=34 => {
             let n = rng.range(1, 50);
             let recipients: Vec<String> = (0..n).map(|_| user(rng)).collect();
-            let tenant = if rng.chance(30) { json!("acme") } else { Value::Null };
+            let tenant = if rng.chance(30) {
+                json!("acme")
+            } else {
+                Value::Null
+            };
             let workflow = ["new-comment", "newsletter", "digest"][rng.range(0, 2) as usize];
             (
                 "preferences.evaluate",
@@ -125,7 +132,12 @@ fn pick(rng: &mut Rng, client: usize) -> (&'static str, Value) {
 }
 
 /// One HTTP client: keep-alive, with a fresh connection now and then.
-async fn http_client(socket: std::path::PathBuf, i: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+async fn http_client(
+    socket: std::path::PathBuf,
+    i: usize,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) {
     let mut rng = Rng::new(0x10ad + i as u64);
     let mut conn = Conn::connect(&socket).await.expect("connecting");
     while !stop.load(Ordering::Relaxed) {
@@ -155,7 +167,11 @@ async fn ws_client(socket: std::path::PathBuf, i: usize, stop: Arc<AtomicBool>, 
         let results = futures_all(calls.iter().map(|(m, p)| client.call(m, p.clone()))).await;
         let took = started.elapsed();
         for ((method, _), result) in calls.iter().zip(results) {
-            tally.record(method, took, result.map(|_| ()).map_err(|e| format!("{e:#}")));
+            tally.record(
+                method,
+                took,
+                result.map(|_| ()).map_err(|e| format!("{e:#}")),
+            );
         }
     }
 }
@@ -181,7 +197,11 @@ async fn bulk_client(socket: std::path::PathBuf, stop: Arc<AtomicBool>, tally: A
                 op
             }
             Err(e) => {
-                tally.record("users.bulkSetPreferences", started.elapsed(), Err(format!("{e:#}")));
+                tally.record(
+                    "users.bulkSetPreferences",
+                    started.elapsed(),
+                    Err(format!("{e:#}")),
+                );
                 return jobs;
             }
         };
@@ -214,7 +234,7 @@ async fn reloader(daemon: Arc<ChildDaemon>, stop: Arc<AtomicBool>, tally: Arc<Ta
         tokio::time::sleep(Duration::from_millis(300)).await;
         match reloads % 3 {
             0 => {
-                let sms = reloads % 2 == 0;
+                let sms = reloads.is_multiple_of(2);
                 std::fs::write(
                     &env,
                     json!({ "channel_types": { "email": true, "sms": sms }, "commercial_subscribed": true })
@@ -224,11 +244,12 @@ async fn reloader(daemon: Arc<ChildDaemon>, stop: Arc<AtomicBool>, tally: Arc<Ta
             }
             1 => {
                 let started = Instant::now();
-                let outcome = match crate::child::rpc(&daemon.socket, "config.reload", Value::Null).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(format!("{e:?}")),
-                    Err(e) => Err(e),
-                };
+                let outcome =
+                    match crate::child::rpc(&daemon.socket, "config.reload", Value::Null).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(format!("{e:?}")),
+                        Err(e) => Err(e),
+                    };
                 tally.record("config.reload", started.elapsed(), outcome);
             }
             _ => daemon.hangup(),
@@ -275,15 +296,19 @@ async fn seed(socket: &Path) {
             .expect("seeding");
         result.expect("seeding");
     }
-    conn.call("tenants.set", json!({ "tenant_id": "t-load", "name": "Load" }))
-        .await
-        .expect("seeding")
-        .expect("seeding");
+    conn.call(
+        "tenants.set",
+        json!({ "tenant_id": "t-load", "name": "Load" }),
+    )
+    .await
+    .expect("seeding")
+    .expect("seeding");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_clients_with_a_bulk_job_and_reloads_see_no_errors_or_stalls() {
     let secs = env_number("PREFSD_LOAD_SECS", 3);
+    let _turn = TIMED.lock().await;
     let dir = daemon_dir("durability = \"full\"\n");
     let daemon = Arc::new(ChildDaemon::spawn(dir.path()));
     let socket = daemon.socket.clone();
@@ -308,8 +333,16 @@ async fn sixty_four_clients_with_a_bulk_job_and_reloads_see_no_errors_or_stalls(
             Arc::clone(&tally),
         )));
     }
-    let bulk = tokio::spawn(bulk_client(socket.clone(), Arc::clone(&stop), Arc::clone(&tally)));
-    let reloads = tokio::spawn(reloader(Arc::clone(&daemon), Arc::clone(&stop), Arc::clone(&tally)));
+    let bulk = tokio::spawn(bulk_client(
+        socket.clone(),
+        Arc::clone(&stop),
+        Arc::clone(&tally),
+    ));
+    let reloads = tokio::spawn(reloader(
+        Arc::clone(&daemon),
+        Arc::clone(&stop),
+        Arc::clone(&tally),
+    ));
 
     // Memory: sampled every 250 ms; "flat" compares the first quarter with the last.
     let started = Instant::now();
@@ -330,16 +363,21 @@ async fn sixty_four_clients_with_a_bulk_job_and_reloads_see_no_errors_or_stalls(
     let calls = tally.calls.load(Ordering::Relaxed);
     let quarter = (samples.len() / 4).max(1);
     let early = samples[..quarter].iter().copied().max().unwrap_or(0);
-    let late = samples[samples.len() - quarter..].iter().copied().max().unwrap_or(0);
+    let late = samples[samples.len() - quarter..]
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0);
     let peak = samples.iter().copied().max().unwrap_or(0);
     eprintln!(
         "load: {secs} s, {CLIENTS} clients: {calls} calls ({:.0}/s), {} errors, {} over 1 s, \
-         slowest {:.1} ms; {jobs} bulk jobs of 1000 users; {reloads} reload rounds (config version {}); \
+         slowest {:.1} ms ({}); {jobs} bulk jobs of 1000 users; {reloads} reload rounds (config version {}); \
          RSS first quarter {} MiB, last quarter {} MiB, peak {} MiB; {fds} fds at the end",
         calls as f64 / secs as f64,
         tally.errors.load(Ordering::Relaxed),
         tally.slow.load(Ordering::Relaxed),
         tally.max_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        tally.slowest.lock().expect("the tally lock"),
         status["version"],
         early / 1024,
         late / 1024,
@@ -418,6 +456,7 @@ async fn idle_and_slow_connections_do_not_stop_other_clients() {
     let daemon = ChildDaemon::spawn(dir.path());
     let socket = daemon.socket.clone();
     let rss_before = daemon.rss_kib();
+    let turn = TIMED.lock().await;
 
     let slow: Vec<_> = (0..20)
         .map(|_| tokio::spawn(slow_client(socket.clone())))
@@ -443,6 +482,7 @@ async fn idle_and_slow_connections_do_not_stop_other_clients() {
     }
     let rss_loaded = daemon.rss_kib();
     let fds = daemon.open_fds();
+    drop(turn);
 
     // The slow clients are cut off by the header timeout (10 s after their first byte).
     let mut cut = Vec::new();
@@ -457,8 +497,12 @@ async fn idle_and_slow_connections_do_not_stop_other_clients() {
         first >= Duration::from_secs(9) && last <= Duration::from_secs(15),
         "slow clients cut off after {first:?}..{last:?}"
     );
-    // Still serving.
+    // Still serving, holding no more than limits.max_connections (4096) connections.
     daemon.ok("daemon.ping", Value::Null).await;
+    assert!(
+        fds <= 4096 + 100,
+        "the daemon holds {fds} fds for {idle} idle connections"
+    );
     eprintln!(
         "{idle} idle + 20 slow connections: 200 other calls served, slowest {:.1} ms; slow clients \
          cut off after {:.1}..{:.1} s; daemon fds {fds}, RSS {} MiB → {} MiB",
@@ -467,6 +511,47 @@ async fn idle_and_slow_connections_do_not_stop_other_clients() {
         last.as_secs_f64(),
         rss_before / 1024,
         rss_loaded / 1024,
+    );
+    drop(idle_conns);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_past_the_open_files_limit_do_not_lock_out_other_clients() {
+    // systemd's default soft limit: a daemon that kept every idle connection would stop
+    // accepting after about a thousand of them.
+    let dir = daemon_dir("durability = \"normal\"\n");
+    let daemon = ChildDaemon::spawn_with_fd_limit(dir.path(), 1024);
+    let _turn = TIMED.lock().await;
+    let socket = daemon.socket.clone();
+    let mut idle_conns = Vec::new();
+    for _ in 0..1500 {
+        idle_conns.push(connect_retrying(&socket).await);
+    }
+    for i in 0..50 {
+        let started = Instant::now();
+        let call = async {
+            let mut conn = Conn::connect(&socket).await?;
+            conn.call("users.identify", json!({ "user_id": format!("late-{i}") }))
+                .await
+        };
+        let result = tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "call {i} was not answered: the daemon has {} fds",
+                    daemon.open_fds()
+                )
+            });
+        result.expect("answered").expect("users.identify");
+        assert!(
+            started.elapsed() < SLOW_CALL,
+            "call {i} took {:?}",
+            started.elapsed()
+        );
+    }
+    eprintln!(
+        "1500 idle connections on a 1024-fd daemon: it holds {} fds",
+        daemon.open_fds()
     );
     drop(idle_conns);
 }

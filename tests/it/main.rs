@@ -2,6 +2,7 @@
 //! area. `support` starts an in-process daemon on a temp socket.
 
 mod access;
+mod badinput;
 mod bench;
 mod child;
 mod cli;
@@ -9,6 +10,7 @@ mod crash;
 mod crashloop;
 mod errors;
 mod faults;
+mod fuzz;
 mod jobs;
 mod load;
 mod lifecycle;
