@@ -24,8 +24,9 @@
 //!   its reason; conditions and their coercions.
 //! - `config`: the config directory parsed as one immutable `Config`, the live
 //!   `ConfigHandle` and the watcher that swaps it on valid edits.
-//! - `store`: SQLite — migrations from `sql/`, one writer and a few reader threads, the
-//!   domain operations on one transaction (`Read`, `Write`), and the job table.
+//! - `store`: SQLite — migrations from `sql/`, one writer thread that owns the only write
+//!   connection and two reader threads (WAL: reads never wait for writes), the domain
+//!   operations on one transaction (`Read`, `Write`), and the job table.
 //! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk.
 //! - `api`: the methods of rpc.md as plain async functions over `Context`.
 //! - `auth`: who may call what — the `Caller` from peer credentials, secret keys and user
@@ -43,6 +44,8 @@
 //! - `model`, `resolve` and `eval` do no I/O and name no tokio, rusqlite or jsonrpsee type;
 //!   evaluation takes `now` as a value and never fails: a condition it cannot read is false
 //!   with a reason that says why.
+//! - SQLite never runs on an async worker thread: the store's own threads run every query
+//!   and the caller awaits a oneshot reply.
 //! - Only `store` names rusqlite. Only `rpc` and `server` name jsonrpsee server types; the
 //!   CLI uses jsonrpsee's client.
 //! - No SQL outside `store/` and `sql/`; no preference rule outside `model`, `resolve` and

@@ -33,9 +33,6 @@ pub struct EvaluateParams {
     pub now: Option<String>,
 }
 
-/// Above this many recipients, the reads of one evaluation run on a blocking thread.
-const HEAVY_READ: usize = 16;
-
 /// A recipient of the request, with what it identifies inline.
 struct RecipientParam {
     key: RecipientKey,
@@ -110,18 +107,12 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Evaluation, Er
             })
             .await?
     } else {
-        // Many recipients make a read long enough to hold up other calls on an async
-        // worker: it goes to a blocking thread instead.
-        let heavy = req.recipients.len() > HEAVY_READ;
-        let read = move |r: &crate::store::Read<'_>| {
-            let snapshot = load(r, &req)?;
-            Ok::<_, Error>((req, snapshot))
-        };
-        if heavy {
-            ctx.db.read_heavy(read).await?
-        } else {
-            ctx.db.read(read).await?
-        }
+        ctx.db
+            .read(move |r| {
+                let snapshot = load(r, &req)?;
+                Ok::<_, Error>((req, snapshot))
+            })
+            .await?
     };
     Ok(decide_all(&config, &req, &snapshot))
 }

@@ -12,10 +12,10 @@
 //! Everything random is drawn from [`Rng`] (xorshift64*, seeded), so a workload or a seeded
 //! database is the same for the same seed.
 
-mod load;
+pub mod load;
 mod procfs;
-mod seed;
-mod stats;
+pub mod seed;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -43,6 +43,10 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("the database threads have stopped")]
     Closed,
+    #[error(
+        "the database file is damaged ({0}); restore it from a backup, or see `PRAGMA integrity_check`"
+    )]
+    Damaged(String),
     #[error("could not start a database thread: {0}")]
     Thread(#[from] std::io::Error),
 }
@@ -56,8 +60,8 @@ impl Error {
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// Idle read connections kept for reuse; more are opened when more reads run at once.
-const IDLE_READERS: usize = 8;
+/// Reader threads: enough to keep both cores busy without piling up connections.
+const READERS: usize = 2;
 
 /// A handle on the database threads. Cloning is cheap; [`Db::close`] stops the threads.
 #[derive(Clone)]
@@ -67,11 +71,7 @@ pub struct Db {
 
 struct Inner {
     writer: mpsc::Sender<Job>,
-    /// Idle read-only connections. A read takes one, runs on the caller's thread, and puts
-    /// it back.
-    readers: Mutex<Vec<Connection>>,
-    path: std::path::PathBuf,
-    durability: Durability,
+    readers: mpsc::Sender<Job>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     schema_version: u32,
 }
@@ -92,6 +92,7 @@ impl Db {
     pub fn open_with(path: &Path, options: Options) -> Result<Db, Error> {
         let durability = options.durability;
         let mut writer = open_connection(path, durability, false)?;
+        check_integrity(&writer)?;
         if let Some(mb) = options.max_database_mb {
             set_max_size(&writer, Some(mb))?;
         }
@@ -103,14 +104,35 @@ impl Db {
                 job(conn);
             }
         })?);
-        // Open one reader now, so a database that cannot be read fails at start.
-        let readers = vec![open_connection(path, durability, true)?];
+        let (readers_tx, readers_rx) = mpsc::channel::<Job>();
+        // One shared queue: an idle reader takes the next job, so a slow read does not hold
+        // up the ones queued behind it.
+        let readers_rx = Arc::new(Mutex::new(readers_rx));
+        for i in 0..READERS {
+            let conn = open_connection(path, durability, true)?;
+            let rx = Arc::clone(&readers_rx);
+            threads.push(spawn_thread(
+                &format!("prefsd-db-reader-{i}"),
+                conn,
+                move |conn| {
+                    loop {
+                        // The lock is held only while waiting for a job, never while running one.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(conn),
+                            Err(_) => return,
+                        }
+                    }
+                },
+            )?);
+        }
         Ok(Db {
             inner: Arc::new(Inner {
                 writer: writer_tx,
-                readers: Mutex::new(readers),
-                path: path.to_path_buf(),
-                durability,
+                readers: readers_tx,
                 threads: Mutex::new(threads),
                 schema_version,
             }),
@@ -132,12 +154,7 @@ impl Db {
         .await
     }
 
-    /// Runs `f` in one read transaction (a consistent snapshot), on the calling thread.
-    ///
-    /// Reads run inline because they are point reads of a few microseconds: handing them to
-    /// another thread and back cost more than the read, mostly in futex wake-ups (measured;
-    /// see the README's performance section). WAL mode means they never wait for the
-    /// writer. A read that touches many rows should use [`Db::read_heavy`].
+    /// Runs `f` in one read transaction (a consistent snapshot) on a reader thread.
     pub async fn read<R, E>(
         &self,
         f: impl FnOnce(&Read<'_>) -> Result<R, E> + Send + 'static,
@@ -146,53 +163,14 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.read_now(f)
-    }
-
-    /// [`Db::read`] on a blocking thread, for reads long enough to stall an async worker
-    /// (an evaluation of many recipients).
-    pub async fn read_heavy<R, E>(
-        &self,
-        f: impl FnOnce(&Read<'_>) -> Result<R, E> + Send + 'static,
-    ) -> Result<R, E>
-    where
-        R: Send + 'static,
-        E: From<Error> + Send + 'static,
-    {
-        let db = self.clone();
-        match tokio::task::spawn_blocking(move || db.read_now(f)).await {
-            Ok(result) => result,
-            Err(_) => Err(E::from(Error::Closed)),
-        }
-    }
-
-    fn read_now<R, E>(&self, f: impl FnOnce(&Read<'_>) -> Result<R, E>) -> Result<R, E>
-    where
-        E: From<Error>,
-    {
-        let idle = self
-            .inner
-            .readers
-            .lock()
-            .ok()
-            .and_then(|mut pool| pool.pop());
-        let mut conn = match idle {
-            Some(conn) => conn,
-            None => open_connection(&self.inner.path, self.inner.durability, true)?,
-        };
-        let result = (|| {
+        self.run(&self.inner.readers, move |conn| {
             let tx = conn.transaction().map_err(Error::from)?;
             let result = f(&Read::new(&tx));
             // A read transaction has nothing to commit; ending it releases the snapshot.
             drop(tx);
             result
-        })();
-        if let Ok(mut pool) = self.inner.readers.lock()
-            && pool.len() < IDLE_READERS
-        {
-            pool.push(conn);
-        }
-        result
+        })
+        .await
     }
 
     /// Runs `f` in one write transaction on the writer thread: committed if `f` returns
@@ -307,6 +285,20 @@ fn spawn_thread(
     Ok(std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || body(&mut conn))?)
+}
+
+/// `PRAGMA quick_check` (it reads every page, about a second per GB): a database damaged
+/// inside, not only in its header, is refused at start instead of answering some calls
+/// with internal errors. It only reads.
+fn check_integrity(conn: &Connection) -> Result<(), Error> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(3)")?;
+    let found: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    match found.as_slice() {
+        [ok] if ok == "ok" => Ok(()),
+        _ => Err(Error::Damaged(found.join("; "))),
+    }
 }
 
 /// How to open the database (from the daemon's settings).

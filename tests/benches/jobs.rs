@@ -1,0 +1,230 @@
+//! Bulk jobs, measured as ratios in one run (issue 4):
+//!
+//! 1. one 1000-user job, submit → `completed`, against a database of 100 000 users, next to
+//!    a raw rusqlite upsert of the same 1000 rows in one transaction (same schema, same
+//!    durability, a copy of the same database);
+//! 2. `users.getPreferences` p99 under load, with and without 1000-user jobs running back to
+//!    back.
+//!
+//! `cargo bench --bench jobs` (add `-- --quick` for a short run). The daemon runs
+//! in-process on a temp socket; the load comes from `prefsd bench`'s generator on its own
+//! thread.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prefsd::bench::load::{Limit, LoadConfig, run_rounds};
+use prefsd::bench::seed::{SeedPlan, seed_db};
+use prefsd::bench::{Mix, Rng, Transport, Workload, user_id};
+use prefsd::config::{ConfigHandle, Overrides};
+use prefsd::store::Db;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const USERS: u64 = 100_000;
+const JOB_USERS: usize = 1000;
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rounds = if quick { 3 } else { 7 };
+    let users = if quick { 20_000 } else { USERS };
+    let dir = tempfile::tempdir()?;
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir)?;
+    let chunk = std::env::var("PREFSD_BENCH_CHUNK").unwrap_or_else(|_| "250".into());
+    std::fs::write(config_dir.join("prefsd.toml"), format!("durability = \"full\"\n[jobs]\nchunk_size = {chunk}\n"))?;
+    let db_path = dir.path().join("prefsd.db");
+    let raw_path = dir.path().join("raw.db");
+
+    println!("seeding {users} users ...");
+    let t = Instant::now();
+    {
+        let db = Db::open(&db_path, prefsd::config::Durability::Full)?;
+        let plan = SeedPlan {
+            users,
+            sets_per_user: 1,
+            seed: 7,
+            tenants: 2,
+            objects: 0,
+            chunk: 10_000,
+        };
+        seed_db(&db, &plan, |_, _| {})?;
+        db.close();
+    }
+    std::fs::copy(&db_path, &raw_path)?;
+    println!("seeded in {:.1}s", t.elapsed().as_secs_f64());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let socket = dir.path().join("prefsd.sock");
+    let cancel = CancellationToken::new();
+    let server = runtime.block_on(async {
+        let config = ConfigHandle::load(
+            config_dir.clone(),
+            Overrides {
+                socket: Some(socket.clone()),
+                database: Some(db_path.clone()),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("config: {e:?}"))?;
+        let db = Db::open(&db_path, prefsd::config::Durability::Full)?;
+        let listener = prefsd::server::bind(&socket, 0o600)?;
+        let ctx = Arc::new(prefsd::api::Context::new(db, config));
+        anyhow::Ok(tokio::spawn(prefsd::server::run(
+            listener,
+            ctx,
+            cancel.clone().cancelled_owned(),
+        )))
+    })?;
+
+    // 1. A 1000-user job against a raw upsert of the same rows, alternating.
+    let mut rng = Rng::new(11);
+    let mut job_ms = Vec::new();
+    let mut raw_ms = Vec::new();
+    let mut raw = rusqlite::Connection::open(&raw_path)?;
+    raw.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
+    for round in 0..rounds {
+        let ids: Vec<String> = (0..JOB_USERS).map(|_| user_id(rng.below(users))).collect();
+        let prefs = json!({ "channel_types": { "sms": round % 2 == 0 }, "workflows": { format!("w{round}"): false } });
+        let ms = runtime.block_on(run_job(&socket, &ids, &prefs))?;
+        job_ms.push(ms);
+        let text = serde_json::to_string(&prefs)?;
+        let t = Instant::now();
+        let tx = raw.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO preference_sets (collection, recipient_id, set_id, preferences, updated_at)
+                 VALUES ('', ?1, 'default', ?2, ?3)
+                 ON CONFLICT (collection, recipient_id, set_id) DO UPDATE
+                 SET preferences = excluded.preferences, updated_at = excluded.updated_at",
+            )?;
+            for id in &ids {
+                stmt.execute(rusqlite::params![
+                    id,
+                    text,
+                    format!("2026-11-30T00:00:{round:02}Z")
+                ])?;
+            }
+        }
+        tx.commit()?;
+        raw_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let job = median(&job_ms);
+    let raw_median = median(&raw_ms);
+    println!(
+        "1000-user job, submit -> completed: median {job:.1} ms over {rounds} rounds ({job_ms:.1?})"
+    );
+    println!("raw rusqlite upsert of the same 1000 rows: median {raw_median:.1} ms ({raw_ms:.1?})");
+    println!("ratio job / raw: {:.2} (target <= 2)", job / raw_median);
+
+    // 2. getPreferences p99 with and without jobs running.
+    let duration = if quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(5)
+    };
+    let load = LoadConfig {
+        socket: socket.clone(),
+        transport: Transport::Http,
+        connections: 8,
+        limit: Limit::Duration(duration),
+        workload: Workload::Get,
+        compare: None,
+        rounds: 1,
+        batch: 1,
+        mix: Mix {
+            reads: 1,
+            evaluates: 0,
+            writes: 0,
+        },
+        users,
+        seed: 3,
+        pid: None,
+    };
+    let mut quiet = Vec::new();
+    let mut busy = Vec::new();
+    for _ in 0..if quick { 1 } else { 3 } {
+        quiet.push(p99_us(&load)?);
+        let stop = CancellationToken::new();
+        let jobs = runtime.spawn(jobs_back_to_back(socket.clone(), users, stop.clone()));
+        busy.push(p99_us(&load)?);
+        stop.cancel();
+        let n = runtime.block_on(jobs)??;
+        println!("  (jobs run during the loaded round: {n})");
+    }
+    let (q, b) = (median(&quiet), median(&busy));
+    println!("getPreferences p99 without jobs: {q:.0} us ({quiet:.0?})");
+    println!("getPreferences p99 with 1000-user jobs back to back: {b:.0} us ({busy:.0?})");
+    println!("ratio with / without: {:.2} (target <= 2)", b / q);
+
+    cancel.cancel();
+    runtime.block_on(server)??;
+    Ok(())
+}
+
+/// Submits one job and waits for `completed` over the subscription; returns milliseconds.
+async fn run_job(socket: &Path, ids: &[String], prefs: &Value) -> anyhow::Result<f64> {
+    let client = prefsd::cli::Client::connect(socket).await?;
+    let t = Instant::now();
+    let op = client
+        .call(
+            "users.bulkSetPreferences",
+            json!({ "user_ids": ids, "preferences": prefs }),
+        )
+        .await?;
+    let id = op["id"].as_str().unwrap_or_default().to_string();
+    let mut sub = client.follow_bulk(&id).await?;
+    while let Some(state) = sub.next().await {
+        if state?["status"] == "completed" {
+            return Ok(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    anyhow::bail!("the job did not complete")
+}
+
+async fn jobs_back_to_back(
+    socket: std::path::PathBuf,
+    users: u64,
+    stop: CancellationToken,
+) -> anyhow::Result<u32> {
+    let mut rng = Rng::new(5);
+    let mut n = 0;
+    while !stop.is_cancelled() {
+        let ids: Vec<String> = (0..JOB_USERS).map(|_| user_id(rng.below(users))).collect();
+        run_job(
+            &socket,
+            &ids,
+            &json!({ "channel_types": { "push": n % 2 == 0 } }),
+        )
+        .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// One load run on its own thread and runtime; returns the p99 latency in microseconds.
+fn p99_us(load: &LoadConfig) -> anyhow::Result<f64> {
+    let load = load.clone();
+    let results = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(run_rounds(&load))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+    let run = results.last().ok_or_else(|| anyhow::anyhow!("no run"))?;
+    anyhow::ensure!(
+        run.errors == 0,
+        "errors during the load: {:?}",
+        run.first_error
+    );
+    Ok(run.latency.p99.as_secs_f64() * 1e6)
+}
+
+fn median(values: &[f64]) -> f64 {
+    prefsd::bench::stats::median(values).unwrap_or(f64::NAN)
+}
