@@ -322,3 +322,50 @@ async fn list_pages_newest_first_and_filters_by_status() {
         .await
         .assert_invalid("status");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_deleted_after_the_retention() {
+    // retention_days = 0: a finished job expires as soon as the worker looks again, which
+    // it does when the next job wakes it.
+    let daemon = Daemon::start_with(&[(
+        "prefsd.toml",
+        "durability = \"normal\"\n[jobs]\nretention_days = 0\n",
+    )])
+    .await;
+    let first = daemon
+        .call(
+            "users.bulkSetPreferences",
+            json!({ "user_ids": ["r1"], "preferences": {} }),
+        )
+        .await;
+    let first_id = first["id"].as_str().expect("an id").to_string();
+    // Not followed: with no retention the job may already be gone when it is looked at.
+    crate::support::wait_for("the first job to write", || async {
+        let sets = daemon
+            .call("users.listPreferences", json!({ "user_id": "r1" }))
+            .await;
+        (sets.as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    let second = daemon
+        .call(
+            "users.bulkSetPreferences",
+            json!({ "user_ids": ["r2"], "preferences": {} }),
+        )
+        .await;
+    let _ = second;
+    crate::support::wait_for("the first job to be purged", || async {
+        let gone = daemon
+            .try_call("bulkOperations.get", json!({ "id": first_id }))
+            .await
+            .is_err();
+        gone.then_some(())
+    })
+    .await;
+    daemon
+        .call_err("bulkOperations.get", json!({ "id": first_id }))
+        .await
+        .assert(-32001, "not_found");
+    // The users the job wrote are untouched by the purge.
+    daemon.call("users.get", json!({ "user_id": "r1" })).await;
+}
