@@ -96,8 +96,31 @@ pub fn decide(
     recipient_default: Option<&PreferenceSet>,
     ctx: &Context<'_>,
 ) -> Decision {
+    let mut decisions = decide_channels(
+        workflow,
+        std::slice::from_ref(channel),
+        stack,
+        recipient_default,
+        ctx,
+    );
+    decisions
+        .pop()
+        .unwrap_or_else(|| Decision::send(ReasonCode::OptedIn))
+}
+
+/// [`decide`] for several channels at once, in their order: the same answers, with the work
+/// that does not depend on the channel (the commercial check, finding each scope in the
+/// hierarchy, the scopes' own conditions) done once instead of once per channel.
+pub fn decide_channels(
+    workflow: &Workflow,
+    channels: &[Channel],
+    stack: &Stack<'_>,
+    recipient_default: Option<&PreferenceSet>,
+    ctx: &Context<'_>,
+) -> Vec<Decision> {
+    let all = |d: Decision| vec![d; channels.len()];
     if workflow.override_preferences {
-        return Decision::send(ReasonCode::OverridePreferences);
+        return all(Decision::send(ReasonCode::OverridePreferences));
     }
     let root = stack.root();
     if workflow.commercial {
@@ -112,28 +135,39 @@ pub fn decide(
             });
         let setting = own.unwrap_or_else(|| root.child("commercial_subscribed"));
         if let Err(denial) = setting_allows(&setting, ctx) {
-            return denial.into_decision(
+            return all(denial.into_decision(
                 ReasonCode::CommercialUnsubscribed,
                 "commercial_subscribed".into(),
-            );
+            ));
         }
     }
-    if let Err(denied) = scope_allows(&root, ("", ""), channel, ctx) {
-        return denied;
-    }
+    // The scopes in the order §5 checks them: the top level, the workflow, its categories.
     let workflows = root.child("workflows");
-    let scope = workflows.child(&workflow.key);
-    if let Err(denied) = scope_allows(&scope, ("workflows", &workflow.key), channel, ctx) {
-        return denied;
-    }
     let categories = root.child("categories");
+    let mut scopes = Vec::with_capacity(2 + workflow.categories.len());
+    scopes.push(Scope::new(root, ("", ""), ctx));
+    scopes.push(Scope::new(
+        workflows.child(&workflow.key),
+        ("workflows", &workflow.key),
+        ctx,
+    ));
     for category in &workflow.categories {
-        let scope = categories.child(category);
-        if let Err(denied) = scope_allows(&scope, ("categories", category), channel, ctx) {
-            return denied;
-        }
+        scopes.push(Scope::new(
+            categories.child(category),
+            ("categories", category),
+            ctx,
+        ));
     }
-    Decision::send(ReasonCode::OptedIn)
+    scopes.retain(|s| !s.allows_everything());
+    channels
+        .iter()
+        .map(|channel| {
+            scopes
+                .iter()
+                .find_map(|scope| scope.allows(channel, ctx).err())
+                .unwrap_or_else(|| Decision::send(ReasonCode::OptedIn))
+        })
+        .collect()
 }
 
 /// Why a setting did not allow: the layer that set it and the failing condition, if any.
@@ -161,64 +195,107 @@ impl Denial {
     }
 }
 
-/// `scope_allows` of §5. `(section, key)` names the scope in the effective set (`("", "")`
-/// for the top level); the path is formatted only for a denial.
-fn scope_allows(
-    scope: &Node<'_>,
-    (section, key): (&str, &str),
-    channel: &Channel,
-    ctx: &Context<'_>,
-) -> Result<(), Decision> {
-    let path = || {
-        if section.is_empty() {
-            String::new()
-        } else {
-            format!("{section}.{key}")
-        }
-    };
-    let sub = |child: &str| {
-        if section.is_empty() {
-            child.to_string()
-        } else {
-            format!("{section}.{key}.{child}")
-        }
-    };
-    match scope {
-        Node::Absent => Ok(()),
-        Node::Leaf(value, layer) => match value {
-            Value::Bool(false) => Err(Denial {
-                layer: Some(layer.to_string()),
-                condition: None,
+/// One scope of §5 with what does not depend on the channel worked out: a denial for every
+/// channel (a `false`, or the scope's own conditions failing), or the nodes that hold its
+/// per-channel settings.
+struct Scope<'a, 'n> {
+    name: (&'n str, &'n str),
+    kind: ScopeKind<'a>,
+}
+
+enum ScopeKind<'a> {
+    /// Absent or `true`: no channel is denied here.
+    AllowsAll,
+    /// Every channel is denied, for this reason.
+    DeniesAll(Decision),
+    /// An object: its `channels` and `channel_types` decide per channel.
+    PerChannel {
+        channels: Node<'a>,
+        channel_types: Node<'a>,
+    },
+}
+
+impl<'a, 'n> Scope<'a, 'n> {
+    fn new(node: Node<'a>, name: (&'n str, &'n str), ctx: &Context<'_>) -> Scope<'a, 'n> {
+        let path = || {
+            if name.0.is_empty() {
+                String::new()
+            } else {
+                format!("{}.{}", name.0, name.1)
             }
-            .into_decision(ReasonCode::OptedOut, path())),
-            _ => Ok(()),
-        },
-        Node::Object(_) => {
-            // The top level has no conditions of its own; `conditions` there is not a key a
-            // valid set can hold, so reading it is harmless.
-            if let Node::Leaf(conditions, layer) = scope.child("conditions")
-                && let Err(condition) = all_hold(conditions, ctx)
-            {
-                return Err(Denial {
+        };
+        let kind = match node {
+            Node::Absent => ScopeKind::AllowsAll,
+            Node::Leaf(Value::Bool(false), layer) => ScopeKind::DeniesAll(
+                Denial {
                     layer: Some(layer.to_string()),
-                    condition: Some(condition),
+                    condition: None,
                 }
-                .into_decision(ReasonCode::ConditionFailed, path()));
-            }
-            if let Some(id) = &channel.id {
-                let node = scope.child("channels").child(id);
-                if !node.is_absent() {
-                    return setting_allows(&node, ctx).map_err(|d| {
-                        d.into_decision(ReasonCode::OptedOut, sub(&format!("channels.{id}")))
-                    });
+                .into_decision(ReasonCode::OptedOut, path()),
+            ),
+            Node::Leaf(..) => ScopeKind::AllowsAll,
+            Node::Object(_) => {
+                // The top level has no conditions of its own; `conditions` there is not a
+                // key a valid set can hold, so reading it is harmless.
+                match node.child("conditions") {
+                    Node::Leaf(conditions, layer) => match all_hold(conditions, ctx) {
+                        Err(condition) => ScopeKind::DeniesAll(
+                            Denial {
+                                layer: Some(layer.to_string()),
+                                condition: Some(condition),
+                            }
+                            .into_decision(ReasonCode::ConditionFailed, path()),
+                        ),
+                        Ok(()) => ScopeKind::PerChannel {
+                            channels: node.child("channels"),
+                            channel_types: node.child("channel_types"),
+                        },
+                    },
+                    _ => ScopeKind::PerChannel {
+                        channels: node.child("channels"),
+                        channel_types: node.child("channel_types"),
+                    },
                 }
             }
-            let kind = channel.channel_type.as_str();
-            let node = scope.child("channel_types").child(kind);
-            setting_allows(&node, ctx).map_err(|d| {
-                d.into_decision(ReasonCode::OptedOut, sub(&format!("channel_types.{kind}")))
-            })
+        };
+        Scope { name, kind }
+    }
+
+    fn allows_everything(&self) -> bool {
+        matches!(self.kind, ScopeKind::AllowsAll)
+    }
+
+    /// `scope_allows` of §5 for one channel: a channel id beats its channel type.
+    fn allows(&self, channel: &Channel, ctx: &Context<'_>) -> Result<(), Decision> {
+        let (channels, channel_types) = match &self.kind {
+            ScopeKind::AllowsAll => return Ok(()),
+            ScopeKind::DeniesAll(decision) => return Err(decision.clone()),
+            ScopeKind::PerChannel {
+                channels,
+                channel_types,
+            } => (channels, channel_types),
+        };
+        let (section, key) = self.name;
+        let sub = |child: &str| {
+            if section.is_empty() {
+                child.to_string()
+            } else {
+                format!("{section}.{key}.{child}")
+            }
+        };
+        if let Some(id) = &channel.id {
+            let node = channels.child(id);
+            if !node.is_absent() {
+                return setting_allows(&node, ctx).map_err(|d| {
+                    d.into_decision(ReasonCode::OptedOut, sub(&format!("channels.{id}")))
+                });
+            }
         }
+        let kind = channel.channel_type.as_str();
+        let node = channel_types.child(kind);
+        setting_allows(&node, ctx).map_err(|d| {
+            d.into_decision(ReasonCode::OptedOut, sub(&format!("channel_types.{kind}")))
+        })
     }
 }
 

@@ -617,23 +617,22 @@ fn decide_all(config: &Config, req: &Request, snapshot: &Snapshot) -> Evaluation
             audiences: &loaded.audiences,
             now: req.now,
         };
+        let decisions = eval::decide_channels(
+            &req.workflow,
+            &req.channels,
+            &stack,
+            loaded.default_set.as_ref(),
+            &ctx,
+        );
         let channels = req
             .channels
             .iter()
-            .map(|channel| {
-                let d = eval::decide(
-                    &req.workflow,
-                    channel,
-                    &stack,
-                    loaded.default_set.as_ref(),
-                    &ctx,
-                );
-                ChannelResult {
-                    channel_type: channel.channel_type,
-                    id: channel.id.clone(),
-                    send: d.send,
-                    reason: d.reason,
-                }
+            .zip(decisions)
+            .map(|(channel, d)| ChannelResult {
+                channel_type: channel.channel_type,
+                id: channel.id.clone(),
+                send: d.send,
+                reason: d.reason,
             })
             .collect();
         results.push(RecipientResult {

@@ -35,7 +35,7 @@ use proptest::sample::select;
 use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{Map, Value, json};
 
-use crate::eval::{Context, Decision, Entity, ReasonCode, decide};
+use crate::eval::{Context, Decision, Entity, ReasonCode, decide, decide_channels};
 use crate::model::{
     ArgumentKind, Channel, ChannelType, Operator, PreferenceSet, PreferenceSetRequest, SetKind,
     Strategy as WriteStrategy, Workflow,
@@ -869,8 +869,16 @@ fn check_decisions(
     let stack = parsed.stack();
     let effective = stack.effective();
     let flat = Stack::from_layers(&[(LayerId::Environment, &effective)]);
+    // Deciding all channels at once gives each channel the answer it gets alone.
+    let together = decide_channels(
+        workflow,
+        channels,
+        &stack,
+        parsed.recipient_default.as_ref(),
+        &ctx,
+    );
     let mut codes = Vec::new();
-    for channel in channels {
+    for (channel, batched) in channels.iter().zip(&together) {
         let lazy = decide(
             workflow,
             channel,
@@ -920,6 +928,12 @@ fn check_decisions(
                 effective.to_value()
             );
         }
+        prop_assert_eq!(
+            batched,
+            &lazy,
+            "decide_channels disagrees with decide on {:?}",
+            channel
+        );
         codes.push(lazy.reason.code);
     }
     Ok(codes)
