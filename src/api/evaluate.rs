@@ -33,6 +33,10 @@ pub struct EvaluateParams {
     pub now: Option<String>,
 }
 
+/// The most channels one evaluation may name: every decision is made for every recipient,
+/// so the work is recipients × channels, and both must be bounded.
+const MAX_CHANNELS: usize = 64;
+
 /// A recipient of the request, with what it identifies inline.
 struct RecipientParam {
     key: RecipientKey,
@@ -122,6 +126,15 @@ fn parse(config: &Config, p: EvaluateParams) -> Result<Request, Error> {
     let limits = &config.settings.limits;
     let (workflow, catalog_channels) = parse_workflow(config, p.workflow.as_ref(), &mut errors)?;
     let channels = match &p.channels {
+        Some(Value::Array(list)) if list.len() > MAX_CHANNELS => {
+            return Err(Error::limit(
+                "channels",
+                format!(
+                    "lists {} channels; at most {MAX_CHANNELS} are allowed",
+                    list.len()
+                ),
+            ));
+        }
         Some(Value::Array(list)) => list
             .iter()
             .enumerate()

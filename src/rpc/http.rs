@@ -153,6 +153,14 @@ async fn patch_errors(
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, HttpBody::from(bytes.to_vec()));
     };
+    // A 500 that did not pass the RPC middleware is jsonrpsee failing to read the body
+    // (broken chunked framing, say): the client's fault, so a 400 and a parse error.
+    if parts.status == http::StatusCode::INTERNAL_SERVER_ERROR
+        && value["error"]["code"] == json!(-32603)
+    {
+        value = json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32700, "message": "" } });
+        parts.status = http::StatusCode::BAD_REQUEST;
+    }
     if let Value::Object(one) = &mut value {
         classify_refused_body(one, seen);
     }

@@ -17,6 +17,12 @@ use serde_json::Value;
 
 use crate::rpc::error::add_type;
 
+/// The one subscription method (`rpc::subscription`).
+const SUBSCRIBE: &str = "bulkOperations.subscribe";
+
+/// JSON-RPC's internal error code.
+const INTERNAL: i32 = -32603;
+
 /// A response extension: its errors already carry `data.type`.
 #[derive(Clone, Copy, Debug)]
 pub struct Typed;
@@ -83,7 +89,28 @@ where
     fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
         let id = req.id.clone().into_owned();
-        async move { typed(inner.call(req).await, id) }
+        let subscription = req.method_name() == SUBSCRIBE;
+        async move {
+            let response = inner.call(req).await;
+            // Over plain HTTP jsonrpsee refuses a subscription with a bare internal error;
+            // say what is wrong instead.
+            if subscription && response.as_error_code() == Some(INTERNAL) {
+                return typed(
+                    MethodResponse::error(
+                        id.clone(),
+                        ErrorObjectOwned::owned(
+                            -32600,
+                            format!(
+                                "{SUBSCRIBE} needs a WebSocket: upgrade the connection (same socket, path /) and subscribe there"
+                            ),
+                            Some(serde_json::json!({ "type": "invalid_request" })),
+                        ),
+                    ),
+                    id,
+                );
+            }
+            typed(response, id)
+        }
     }
 
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {

@@ -278,9 +278,6 @@ async fn huge_arrays_and_deep_nesting_within_the_limits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pending: preferences.evaluate does not bound `channels`, so recipients × channels \
-            decisions (up to ~2·10⁸ within a 4 MiB body) are built before the response limit \
-            applies; src/api/evaluate.rs should refuse more than a limit of channels"]
 async fn evaluate_bounds_the_number_of_channels() {
     let d = Daemon::start().await;
     let channels: Vec<Value> = (0..10_000).map(|_| json!({ "type": "email" })).collect();
@@ -450,8 +447,6 @@ async fn malformed_http_gets_4xx_and_the_daemon_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pending: jsonrpsee answers a subscription method over plain HTTP with its own \
-            -32603 \"Internal error\"; src/rpc/http.rs should say it needs a WebSocket"]
 async fn a_subscription_over_http_says_it_needs_a_websocket() {
     let d = Daemon::start().await;
     let e = d
@@ -462,9 +457,6 @@ async fn a_subscription_over_http_says_it_needs_a_websocket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pending: a body that cannot be read (broken chunked framing) gets jsonrpsee's \
-            HTTP 500 and -32603 \"Internal error\"; src/rpc/http.rs should answer 400 and a \
-            parse error"]
 async fn a_broken_chunked_body_is_a_client_error() {
     let d = Daemon::start().await;
     let request = b"POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n";

@@ -322,7 +322,7 @@ impl BulkWriter {
             }
             tokio::time::sleep(self.rng.millis(0, 80)).await;
             let n = self.jobs.len();
-            let size = self.rng.range(10, 300);
+            let size = self.rng.range(10, 500);
             let job = Job {
                 key: format!("job-{n}"),
                 users: (0..size).map(|i| format!("bulk{n}-{i}")).collect(),
@@ -455,8 +455,12 @@ fn write_config(dir: &Path, durability: &str) {
         &dir.join("config"),
         &[(
             "prefsd.toml".to_string(),
-            // Small chunks: a job takes many commits, so kills land mid-job.
-            format!("durability = \"{durability}\"\n[jobs]\nchunk_size = 2\n"),
+            // Small chunks: a job takes many commits, so kills land mid-job (without the
+            // fsync of "full" a commit is quicker, so one user per chunk).
+            format!(
+                "durability = \"{durability}\"\n[jobs]\nchunk_size = {}\n",
+                if durability == "full" { 2 } else { 1 }
+            ),
         )],
     );
 }

@@ -248,6 +248,43 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// A database with 300 users whose header and schema are fine but one page in the middle
+/// of the data is garbage: only a check of every page finds it.
+fn damaged_inside() -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    config_only(dir.path());
+    let daemon = ChildDaemon::spawn(dir.path());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let batch: Vec<Value> = (0..300)
+            .map(|i| {
+                json!({ "jsonrpc": "2.0", "id": i, "method": "users.identify",
+                        "params": { "user_id": format!("user-{i}"), "properties": { "blob": "x".repeat(200) } } })
+            })
+            .collect();
+        let mut conn = crate::child::Conn::connect(&daemon.socket)
+            .await
+            .expect("connecting");
+        let response = conn
+            .post(Value::Array(batch).to_string())
+            .await
+            .expect("the batch");
+        assert!(response.status.is_success());
+    });
+    assert!(daemon.terminate().success());
+    let mut bytes = std::fs::read(dir.path().join("prefsd.db")).expect("reading");
+    let pages = bytes.len() / 4096;
+    assert!(pages > 10, "{pages} pages");
+    let middle = pages / 2 * 4096;
+    for b in &mut bytes[middle..middle + 4096] {
+        *b = 0xA5;
+    }
+    bytes
+}
+
 #[test]
 fn a_corrupt_database_file_is_refused_at_start_and_left_untouched() {
     // A real database, then damaged in three ways.
@@ -276,12 +313,14 @@ fn a_corrupt_database_file_is_refused_at_start_and_left_untouched() {
         *b = 0xA5;
     }
     let truncated = real[..1000].to_vec();
+    let damaged_page = damaged_inside();
 
     for (name, bytes) in [
         ("not an SQLite file", not_sqlite),
         ("a damaged header", bad_header),
         ("a garbage schema page", garbage_schema),
         ("a truncated file", truncated),
+        ("a damaged data page", damaged_page),
     ] {
         let dir = tempfile::tempdir().expect("a temp dir");
         config_only(dir.path());

@@ -383,6 +383,9 @@ async fn sixty_four_clients_with_a_bulk_job_and_reloads_see_no_errors_or_stalls(
         late / 1024,
         peak / 1024,
     );
+    // RSS every 5 s, in MiB.
+    let series: Vec<u64> = samples.iter().step_by(20).map(|kib| kib / 1024).collect();
+    eprintln!("load: RSS every 5 s (MiB): {series:?}");
     assert_eq!(
         tally.errors.load(Ordering::Relaxed),
         0,
