@@ -75,6 +75,11 @@
 //! - `users.bulkSetPreferences` always replaces; a body asking to merge is refused.
 //! - A bulk job whose writes fail (e.g. the disk is full) is marked `failed` with the reason
 //!   in `error_items`; it is not retried.
+//! - Under connection pressure (at `limits.max_connections` or out of file descriptors) the
+//!   least recently active connections are closed after their call in flight, so idle
+//!   clients never lock out new ones.
+//! - A database damaged inside is refused at start (`PRAGMA quick_check`, about 1 s per GB)
+//!   rather than served with internal errors.
 //! - Relative paths in `prefsd.toml` (`socket`, `database`) are relative to the working
 //!   directory of `prefsd serve`.
 

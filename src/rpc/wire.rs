@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::rpc::error::add_type;
 
-/// The one subscription method (`rpc::subscription`).
-const SUBSCRIBE: &str = "bulkOperations.subscribe";
+/// The methods of the one subscription (`rpc::subscription`).
+const SUBSCRIPTION_METHODS: [&str; 2] = ["bulkOperations.subscribe", "bulkOperations.unsubscribe"];
 
 /// JSON-RPC's internal error code.
 const INTERNAL: i32 = -32603;
@@ -89,7 +89,8 @@ where
     fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
         let id = req.id.clone().into_owned();
-        let subscription = req.method_name() == SUBSCRIBE;
+        let subscription = SUBSCRIPTION_METHODS.contains(&req.method_name());
+        let method = req.method_name().to_string();
         async move {
             let response = inner.call(req).await;
             // Over plain HTTP jsonrpsee refuses a subscription with a bare internal error;
@@ -101,7 +102,7 @@ where
                         ErrorObjectOwned::owned(
                             -32600,
                             format!(
-                                "{SUBSCRIBE} needs a WebSocket: upgrade the connection (same socket, path /) and subscribe there"
+                                "{method} needs a WebSocket: upgrade the connection (same socket, path /) and subscribe there"
                             ),
                             Some(serde_json::json!({ "type": "invalid_request" })),
                         ),

@@ -33,7 +33,10 @@ fn main() -> anyhow::Result<()> {
     let config_dir = dir.path().join("config");
     std::fs::create_dir_all(&config_dir)?;
     let chunk = std::env::var("PREFSD_BENCH_CHUNK").unwrap_or_else(|_| "250".into());
-    std::fs::write(config_dir.join("prefsd.toml"), format!("durability = \"full\"\n[jobs]\nchunk_size = {chunk}\n"))?;
+    std::fs::write(
+        config_dir.join("prefsd.toml"),
+        format!("durability = \"full\"\n[jobs]\nchunk_size = {chunk}\n"),
+    )?;
     let db_path = dir.path().join("prefsd.db");
     let raw_path = dir.path().join("raw.db");
 

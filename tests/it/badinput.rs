@@ -457,6 +457,16 @@ async fn a_subscription_over_http_says_it_needs_a_websocket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribe_over_http_is_not_an_internal_error() {
+    let d = Daemon::start().await;
+    let e = d
+        .call_err("bulkOperations.unsubscribe", json!({ "id": "x" }))
+        .await;
+    assert_ne!(e.code, -32603, "not an internal error: {e:?}");
+    assert!(e.message.to_lowercase().contains("websocket"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_chunked_body_is_a_client_error() {
     let d = Daemon::start().await;
     let request = b"POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n";
