@@ -119,16 +119,7 @@ pub async fn run_next(
                 message,
                 "bulk job has an unreadable payload; failing it"
             );
-            let id = job.id.clone();
-            let failed = db
-                .write(move |w| {
-                    w.fail_job(&id, &message, &crate::api::now())?;
-                    Ok::<_, Error>(w.job(&id)?)
-                })
-                .await?;
-            if let Some(failed) = failed {
-                jobs.publish(failed);
-            }
+            fail(db, jobs, &job.id, message).await?;
             return Ok(true);
         }
     };
@@ -150,22 +141,10 @@ pub async fn run_next(
         let state = match result {
             Ok(state) => state,
             Err(e) => {
-                let message = format!("{e}");
-                let id = job.id.clone();
-                let failed = db
-                    .write(move |w| {
-                        w.fail_job(
-                            &id,
-                            "the job could not be written; see the daemon log",
-                            &crate::api::now(),
-                        )?;
-                        Ok::<_, Error>(w.job(&id)?)
-                    })
-                    .await;
-                if let Ok(Some(failed)) = failed {
-                    jobs.publish(failed);
-                }
-                tracing::error!(job = job.id, error = message, "bulk job failed");
+                tracing::error!(job = job.id, error = %e, "bulk job failed");
+                // Failing it may fail too (a full disk); the chunk's error is the one to report.
+                let reason = "the job could not be written; see the daemon log";
+                let _ = fail(db, jobs, &job.id, reason.to_string()).await;
                 return Err(e);
             }
         };
@@ -179,6 +158,21 @@ pub async fn run_next(
         // Let queued interactive work run between chunks.
         tokio::task::yield_now().await;
     }
+}
+
+/// Marks a job failed with `message` and tells its followers.
+async fn fail(db: &Db, jobs: &Jobs, id: &str, message: String) -> Result<(), Error> {
+    let id = id.to_string();
+    let failed = db
+        .write(move |w| {
+            w.fail_job(&id, &message, &crate::api::now())?;
+            Ok::<_, Error>(w.job(&id)?)
+        })
+        .await?;
+    if let Some(failed) = failed {
+        jobs.publish(failed);
+    }
+    Ok(())
 }
 
 fn parse_payload(job: &JobRow) -> Result<(Payload, PreferenceSet), String> {

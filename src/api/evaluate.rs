@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::api::recipients::{check_size, parse_inline_sets, write_inline};
-use crate::api::{Context, Errors, merge_properties, now};
+use crate::api::recipients::{parse_inline_sets, write_inline};
+use crate::api::tenants::TenantWrite;
+use crate::api::{Context, Errors, now};
 use crate::config::Config;
 use crate::eval::{self, Entity};
 use crate::model::{
-    Channel, ChannelType, DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind,
-    Strategy, Workflow, type_name,
+    Channel, ChannelType, DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, Strategy,
+    Workflow, type_name,
 };
 use crate::resolve::{Sources, Stack};
 use crate::store::{Read, TenantRow};
@@ -50,20 +51,6 @@ impl RecipientParam {
     }
 }
 
-/// The tenant of the request, with an inline identify if it came as an object.
-struct TenantParam {
-    id: String,
-    name: Option<Option<String>>,
-    properties: Option<Map<String, Value>>,
-    preference_set: Option<Option<PreferenceSetRequest>>,
-}
-
-impl TenantParam {
-    fn is_inline(&self) -> bool {
-        self.name.is_some() || self.properties.is_some() || self.preference_set.is_some()
-    }
-}
-
 struct ActorParam {
     id: String,
     properties: Option<Map<String, Value>>,
@@ -74,7 +61,7 @@ struct Request {
     workflow: Workflow,
     channels: Vec<Channel>,
     recipients: Vec<RecipientParam>,
-    tenant: Option<TenantParam>,
+    tenant: Option<TenantWrite>,
     actor: Option<ActorParam>,
     data: Value,
     now: jiff::Timestamp,
@@ -100,7 +87,10 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Evaluation, Er
     let req = parse(&config, p)?;
     let max = config.settings.limits.max_preference_set_bytes;
     let inline = req.recipients.iter().any(RecipientParam::is_inline)
-        || req.tenant.as_ref().is_some_and(TenantParam::is_inline)
+        || req
+            .tenant
+            .as_ref()
+            .is_some_and(TenantWrite::changes_anything)
         || req.actor.as_ref().is_some_and(|a| a.properties.is_some());
     let (req, snapshot) = if inline {
         ctx.db
@@ -403,11 +393,11 @@ fn parse_recipient(value: &Value, field: &str, errors: &mut Errors) -> Option<Re
     }
 }
 
-fn parse_tenant(value: &Value, errors: &mut Errors) -> Option<TenantParam> {
+fn parse_tenant(value: &Value, errors: &mut Errors) -> Option<TenantWrite> {
     match value {
         Value::String(id) => {
             errors.id("tenant", id);
-            Some(TenantParam {
+            Some(TenantWrite {
                 id: id.clone(),
                 name: None,
                 properties: None,
@@ -439,7 +429,7 @@ fn parse_tenant(value: &Value, errors: &mut Errors) -> Option<TenantParam> {
                     )),
                 })
             });
-            Some(TenantParam {
+            Some(TenantWrite {
                 id,
                 name,
                 properties,
@@ -489,33 +479,8 @@ fn parse_actor(value: &Value, errors: &mut Errors) -> Option<ActorParam> {
 /// Persists the inline identifies of a request (Knock's inline identify), merging.
 fn persist(w: &crate::store::Write<'_>, req: &Request, max_set_bytes: usize) -> Result<(), Error> {
     let now = now();
-    if let Some(t) = req.tenant.as_ref().filter(|t| t.is_inline()) {
-        let mut row = w.tenant(&t.id)?.unwrap_or_else(|| TenantRow {
-            id: t.id.clone(),
-            name: None,
-            properties: Map::new(),
-            preference_set: None,
-            created_at: now.clone(),
-            updated_at: now.clone(),
-        });
-        if let Some(name) = &t.name {
-            row.name = name.clone();
-        }
-        if let Some(patch) = &t.properties {
-            merge_properties(&mut row.properties, patch);
-        }
-        match &t.preference_set {
-            None => {}
-            Some(None) => row.preference_set = None,
-            Some(Some(req)) => {
-                let field = "tenant.settings.preference_set";
-                let set = req.apply(row.preference_set.as_ref(), SetKind::Default, field)?;
-                check_size(&set, max_set_bytes, field)?;
-                row.preference_set = Some(set);
-            }
-        }
-        row.updated_at = now.clone();
-        w.put_tenant(&row)?;
+    if let Some(t) = req.tenant.as_ref().filter(|t| t.changes_anything()) {
+        t.apply(w, max_set_bytes, "tenant.settings.preference_set", &now)?;
     }
     if let Some(actor) = &req.actor
         && let Some(props) = &actor.properties

@@ -50,11 +50,58 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// What `tenants.set` does to the stored tenant default.
-enum DefaultWrite {
-    Keep,
-    Remove,
-    Write(PreferenceSetRequest),
+/// A write to one tenant: what `tenants.set` and an inline tenant of `preferences.evaluate`
+/// change. `None` keeps a field; `Some(None)` clears the name or removes the default set.
+pub struct TenantWrite {
+    pub id: String,
+    pub name: Option<Option<String>>,
+    pub properties: Option<Map<String, Value>>,
+    pub preference_set: Option<Option<PreferenceSetRequest>>,
+}
+
+impl TenantWrite {
+    /// Whether the write changes anything (an inline tenant may only name one).
+    pub fn changes_anything(&self) -> bool {
+        self.name.is_some() || self.properties.is_some() || self.preference_set.is_some()
+    }
+
+    /// Applies the write inside the caller's transaction, creating the tenant if needed:
+    /// properties merge shallowly, the default set merges (or replaces, as its request
+    /// says), and `field` names the set in errors.
+    pub fn apply(
+        &self,
+        w: &crate::store::Write<'_>,
+        max_set_bytes: usize,
+        field: &str,
+        now: &str,
+    ) -> Result<TenantRow, Error> {
+        let mut row = w.tenant(&self.id)?.unwrap_or_else(|| TenantRow {
+            id: self.id.clone(),
+            name: None,
+            properties: Map::new(),
+            preference_set: None,
+            created_at: now.to_string(),
+            updated_at: now.to_string(),
+        });
+        if let Some(name) = &self.name {
+            row.name = name.clone();
+        }
+        if let Some(patch) = &self.properties {
+            merge_properties(&mut row.properties, patch);
+        }
+        match &self.preference_set {
+            None => {}
+            Some(None) => row.preference_set = None,
+            Some(Some(req)) => {
+                let set = req.apply(row.preference_set.as_ref(), SetKind::Default, field)?;
+                check_size(&set, max_set_bytes, field)?;
+                row.preference_set = Some(set);
+            }
+        }
+        row.updated_at = now.to_string();
+        w.put_tenant(&row)?;
+        Ok(row)
+    }
 }
 
 /// `tenants.set`: creates or updates a tenant; its default set is merged unless
@@ -62,55 +109,26 @@ enum DefaultWrite {
 pub async fn set(ctx: &Context, p: SetParams) -> Result<Value, Error> {
     let mut errors = Errors::default();
     errors.id("tenant_id", &p.tenant_id);
-    let write = match p.settings.and_then(|s| s.preference_set) {
-        None => DefaultWrite::Keep,
-        Some(None) => DefaultWrite::Remove,
-        Some(Some(body)) => match errors.take(PreferenceSetRequest::parse(
+    let preference_set = match p.settings.and_then(|s| s.preference_set) {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(body)) => Some(errors.take(PreferenceSetRequest::parse(
             &body,
             Strategy::Merge,
             "settings.preference_set",
-        )) {
-            Some(req) => DefaultWrite::Write(req),
-            None => DefaultWrite::Keep,
-        },
+        ))),
     };
     errors.finish()?;
+    let write = TenantWrite {
+        id: p.tenant_id,
+        name: p.name,
+        properties: p.properties,
+        preference_set,
+    };
     let max = ctx.config().settings.limits.max_preference_set_bytes;
     let row = ctx
         .db
-        .write(move |w| {
-            let now = now();
-            let mut row = w.tenant(&p.tenant_id)?.unwrap_or_else(|| TenantRow {
-                id: p.tenant_id.clone(),
-                name: None,
-                properties: Map::new(),
-                preference_set: None,
-                created_at: now.clone(),
-                updated_at: now.clone(),
-            });
-            if let Some(name) = p.name {
-                row.name = name;
-            }
-            if let Some(patch) = &p.properties {
-                merge_properties(&mut row.properties, patch);
-            }
-            match write {
-                DefaultWrite::Keep => {}
-                DefaultWrite::Remove => row.preference_set = None,
-                DefaultWrite::Write(req) => {
-                    let set = req.apply(
-                        row.preference_set.as_ref(),
-                        SetKind::Default,
-                        "settings.preference_set",
-                    )?;
-                    check_size(&set, max, "settings.preference_set")?;
-                    row.preference_set = Some(set);
-                }
-            }
-            row.updated_at = now;
-            w.put_tenant(&row)?;
-            Ok::<_, Error>(row)
-        })
+        .write(move |w| write.apply(w, max, "settings.preference_set", &now()))
         .await?;
     let set = row.preference_set.as_ref().map(|s| s.to_response(&row.id));
     Ok(tenant_json(&row, set))
