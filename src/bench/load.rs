@@ -1,9 +1,10 @@
 //! The load generator: runs of a workload against a running daemon, and their report.
 //!
 //! A run connects first (the clock does not include connecting), then every connection
-//! (HTTP) or every in-flight slot (WebSocket) sends calls back to back until the run's
-//! duration is over or its call budget is spent. Latency is measured per call around the
-//! whole request and response; the daemon's CPU time is read from `/proc` before and after.
+//! (HTTP) or every in-flight slot (WebSocket) sends calls back to back (or, with a rate, at
+//! fixed intervals: an open loop) until the run's duration is over or its call budget is
+//! spent. Latency is measured per call around the whole request and response; the daemon's
+//! CPU time is read from `/proc` before and after.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct LoadConfig {
     pub transport: Transport,
     pub connections: u32,
     pub limit: Limit,
+    /// Calls per second in all, for an open loop; `None` sends back to back.
+    pub rate: Option<u32>,
     pub workload: Workload,
     pub compare: Option<Workload>,
     pub rounds: u32,
@@ -62,6 +65,7 @@ impl LoadConfig {
                 (None, Some(d)) => Limit::Duration(d),
                 (None, None) => Limit::Duration(DEFAULT_DURATION),
             },
+            rate: args.rate,
             workload: args.workload,
             compare: args.compare,
             rounds: args
@@ -263,17 +267,25 @@ async fn run_once(
     match &ws {
         None => {
             for (i, conn) in http.into_iter().enumerate() {
+                let pace = config.rate.map(|rate| Pace::new(start, rate, n, i));
                 workers.spawn(http_worker(
                     config.socket.clone(),
                     conn,
                     requests(i),
                     stop.clone(),
+                    pace,
                 ));
             }
         }
         Some(client) => {
             for i in 0..n {
-                workers.spawn(ws_worker(Arc::clone(client), requests(i), stop.clone()));
+                let pace = config.rate.map(|rate| Pace::new(start, rate, n, i));
+                workers.spawn(ws_worker(
+                    Arc::clone(client),
+                    requests(i),
+                    stop.clone(),
+                    pace,
+                ));
             }
         }
     }
@@ -383,14 +395,42 @@ pub fn rpc_outcome(body: &[u8]) -> Result<(), String> {
     ))
 }
 
+/// An open loop's schedule for one connection: calls at a fixed interval, the connections
+/// offset from each other so that together they send evenly.
+struct Pace {
+    next: Instant,
+    interval: Duration,
+}
+
+impl Pace {
+    fn new(start: Instant, rate: u32, connections: usize, index: usize) -> Pace {
+        let interval = Duration::from_secs_f64(connections as f64 / f64::from(rate.max(1)));
+        Pace {
+            next: start + interval.mul_f64(index as f64 / connections.max(1) as f64),
+            interval,
+        }
+    }
+
+    /// Waits for this connection's next slot. A call that is late (the previous answer came
+    /// after the slot) goes at once, and the schedule does not try to catch up.
+    async fn wait(&mut self) {
+        tokio::time::sleep_until(self.next.into()).await;
+        self.next = (self.next + self.interval).max(Instant::now());
+    }
+}
+
 async fn http_worker(
     socket: PathBuf,
     mut conn: HttpConn,
     mut requests: Requests,
     stop: Stop,
+    mut pace: Option<Pace>,
 ) -> Tally {
     let mut tally = Tally::default();
     while stop.take() {
+        if let Some(pace) = &mut pace {
+            pace.wait().await;
+        }
         let call = requests.next_call();
         let body = call.http_body();
         let t0 = Instant::now();
@@ -412,9 +452,17 @@ async fn http_worker(
     tally
 }
 
-async fn ws_worker(client: Arc<crate::cli::Client>, mut requests: Requests, stop: Stop) -> Tally {
+async fn ws_worker(
+    client: Arc<crate::cli::Client>,
+    mut requests: Requests,
+    stop: Stop,
+    mut pace: Option<Pace>,
+) -> Tally {
     let mut tally = Tally::default();
     while stop.take() {
+        if let Some(pace) = &mut pace {
+            pace.wait().await;
+        }
         let call = requests.next_call();
         let params = match &call.params {
             None => Value::Null,
@@ -651,9 +699,13 @@ impl Report<'_> {
     }
 
     fn limit_text(&self) -> String {
-        match self.config.limit {
+        let limit = match self.config.limit {
             Limit::Duration(d) => format!("{:.1}s per run", d.as_secs_f64()),
             Limit::Calls(c) => format!("{c} calls per run"),
+        };
+        match self.config.rate {
+            Some(rate) => format!("{limit}, {rate} calls/s"),
+            None => limit,
         }
     }
 
@@ -840,6 +892,7 @@ impl Report<'_> {
                 "connections": c.connections,
                 "duration_s": match c.limit { Limit::Duration(d) => Some(d.as_secs_f64()), Limit::Calls(_) => None },
                 "calls_per_run": match c.limit { Limit::Calls(n) => Some(n), Limit::Duration(_) => None },
+                "rate": c.rate,
                 "workload": c.workload.as_str(),
                 "compare": c.compare.map(Workload::as_str),
                 "rounds": c.rounds,

@@ -57,6 +57,11 @@ pub struct LoadArgs {
     /// Make exactly this many calls per run instead of running for a duration.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub calls: Option<u64>,
+    /// Send at this many calls per second in all (an open loop, spread evenly over the
+    /// connections) instead of back to back: latency at a fixed load, as an app server
+    /// sees it, rather than at saturation.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: Option<u32>,
     #[arg(long, value_enum, default_value_t = Transport::Http)]
     pub transport: Transport,
     #[arg(long, value_enum, default_value_t = Workload::Ping)]

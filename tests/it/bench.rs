@@ -114,6 +114,43 @@ async fn bench_mixed_makes_its_calls_without_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_with_a_rate_sends_at_that_rate() {
+    let mut daemon = Daemon::start().await;
+
+    // 40 pings at 200 calls/s over 4 connections: 10 per connection, 20 ms apart, so the
+    // run lasts about 190 ms however fast the daemon answers (back to back it takes a few).
+    for transport in ["http", "ws"] {
+        let output = prefsd(args(
+            &daemon.socket,
+            &[
+                "--calls",
+                "40",
+                "--rate",
+                "200",
+                "--connections",
+                "4",
+                "--transport",
+                transport,
+                "--json",
+            ],
+        ))
+        .await;
+        assert!(output.status.success(), "{}", describe(&output));
+        let report: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+        assert_eq!(report["config"]["rate"], json!(200), "{report}");
+        let run = &report["runs"][0];
+        assert_eq!(run["calls"], json!(40), "{report}");
+        assert_eq!(run["errors"], json!(0), "{report}");
+        let seconds = run["seconds"].as_f64().unwrap_or(0.0);
+        assert!(
+            (0.15..2.0).contains(&seconds),
+            "{transport}: 40 calls at 200/s took {seconds} s: {report}"
+        );
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_against_no_daemon_exits_2() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let output = prefsd(args(&dir.path().join("none.sock"), &["--calls", "1"])).await;
