@@ -212,7 +212,11 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Builds a tokio runtime, or says why it could not (the caller exits 2).
 pub fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
-    match builder.enable_all().build() {
+    match builder
+        .enable_all()
+        .on_thread_start(crate::sched::prefer_short_slices)
+        .build()
+    {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -7,6 +7,12 @@
 //! exact. Jobs left `queued` or `processing` by a previous run continue at start-up.
 //! Between chunks the writer thread serves interactive writes (its queue is FIFO), and the
 //! worker checks for cancellation, so shutdown never waits for a whole job.
+//!
+//! Chunks shrink while the daemon is serving other calls ([`ChunkSize`]): a chunk is a
+//! stretch of writing that, on a busy 2-core machine, holds a CPU (much of it in the
+//! kernel, writing the WAL) while reads wait for it. `jobs.chunk_size` users per chunk
+//! finishes a job soonest on an idle daemon; a tenth of that keeps reads flowing. Measured
+//! with `cargo bench --bench jobs` (README, performance).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,14 +79,15 @@ impl Jobs {
 /// Runs jobs until `cancel` fires. The job settings (retention, chunk size) are read from
 /// the live config for each job.
 pub async fn run(db: Db, jobs: Jobs, config: ConfigHandle, cancel: CancellationToken) {
+    let mut size = ChunkSize::new(db.calls());
     loop {
         purge(&db, config.current().settings.jobs.retention_days).await;
         loop {
             if cancel.is_cancelled() {
                 return;
             }
-            let chunk = config.current().settings.jobs.chunk_size as usize;
-            match run_next(&db, &jobs, chunk, &cancel).await {
+            size.configured = config.current().settings.jobs.chunk_size as usize;
+            match run_next(&db, &jobs, &mut size, &cancel).await {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -100,15 +107,51 @@ pub async fn run(db: Db, jobs: Jobs, config: ConfigHandle, cancel: CancellationT
     }
 }
 
+/// How many users the next chunk writes: `jobs.chunk_size` while nobody else uses the
+/// database, a tenth of it (at least 1) while others do.
+struct ChunkSize {
+    configured: usize,
+    /// [`Db::calls`] after the worker's own last call.
+    mark: u64,
+    shared: bool,
+}
+
+impl ChunkSize {
+    fn new(calls: u64) -> ChunkSize {
+        ChunkSize {
+            configured: 250,
+            mark: calls,
+            shared: false,
+        }
+    }
+
+    fn next(&self) -> usize {
+        if self.shared {
+            (self.configured / 10).max(1)
+        } else {
+            self.configured.max(1)
+        }
+    }
+
+    /// Called with [`Db::calls`] after each of the worker's own database calls: any other
+    /// call since the last one means the daemon is serving someone.
+    fn observe(&mut self, calls: u64) {
+        self.shared = calls.saturating_sub(self.mark) > 1;
+        self.mark = calls;
+    }
+}
+
 /// Runs the oldest runnable job to its end (or until cancelled). Returns whether there was
 /// one.
-pub async fn run_next(
+async fn run_next(
     db: &Db,
     jobs: &Jobs,
-    chunk: usize,
+    size: &mut ChunkSize,
     cancel: &CancellationToken,
 ) -> Result<bool, Error> {
-    let Some(job) = db.read(|r| Ok::<_, Error>(r.next_runnable_job()?)).await? else {
+    let next = db.read(|r| Ok::<_, Error>(r.next_runnable_job()?)).await;
+    size.observe(db.calls());
+    let Some(job) = next? else {
         return Ok(false);
     };
     let payload = match parse_payload(&job) {
@@ -135,9 +178,11 @@ pub async fn run_next(
         }
         let id = job.id.clone();
         let payload = Arc::clone(&payload);
+        let chunk = size.next();
         let result = db
             .write(move |w| run_chunk(w, &id, &payload.0, &payload.1, chunk))
             .await;
+        size.observe(db.calls());
         let state = match result {
             Ok(state) => state,
             Err(e) => {
@@ -239,5 +284,28 @@ async fn purge(db: &Db, retention_days: u32) {
             error = format!("{e:#}"),
             "could not purge old bulk operations"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChunkSize;
+
+    #[test]
+    fn chunks_shrink_while_others_use_the_database_and_grow_back() {
+        let mut size = ChunkSize::new(100);
+        size.configured = 250;
+        assert_eq!(size.next(), 250, "an idle daemon: full chunks");
+        // Only the worker's own call since the mark.
+        size.observe(101);
+        assert_eq!(size.next(), 250);
+        // Its own call and two others.
+        size.observe(104);
+        assert_eq!(size.next(), 25);
+        size.observe(105);
+        assert_eq!(size.next(), 250, "the others stopped: full chunks again");
+        size.configured = 5;
+        size.observe(110);
+        assert_eq!(size.next(), 1, "never below one user");
     }
 }

@@ -27,13 +27,15 @@
 //! - `store`: SQLite — migrations from `sql/`, one writer thread that owns the only write
 //!   connection and two reader threads (WAL: reads never wait for writes), the domain
 //!   operations on one transaction (`Read`, `Write`), and the job table.
-//! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk.
+//! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk, in
+//!   smaller chunks while the daemon serves other calls.
 //! - `api`: the methods of rpc.md as plain async functions over `Context`.
 //! - `auth`: who may call what — the `Caller` from peer credentials, secret keys and user
 //!   tokens, and `authorize`; pure, applied by the RPC middleware `rpc::auth` before dispatch.
 //! - `rpc`: the JSON-RPC surface — method table, params parsing, the one error mapping,
 //!   HTTP shims, the bulk progress subscription.
 //! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown.
+//! - `sched`: the scheduler hint (short time slices) for the threads that serve requests.
 //! - `cli`: the command line client (and `check-config`); `main.rs` only dispatches.
 //! - `bench`: `prefsd bench`, a load generator against a running daemon, and `bench seed`,
 //!   which fills a database with deterministic data through `store`.
@@ -55,6 +57,7 @@
 //! - Only `server` spawns long-lived tasks (connections, config watcher, SIGHUP, bulk
 //!   worker); each is tracked in one `TaskTracker`, cancelled by one token and awaited
 //!   before `server::run` returns. The bulk worker wakes on a `Notify`, never on a poll.
+//! - `unsafe` appears only in `sched` (one system call, sched_setattr).
 //! - Config is read through `ConfigHandle::current()` once per call or job chunk, as an
 //!   `Arc<Config>` snapshot: a call sees one whole config, old or new, never a mix.
 //!
@@ -94,6 +97,7 @@ pub mod jobs;
 pub mod model;
 pub mod resolve;
 pub mod rpc;
+pub mod sched;
 pub mod server;
 pub mod store;
 

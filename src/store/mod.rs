@@ -14,6 +14,7 @@ mod migrate;
 mod repo;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
@@ -74,6 +75,8 @@ struct Inner {
     readers: mpsc::Sender<Job>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     schema_version: u32,
+    /// Calls made through [`Db::read`] and [`Db::write`]: see [`Db::calls`].
+    calls: AtomicU64,
 }
 
 impl Db {
@@ -115,6 +118,7 @@ impl Db {
                 &format!("prefsd-db-reader-{i}"),
                 conn,
                 move |conn| {
+                    crate::sched::prefer_short_slices();
                     loop {
                         // The lock is held only while waiting for a job, never while running one.
                         let job = match rx.lock() {
@@ -135,12 +139,19 @@ impl Db {
                 readers: readers_tx,
                 threads: Mutex::new(threads),
                 schema_version,
+                calls: AtomicU64::new(0),
             }),
         })
     }
 
     pub fn schema_version(&self) -> u32 {
         self.inner.schema_version
+    }
+
+    /// How many calls [`Db::read`] and [`Db::write`] have taken so far. The bulk worker
+    /// compares it across a chunk to see whether anyone else is using the database.
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
     }
 
     /// Sets (or with `None` lifts) the size limit of the database, `limits.max_database_mb`,
@@ -217,6 +228,7 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |conn| {
             // The caller may have gone away (a dropped request); the result is then unused,
