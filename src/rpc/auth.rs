@@ -20,6 +20,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 
 use crate::auth::{self, Caller, Credentials, Denied, Peer, Policy, TokenPolicy};
 use crate::config::{Config, ConfigHandle};
+use crate::rpc::wire::Inner;
 
 /// Per connection: tags every HTTP request with the peer and its credentials.
 #[derive(Clone, Copy, Debug)]
@@ -188,14 +189,7 @@ pub struct Auth<S> {
 
 impl<S> RpcServiceT for Auth<S>
 where
-    S: RpcServiceT<
-            MethodResponse = MethodResponse,
-            BatchResponse = MethodResponse,
-            NotificationResponse = MethodResponse,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
+    S: Inner,
 {
     type MethodResponse = MethodResponse;
     type BatchResponse = MethodResponse;

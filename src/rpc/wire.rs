@@ -17,6 +17,33 @@ use serde_json::Value;
 
 use crate::rpc::error::add_type;
 
+/// The service a middleware layer of ours wraps: jsonrpsee's RPC service with every
+/// response a `MethodResponse`, shareable across tasks. Both layers (`wire`, `rpc::auth`)
+/// need exactly these bounds.
+pub trait Inner:
+    RpcServiceT<
+        MethodResponse = MethodResponse,
+        BatchResponse = MethodResponse,
+        NotificationResponse = MethodResponse,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Inner for S where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The methods of the one subscription (`rpc::subscription`).
 const SUBSCRIPTION_METHODS: [&str; 2] = ["bulkOperations.subscribe", "bulkOperations.unsubscribe"];
 
@@ -73,14 +100,7 @@ fn retyped(response: &MethodResponse, id: Id<'static>) -> Option<MethodResponse>
 
 impl<S> RpcServiceT for Wire<S>
 where
-    S: RpcServiceT<
-            MethodResponse = MethodResponse,
-            BatchResponse = MethodResponse,
-            NotificationResponse = MethodResponse,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
+    S: Inner,
 {
     type MethodResponse = MethodResponse;
     type BatchResponse = MethodResponse;
