@@ -79,7 +79,10 @@ impl Jobs {
 /// Runs jobs until `cancel` fires. The job settings (retention, chunk size) are read from
 /// the live config for each job.
 pub async fn run(db: Db, jobs: Jobs, config: ConfigHandle, cancel: CancellationToken) {
-    let mut size = ChunkSize::new(db.calls());
+    let mut size = ChunkSize::new(
+        config.current().settings.jobs.chunk_size as usize,
+        db.calls(),
+    );
     loop {
         purge(&db, config.current().settings.jobs.retention_days).await;
         loop {
@@ -117,9 +120,9 @@ struct ChunkSize {
 }
 
 impl ChunkSize {
-    fn new(calls: u64) -> ChunkSize {
+    fn new(configured: usize, calls: u64) -> ChunkSize {
         ChunkSize {
-            configured: 250,
+            configured,
             mark: calls,
             shared: false,
         }
@@ -293,8 +296,7 @@ mod tests {
 
     #[test]
     fn chunks_shrink_while_others_use_the_database_and_grow_back() {
-        let mut size = ChunkSize::new(100);
-        size.configured = 250;
+        let mut size = ChunkSize::new(250, 100);
         assert_eq!(size.next(), 250, "an idle daemon: full chunks");
         // Only the worker's own call since the mark.
         size.observe(101);
