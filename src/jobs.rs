@@ -8,11 +8,13 @@
 //! Between chunks the writer thread serves interactive writes (its queue is FIFO), and the
 //! worker checks for cancellation, so shutdown never waits for a whole job.
 //!
-//! Chunks shrink while the daemon is serving other calls ([`ChunkSize`]): a chunk is a
-//! stretch of writing that, on a busy 2-core machine, holds a CPU (much of it in the
-//! kernel, writing the WAL) while reads wait for it. `jobs.chunk_size` users per chunk
-//! finishes a job soonest on an idle daemon; a tenth of that keeps reads flowing. Measured
-//! with `cargo bench --bench jobs` (README, performance).
+//! The worker gives way while the daemon is serving other calls ([`Sharing`]): its chunks
+//! shrink to a tenth of `jobs.chunk_size` and it pauses after each for three times as long
+//! as the chunk took, so it uses at most a quarter of the writer's time. Writing holds a
+//! CPU, much of it in the kernel writing the WAL, where a read scheduled behind it waits;
+//! what counts is how much is written per second, not whether it is synced (measured with
+//! `cargo bench --bench jobs`, see the README's performance section). On an idle daemon the
+//! worker writes full chunks without pausing and finishes a job soonest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +81,7 @@ impl Jobs {
 /// Runs jobs until `cancel` fires. The job settings (retention, chunk size) are read from
 /// the live config for each job.
 pub async fn run(db: Db, jobs: Jobs, config: ConfigHandle, cancel: CancellationToken) {
-    let mut size = ChunkSize::new(
+    let mut sharing = Sharing::new(
         config.current().settings.jobs.chunk_size as usize,
         db.calls(),
     );
@@ -89,8 +91,8 @@ pub async fn run(db: Db, jobs: Jobs, config: ConfigHandle, cancel: CancellationT
             if cancel.is_cancelled() {
                 return;
             }
-            size.configured = config.current().settings.jobs.chunk_size as usize;
-            match run_next(&db, &jobs, &mut size, &cancel).await {
+            sharing.configured = config.current().settings.jobs.chunk_size as usize;
+            match run_next(&db, &jobs, &mut sharing, &cancel).await {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -110,29 +112,47 @@ pub async fn run(db: Db, jobs: Jobs, config: ConfigHandle, cancel: CancellationT
     }
 }
 
-/// How many users the next chunk writes: `jobs.chunk_size` while nobody else uses the
-/// database, a tenth of it (at least 1) while others do.
-struct ChunkSize {
+/// How the worker shares the database with interactive calls: the size of its next chunk
+/// and the pause after it. Full chunks and no pause while nobody else uses the database;
+/// a tenth of `jobs.chunk_size` (at least 1) and a pause of [`PAUSE_FACTOR`] times the
+/// chunk's duration while others do.
+struct Sharing {
     configured: usize,
     /// [`Db::calls`] after the worker's own last call.
     mark: u64,
     shared: bool,
 }
 
-impl ChunkSize {
-    fn new(configured: usize, calls: u64) -> ChunkSize {
-        ChunkSize {
+/// While others call, the worker pauses this many times as long as each chunk took: it
+/// then has at most a quarter of the writer's time.
+const PAUSE_FACTOR: u32 = 3;
+
+/// The longest pause, so that a chunk slowed by the disk does not stall its job for long.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+impl Sharing {
+    fn new(configured: usize, calls: u64) -> Sharing {
+        Sharing {
             configured,
             mark: calls,
             shared: false,
         }
     }
 
-    fn next(&self) -> usize {
+    fn chunk(&self) -> usize {
         if self.shared {
             (self.configured / 10).max(1)
         } else {
             self.configured.max(1)
+        }
+    }
+
+    /// The pause after a chunk that took `took`.
+    fn pause(&self, took: Duration) -> Duration {
+        if self.shared {
+            (took * PAUSE_FACTOR).min(MAX_PAUSE)
+        } else {
+            Duration::ZERO
         }
     }
 
@@ -149,11 +169,11 @@ impl ChunkSize {
 async fn run_next(
     db: &Db,
     jobs: &Jobs,
-    size: &mut ChunkSize,
+    sharing: &mut Sharing,
     cancel: &CancellationToken,
 ) -> Result<bool, Error> {
     let next = db.read(|r| Ok::<_, Error>(r.next_runnable_job()?)).await;
-    size.observe(db.calls());
+    sharing.observe(db.calls());
     let Some(job) = next? else {
         return Ok(false);
     };
@@ -181,11 +201,13 @@ async fn run_next(
         }
         let id = job.id.clone();
         let payload = Arc::clone(&payload);
-        let chunk = size.next();
+        let chunk = sharing.chunk();
+        let started = std::time::Instant::now();
         let result = db
             .write(move |w| run_chunk(w, &id, &payload.0, &payload.1, chunk))
             .await;
-        size.observe(db.calls());
+        let took = started.elapsed();
+        sharing.observe(db.calls());
         let state = match result {
             Ok(state) => state,
             Err(e) => {
@@ -203,8 +225,17 @@ async fn run_next(
             tracing::info!(job = job.id, "bulk job completed");
             return Ok(true);
         }
-        // Let queued interactive work run between chunks.
-        tokio::task::yield_now().await;
+        // Let queued interactive work run between chunks, and give way to it for a while
+        // when there is some.
+        let pause = sharing.pause(took);
+        if pause.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = cancel.cancelled() => return Ok(true),
+            }
+        }
     }
 }
 
@@ -292,22 +323,37 @@ async fn purge(db: &Db, retention_days: u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::ChunkSize;
+    use std::time::Duration;
+
+    use super::Sharing;
 
     #[test]
-    fn chunks_shrink_while_others_use_the_database_and_grow_back() {
-        let mut size = ChunkSize::new(250, 100);
-        assert_eq!(size.next(), 250, "an idle daemon: full chunks");
+    fn the_worker_gives_way_while_others_use_the_database_and_not_otherwise() {
+        let ms = Duration::from_millis;
+        let mut sharing = Sharing::new(250, 100);
+        assert_eq!(sharing.chunk(), 250, "an idle daemon: full chunks");
+        assert_eq!(sharing.pause(ms(4)), Duration::ZERO, "and no pause");
         // Only the worker's own call since the mark.
-        size.observe(101);
-        assert_eq!(size.next(), 250);
+        sharing.observe(101);
+        assert_eq!(sharing.chunk(), 250);
         // Its own call and two others.
-        size.observe(104);
-        assert_eq!(size.next(), 25);
-        size.observe(105);
-        assert_eq!(size.next(), 250, "the others stopped: full chunks again");
-        size.configured = 5;
-        size.observe(110);
-        assert_eq!(size.next(), 1, "never below one user");
+        sharing.observe(104);
+        assert_eq!(sharing.chunk(), 25);
+        assert_eq!(sharing.pause(ms(2)), ms(6));
+        assert_eq!(
+            sharing.pause(ms(900)),
+            ms(1000),
+            "a pause is at most a second"
+        );
+        sharing.observe(105);
+        assert_eq!(
+            sharing.chunk(),
+            250,
+            "the others stopped: full chunks again"
+        );
+        assert_eq!(sharing.pause(ms(4)), Duration::ZERO);
+        sharing.configured = 5;
+        sharing.observe(110);
+        assert_eq!(sharing.chunk(), 1, "never below one user");
     }
 }

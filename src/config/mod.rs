@@ -99,7 +99,8 @@ pub struct JobSettings {
     /// Default 7.
     pub retention_days: u32,
     /// Users written per transaction by the bulk worker. Default 250: small enough that
-    /// interactive writes wait at most a few milliseconds behind a chunk.
+    /// interactive writes wait at most a few milliseconds behind a chunk. While the daemon
+    /// serves other calls the worker writes a tenth of it per chunk (see `jobs`).
     pub chunk_size: u32,
 }
 
