@@ -87,17 +87,20 @@ impl From<Error> for ErrorObjectOwned {
                     json!({ "type": "internal_error" }),
                 )
             }
-            Error::Store(e) => {
-                // The chain goes to the log; clients get no SQL or paths.
-                tracing::error!(error = format!("{e:#}"), "internal error");
-                object(
-                    INTERNAL,
-                    "internal error; the daemon log has the details".into(),
-                    json!({ "type": "internal_error" }),
-                )
-            }
+            // The chain goes to the log; clients get no SQL or paths.
+            Error::Store(e) => internal(format!("{e:#}")),
         }
     }
+}
+
+/// An internal error: `detail` goes to the log, the client learns only that it happened.
+pub fn internal(detail: impl std::fmt::Display) -> ErrorObjectOwned {
+    tracing::error!(error = %detail, "internal error");
+    object(
+        INTERNAL,
+        "internal error; the daemon log has the details".into(),
+        json!({ "type": "internal_error" }),
+    )
 }
 
 /// The `data.type` of the JSON-RPC errors that jsonrpsee produces itself.
