@@ -20,7 +20,7 @@ use crate::model::{
     Workflow, type_name,
 };
 use crate::resolve::{Sources, Stack};
-use crate::store::{Read, TenantRow};
+use crate::store::{EvaluationInputs, Read, TenantRow};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,19 +67,11 @@ struct Request {
     now: jiff::Timestamp,
 }
 
-/// What the store holds for one recipient.
-struct Loaded {
-    properties: Value,
-    default_set: Option<PreferenceSet>,
-    tenant_set: Option<PreferenceSet>,
-    audiences: Vec<String>,
-}
-
 /// Everything evaluation reads, from one transaction.
 struct Snapshot {
     tenant: Option<TenantRow>,
     actor_properties: Value,
-    recipients: Vec<Loaded>,
+    recipients: Vec<EvaluationInputs>,
 }
 
 pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Evaluation, Error> {
@@ -521,25 +513,16 @@ fn load(r: &Read<'_>, req: &Request) -> Result<Snapshot, Error> {
             .unwrap_or(Value::Null),
         None => Value::Null,
     };
-    let tenant_id = req.tenant.as_ref().map(|t| t.id.as_str());
-    let mut recipients = Vec::with_capacity(req.recipients.len());
-    for rp in &req.recipients {
-        let properties = r
-            .recipient(&rp.key)?
-            .map(|row| Value::Object(row.properties))
-            .unwrap_or(Value::Null);
-        let default_set = r.set(&rp.key, DEFAULT_SET)?;
-        let tenant_set = match tenant_id {
-            Some(t) if t != DEFAULT_SET => r.set(&rp.key, t)?,
-            _ => None,
-        };
-        recipients.push(Loaded {
-            properties,
-            default_set,
-            tenant_set,
-            audiences: r.audiences_of(&rp.key)?,
-        });
-    }
+    let tenant_set = req
+        .tenant
+        .as_ref()
+        .map(|t| t.id.as_str())
+        .filter(|t| *t != DEFAULT_SET);
+    let recipients = req
+        .recipients
+        .iter()
+        .map(|rp| r.evaluation_inputs(&rp.key, tenant_set))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Snapshot {
         tenant,
         actor_properties,

@@ -22,7 +22,9 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob};
 pub use migrate::latest as latest_schema_version;
-pub use repo::{Counts, MemberPage, Read, RecipientRow, TenantRow, Write, decode_cursor};
+pub use repo::{
+    Counts, EvaluationInputs, MemberPage, Read, RecipientRow, TenantRow, Write, decode_cursor,
+};
 
 use crate::config::Durability;
 

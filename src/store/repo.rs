@@ -22,6 +22,17 @@ pub struct RecipientRow {
     pub updated_at: String,
 }
 
+/// What evaluating one recipient reads ([`Read::evaluation_inputs`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvaluationInputs {
+    /// The recipient's properties, an object; `Null` when the recipient is not stored
+    /// (evaluation reads it as the recipient's properties either way).
+    pub properties: Value,
+    pub default_set: Option<PreferenceSet>,
+    pub tenant_set: Option<PreferenceSet>,
+    pub audiences: Vec<String>,
+}
+
 /// A stored tenant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TenantRow {
@@ -123,6 +134,44 @@ impl<'c> Read<'c> {
             })
         })
         .transpose()
+    }
+
+    /// What evaluating a recipient reads, in one statement rather than four (the statement
+    /// overhead was a tenth of a 1000-recipient evaluation): its properties if it exists,
+    /// its `default` set, its set `tenant_set` when given, and its audiences.
+    pub fn evaluation_inputs(
+        &self,
+        key: &RecipientKey,
+        tenant_set: Option<&str>,
+    ) -> Result<EvaluationInputs, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT
+               (SELECT properties FROM recipients WHERE collection = ?1 AND id = ?2),
+               (SELECT preferences FROM preference_sets
+                  WHERE collection = ?1 AND recipient_id = ?2 AND set_id = 'default'),
+               (SELECT preferences FROM preference_sets
+                  WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3),
+               (SELECT json_group_array(audience_key) FROM audience_members
+                  WHERE collection = ?1 AND recipient_id = ?2)",
+        )?;
+        let (properties, default_set, tenant_set, audiences) =
+            stmt.query_row(params![collection(key), key.id, tenant_set], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+        Ok(EvaluationInputs {
+            properties: match properties {
+                Some(text) => Value::Object(json_map(&text)?),
+                None => Value::Null,
+            },
+            default_set: default_set.as_deref().map(json_set).transpose()?,
+            tenant_set: tenant_set.as_deref().map(json_set).transpose()?,
+            audiences: serde_json::from_str(&audiences)?,
+        })
     }
 
     pub fn set(&self, key: &RecipientKey, set_id: &str) -> Result<Option<PreferenceSet>, Error> {
