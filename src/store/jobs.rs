@@ -248,11 +248,12 @@ impl Write<'_> {
         Ok(())
     }
 
-    /// Deletes terminal jobs that ended before `cutoff`; returns how many.
+    /// Deletes terminal jobs that ended at or before `cutoff`; returns how many. (At: with
+    /// `retention_days = 0` a job that ended in the same millisecond as the purge goes too.)
     pub fn purge_jobs(&self, cutoff: &str) -> Result<usize, Error> {
         let mut stmt = self.conn().prepare_cached(
             "DELETE FROM bulk_operations
-             WHERE status IN ('completed', 'failed') AND coalesce(completed_at, failed_at) < ?1",
+             WHERE status IN ('completed', 'failed') AND coalesce(completed_at, failed_at) <= ?1",
         )?;
         Ok(stmt.execute(params![cutoff])?)
     }
