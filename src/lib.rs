@@ -26,7 +26,9 @@
 //!   `ConfigHandle` and the watcher that swaps it on valid edits.
 //! - `store`: SQLite — migrations from `sql/`, one writer thread that owns the only write
 //!   connection and two reader threads (WAL: reads never wait for writes), the domain
-//!   operations on one transaction (`Read`, `Write`), and the job table.
+//!   operations on one transaction (`Read`, `Write`), the job table, and the read cache
+//!   (`Cache`: parsed recipient inputs and tenant rows, bounded, so hot reads never leave
+//!   the async worker).
 //! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk, in
 //!   smaller chunks while the daemon serves other calls.
 //! - `api`: the methods of rpc.md as plain async functions over `Context`.
@@ -48,6 +50,10 @@
 //!   with a reason that says why.
 //! - SQLite never runs on an async worker thread: the store's own threads run every query
 //!   and the caller awaits a oneshot reply.
+//! - The read cache never serves what a write replaced: every `Write` operation records the
+//!   rows it touched, the writer drops them from the cache after commit and before the
+//!   caller is answered, and a read inserts only if no invalidation happened since it began
+//!   (`store::cache`). Nothing else writes the tables the cache mirrors.
 //! - Only `store` names rusqlite. Only `rpc` and `server` name jsonrpsee server types; the
 //!   CLI uses jsonrpsee's client.
 //! - No SQL outside `store/` and `sql/`; no preference rule outside `model`, `resolve` and

@@ -6,6 +6,8 @@
 //! are a few point queries per recipient, never one per channel, and evaluation itself is
 //! the pure `eval::decide`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -20,7 +22,7 @@ use crate::model::{
     Workflow, type_name,
 };
 use crate::resolve::{Sources, Stack};
-use crate::store::{EvaluationInputs, Read, TenantRow};
+use crate::store::{Cache, EvaluationInputs, Read, TenantRow, Ticket, View};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,11 +69,64 @@ struct Request {
     now: jiff::Timestamp,
 }
 
-/// Everything evaluation reads, from one transaction.
+/// Everything evaluation reads: from one transaction, or all of it from the cache.
 struct Snapshot {
-    tenant: Option<TenantRow>,
-    actor_properties: Value,
-    recipients: Vec<EvaluationInputs>,
+    tenant: Option<Arc<TenantRow>>,
+    actor: Option<Arc<EvaluationInputs>>,
+    recipients: Vec<Arc<EvaluationInputs>>,
+}
+
+impl Request {
+    /// The per-tenant set each recipient's own tenant preferences are read from.
+    fn tenant_set(&self) -> Option<&str> {
+        self.tenant
+            .as_ref()
+            .map(|t| t.id.as_str())
+            .filter(|t| *t != DEFAULT_SET)
+    }
+
+    fn actor_key(&self) -> Option<RecipientKey> {
+        self.actor.as_ref().map(|a| RecipientKey::user(&a.id))
+    }
+}
+
+impl Snapshot {
+    /// The snapshot from the cache, when it holds everything the request reads.
+    fn cached(view: &View<'_>, req: &Request) -> Option<Snapshot> {
+        let tenant = match &req.tenant {
+            Some(t) => view.tenant(&t.id)?,
+            None => None,
+        };
+        let actor = match req.actor_key() {
+            Some(key) => Some(view.inputs(&key, None)?),
+            None => None,
+        };
+        let tenant_set = req.tenant_set();
+        let recipients = req
+            .recipients
+            .iter()
+            .map(|rp| view.inputs(&rp.key, tenant_set))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Snapshot {
+            tenant,
+            actor,
+            recipients,
+        })
+    }
+
+    /// Offers what a read transaction (begun after `ticket`) loaded to the cache.
+    fn remember(&self, cache: &Cache, ticket: Ticket, req: &Request) {
+        if let Some(t) = &req.tenant {
+            cache.put_tenant(ticket, &t.id, self.tenant.as_ref());
+        }
+        if let (Some(key), Some(actor)) = (req.actor_key(), &self.actor) {
+            cache.put_inputs(ticket, &key, None, actor);
+        }
+        let tenant_set = req.tenant_set();
+        for (rp, inputs) in req.recipients.iter().zip(&self.recipients) {
+            cache.put_inputs(ticket, &rp.key, tenant_set, inputs);
+        }
+    }
 }
 
 pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Evaluation, Error> {
@@ -84,6 +139,7 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Evaluation, Er
             .as_ref()
             .is_some_and(TenantWrite::changes_anything)
         || req.actor.as_ref().is_some_and(|a| a.properties.is_some());
+    let cache = ctx.db.cache();
     let (req, snapshot) = if inline {
         ctx.db
             .write(move |w| {
@@ -92,13 +148,19 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Evaluation, Er
                 Ok::<_, Error>((req, snapshot))
             })
             .await?
+    } else if let Some(snapshot) = cache.view(|v| Snapshot::cached(v, &req)) {
+        (req, snapshot)
     } else {
-        ctx.db
+        let ticket = cache.ticket();
+        let (req, snapshot) = ctx
+            .db
             .read(move |r| {
                 let snapshot = load(r, &req)?;
                 Ok::<_, Error>((req, snapshot))
             })
-            .await?
+            .await?;
+        snapshot.remember(cache, ticket, &req);
+        (req, snapshot)
     };
     Ok(decide_all(&config, &req, &snapshot))
 }
@@ -503,29 +565,22 @@ fn persist(w: &crate::store::Write<'_>, req: &Request, max_set_bytes: usize) -> 
 /// Reads everything evaluation needs, in the caller's transaction.
 fn load(r: &Read<'_>, req: &Request) -> Result<Snapshot, Error> {
     let tenant = match &req.tenant {
-        Some(t) => r.tenant(&t.id)?,
+        Some(t) => r.tenant(&t.id)?.map(Arc::new),
         None => None,
     };
-    let actor_properties = match &req.actor {
-        Some(a) => r
-            .recipient(&RecipientKey::user(&a.id))?
-            .map(|row| Value::Object(row.properties))
-            .unwrap_or(Value::Null),
-        None => Value::Null,
+    let actor = match req.actor_key() {
+        Some(key) => Some(Arc::new(r.evaluation_inputs(&key, None)?)),
+        None => None,
     };
-    let tenant_set = req
-        .tenant
-        .as_ref()
-        .map(|t| t.id.as_str())
-        .filter(|t| *t != DEFAULT_SET);
+    let tenant_set = req.tenant_set();
     let recipients = req
         .recipients
         .iter()
-        .map(|rp| r.evaluation_inputs(&rp.key, tenant_set))
+        .map(|rp| r.evaluation_inputs(&rp.key, tenant_set).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Snapshot {
         tenant,
-        actor_properties,
+        actor,
         recipients,
     })
 }
@@ -554,7 +609,10 @@ fn decide_all(config: &Config, req: &Request, snapshot: &Snapshot) -> Evaluation
     let actor = req.actor.as_ref().map(|a| Entity {
         id: &a.id,
         collection: None,
-        properties: &snapshot.actor_properties,
+        properties: snapshot
+            .actor
+            .as_ref()
+            .map_or(&Value::Null, |a| &a.properties),
     });
     let mut results = Vec::with_capacity(req.recipients.len());
     for (rp, loaded) in req.recipients.iter().zip(&snapshot.recipients) {

@@ -1,16 +1,20 @@
 //! `users.*` and `objects.*`: recipients, their properties and their preference sets.
 //! Users and objects behave the same; [`Kind`] says which params name the recipient.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
 use crate::api::{Context, Deleted, Errors, merge_properties, now};
+use crate::config::Config;
 use crate::model::{
     DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind, Strategy,
 };
 use crate::resolve::{Sources, Stack};
-use crate::store::{Read, RecipientRow};
+use crate::store::{EvaluationInputs, RecipientRow, TenantRow};
 
 /// Which namespace a method is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,49 +235,111 @@ pub async fn get_preferences(
     ctx: &Context,
     kind: Kind,
     p: GetPreferencesParams,
-) -> Result<Value, Error> {
+) -> Result<Box<RawValue>, Error> {
     let mut errors = Errors::default();
     let key = p.key(kind, &mut errors);
     let set_id = read_set_id(p.preference_set, p.tenant, &mut errors);
     errors.finish()?;
-    if p.raw.unwrap_or(false) {
-        let set = ctx
-            .db
-            .read({
-                let set_id = set_id.clone();
-                move |r| Ok::<_, Error>(r.set(&key, &set_id)?)
-            })
-            .await?;
-        return Ok(set.unwrap_or_default().into_response(&set_id));
+    let tenant = (set_id != DEFAULT_SET).then_some(set_id.as_str());
+    let raw = p.raw.unwrap_or(false);
+    let (inputs, tenant_row) = stored_for_read(ctx, key, tenant, tenant.filter(|_| !raw)).await?;
+    if raw {
+        let set = match tenant {
+            None => inputs.default_set.as_ref(),
+            Some(_) => inputs.tenant_set.as_ref(),
+        };
+        return render(&set.cloned().unwrap_or_default().into_response(&set_id));
     }
     let config = ctx.config();
-    let id = set_id.clone();
-    let (recipient_default, recipient_tenant, tenant_default) = ctx
-        .db
-        .read(move |r| {
-            let default = r.set(&key, DEFAULT_SET)?;
-            if id == DEFAULT_SET {
-                return Ok::<_, Error>((default, None, None));
-            }
-            let own = r.set(&key, &id)?;
-            Ok((default, own, stored_tenant_default(r, &id)?))
-        })
-        .await?;
-    let tenant = (set_id != DEFAULT_SET).then_some(set_id.as_str());
-    let tenant_default =
-        tenant_default.or_else(|| tenant.and_then(|t| config.tenant_templates.get(t).cloned()));
+    if let Some(r) = inputs.memo.get::<Rendered>()
+        && r.is_for(&config, tenant_row.as_ref())
+    {
+        return Ok(r.answer.clone());
+    }
+    let tenant_default = tenant_row
+        .as_ref()
+        .and_then(|row| row.preference_set.as_ref())
+        .or_else(|| tenant.and_then(|t| config.tenant_templates.get(t)));
     let stack = Stack::for_recipient(&Sources {
         environment: &config.environment,
-        tenant: tenant.map(|t| (t, tenant_default.as_ref())),
-        recipient_default: recipient_default.as_ref(),
-        recipient_tenant: recipient_tenant.as_ref(),
+        tenant: tenant.map(|t| (t, tenant_default)),
+        recipient_default: inputs.default_set.as_ref(),
+        recipient_tenant: inputs.tenant_set.as_ref(),
     });
-    Ok(stack.effective().into_response(&set_id))
+    let answer = render(&stack.effective().into_response(&set_id))?;
+    inputs.memo.set(Arc::new(Rendered {
+        config,
+        tenant: tenant_row,
+        answer: answer.clone(),
+    }));
+    Ok(answer)
 }
 
-/// The stored `settings.preference_set` of a tenant, if the tenant exists and has one.
-pub fn stored_tenant_default(r: &Read<'_>, tenant: &str) -> Result<Option<PreferenceSet>, Error> {
-    Ok(r.tenant(tenant)?.and_then(|t| t.preference_set))
+/// A `getPreferences` answer as JSON text. (Serialising a `Value` cannot fail; the error
+/// is mapped for form's sake.)
+fn render(answer: &Value) -> Result<Box<RawValue>, Error> {
+    serde_json::value::to_raw_value(answer).map_err(|e| Error::Store(e.into()))
+}
+
+/// The effective set of a `getPreferences` answer, rendered once per cached entry: the
+/// merge is redone only when the recipient's sets (a new entry), the tenant row or the
+/// config changed. The config and tenant row are held, so their identity cannot be reused.
+struct Rendered {
+    config: Arc<Config>,
+    tenant: Option<Arc<TenantRow>>,
+    answer: Box<RawValue>,
+}
+
+impl Rendered {
+    fn is_for(&self, config: &Arc<Config>, tenant: Option<&Arc<TenantRow>>) -> bool {
+        Arc::ptr_eq(&self.config, config)
+            && match (&self.tenant, tenant) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+/// A recipient's stored inputs with its set `tenant_set`, and the stored row of tenant
+/// `tenant` when asked: from the cache when it holds both, otherwise from one read
+/// transaction whose result is offered to the cache.
+async fn stored_for_read(
+    ctx: &Context,
+    key: RecipientKey,
+    tenant_set: Option<&str>,
+    tenant: Option<&str>,
+) -> Result<(Arc<EvaluationInputs>, Option<Arc<TenantRow>>), Error> {
+    let cache = ctx.db.cache();
+    let cached = cache.view(|v| {
+        let inputs = v.inputs(&key, tenant_set)?;
+        let row = match tenant {
+            Some(t) => v.tenant(t)?,
+            None => None,
+        };
+        Some((inputs, row))
+    });
+    if let Some(hit) = cached {
+        return Ok(hit);
+    }
+    let ticket = cache.ticket();
+    let (set, id) = (tenant_set.map(str::to_string), tenant.map(str::to_string));
+    let (key, inputs, row) = ctx
+        .db
+        .read(move |r| {
+            let inputs = Arc::new(r.evaluation_inputs(&key, set.as_deref())?);
+            let row = match &id {
+                Some(t) => r.tenant(t)?.map(Arc::new),
+                None => None,
+            };
+            Ok::<_, Error>((key, inputs, row))
+        })
+        .await?;
+    cache.put_inputs(ticket, &key, tenant_set, &inputs);
+    if let Some(t) = tenant {
+        cache.put_tenant(ticket, t, row.as_ref());
+    }
+    Ok((inputs, row))
 }
 
 recipient_params!(SetPreferencesParams { preference_set: Option<String>, preferences: Option<Value>, });

@@ -9,6 +9,7 @@
 //! (Measured on this machine: dedicated threads beat `spawn_blocking` pools 2–4×; see
 //! `../shared/design/stack-notes.md` §6.)
 
+mod cache;
 mod jobs;
 mod migrate;
 mod repo;
@@ -20,10 +21,11 @@ use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+pub use cache::{Cache, Ticket, Touched, View};
 pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob};
 pub use migrate::latest as latest_schema_version;
 pub use repo::{
-    Counts, EvaluationInputs, MemberPage, Read, RecipientRow, TenantRow, Write, decode_cursor,
+    Counts, EvaluationInputs, MemberPage, Memo, Read, RecipientRow, TenantRow, Write, decode_cursor,
 };
 
 use crate::config::Durability;
@@ -79,6 +81,8 @@ struct Inner {
     schema_version: u32,
     /// Calls made through [`Db::read`] and [`Db::write`]: see [`Db::calls`].
     calls: AtomicU64,
+    /// Parsed rows for reads on the async side; the writer invalidates after commit.
+    cache: Arc<Cache>,
 }
 
 impl Db {
@@ -103,6 +107,7 @@ impl Db {
         }
         let schema_version = migrate::migrate(&mut writer)?;
         let mut threads = Vec::new();
+        let cache = Arc::new(Cache::new(cache::DEFAULT_BUDGET));
         let (writer_tx, writer_rx) = mpsc::channel::<Job>();
         threads.push(spawn_thread("prefsd-db-writer", writer, move |conn| {
             for job in writer_rx {
@@ -142,8 +147,15 @@ impl Db {
                 threads: Mutex::new(threads),
                 schema_version,
                 calls: AtomicU64::new(0),
+                cache,
             }),
         })
+    }
+
+    /// The read cache: see [`Cache`]. A caller takes a [`Cache::ticket`] before a read whose
+    /// result it wants to insert.
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
     }
 
     pub fn schema_version(&self) -> u32 {
@@ -197,8 +209,9 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
+        let cache = Arc::clone(&self.inner.cache);
         self.run(&self.inner.writer, move |conn| {
-            in_write_transaction(conn, f)
+            in_write_transaction(conn, &cache, f)
         })
         .await
     }
@@ -214,8 +227,9 @@ impl Db {
         E: From<Error> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel();
+        let cache = Arc::clone(&self.inner.cache);
         let job: Job = Box::new(move |conn| {
-            let _ = tx.send(in_write_transaction(conn, f));
+            let _ = tx.send(in_write_transaction(conn, &cache, f));
         });
         self.inner.writer.send(job).map_err(|_| Error::Closed)?;
         rx.recv().map_err(|_| E::from(Error::Closed))?
@@ -275,9 +289,11 @@ impl Db {
     }
 }
 
-/// Runs `f` in an immediate write transaction, committed only if `f` returns `Ok`.
+/// Runs `f` in an immediate write transaction, committed only if `f` returns `Ok`. What it
+/// touched leaves the cache after the commit and before the caller is answered.
 fn in_write_transaction<R, E>(
     conn: &mut Connection,
+    cache: &Cache,
     f: impl FnOnce(&Write<'_>) -> Result<R, E>,
 ) -> Result<R, E>
 where
@@ -286,8 +302,11 @@ where
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(Error::from)?;
-    let result = f(&Write::new(&tx))?;
+    let write = Write::new(&tx);
+    let result = f(&write)?;
+    let touched = write.into_touched();
     tx.commit().map_err(Error::from)?;
+    cache.invalidate(&touched);
     Ok(result)
 }
 

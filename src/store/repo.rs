@@ -5,13 +5,17 @@
 //! Stored preference sets were validated when written, so they are read back without
 //! re-validating them.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::ops::Deref;
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
 use crate::model::{PreferenceSet, RecipientKey};
 use crate::store::Error;
+use crate::store::cache::Touched;
 
 /// A stored user or object.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +35,50 @@ pub struct EvaluationInputs {
     pub default_set: Option<PreferenceSet>,
     pub tenant_set: Option<PreferenceSet>,
     pub audiences: Vec<String>,
+    /// The length of the JSON text all this was parsed from, for the cache's budget.
+    pub text_bytes: usize,
+    /// A value derived from these inputs by the layer above; see [`Memo`].
+    pub memo: Memo,
+}
+
+/// One value derived from the [`EvaluationInputs`] it sits in (the rendered answer of
+/// `getPreferences`), kept by whoever computed it. It lives and dies with its inputs, so
+/// a write, which replaces cached inputs, drops it too; whatever else it depends on (the
+/// config, the tenant row) its owner records inside and checks. Copies and comparisons of
+/// inputs ignore it.
+#[derive(Default)]
+pub struct Memo(std::sync::Mutex<Option<Arc<dyn Any + Send + Sync>>>);
+
+impl Memo {
+    /// The value, if one of type `T` was set.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let slot = self.0.lock().ok()?;
+        Arc::clone(slot.as_ref()?).downcast().ok()
+    }
+
+    pub fn set<T: Any + Send + Sync>(&self, value: Arc<T>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(value);
+        }
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Memo {
+        Memo::default()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 /// A stored tenant.
@@ -67,9 +115,11 @@ pub struct Read<'c> {
     conn: &'c Connection,
 }
 
-/// Writes (and reads) inside the writer's transaction.
+/// Writes (and reads) inside the writer's transaction. Every write records the rows it
+/// touched, which the store drops from its cache once the transaction commits.
 pub struct Write<'c> {
     read: Read<'c>,
+    touched: RefCell<Vec<Touched>>,
 }
 
 impl<'c> Deref for Write<'c> {
@@ -163,7 +213,14 @@ impl<'c> Read<'c> {
                     r.get::<_, String>(3)?,
                 ))
             })?;
+        let text_bytes = [&properties, &default_set, &tenant_set]
+            .iter()
+            .map(|t| t.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+            + audiences.len();
         Ok(EvaluationInputs {
+            text_bytes,
+            memo: Memo::default(),
             properties: match properties {
                 Some(text) => Value::Object(json_map(&text)?),
                 None => Value::Null,
@@ -311,11 +368,30 @@ impl<'c> Write<'c> {
     pub(super) fn new(conn: &'c Connection) -> Write<'c> {
         Write {
             read: Read::new(conn),
+            touched: RefCell::new(Vec::new()),
         }
+    }
+
+    /// What this transaction's writes touched, for the cache.
+    pub(super) fn into_touched(self) -> Vec<Touched> {
+        self.touched.into_inner()
+    }
+
+    fn touch_recipient(&self, key: &RecipientKey) {
+        self.touched
+            .borrow_mut()
+            .push(Touched::Recipient(key.clone()));
+    }
+
+    fn touch_tenant(&self, id: &str) {
+        self.touched
+            .borrow_mut()
+            .push(Touched::Tenant(id.to_string()));
     }
 
     /// Creates the recipient with empty properties unless it exists.
     pub fn ensure_recipient(&self, key: &RecipientKey, now: &str) -> Result<(), Error> {
+        self.touch_recipient(key);
         let mut stmt = self.read.conn.prepare_cached(
             "INSERT INTO recipients (collection, id, properties, created_at, updated_at)
              VALUES (?1, ?2, '{}', ?3, ?3) ON CONFLICT DO NOTHING",
@@ -331,6 +407,7 @@ impl<'c> Write<'c> {
         properties: &Map<String, Value>,
         now: &str,
     ) -> Result<RecipientRow, Error> {
+        self.touch_recipient(key);
         let mut stmt = self.read.conn.prepare_cached(
             "INSERT INTO recipients (collection, id, properties, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
              ON CONFLICT (collection, id) DO UPDATE SET properties = excluded.properties, updated_at = excluded.updated_at
@@ -350,6 +427,7 @@ impl<'c> Write<'c> {
 
     /// Deletes a recipient with its sets and memberships.
     pub fn delete_recipient(&self, key: &RecipientKey) -> Result<bool, Error> {
+        self.touch_recipient(key);
         let mut stmt = self
             .read
             .conn
@@ -381,6 +459,7 @@ impl<'c> Write<'c> {
     }
 
     pub fn delete_set(&self, key: &RecipientKey, set_id: &str) -> Result<bool, Error> {
+        self.touch_recipient(key);
         let mut stmt = self.read.conn.prepare_cached(
             "DELETE FROM preference_sets WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3",
         )?;
@@ -389,6 +468,7 @@ impl<'c> Write<'c> {
 
     /// Creates or replaces a tenant row (keeping its `created_at`).
     pub fn put_tenant(&self, tenant: &TenantRow) -> Result<(), Error> {
+        self.touch_tenant(&tenant.id);
         let set = tenant
             .preference_set
             .as_ref()
@@ -411,6 +491,7 @@ impl<'c> Write<'c> {
     }
 
     pub fn delete_tenant(&self, id: &str) -> Result<bool, Error> {
+        self.touch_tenant(id);
         let mut stmt = self
             .read
             .conn
@@ -442,6 +523,7 @@ impl<'c> Write<'c> {
             "DELETE FROM audience_members WHERE audience_key = ?1 AND collection = ?2 AND recipient_id = ?3",
         )?;
         for member in members {
+            self.touch_recipient(member);
             stmt.execute(params![audience, collection(member), member.id])?;
         }
         self.count_members(audience)

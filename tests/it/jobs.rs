@@ -11,7 +11,7 @@ fn users(n: usize) -> Vec<String> {
 
 /// Follows a job over the WebSocket subscription and returns every state it was sent,
 /// the terminal one last.
-async fn follow(daemon: &Daemon, id: &str) -> Vec<Value> {
+pub async fn follow(daemon: &Daemon, id: &str) -> Vec<Value> {
     let client = daemon.ws().await;
     let mut sub = client
         .follow_bulk(id)

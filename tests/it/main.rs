@@ -4,6 +4,7 @@
 mod access;
 mod badinput;
 mod bench;
+mod cache;
 mod child;
 mod cli;
 mod crash;

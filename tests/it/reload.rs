@@ -155,6 +155,18 @@ async fn a_new_tenant_template_is_picked_up() {
     let daemon = Daemon::start().await;
     let before = status(&daemon).await;
     assert_eq!(sends(&daemon, Some("globex")).await, json!([true, false]));
+    // The effective set is rendered once and kept until something it depends on changes;
+    // the config is one of those things.
+    let effective = || async {
+        daemon
+            .call(
+                "users.getPreferences",
+                json!({ "user_id": "u1", "tenant": "globex" }),
+            )
+            .await["channel_types"]
+            .clone()
+    };
+    assert_eq!(effective().await, json!({ "email": true, "sms": false }));
     save(
         &daemon.config_dir,
         "tenants/globex.json",
@@ -173,6 +185,7 @@ async fn a_new_tenant_template_is_picked_up() {
         "{after}"
     );
     assert_eq!(sends(&daemon, Some("globex")).await, json!([false, true]));
+    assert_eq!(effective().await, json!({ "email": false, "sms": true }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,316 @@
+//! A bounded, in-memory cache of what reads load per recipient and per tenant, so a hot
+//! recipient is answered on the async worker without a hop to a reader thread.
+//!
+//! Consistency rests on two rules:
+//! - The writer invalidates what a transaction touched after it commits and before its
+//!   caller hears back ([`Cache::invalidate`]), so a client that wrote and then reads sees
+//!   its write.
+//! - A reader takes a [`Ticket`] before its read transaction starts and may insert only if
+//!   no write has invalidated anything since. A read whose snapshot predates a commit
+//!   therefore never inserts after that commit's invalidation; if it inserted before it,
+//!   the invalidation removes the entry.
+//!
+//! Values are shared (`Arc`), never copied out. The cache is bounded by an estimate of
+//! the memory its parsed values hold; when that passes the budget a quarter of the
+//! entries, arbitrary ones, are dropped in one pass.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::model::RecipientKey;
+use crate::store::{EvaluationInputs, TenantRow};
+
+/// What the cache may hold, in estimated bytes of parsed values: see [`Cache::new`].
+pub const DEFAULT_BUDGET: usize = 8 << 20;
+
+/// A row a write transaction touched, so its cached copies must go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Touched {
+    Recipient(RecipientKey),
+    Tenant(String),
+}
+
+/// Proof of when a read started: see the module docs.
+#[derive(Clone, Copy, Debug)]
+pub struct Ticket(u64);
+
+pub struct Cache {
+    state: Mutex<State>,
+    budget: usize,
+}
+
+/// One recipient's cached inputs, per tenant set read.
+type PerSet = Vec<(Option<String>, Arc<EvaluationInputs>)>;
+
+#[derive(Default)]
+struct State {
+    /// Bumped by every invalidation.
+    generation: u64,
+    /// Per recipient, the inputs read for each tenant set asked for (`None`: no tenant).
+    recipients: HashMap<RecipientKey, PerSet>,
+    /// Per tenant id, its row or `None` when it is not stored.
+    tenants: HashMap<String, Option<Arc<TenantRow>>>,
+    /// The estimated size of everything above.
+    weight: usize,
+}
+
+/// A parsed JSON value costs several times its text (map nodes, one allocation per
+/// string), and a rendered answer in the entry's memo about its text again; measured with
+/// `prefsd bench seed` data, see the README's performance notes.
+const PARSED_PER_TEXT_BYTE: usize = 7;
+/// What an entry costs besides its JSON: the key, the map slot, the `Arc`.
+const ENTRY_OVERHEAD: usize = 256;
+
+impl Cache {
+    /// A cache that holds at most about `budget` bytes of parsed values.
+    pub fn new(budget: usize) -> Cache {
+        Cache {
+            state: Mutex::new(State::default()),
+            budget,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps inconsistent with the
+        // database (at worst an entry is missing), so a poisoned lock is used as is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Taken before a read that may insert what it reads.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.state().generation)
+    }
+
+    /// Runs `f` on the cache as it is now, under one lock, so everything `f` finds is one
+    /// consistent state (no write can invalidate between two of its look-ups).
+    pub fn view<R>(&self, f: impl FnOnce(&View<'_>) -> R) -> R {
+        let state = self.state();
+        f(&View { state: &state })
+    }
+
+    /// Caches inputs read under `ticket`, unless a write has invalidated since.
+    pub fn put_inputs(
+        &self,
+        ticket: Ticket,
+        key: &RecipientKey,
+        tenant_set: Option<&str>,
+        inputs: &Arc<EvaluationInputs>,
+    ) {
+        let mut state = self.state();
+        if state.generation != ticket.0 {
+            return;
+        }
+        let entries = state.recipients.entry(key.clone()).or_default();
+        if entries.iter().any(|(set, _)| set.as_deref() == tenant_set) {
+            return;
+        }
+        entries.push((tenant_set.map(str::to_string), Arc::clone(inputs)));
+        state.weight += inputs_weight(key, inputs);
+        self.trim(&mut state);
+    }
+
+    /// Caches a tenant row (or its absence) read under `ticket`, as [`Cache::put_inputs`].
+    pub fn put_tenant(&self, ticket: Ticket, id: &str, row: Option<&Arc<TenantRow>>) {
+        let mut state = self.state();
+        if state.generation != ticket.0 || state.tenants.contains_key(id) {
+            return;
+        }
+        state.tenants.insert(id.to_string(), row.cloned());
+        state.weight += tenant_weight(id, row.map(Arc::as_ref));
+        self.trim(&mut state);
+    }
+
+    /// Drops every cached copy of what a committed write touched.
+    pub fn invalidate(&self, touched: &[Touched]) {
+        if touched.is_empty() {
+            return;
+        }
+        let mut state = self.state();
+        state.generation += 1;
+        for t in touched {
+            let freed = match t {
+                Touched::Recipient(key) => {
+                    state.recipients.remove_entry(key).map_or(0, |(k, v)| {
+                        v.iter().map(|(_, i)| inputs_weight(&k, i)).sum()
+                    })
+                }
+                Touched::Tenant(id) => state
+                    .tenants
+                    .remove(id)
+                    .map_or(0, |row| tenant_weight(id, row.as_deref())),
+            };
+            state.weight = state.weight.saturating_sub(freed);
+        }
+    }
+
+    /// How many recipients and tenants are cached, and their estimated weight.
+    pub fn size(&self) -> (usize, usize, usize) {
+        let state = self.state();
+        (state.recipients.len(), state.tenants.len(), state.weight)
+    }
+
+    /// Over budget: drops every fourth entry, in the maps' own (arbitrary) order, which
+    /// costs one pass per quarter of the cache rather than a search per insert.
+    fn trim(&self, state: &mut State) {
+        if state.weight <= self.budget {
+            return;
+        }
+        let mut n = 0usize;
+        let mut freed = 0;
+        state.recipients.retain(|key, entries| {
+            n += 1;
+            let keep = !n.is_multiple_of(4);
+            if !keep {
+                freed += entries
+                    .iter()
+                    .map(|(_, i)| inputs_weight(key, i))
+                    .sum::<usize>();
+            }
+            keep
+        });
+        state.tenants.retain(|id, row| {
+            n += 1;
+            let keep = !n.is_multiple_of(4);
+            if !keep {
+                freed += tenant_weight(id, row.as_deref());
+            }
+            keep
+        });
+        state.weight = state.weight.saturating_sub(freed);
+    }
+}
+
+/// The cache under its lock: see [`Cache::view`].
+pub struct View<'a> {
+    state: &'a State,
+}
+
+impl View<'_> {
+    /// The cached inputs of `key` for `tenant_set`, if any.
+    pub fn inputs(
+        &self,
+        key: &RecipientKey,
+        tenant_set: Option<&str>,
+    ) -> Option<Arc<EvaluationInputs>> {
+        let entries = self.state.recipients.get(key)?;
+        entries
+            .iter()
+            .find(|(set, _)| set.as_deref() == tenant_set)
+            .map(|(_, inputs)| Arc::clone(inputs))
+    }
+
+    /// The cached row of tenant `id`: `Some(None)` when it is known not to exist.
+    pub fn tenant(&self, id: &str) -> Option<Option<Arc<TenantRow>>> {
+        self.state.tenants.get(id).cloned()
+    }
+}
+
+fn inputs_weight(key: &RecipientKey, inputs: &EvaluationInputs) -> usize {
+    ENTRY_OVERHEAD + key.id.len() + inputs.text_bytes * PARSED_PER_TEXT_BYTE
+}
+
+/// Tenants are few and cached once per change, so their text is measured by serialising.
+fn tenant_weight(id: &str, row: Option<&TenantRow>) -> usize {
+    let text = |row: &TenantRow| {
+        let set = row.preference_set.as_ref().map_or(0, |s| {
+            serde_json::to_string(s.as_map()).map_or(0, |t| t.len())
+        });
+        serde_json::to_string(&row.properties).map_or(0, |t| t.len()) + set
+    };
+    ENTRY_OVERHEAD + id.len() + row.map_or(0, |r| text(r) * PARSED_PER_TEXT_BYTE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PreferenceSet;
+
+    fn inputs(marker: &str) -> Arc<EvaluationInputs> {
+        Arc::new(EvaluationInputs {
+            properties: serde_json::json!({ "marker": marker }),
+            default_set: None,
+            tenant_set: None,
+            audiences: vec![],
+            text_bytes: 100,
+            memo: Default::default(),
+        })
+    }
+
+    fn tenant(id: &str) -> Arc<TenantRow> {
+        Arc::new(TenantRow {
+            id: id.to_string(),
+            name: None,
+            properties: Default::default(),
+            preference_set: Some(PreferenceSet::default()),
+            created_at: String::new(),
+            updated_at: String::new(),
+        })
+    }
+
+    #[test]
+    fn entries_are_kept_per_tenant_set_and_invalidated_per_recipient() {
+        let cache = Cache::new(DEFAULT_BUDGET);
+        let u1 = RecipientKey::user("u1");
+        let u2 = RecipientKey::user("u2");
+        let t = cache.ticket();
+        cache.put_inputs(t, &u1, None, &inputs("u1"));
+        cache.put_inputs(t, &u1, Some("acme"), &inputs("u1 acme"));
+        cache.put_inputs(t, &u2, None, &inputs("u2"));
+        assert_eq!(
+            cache.view(|v| v.inputs(&u1, Some("acme"))),
+            Some(inputs("u1 acme"))
+        );
+        assert_eq!(cache.view(|v| v.inputs(&u1, None)), Some(inputs("u1")));
+        assert_eq!(cache.view(|v| v.inputs(&u1, Some("other"))), None);
+
+        cache.invalidate(&[Touched::Recipient(u1.clone())]);
+        assert_eq!(cache.view(|v| v.inputs(&u1, None)), None);
+        assert_eq!(cache.view(|v| v.inputs(&u1, Some("acme"))), None);
+        assert_eq!(cache.view(|v| v.inputs(&u2, None)), Some(inputs("u2")));
+        assert_eq!(cache.size().2, inputs_weight(&u2, &inputs("u2")));
+    }
+
+    #[test]
+    fn a_read_that_started_before_an_invalidation_does_not_insert() {
+        let cache = Cache::new(DEFAULT_BUDGET);
+        let u1 = RecipientKey::user("u1");
+        let before = cache.ticket();
+        // A write to anyone commits while the read is in flight; the read may have seen
+        // the old row, so it must not be cached.
+        cache.invalidate(&[Touched::Tenant("acme".into())]);
+        cache.put_inputs(before, &u1, None, &inputs("stale"));
+        cache.put_tenant(before, "acme", Some(&tenant("acme")));
+        assert_eq!(cache.view(|v| v.inputs(&u1, None)), None);
+        assert_eq!(cache.view(|v| v.tenant("acme")), None);
+
+        let after = cache.ticket();
+        cache.put_inputs(after, &u1, None, &inputs("fresh"));
+        cache.put_tenant(after, "acme", None);
+        assert_eq!(cache.view(|v| v.inputs(&u1, None)), Some(inputs("fresh")));
+        assert_eq!(cache.view(|v| v.tenant("acme")), Some(None));
+        cache.invalidate(&[Touched::Tenant("acme".into())]);
+        assert_eq!(cache.view(|v| v.tenant("acme")), None);
+    }
+
+    #[test]
+    fn the_budget_bounds_the_weight() {
+        let one = inputs_weight(&RecipientKey::user("u0000"), &inputs("x"));
+        let cache = Cache::new(one * 100);
+        let t = cache.ticket();
+        for i in 0..1000 {
+            cache.put_inputs(
+                t,
+                &RecipientKey::user(format!("u{i:04}")),
+                None,
+                &inputs("x"),
+            );
+        }
+        let (recipients, _, weight) = cache.size();
+        assert!(weight <= one * 100, "weight {weight} over the budget");
+        assert!(
+            recipients > 50,
+            "trimming dropped too much: {recipients} left"
+        );
+        assert_eq!(weight, recipients * one);
+    }
+}

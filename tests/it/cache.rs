@@ -1,0 +1,177 @@
+//! The read cache never serves what a write replaced: every kind of write, made after the
+//! rows it changes were read (and so cached), is seen by the next read.
+
+use serde_json::{Value, json};
+
+use crate::jobs::follow;
+use crate::support::Daemon;
+
+/// `send` for one recipient on email, for `workflow`, with `extra` params.
+async fn sends(d: &Daemon, recipient: &str, workflow: &str, extra: Value) -> bool {
+    let mut params = json!({ "workflow": workflow, "recipients": [recipient], "channels": [{ "type": "email" }] });
+    for (k, v) in extra.as_object().expect("extra params are an object") {
+        params[k] = v.clone();
+    }
+    let result = d.call("preferences.evaluate", params).await;
+    result["results"][0]["channels"][0]["send"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("no decision: {result}"))
+}
+
+/// `workflows` of the effective (or with `raw`, stored) set `set` of `user`.
+async fn workflows(d: &Daemon, user: &str, set: &str, raw: bool) -> Value {
+    d.call(
+        "users.getPreferences",
+        json!({ "user_id": user, "preference_set": set, "raw": raw }),
+    )
+    .await["workflows"]
+        .clone()
+}
+
+fn condition(variable: &str, operator: &str, argument: Value) -> Value {
+    json!({ "conditions": [{ "variable": variable, "operator": operator, "argument": argument }] })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_is_seen_by_the_next_read_of_what_it_changed() {
+    let d = Daemon::start().await;
+    let none = json!({});
+
+    // Sets: read an absent set, write it, read it; then unset it.
+    assert_eq!(workflows(&d, "u1", "default", false).await, Value::Null);
+    assert!(sends(&d, "u1", "w", none.clone()).await);
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preferences": { "workflows": {
+            "w": false,
+            "pro": condition("recipient.plan", "equal_to", json!("pro")),
+            "beta": condition("recipient.id", "is_audience_member", json!("beta")),
+            "admin": condition("actor.role", "equal_to", json!("admin")),
+        } } }),
+    )
+    .await;
+    assert_eq!(workflows(&d, "u1", "default", true).await["w"], false);
+    assert_eq!(workflows(&d, "u1", "default", false).await["w"], false);
+    assert!(!sends(&d, "u1", "w", none.clone()).await);
+
+    // Properties, by identify and by an inline identify inside an evaluation.
+    assert!(!sends(&d, "u1", "pro", none.clone()).await);
+    d.call(
+        "users.identify",
+        json!({ "user_id": "u1", "properties": { "plan": "pro" } }),
+    )
+    .await;
+    assert!(sends(&d, "u1", "pro", none.clone()).await);
+    let inline = json!({ "workflow": "pro", "channels": [{ "type": "email" }],
+                         "recipients": [{ "id": "u1", "properties": { "plan": "free" } }] });
+    d.call("preferences.evaluate", inline).await;
+    assert!(!sends(&d, "u1", "pro", none.clone()).await);
+
+    // Audience membership.
+    assert!(!sends(&d, "u1", "beta", none.clone()).await);
+    let members = json!({ "audience_key": "beta", "members": [{ "user_id": "u1" }] });
+    d.call("audiences.addMembers", members.clone()).await;
+    assert!(sends(&d, "u1", "beta", none.clone()).await);
+    d.call("audiences.removeMembers", members).await;
+    assert!(!sends(&d, "u1", "beta", none.clone()).await);
+
+    // The actor's properties.
+    let boss = json!({ "actor": "boss" });
+    assert!(!sends(&d, "u1", "admin", boss.clone()).await);
+    d.call(
+        "users.identify",
+        json!({ "user_id": "boss", "properties": { "role": "admin" } }),
+    )
+    .await;
+    assert!(sends(&d, "u1", "admin", boss.clone()).await);
+
+    // A stored tenant default, changed and deleted, under a per-tenant set.
+    let t1 = json!({ "tenant": "t1" });
+    assert!(sends(&d, "u1", "t", t1.clone()).await);
+    assert_eq!(workflows(&d, "u1", "t1", false).await["t"], Value::Null);
+    d.call(
+        "tenants.set",
+        json!({ "tenant_id": "t1", "settings": { "preference_set": { "workflows": { "t": false } } } }),
+    )
+    .await;
+    assert!(!sends(&d, "u1", "t", t1.clone()).await);
+    assert_eq!(workflows(&d, "u1", "t1", false).await["t"], false);
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preference_set": "t1", "preferences": { "workflows": { "t": true } } }),
+    )
+    .await;
+    assert!(sends(&d, "u1", "t", t1.clone()).await);
+    assert_eq!(workflows(&d, "u1", "t1", true).await["t"], true);
+    d.call(
+        "users.unsetPreferences",
+        json!({ "user_id": "u1", "preference_set": "t1" }),
+    )
+    .await;
+    assert!(!sends(&d, "u1", "t", t1.clone()).await);
+    d.call("tenants.delete", json!({ "tenant_id": "t1" })).await;
+    assert!(sends(&d, "u1", "t", t1.clone()).await);
+    assert_eq!(workflows(&d, "u1", "t1", false).await["t"], Value::Null);
+
+    // A bulk job, which writes on the worker rather than for a call.
+    assert!(!sends(&d, "u1", "w", none.clone()).await);
+    let op = d
+        .call(
+            "users.bulkSetPreferences",
+            json!({ "user_ids": ["u1"], "preferences": { "workflows": { "w": true } } }),
+        )
+        .await;
+    let states = follow(&d, op["id"].as_str().expect("a job id")).await;
+    assert_eq!(
+        states.last().map(|s| s["status"].clone()),
+        Some(json!("completed"))
+    );
+    assert!(sends(&d, "u1", "w", none.clone()).await);
+
+    // The job replaced the whole set, so the condition on the plan is gone too.
+    assert!(sends(&d, "u1", "pro", none.clone()).await);
+
+    // Deleting the user deletes its sets.
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preferences": { "workflows": { "w": false } } }),
+    )
+    .await;
+    assert!(!sends(&d, "u1", "w", none.clone()).await);
+    d.call("users.delete", json!({ "user_id": "u1" })).await;
+    assert_eq!(workflows(&d, "u1", "default", true).await, Value::Null);
+    assert!(sends(&d, "u1", "w", none).await);
+}
+
+/// Reads racing writes of the same set: a read that saw the old set while a write
+/// committed must not leave it cached, so once a write is acknowledged every read sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_writes_never_cache_the_older_set() {
+    let d = std::sync::Arc::new(Daemon::start().await);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (d, stop) = (d.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    workflows(&d, "u1", "default", false).await;
+                }
+            })
+        })
+        .collect();
+    for i in 0..200 {
+        let name = format!("w{i}");
+        d.call(
+            "users.setPreferences",
+            json!({ "user_id": "u1", "preferences": { "workflows": { &name: false } } }),
+        )
+        .await;
+        let seen = workflows(&d, "u1", "default", true).await;
+        assert_eq!(seen, json!({ &name: false }), "after write {i}");
+        assert!(!sends(&d, "u1", &name, json!({})).await, "after write {i}");
+    }
+    stop.cancel();
+    for reader in readers {
+        reader.await.expect("a reader task");
+    }
+}
