@@ -28,6 +28,8 @@ pub struct Status {
     pub schema_version: u32,
     pub counts: crate::store::Counts,
     pub jobs: Value,
+    /// The read cache's size and hit counts (not in rpc.md; an addition for operators).
+    pub cache: crate::store::CacheStats,
 }
 
 /// `daemon.status`.
@@ -43,6 +45,7 @@ pub async fn status(ctx: &Context) -> Result<Status, Error> {
         schema_version: ctx.db.schema_version(),
         counts,
         jobs: json!({ "queued": queued, "processing": processing }),
+        cache: ctx.db.cache().stats(),
     })
 }
 

@@ -148,7 +148,7 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Evaluation, Er
                 Ok::<_, Error>((req, snapshot))
             })
             .await?
-    } else if let Some(snapshot) = cache.view(|v| Snapshot::cached(v, &req)) {
+    } else if let Some(snapshot) = cache.lookup(|v| Snapshot::cached(v, &req)) {
         (req, snapshot)
     } else {
         let ticket = cache.ticket();

@@ -311,7 +311,7 @@ async fn stored_for_read(
     tenant: Option<&str>,
 ) -> Result<(Arc<EvaluationInputs>, Option<Arc<TenantRow>>), Error> {
     let cache = ctx.db.cache();
-    let cached = cache.view(|v| {
+    let cached = cache.lookup(|v| {
         let inputs = v.inputs(&key, tenant_set)?;
         let row = match tenant {
             Some(t) => v.tenant(t)?,

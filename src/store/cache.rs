@@ -15,6 +15,7 @@
 //! entries, arbitrary ones, are dropped in one pass.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::model::RecipientKey;
@@ -37,6 +38,22 @@ pub struct Ticket(u64);
 pub struct Cache {
     state: Mutex<State>,
     budget: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What `daemon.status` shows of the cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    /// Recipients with cached inputs, and tenants with a cached row (or absence).
+    pub recipients: usize,
+    pub tenants: usize,
+    /// The estimated memory of the cached values, and the budget it is held under.
+    pub bytes: usize,
+    pub budget: usize,
+    /// Look-ups answered from the cache, and those that read the database instead.
+    pub hits: u64,
+    pub misses: u64,
 }
 
 /// One recipient's cached inputs, per tenant set read.
@@ -67,6 +84,8 @@ impl Cache {
         Cache {
             state: Mutex::new(State::default()),
             budget,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -82,10 +101,19 @@ impl Cache {
     }
 
     /// Runs `f` on the cache as it is now, under one lock, so everything `f` finds is one
-    /// consistent state (no write can invalidate between two of its look-ups).
-    pub fn view<R>(&self, f: impl FnOnce(&View<'_>) -> R) -> R {
-        let state = self.state();
-        f(&View { state: &state })
+    /// consistent state (no write can invalidate between two of its look-ups). `f` answers
+    /// `None` when something it needs is not cached, which counts as a miss.
+    pub fn lookup<R>(&self, f: impl FnOnce(&View<'_>) -> Option<R>) -> Option<R> {
+        let found = f(&View {
+            state: &self.state(),
+        });
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
     /// Caches inputs read under `ticket`, unless a write has invalidated since.
@@ -143,10 +171,16 @@ impl Cache {
         }
     }
 
-    /// How many recipients and tenants are cached, and their estimated weight.
-    pub fn size(&self) -> (usize, usize, usize) {
+    pub fn stats(&self) -> CacheStats {
         let state = self.state();
-        (state.recipients.len(), state.tenants.len(), state.weight)
+        CacheStats {
+            recipients: state.recipients.len(),
+            tenants: state.tenants.len(),
+            bytes: state.weight,
+            budget: self.budget,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
     /// Over budget: drops every fourth entry, in the maps' own (arbitrary) order, which
@@ -257,17 +291,18 @@ mod tests {
         cache.put_inputs(t, &u1, Some("acme"), &inputs("u1 acme"));
         cache.put_inputs(t, &u2, None, &inputs("u2"));
         assert_eq!(
-            cache.view(|v| v.inputs(&u1, Some("acme"))),
+            cache.lookup(|v| v.inputs(&u1, Some("acme"))),
             Some(inputs("u1 acme"))
         );
-        assert_eq!(cache.view(|v| v.inputs(&u1, None)), Some(inputs("u1")));
-        assert_eq!(cache.view(|v| v.inputs(&u1, Some("other"))), None);
+        assert_eq!(cache.lookup(|v| v.inputs(&u1, None)), Some(inputs("u1")));
+        assert_eq!(cache.lookup(|v| v.inputs(&u1, Some("other"))), None);
 
         cache.invalidate(&[Touched::Recipient(u1.clone())]);
-        assert_eq!(cache.view(|v| v.inputs(&u1, None)), None);
-        assert_eq!(cache.view(|v| v.inputs(&u1, Some("acme"))), None);
-        assert_eq!(cache.view(|v| v.inputs(&u2, None)), Some(inputs("u2")));
-        assert_eq!(cache.size().2, inputs_weight(&u2, &inputs("u2")));
+        assert_eq!(cache.lookup(|v| v.inputs(&u1, None)), None);
+        assert_eq!(cache.lookup(|v| v.inputs(&u1, Some("acme"))), None);
+        assert_eq!(cache.lookup(|v| v.inputs(&u2, None)), Some(inputs("u2")));
+        assert_eq!(cache.stats().bytes, inputs_weight(&u2, &inputs("u2")));
+        assert_eq!((cache.stats().hits, cache.stats().misses), (3, 3));
     }
 
     #[test]
@@ -280,16 +315,16 @@ mod tests {
         cache.invalidate(&[Touched::Tenant("acme".into())]);
         cache.put_inputs(before, &u1, None, &inputs("stale"));
         cache.put_tenant(before, "acme", Some(&tenant("acme")));
-        assert_eq!(cache.view(|v| v.inputs(&u1, None)), None);
-        assert_eq!(cache.view(|v| v.tenant("acme")), None);
+        assert_eq!(cache.lookup(|v| v.inputs(&u1, None)), None);
+        assert_eq!(cache.lookup(|v| v.tenant("acme")), None);
 
         let after = cache.ticket();
         cache.put_inputs(after, &u1, None, &inputs("fresh"));
         cache.put_tenant(after, "acme", None);
-        assert_eq!(cache.view(|v| v.inputs(&u1, None)), Some(inputs("fresh")));
-        assert_eq!(cache.view(|v| v.tenant("acme")), Some(None));
+        assert_eq!(cache.lookup(|v| v.inputs(&u1, None)), Some(inputs("fresh")));
+        assert_eq!(cache.lookup(|v| v.tenant("acme")), Some(None));
         cache.invalidate(&[Touched::Tenant("acme".into())]);
-        assert_eq!(cache.view(|v| v.tenant("acme")), None);
+        assert_eq!(cache.lookup(|v| v.tenant("acme")), None);
     }
 
     #[test]
@@ -305,7 +340,11 @@ mod tests {
                 &inputs("x"),
             );
         }
-        let (recipients, _, weight) = cache.size();
+        let CacheStats {
+            recipients,
+            bytes: weight,
+            ..
+        } = cache.stats();
         assert!(weight <= one * 100, "weight {weight} over the budget");
         assert!(
             recipients > 50,

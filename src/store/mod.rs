@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-pub use cache::{Cache, Ticket, Touched, View};
+pub use cache::{Cache, CacheStats, Ticket, Touched, View};
 pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob};
 pub use migrate::latest as latest_schema_version;
 pub use repo::{

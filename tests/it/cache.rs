@@ -175,3 +175,34 @@ async fn reads_racing_writes_never_cache_the_older_set() {
         reader.await.expect("a reader task");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_status_shows_the_cache() {
+    let d = Daemon::start().await;
+    let cache = || async { d.call("daemon.status", json!({})).await["cache"].clone() };
+    let empty = cache().await;
+    assert_eq!(
+        (
+            empty["recipients"].clone(),
+            empty["bytes"].clone(),
+            empty["hits"].clone(),
+            empty["misses"].clone()
+        ),
+        (json!(0), json!(0), json!(0), json!(0)),
+        "{empty}"
+    );
+    assert!(empty["budget"].as_u64() > Some(0), "{empty}");
+    workflows(&d, "u1", "default", false).await;
+    workflows(&d, "u1", "default", false).await;
+    let after = cache().await;
+    assert_eq!(
+        (
+            after["recipients"].clone(),
+            after["hits"].clone(),
+            after["misses"].clone()
+        ),
+        (json!(1), json!(1), json!(1)),
+        "{after}"
+    );
+    assert!(after["bytes"].as_u64() > Some(0), "{after}");
+}

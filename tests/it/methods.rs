@@ -1516,6 +1516,7 @@ async fn daemon_ping_and_status() {
     assert_eq!(
         keys,
         [
+            "cache",
             "counts",
             "jobs",
             "protocol",
