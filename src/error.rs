@@ -31,6 +31,10 @@ pub enum Error {
     /// A failure below the domain; its details go to the log, not to clients.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// Any other failure that is not the caller's (a worker thread that panicked, an
+    /// answer that would not serialise); logged, and only "internal error" on the wire.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {

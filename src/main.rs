@@ -30,8 +30,11 @@ fn main() -> ExitCode {
                     database,
                 },
             };
-            let Some(runtime) = prefsd::cli::runtime(tokio::runtime::Builder::new_multi_thread())
-            else {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(workers) = prefsd::server::async_workers() {
+                builder.worker_threads(workers);
+            }
+            let Some(runtime) = prefsd::cli::runtime(builder) else {
                 return ExitCode::from(2);
             };
             match runtime.block_on(prefsd::server::serve(options)) {

@@ -278,7 +278,7 @@ pub async fn get_preferences(
 /// A `getPreferences` answer as JSON text. (Serialising a `Value` cannot fail; the error
 /// is mapped for form's sake.)
 fn render(answer: &Value) -> Result<Box<RawValue>, Error> {
-    serde_json::value::to_raw_value(answer).map_err(|e| Error::Store(e.into()))
+    serde_json::value::to_raw_value(answer).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// The effective set of a `getPreferences` answer, rendered once per cached entry: the

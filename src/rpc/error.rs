@@ -89,6 +89,7 @@ impl From<Error> for ErrorObjectOwned {
             }
             // The chain goes to the log; clients get no SQL or paths.
             Error::Store(e) => internal(format!("{e:#}")),
+            Error::Internal(detail) => internal(detail),
         }
     }
 }

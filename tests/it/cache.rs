@@ -206,3 +206,45 @@ async fn daemon_status_shows_the_cache() {
     );
     assert!(after["bytes"].as_u64() > Some(0), "{after}");
 }
+
+/// A batch larger than what is decided on the async worker gives the same answers, in
+/// request order, read from the database and then from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_decides_every_recipient_in_order_cached_or_not() {
+    let d = Daemon::start().await;
+    let users: Vec<String> = (0..120).map(|i| format!("u{i:03}")).collect();
+    for user in users.iter().step_by(3) {
+        d.call(
+            "users.setPreferences",
+            json!({ "user_id": user, "preferences": { "workflows": { "w": false } } }),
+        )
+        .await;
+    }
+    let expected: Vec<(String, bool)> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.clone(), i % 3 != 0))
+        .collect();
+    for round in ["from the database", "from the cache"] {
+        let result = d
+            .call(
+                "preferences.evaluate",
+                json!({ "workflow": "w", "recipients": users, "channels": [{ "type": "email" }] }),
+            )
+            .await;
+        let got: Vec<(String, bool)> = result["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| {
+                (
+                    r["recipient"]["id"].as_str().expect("an id").to_string(),
+                    r["channels"][0]["send"].as_bool().expect("send"),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "{round}");
+    }
+    let status = d.call("daemon.status", json!({})).await;
+    assert_eq!(status["cache"]["recipients"], 120, "{status}");
+}
