@@ -119,12 +119,16 @@ impl Snapshot {
         if let Some(t) = &req.tenant {
             cache.put_tenant(ticket, &t.id, self.tenant.as_ref());
         }
-        if let (Some(key), Some(actor)) = (req.actor_key(), &self.actor) {
+        if let (Some(key), Some(actor)) = (req.actor_key(), &self.actor)
+            && cache.admit(&key, None)
+        {
             cache.put_inputs(ticket, &key, None, actor);
         }
         let tenant_set = req.tenant_set();
         for (rp, inputs) in req.recipients.iter().zip(&self.recipients) {
-            cache.put_inputs(ticket, &rp.key, tenant_set, inputs);
+            if cache.admit(&rp.key, tenant_set) {
+                cache.put_inputs(ticket, &rp.key, tenant_set, inputs);
+            }
         }
     }
 }

@@ -323,19 +323,37 @@ async fn stored_for_read(
         return Ok(hit);
     }
     let ticket = cache.ticket();
+    let admit = cache.admit(&key, tenant_set);
     let (set, id) = (tenant_set.map(str::to_string), tenant.map(str::to_string));
     let (key, inputs, row) = ctx
         .db
         .read(move |r| {
-            let inputs = Arc::new(r.evaluation_inputs(&key, set.as_deref())?);
+            let inputs = if admit {
+                r.evaluation_inputs(&key, set.as_deref())?
+            } else {
+                // Not to be cached: only the sets this method reads (a quarter of the
+                // B-tree descents on a large database), so this value is incomplete
+                // and must never reach the cache.
+                EvaluationInputs {
+                    default_set: r.set(&key, DEFAULT_SET)?,
+                    tenant_set: set
+                        .as_deref()
+                        .map(|s| r.set(&key, s))
+                        .transpose()?
+                        .flatten(),
+                    ..EvaluationInputs::default()
+                }
+            };
             let row = match &id {
                 Some(t) => r.tenant(t)?.map(Arc::new),
                 None => None,
             };
-            Ok::<_, Error>((key, inputs, row))
+            Ok::<_, Error>((key, Arc::new(inputs), row))
         })
         .await?;
-    cache.put_inputs(ticket, &key, tenant_set, &inputs);
+    if admit {
+        cache.put_inputs(ticket, &key, tenant_set, &inputs);
+    }
     if let Some(t) = tenant {
         cache.put_tenant(ticket, t, row.as_ref());
     }

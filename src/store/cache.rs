@@ -14,7 +14,8 @@
 //! the memory its parsed values hold; when that passes the budget a quarter of the
 //! entries, arbitrary ones, are dropped in one pass.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -38,6 +39,7 @@ pub struct Ticket(u64);
 pub struct Cache {
     state: Mutex<State>,
     budget: usize,
+    hasher: std::collections::hash_map::RandomState,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -69,7 +71,12 @@ struct State {
     tenants: HashMap<String, Option<Arc<TenantRow>>>,
     /// The estimated size of everything above.
     weight: usize,
+    /// Hashes of recipient entries read once and not admitted: see [`Cache::admit`].
+    seen_once: HashSet<u64>,
 }
+
+/// How many once-read entries are remembered before the memory of them starts afresh.
+const SEEN_ONCE: usize = 16 * 1024;
 
 /// A parsed JSON value costs several times its text (map nodes, one allocation per
 /// string), and a rendered answer in the entry's memo about its text again; measured with
@@ -84,6 +91,7 @@ impl Cache {
         Cache {
             state: Mutex::new(State::default()),
             budget,
+            hasher: Default::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -114,6 +122,28 @@ impl Cache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
+    }
+
+    /// Whether inputs about to be read for `key` and `tenant_set` should be cached: yes
+    /// when the recipient already has cached entries or this entry was read (and not
+    /// cached) before; otherwise the read is remembered and the answer is no. Admitting
+    /// on the second read keeps a recipient read once in a long while (uniform reads over
+    /// a million users) from evicting one read all the time, and lets a first read fetch
+    /// only what its method needs.
+    pub fn admit(&self, key: &RecipientKey, tenant_set: Option<&str>) -> bool {
+        let mut state = self.state();
+        if state.recipients.contains_key(key) {
+            return true;
+        }
+        let hash = self.hasher.hash_one((key, tenant_set));
+        if state.seen_once.remove(&hash) {
+            return true;
+        }
+        if state.seen_once.len() >= SEEN_ONCE {
+            state.seen_once.clear();
+        }
+        state.seen_once.insert(hash);
+        false
     }
 
     /// Caches inputs read under `ticket`, unless a write has invalidated since.
@@ -270,6 +300,34 @@ mod tests {
         })
     }
 
+    #[test]
+    fn an_entry_is_admitted_when_read_a_second_time() {
+        let cache = Cache::new(DEFAULT_BUDGET);
+        let (u1, u2) = (RecipientKey::user("u1"), RecipientKey::user("u2"));
+        assert!(!cache.admit(&u1, None));
+        assert!(!cache.admit(&u2, None));
+        assert!(!cache.admit(&u1, Some("acme")));
+        assert!(cache.admit(&u1, None));
+        admit(&cache, cache.ticket(), &u1, None, &inputs("u1"));
+        // Once a recipient is in, its other tenant sets need no second read.
+        assert!(cache.admit(&u1, Some("other")));
+        assert!(cache.admit(&u2, None));
+        assert!(!cache.admit(&u2, Some("acme")));
+    }
+
+    /// Caches an entry the way callers do: if admitted, which the second read is.
+    fn admit(
+        cache: &Cache,
+        ticket: Ticket,
+        key: &RecipientKey,
+        tenant_set: Option<&str>,
+        inputs: &Arc<EvaluationInputs>,
+    ) {
+        if cache.admit(key, tenant_set) || cache.admit(key, tenant_set) {
+            cache.put_inputs(ticket, key, tenant_set, inputs);
+        }
+    }
+
     fn tenant(id: &str) -> Arc<TenantRow> {
         Arc::new(TenantRow {
             id: id.to_string(),
@@ -287,9 +345,9 @@ mod tests {
         let u1 = RecipientKey::user("u1");
         let u2 = RecipientKey::user("u2");
         let t = cache.ticket();
-        cache.put_inputs(t, &u1, None, &inputs("u1"));
-        cache.put_inputs(t, &u1, Some("acme"), &inputs("u1 acme"));
-        cache.put_inputs(t, &u2, None, &inputs("u2"));
+        admit(&cache, t, &u1, None, &inputs("u1"));
+        admit(&cache, t, &u1, Some("acme"), &inputs("u1 acme"));
+        admit(&cache, t, &u2, None, &inputs("u2"));
         assert_eq!(
             cache.lookup(|v| v.inputs(&u1, Some("acme"))),
             Some(inputs("u1 acme"))
@@ -313,13 +371,13 @@ mod tests {
         // A write to anyone commits while the read is in flight; the read may have seen
         // the old row, so it must not be cached.
         cache.invalidate(&[Touched::Tenant("acme".into())]);
-        cache.put_inputs(before, &u1, None, &inputs("stale"));
+        admit(&cache, before, &u1, None, &inputs("stale"));
         cache.put_tenant(before, "acme", Some(&tenant("acme")));
         assert_eq!(cache.lookup(|v| v.inputs(&u1, None)), None);
         assert_eq!(cache.lookup(|v| v.tenant("acme")), None);
 
         let after = cache.ticket();
-        cache.put_inputs(after, &u1, None, &inputs("fresh"));
+        admit(&cache, after, &u1, None, &inputs("fresh"));
         cache.put_tenant(after, "acme", None);
         assert_eq!(cache.lookup(|v| v.inputs(&u1, None)), Some(inputs("fresh")));
         assert_eq!(cache.lookup(|v| v.tenant("acme")), Some(None));
@@ -333,7 +391,8 @@ mod tests {
         let cache = Cache::new(one * 100);
         let t = cache.ticket();
         for i in 0..1000 {
-            cache.put_inputs(
+            admit(
+                &cache,
                 t,
                 &RecipientKey::user(format!("u{i:04}")),
                 None,

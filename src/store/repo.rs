@@ -27,7 +27,7 @@ pub struct RecipientRow {
 }
 
 /// What evaluating one recipient reads ([`Read::evaluation_inputs`]).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct EvaluationInputs {
     /// The recipient's properties, an object; `Null` when the recipient is not stored
     /// (evaluation reads it as the recipient's properties either way).
