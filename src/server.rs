@@ -121,7 +121,7 @@ pub async fn run(
         ctx.config.clone(),
         cancel.clone(),
     ));
-    tasks.spawn(apply_size_limit(ctx.clone(), cancel.clone()));
+    tasks.spawn(apply_store_limits(ctx.clone(), cancel.clone()));
 
     let connections = Arc::new(Connections::default());
     let max_connections = connection_cap(limits.max_connections);
@@ -409,13 +409,20 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// Applies `limits.max_database_mb` to the database now and after every reload that
-/// changes it (SQLite's `max_page_count` belongs to the writer connection, not the file).
-async fn apply_size_limit(ctx: Arc<Context>, cancel: CancellationToken) {
+/// Applies `limits.max_database_mb` and `limits.read_cache_mb` to the store now and after
+/// every reload (SQLite's `max_page_count` belongs to the writer connection, not the file).
+async fn apply_store_limits(ctx: Arc<Context>, cancel: CancellationToken) {
     let mut configs = ctx.config.subscribe();
     let mut applied = None;
     loop {
-        let wanted = configs.borrow_and_update().settings.limits.max_database_mb;
+        let (wanted, cache_mb) = {
+            let config = configs.borrow_and_update();
+            let limits = &config.settings.limits;
+            (limits.max_database_mb, limits.read_cache_mb)
+        };
+        ctx.db
+            .cache()
+            .set_budget(cache_mb as usize * crate::store::MIB);
         if applied != Some(wanted) {
             match ctx.db.set_max_size(wanted).await {
                 Ok(()) => applied = Some(wanted),
@@ -548,6 +555,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let db_options = crate::store::Options {
         durability: settings.durability,
         max_database_mb: settings.limits.max_database_mb,
+        read_cache_mb: settings.limits.read_cache_mb,
     };
     let db = crate::store::Db::open_with(&settings.database, db_options)
         .with_context(|| format!("opening the database {}", settings.database.display()))?;

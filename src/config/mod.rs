@@ -92,6 +92,9 @@ pub struct Limits {
     /// The largest the database may grow, in MiB (SQLite `max_page_count`); default none.
     /// Past it writes fail as on a full disk. Hot-reloaded.
     pub max_database_mb: Option<u64>,
+    /// The read cache's budget in MiB of estimated memory; 0 turns it off. Default 8.
+    /// Hot-reloaded. (Not in config.md: an addition, see the README's performance notes.)
+    pub read_cache_mb: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -143,6 +146,7 @@ impl Default for Limits {
             max_bulk_users: 1000,
             max_connections: 4096,
             max_database_mb: None,
+            read_cache_mb: 8,
         }
     }
 }
@@ -744,6 +748,11 @@ fn parse_limits(r: &mut TomlReader<'_>, table: &DeTable<'_>, limits: &mut Limits
             "max_database_mb" => {
                 if let Some(n) = r.u32_in(&full, item, 1) {
                     limits.max_database_mb = Some(n.into());
+                }
+            }
+            "read_cache_mb" => {
+                if let Some(n) = r.u32_in(&full, item, 0) {
+                    limits.read_cache_mb = n;
                 }
             }
             _ => r.unknown_key(key, "[limits]"),

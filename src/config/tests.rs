@@ -148,6 +148,7 @@ hs256_secret = "shh"
             max_bulk_users: 20,
             max_connections: 30,
             max_database_mb: None,
+            read_cache_mb: 8,
         }
     );
     assert_eq!(s.jobs.retention_days, 0);
@@ -803,6 +804,22 @@ fn reload_applies_valid_edits_and_keeps_the_old_config_on_errors() {
     let status = handle.reload().expect("a valid reload");
     assert_eq!(status.version, 3);
     assert_eq!(status.last_error, None);
+}
+
+#[test]
+fn read_cache_mb_is_a_size_in_mib_and_zero_turns_the_cache_off() {
+    assert_eq!(parse_ok(&[]).settings.limits.read_cache_mb, 8);
+    for n in [0, 64] {
+        let config = parse_ok(&[("prefsd.toml", &format!("[limits]\nread_cache_mb = {n}\n"))]);
+        assert_eq!(config.settings.limits.read_cache_mb, n);
+    }
+    let errors = parse_err(&[("prefsd.toml", "[limits]\nread_cache_mb = -1\n")]);
+    assert_error(
+        &errors,
+        "prefsd.toml",
+        Some(2),
+        "`limits.read_cache_mb` must be an integer from 0",
+    );
 }
 
 #[test]

@@ -16,14 +16,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::model::RecipientKey;
 use crate::store::{EvaluationInputs, TenantRow};
-
-/// What the cache may hold, in estimated bytes of parsed values: see [`Cache::new`].
-pub const DEFAULT_BUDGET: usize = 8 << 20;
 
 /// A row a write transaction touched, so its cached copies must go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +35,8 @@ pub struct Ticket(u64);
 
 pub struct Cache {
     state: Mutex<State>,
-    budget: usize,
+    /// In estimated bytes; 0 turns the cache off. See [`Cache::set_budget`].
+    budget: AtomicUsize,
     hasher: std::collections::hash_map::RandomState,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -90,11 +88,31 @@ impl Cache {
     pub fn new(budget: usize) -> Cache {
         Cache {
             state: Mutex::new(State::default()),
-            budget,
+            budget: AtomicUsize::new(budget),
             hasher: Default::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
+    }
+
+    /// Changes the budget (`limits.read_cache_mb` on a reload), trimming at once if the
+    /// cache is now over it; 0 empties the cache and turns it off.
+    pub fn set_budget(&self, budget: usize) {
+        self.budget.store(budget, Ordering::Relaxed);
+        let mut state = self.state();
+        if budget == 0 {
+            state.recipients.clear();
+            state.tenants.clear();
+            state.seen_once.clear();
+            state.weight = 0;
+        }
+        while state.weight > budget {
+            self.trim(&mut state);
+        }
+    }
+
+    fn budget(&self) -> usize {
+        self.budget.load(Ordering::Relaxed)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -131,6 +149,9 @@ impl Cache {
     /// a million users) from evicting one read all the time, and lets a first read fetch
     /// only what its method needs.
     pub fn admit(&self, key: &RecipientKey, tenant_set: Option<&str>) -> bool {
+        if self.budget() == 0 {
+            return false;
+        }
         let mut state = self.state();
         if state.recipients.contains_key(key) {
             return true;
@@ -155,7 +176,7 @@ impl Cache {
         inputs: &Arc<EvaluationInputs>,
     ) {
         let mut state = self.state();
-        if state.generation != ticket.0 {
+        if state.generation != ticket.0 || self.budget() == 0 {
             return;
         }
         let entries = state.recipients.entry(key.clone()).or_default();
@@ -170,7 +191,7 @@ impl Cache {
     /// Caches a tenant row (or its absence) read under `ticket`, as [`Cache::put_inputs`].
     pub fn put_tenant(&self, ticket: Ticket, id: &str, row: Option<&Arc<TenantRow>>) {
         let mut state = self.state();
-        if state.generation != ticket.0 || state.tenants.contains_key(id) {
+        if state.generation != ticket.0 || state.tenants.contains_key(id) || self.budget() == 0 {
             return;
         }
         state.tenants.insert(id.to_string(), row.cloned());
@@ -207,7 +228,7 @@ impl Cache {
             recipients: state.recipients.len(),
             tenants: state.tenants.len(),
             bytes: state.weight,
-            budget: self.budget,
+            budget: self.budget(),
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
         }
@@ -216,7 +237,7 @@ impl Cache {
     /// Over budget: drops every fourth entry, in the maps' own (arbitrary) order, which
     /// costs one pass per quarter of the cache rather than a search per insert.
     fn trim(&self, state: &mut State) {
-        if state.weight <= self.budget {
+        if state.weight <= self.budget() {
             return;
         }
         let mut n = 0usize;
@@ -289,6 +310,8 @@ mod tests {
     use super::*;
     use crate::model::PreferenceSet;
 
+    const BUDGET: usize = 8 << 20;
+
     fn inputs(marker: &str) -> Arc<EvaluationInputs> {
         Arc::new(EvaluationInputs {
             properties: serde_json::json!({ "marker": marker }),
@@ -302,7 +325,7 @@ mod tests {
 
     #[test]
     fn an_entry_is_admitted_when_read_a_second_time() {
-        let cache = Cache::new(DEFAULT_BUDGET);
+        let cache = Cache::new(BUDGET);
         let (u1, u2) = (RecipientKey::user("u1"), RecipientKey::user("u2"));
         assert!(!cache.admit(&u1, None));
         assert!(!cache.admit(&u2, None));
@@ -341,7 +364,7 @@ mod tests {
 
     #[test]
     fn entries_are_kept_per_tenant_set_and_invalidated_per_recipient() {
-        let cache = Cache::new(DEFAULT_BUDGET);
+        let cache = Cache::new(BUDGET);
         let u1 = RecipientKey::user("u1");
         let u2 = RecipientKey::user("u2");
         let t = cache.ticket();
@@ -365,7 +388,7 @@ mod tests {
 
     #[test]
     fn a_read_that_started_before_an_invalidation_does_not_insert() {
-        let cache = Cache::new(DEFAULT_BUDGET);
+        let cache = Cache::new(BUDGET);
         let u1 = RecipientKey::user("u1");
         let before = cache.ticket();
         // A write to anyone commits while the read is in flight; the read may have seen
@@ -383,6 +406,30 @@ mod tests {
         assert_eq!(cache.lookup(|v| v.tenant("acme")), Some(None));
         cache.invalidate(&[Touched::Tenant("acme".into())]);
         assert_eq!(cache.lookup(|v| v.tenant("acme")), None);
+    }
+
+    #[test]
+    fn a_budget_of_zero_empties_the_cache_and_keeps_it_empty() {
+        let cache = Cache::new(BUDGET);
+        let u1 = RecipientKey::user("u1");
+        admit(&cache, cache.ticket(), &u1, None, &inputs("u1"));
+        cache.put_tenant(cache.ticket(), "acme", None);
+        assert_eq!(cache.stats().recipients, 1);
+        cache.set_budget(0);
+        assert_eq!(
+            cache.stats(),
+            CacheStats {
+                misses: 0,
+                ..CacheStats::default()
+            }
+        );
+        assert!(!cache.admit(&u1, None) && !cache.admit(&u1, None));
+        cache.put_inputs(cache.ticket(), &u1, None, &inputs("u1"));
+        cache.put_tenant(cache.ticket(), "acme", None);
+        assert_eq!((cache.stats().recipients, cache.stats().tenants), (0, 0));
+        cache.set_budget(BUDGET);
+        admit(&cache, cache.ticket(), &u1, None, &inputs("u1"));
+        assert_eq!(cache.lookup(|v| v.inputs(&u1, None)), Some(inputs("u1")));
     }
 
     #[test]

@@ -93,6 +93,7 @@ impl Db {
             Options {
                 durability,
                 max_database_mb: None,
+                read_cache_mb: crate::config::Limits::default().read_cache_mb,
             },
         )
     }
@@ -107,7 +108,7 @@ impl Db {
         }
         let schema_version = migrate::migrate(&mut writer)?;
         let mut threads = Vec::new();
-        let cache = Arc::new(Cache::new(cache::DEFAULT_BUDGET));
+        let cache = Arc::new(Cache::new(options.read_cache_mb as usize * MIB));
         let (writer_tx, writer_rx) = mpsc::channel::<Job>();
         threads.push(spawn_thread("prefsd-db-writer", writer, move |conn| {
             for job in writer_rx {
@@ -348,7 +349,12 @@ pub struct Options {
     pub durability: Durability,
     /// `limits.max_database_mb`: `PRAGMA max_page_count` on the writer; `None` for no limit.
     pub max_database_mb: Option<u64>,
+    /// `limits.read_cache_mb`: the read cache's budget; 0 for no cache.
+    pub read_cache_mb: u32,
 }
+
+/// One mebibyte, for the settings given in MiB.
+pub const MIB: usize = 1 << 20;
 
 /// `PRAGMA max_page_count` for a limit in MiB (`None`: SQLite's largest, no limit).
 fn set_max_size(conn: &Connection, max_database_mb: Option<u64>) -> Result<(), Error> {

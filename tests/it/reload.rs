@@ -281,3 +281,47 @@ async fn every_answer_sees_one_whole_config_while_it_is_rewritten() {
     );
     assert!(total > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_cache_budget_applies_on_reload_and_zero_turns_the_cache_off() {
+    let daemon = Daemon::start().await;
+    let get = || daemon.call("users.getPreferences", json!({ "user_id": "u1" }));
+    let cache = || async { daemon.call("daemon.status", json!({})).await["cache"].clone() };
+    get().await;
+    get().await;
+    assert_eq!(cache().await["recipients"], 1);
+    assert_eq!(cache().await["budget"], 8 << 20);
+
+    let config = format!(
+        "{}\n[limits]\nread_cache_mb = 0\n",
+        crate::support::PREFSD_TOML
+    );
+    save(&daemon.config_dir, "prefsd.toml", &config);
+    wait_for("the cache to be turned off", || async {
+        let c = cache().await;
+        (c["budget"] == 0).then_some(c)
+    })
+    .await;
+    get().await;
+    get().await;
+    let off = cache().await;
+    assert_eq!(
+        (off["recipients"].clone(), off["bytes"].clone()),
+        (json!(0), json!(0)),
+        "{off}"
+    );
+
+    let config = format!(
+        "{}\n[limits]\nread_cache_mb = 1\n",
+        crate::support::PREFSD_TOML
+    );
+    save(&daemon.config_dir, "prefsd.toml", &config);
+    wait_for("the cache to be turned on", || async {
+        let c = cache().await;
+        (c["budget"] == 1 << 20).then_some(c)
+    })
+    .await;
+    get().await;
+    get().await;
+    assert_eq!(cache().await["recipients"], 1);
+}

@@ -157,6 +157,7 @@ impl Daemon {
         let options = prefsd::store::Options {
             durability: settings.durability,
             max_database_mb: settings.limits.max_database_mb,
+            read_cache_mb: settings.limits.read_cache_mb,
         };
         let db = Db::open_with(&self.database, options).expect("opening the database");
         let listener =
