@@ -61,6 +61,19 @@ pub enum ReasonCode {
     OverridePreferences,
 }
 
+impl ReasonCode {
+    /// The wire name, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::OptedIn => "opted_in",
+            ReasonCode::OptedOut => "opted_out",
+            ReasonCode::ConditionFailed => "condition_failed",
+            ReasonCode::CommercialUnsubscribed => "commercial_unsubscribed",
+            ReasonCode::OverridePreferences => "override_preferences",
+        }
+    }
+}
+
 /// Why a decision came out as it did: which path of the effective set decided, from which
 /// layer, and the failing condition with its resolved values.
 #[derive(Clone, Debug, PartialEq, Serialize)]

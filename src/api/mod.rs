@@ -63,6 +63,26 @@ pub fn format_time(t: jiff::Timestamp) -> String {
         .timestamp_to_string(&t)
 }
 
+/// An answer already written as JSON text, serialised verbatim. serde_json writes a value
+/// that serialises as a struct named by its raw-value token as the text itself, unparsed;
+/// that is how its own `RawValue` serialises, and the only way to hand it text without a
+/// second parse (`RawValue::from_string` validates). jsonrpsee parses the whole response
+/// once more, so text that were not JSON would be caught there; the writers that make a
+/// `Json` are tested against serde's own output. A serde_json that changed the token would
+/// fail `rendered_json_is_written_verbatim`.
+pub struct Json(pub String);
+
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+impl serde::Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct(RAW_VALUE_TOKEN, 1)?;
+        s.serialize_field(RAW_VALUE_TOKEN, self.0.as_str())?;
+        s.end()
+    }
+}
+
 /// Collects validation errors so that one response can name every bad field.
 #[derive(Default)]
 pub struct Errors(Vec<crate::model::FieldError>);
@@ -121,7 +141,27 @@ pub struct Deleted {
 
 #[cfg(test)]
 mod tests {
-    use super::format_time;
+    use super::{Json, format_time};
+
+    #[test]
+    fn rendered_json_is_written_verbatim() {
+        let text = r#"{"a":[1,"x\"y"],"b":null}"#;
+        let json = Json(text.to_string());
+        assert_eq!(serde_json::to_string(&json).expect("serialises"), text);
+        let raw = serde_json::value::to_raw_value(&json).expect("serialises");
+        assert_eq!(raw.get(), text);
+        // Inside another value, too (jsonrpsee wraps it in a response object).
+        let wrapped = serde_json::json!({ "result": serde_json::to_value(&json).ok() });
+        assert!(wrapped.is_object());
+        #[derive(serde::Serialize)]
+        struct Response<'a> {
+            result: &'a Json,
+        }
+        assert_eq!(
+            serde_json::to_string(&Response { result: &json }).expect("serialises"),
+            format!(r#"{{"result":{text}}}"#)
+        );
+    }
 
     #[test]
     fn times_always_have_three_fractional_digits_so_they_sort_as_strings() {

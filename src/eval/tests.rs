@@ -287,3 +287,17 @@ fn evaluate(case: &Value) -> Result<Value, String> {
     }
     Ok(Value::Array(out))
 }
+
+#[test]
+fn reason_codes_are_named_as_serde_names_them() {
+    use crate::eval::ReasonCode;
+    for code in [
+        ReasonCode::OptedIn,
+        ReasonCode::OptedOut,
+        ReasonCode::ConditionFailed,
+        ReasonCode::CommercialUnsubscribed,
+        ReasonCode::OverridePreferences,
+    ] {
+        assert_eq!(serde_json::to_value(code).ok(), Some(json!(code.as_str())));
+    }
+}
