@@ -8,7 +8,7 @@
 //! Between chunks the writer thread serves interactive writes (its queue is FIFO), and the
 //! worker checks for cancellation, so shutdown never waits for a whole job.
 //!
-//! The worker gives way while the daemon is serving other calls ([`Sharing`]): its chunks
+//! The worker gives way while the daemon is serving other calls (`Sharing`): its chunks
 //! shrink to a tenth of `jobs.chunk_size` and it pauses after each for three times as long
 //! as the chunk took, so it uses at most a quarter of the writer's time. Writing holds a
 //! CPU, much of it in the kernel writing the WAL, where a read scheduled behind it waits;

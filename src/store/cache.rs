@@ -266,7 +266,7 @@ impl Cache {
     }
 }
 
-/// The cache under its lock: see [`Cache::view`].
+/// The cache under its lock: see [`Cache::lookup`].
 pub struct View<'a> {
     state: &'a State,
 }
