@@ -6,7 +6,9 @@
 //!   `limit_exceeded` (-32004), so clients see one error vocabulary;
 //! - a single body that jsonrpsee refuses is classified by what it is: not JSON (invalid
 //!   UTF-8 included) is a parse error, JSON that is not a request object (`42`) an invalid
-//!   request. jsonrpsee guesses from whether an `id` can be read, which gets both wrong.
+//!   request. jsonrpsee guesses from whether an `id` can be read, which gets both wrong;
+//! - the body travels to the RPC middleware ([`RequestBody`]), which refuses a request whose
+//!   `id` jsonrpsee could not read instead of running it as a notification.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -74,6 +76,7 @@ where
         }
         let max = self.max_request_bytes;
         let seen = Arc::new(Mutex::new(Vec::new()));
+        req.extensions_mut().insert(RequestBody(Arc::clone(&seen)));
         let req = req.map(|inner| TapBody {
             inner,
             seen: Arc::clone(&seen),
@@ -117,6 +120,31 @@ impl<B: Body<Data = Bytes> + Unpin> Body for TapBody<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The body of the HTTP request a call came in, as jsonrpsee read it (the chunks are shared,
+/// not copied), for the RPC middleware: it travels in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct RequestBody(Arc<Mutex<Vec<Bytes>>>);
+
+impl RequestBody {
+    /// Whether the body is one request object whose `id` jsonrpsee cannot read: anything but
+    /// a string, a non-negative integer or `null`. jsonrpsee takes such a request for a
+    /// notification (which has no `id`) and would run it without answering.
+    pub fn has_unreadable_id(&self) -> bool {
+        let Ok(chunks) = self.0.lock() else {
+            return false;
+        };
+        let body: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(request)) => match request.get("id") {
+                None | Some(Value::Null | Value::String(_)) => false,
+                Some(Value::Number(n)) => !n.is_u64(),
+                Some(_) => true,
+            },
+            _ => false,
+        }
     }
 }
 

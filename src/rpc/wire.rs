@@ -2,7 +2,8 @@
 //! - errors that jsonrpsee makes itself (an unknown method, say) get the `data.type` of
 //!   rpc.md, like the errors of our own handlers;
 //! - notifications (requests without an id) run, as JSON-RPC 2.0 says, and get no answer
-//!   (jsonrpsee alone drops them unrun);
+//!   (jsonrpsee alone drops them unrun); over HTTP a request whose id jsonrpsee could not
+//!   read, which it passes on as a notification, is refused instead;
 //! - every single-call response it has seen is marked [`Typed`], so the HTTP shim
 //!   (`rpc::http`) passes it through without reading its body. Batch answers are left to
 //!   the shim, which types errors inside them.
@@ -16,6 +17,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Id};
 use serde_json::Value;
 
 use crate::rpc::error::add_type;
+use crate::rpc::http::RequestBody;
 
 /// The service a middleware layer of ours wraps: jsonrpsee's RPC service with every
 /// response a `MethodResponse`, shareable across tasks. Both layers (`wire`, `rpc::auth`)
@@ -166,6 +168,22 @@ where
         let inner = self.inner.clone();
         async move {
             let extensions = n.extensions.clone();
+            // Over HTTP the body tells a request with an unreadable id from a notification;
+            // the request is refused, not run unanswered. (A WebSocket message cannot be
+            // told apart here: jsonrpsee keeps it to itself.)
+            if extensions
+                .get::<RequestBody>()
+                .is_some_and(RequestBody::has_unreadable_id)
+            {
+                let message = "must be a string, a non-negative integer or null";
+                let error = ErrorObjectOwned::owned(
+                    -32600,
+                    format!("invalid request: `id` {message}"),
+                    Some(serde_json::json!({ "type": "invalid_request",
+                        "errors": [{ "field": "id", "message": message }] })),
+                );
+                return typed(MethodResponse::error(Id::Null, error), Id::Null);
+            }
             run_notification(&inner, n).await;
             MethodResponse::notification().with_extensions(extensions)
         }

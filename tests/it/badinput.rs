@@ -94,8 +94,6 @@ async fn request_ids_of_every_valid_kind_are_echoed_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pending: jsonrpsee runs a request with an id of the wrong type as a notification \
-            (the call runs, the answer is `null`); src/rpc/http.rs should refuse it"]
 async fn requests_with_an_id_of_the_wrong_type_are_refused_and_not_run() {
     let d = Daemon::start().await;
     // JSON-RPC allows any number as an id; jsonrpsee reads only unsigned integers.
@@ -117,6 +115,7 @@ async fn requests_with_an_id_of_the_wrong_type_are_refused_and_not_run() {
         let e =
             RpcError::split(response.clone()).expect_err("an invalid request, not a notification");
         e.assert(-32600, "invalid_request");
+        assert_eq!(e.fields(), ["id"], "{response}");
         assert_eq!(response["id"], Value::Null, "{response}");
         d.call_err("users.get", json!({ "user_id": user }))
             .await
