@@ -133,11 +133,7 @@ impl RequestBody {
     /// a string, a non-negative integer or `null`. jsonrpsee takes such a request for a
     /// notification (which has no `id`) and would run it without answering.
     pub fn has_unreadable_id(&self) -> bool {
-        let Ok(chunks) = self.0.lock() else {
-            return false;
-        };
-        let body: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
-        match serde_json::from_slice::<Value>(&body) {
+        match serde_json::from_slice::<Value>(&recorded(&self.0)) {
             Ok(Value::Object(request)) => match request.get("id") {
                 None | Some(Value::Null | Value::String(_)) => false,
                 Some(Value::Number(n)) => !n.is_u64(),
@@ -148,12 +144,16 @@ impl RequestBody {
     }
 }
 
+/// The recorded body in one piece (empty if the lock was poisoned).
+fn recorded(seen: &Mutex<Vec<Bytes>>) -> Vec<u8> {
+    seen.lock()
+        .map(|chunks| chunks.iter().flat_map(|c| c.iter().copied()).collect())
+        .unwrap_or_default()
+}
+
 /// Whether the recorded body is JSON at all (UTF-8 and well-formed).
 fn is_json(seen: &Mutex<Vec<Bytes>>) -> bool {
-    let Ok(chunks) = seen.lock() else {
-        return false;
-    };
-    let body: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+    let body = recorded(seen);
     std::str::from_utf8(&body)
         .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
 }
