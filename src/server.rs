@@ -531,6 +531,19 @@ pub fn async_workers() -> Option<usize> {
     Some(cores.saturating_sub(1).max(1))
 }
 
+/// The reload check of `serve`: the user-token key of a new config must load.
+pub fn check_user_token_key(
+    config: &crate::config::Config,
+) -> Result<(), crate::config::ConfigError> {
+    crate::auth::Verifier::load(&config.settings.access)
+        .map(drop)
+        .map_err(|message| crate::config::ConfigError {
+            file: crate::config::SETTINGS_FILE.to_string(),
+            line: None,
+            message,
+        })
+}
+
 /// What `prefsd serve` needs, from flags and environment.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -560,8 +573,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let db = crate::store::Db::open_with(&settings.database, db_options)
         .with_context(|| format!("opening the database {}", settings.database.display()))?;
     // A user-token key that cannot be read is a start-up error, not a daemon that refuses
-    // every token.
+    // every token; on a reload it is an invalid edit, and the old config stays in force.
     crate::auth::Verifier::load(&settings.access).map_err(|e| anyhow::anyhow!("{e}"))?;
+    config.set_check(check_user_token_key);
     let listener = bind(&settings.socket, settings.socket_mode)?;
     // The signal handlers are installed before the daemon says it is serving, so that a
     // signal sent as soon as it does never meets the default action (which ends the

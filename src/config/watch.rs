@@ -208,6 +208,20 @@ struct Inner {
     status: watch::Sender<ConfigStatus>,
     /// Held for a whole reload, so that two reloads never interleave.
     reload: Mutex<()>,
+    /// A check beyond the directory's own rules, set once by the daemon: see
+    /// [`ConfigHandle::set_check`].
+    check: std::sync::OnceLock<Check>,
+}
+
+/// What [`ConfigHandle::set_check`] takes: `Err` with the reason refuses a config.
+type CheckFn = dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync;
+
+struct Check(Box<CheckFn>);
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Check")
+    }
 }
 
 impl ConfigHandle {
@@ -232,6 +246,7 @@ impl ConfigHandle {
                 config,
                 status,
                 reload: Mutex::new(()),
+                check: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -240,6 +255,17 @@ impl ConfigHandle {
     pub fn load(dir: PathBuf, overrides: Overrides) -> Result<ConfigHandle, Vec<ConfigError>> {
         let config = load_dir(&dir)?;
         Ok(ConfigHandle::new(config, dir, overrides))
+    }
+
+    /// Adds a check every reload must pass, beyond the directory's own rules: the daemon
+    /// uses it to refuse a config whose user-token key cannot be loaded (which `config`,
+    /// knowing nothing of keys, cannot tell), so that such an edit keeps the old config in
+    /// force like any other invalid edit. Only the first call counts.
+    pub fn set_check(
+        &self,
+        check: impl Fn(&Config) -> Result<(), ConfigError> + Send + Sync + 'static,
+    ) {
+        let _ = self.inner.check.set(Check(Box::new(check)));
     }
 
     /// The config in force. Cheap (a read lock and an `Arc` clone): take it once per request
@@ -319,7 +345,13 @@ impl ConfigHandle {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = jiff::Timestamp::now();
-        let mut config = match load_dir(&self.inner.dir) {
+        let checked = load_dir(&self.inner.dir).and_then(|config| {
+            match self.inner.check.get().map(|check| (check.0)(&config)) {
+                Some(Err(e)) => Err(vec![e]),
+                _ => Ok(config),
+            }
+        });
+        let mut config = match checked {
             Ok(config) => config,
             Err(errors) => {
                 let last_error = errors.first().map(|first| LastError {

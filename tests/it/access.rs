@@ -219,6 +219,38 @@ async fn serve_refuses_an_unreadable_user_token_key() {
     assert!(!socket.exists(), "no socket is bound");
 }
 
+/// A reload that points the user-token key at a file that cannot be read is an invalid
+/// edit: refused, reported, and the old config (whose key loads) stays in force. Through
+/// the real `prefsd serve`, which installs that check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_an_unreadable_user_token_key_is_refused() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("config");
+    let mut files = crate::support::default_files();
+    files.retain(|(path, _)| path != "prefsd.toml");
+    files.push(("prefsd.toml".into(), rs256_toml()));
+    write_files(&config, &files);
+    let daemon = crate::child::ChildDaemon::spawn(dir.path());
+    let before = daemon.ok("config.status", json!({})).await;
+
+    let broken = "durability = \"normal\"\n\n[access.user_token]\npublic_key_file = \"/nonexistent/prefsd-key.pem\"\n";
+    std::fs::write(config.join("prefsd.toml"), broken).expect("writing prefsd.toml");
+    let e = daemon
+        .call("config.reload", json!({}))
+        .await
+        .expect_err("the reload is refused");
+    e.assert(-32602, "invalid_params");
+    assert!(e.message.contains("public_key_file"), "{e:?}");
+    let after = daemon.ok("config.status", json!({})).await;
+    assert_eq!(after["version"], before["version"], "{after}");
+    assert!(
+        after["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("public_key_file")),
+        "{after}"
+    );
+}
+
 // --- peer uids ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
