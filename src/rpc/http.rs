@@ -8,7 +8,9 @@
 //!   UTF-8 included) is a parse error, JSON that is not a request object (`42`) an invalid
 //!   request. jsonrpsee guesses from whether an `id` can be read, which gets both wrong;
 //! - the body travels to the RPC middleware ([`RequestBody`]), which refuses a request whose
-//!   `id` jsonrpsee could not read instead of running it as a notification.
+//!   `id` jsonrpsee could not read instead of running it as a notification;
+//! - in a batch, a subscription method (which needs a WebSocket) is told so, as it is when
+//!   sent alone, instead of jsonrpsee's bare internal error.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -193,9 +195,12 @@ async fn patch_errors(
         classify_refused_body(one, seen);
     }
     match &mut value {
-        Value::Array(items) => items
-            .iter_mut()
-            .for_each(|v| add_type(v, max_request_bytes)),
+        Value::Array(items) => {
+            items
+                .iter_mut()
+                .for_each(|v| add_type(v, max_request_bytes));
+            explain_subscriptions(items, seen);
+        }
         one => add_type(one, max_request_bytes),
     }
     let text = value.to_string();
@@ -203,6 +208,32 @@ async fn patch_errors(
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
     Response::from_parts(parts, HttpBody::from(text))
+}
+
+/// In a batch answer, jsonrpsee's bare internal error to a subscription method (which plain
+/// HTTP cannot carry) becomes what the middleware says to one sent alone: it needs a
+/// WebSocket. The request's method is found by the answer's id in the recorded body.
+fn explain_subscriptions(answers: &mut [Value], seen: &Mutex<Vec<Bytes>>) {
+    if !answers.iter().any(|a| a["error"]["code"] == json!(-32603)) {
+        return;
+    }
+    let Ok(Value::Array(requests)) = serde_json::from_slice::<Value>(&recorded(seen)) else {
+        return;
+    };
+    for answer in answers
+        .iter_mut()
+        .filter(|a| a["error"]["code"] == json!(-32603))
+    {
+        let method = requests
+            .iter()
+            .find(|r| r.get("id").is_some_and(|id| *id == answer["id"]))
+            .and_then(|r| r["method"].as_str());
+        if let Some(error) = method.and_then(crate::rpc::wire::needs_websocket)
+            && let Ok(error) = serde_json::to_value(error)
+        {
+            answer["error"] = error;
+        }
+    }
 }
 
 /// A single body refused as a parse error or an invalid request gets the right one of the

@@ -49,6 +49,20 @@ impl<S> Inner for S where
 /// The methods of the one subscription (`rpc::subscription`).
 const SUBSCRIPTION_METHODS: [&str; 2] = ["bulkOperations.subscribe", "bulkOperations.unsubscribe"];
 
+/// What a subscription method called over plain HTTP is told, where jsonrpsee would answer
+/// a bare internal error; `None` for any other method.
+pub fn needs_websocket(method: &str) -> Option<ErrorObjectOwned> {
+    SUBSCRIPTION_METHODS.contains(&method).then(|| {
+        ErrorObjectOwned::owned(
+            -32600,
+            format!(
+                "{method} needs a WebSocket: upgrade the connection (same socket, path /) and subscribe there"
+            ),
+            Some(serde_json::json!({ "type": "invalid_request" })),
+        )
+    })
+}
+
 /// JSON-RPC's internal error code.
 const INTERNAL: i32 = -32603;
 
@@ -111,26 +125,15 @@ where
     fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
         let id = req.id.clone().into_owned();
-        let subscription = SUBSCRIPTION_METHODS.contains(&req.method_name());
-        let method = req.method_name().to_string();
+        let websocket_error = needs_websocket(req.method_name());
         async move {
             let response = inner.call(req).await;
             // Over plain HTTP jsonrpsee refuses a subscription with a bare internal error;
-            // say what is wrong instead.
-            if subscription && response.as_error_code() == Some(INTERNAL) {
-                return typed(
-                    MethodResponse::error(
-                        id.clone(),
-                        ErrorObjectOwned::owned(
-                            -32600,
-                            format!(
-                                "{method} needs a WebSocket: upgrade the connection (same socket, path /) and subscribe there"
-                            ),
-                            Some(serde_json::json!({ "type": "invalid_request" })),
-                        ),
-                    ),
-                    id,
-                );
+            // say what is wrong instead. (In a batch the HTTP shim does the same.)
+            if let Some(error) = websocket_error
+                && response.as_error_code() == Some(INTERNAL)
+            {
+                return typed(MethodResponse::error(id.clone(), error), id);
             }
             typed(response, id)
         }

@@ -474,6 +474,33 @@ async fn an_unsubscribe_over_http_is_not_an_internal_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribe_in_an_http_batch_is_not_an_internal_error() {
+    let d = Daemon::start().await;
+    let body = json!([
+        { "jsonrpc": "2.0", "id": 1, "method": "bulkOperations.unsubscribe", "params": { "id": "x" } },
+        { "jsonrpc": "2.0", "id": 2, "method": "daemon.ping" },
+    ]);
+    let answers = post(&d, body.to_string()).await;
+    let answers = answers.as_array().expect("a batch answer");
+    let by_id = |id: i64| {
+        answers
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("no answer {id}: {answers:?}"))
+    };
+    assert_eq!(by_id(2)["result"], "pong");
+    let error = &by_id(1)["error"];
+    assert_eq!(error["code"], -32600, "{error}");
+    assert_eq!(error["data"]["type"], "invalid_request", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("WebSocket")),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_chunked_body_is_a_client_error() {
     let d = Daemon::start().await;
     let request = b"POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n";

@@ -151,12 +151,6 @@ async fn the_socket_answers_arbitrary_requests_and_stays_up() {
         };
         for answer in answers {
             let text = answer.to_string();
-            if is_unsubscribe_over_http(&body, &answer) {
-                // Alone it is answered clearly (badinput.rs,
-                // `an_unsubscribe_over_http_is_not_an_internal_error`); inside a batch over
-                // plain HTTP jsonrpsee's bare -32603 remains, a known gap.
-                continue;
-            }
             targets::check_response(&shown, &text);
             if let Some(error) = answer.get("error") {
                 assert!(
@@ -170,21 +164,6 @@ async fn the_socket_answers_arbitrary_requests_and_stays_up() {
         }
     }
     d.assert_alive().await;
-}
-
-/// Whether `answer` is jsonrpsee's bare -32603 to `bulkOperations.unsubscribe` over HTTP.
-fn is_unsubscribe_over_http(body: &[u8], answer: &Value) -> bool {
-    let Ok(request) = serde_json::from_slice::<Value>(body) else {
-        return false;
-    };
-    let requests = match request {
-        Value::Array(items) => items,
-        one => vec![one],
-    };
-    answer["error"]["code"] == -32603
-        && requests
-            .iter()
-            .any(|r| r["id"] == answer["id"] && r["method"] == "bulkOperations.unsubscribe")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
