@@ -62,6 +62,15 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
+    /// Every code (tests walk them all).
+    pub const ALL: [ReasonCode; 5] = [
+        ReasonCode::OptedIn,
+        ReasonCode::OptedOut,
+        ReasonCode::ConditionFailed,
+        ReasonCode::CommercialUnsubscribed,
+        ReasonCode::OverridePreferences,
+    ];
+
     /// The wire name, as serde writes it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1309,13 +1309,7 @@ fn generators_reach_evaluation() {
     assert!(valid_default * 2 > n, "{report}");
     assert!(valid_recipient * 2 > n, "{report}");
     assert!(with_conditions * 5 > n, "{report}");
-    for code in [
-        ReasonCode::OptedIn,
-        ReasonCode::OptedOut,
-        ReasonCode::ConditionFailed,
-        ReasonCode::CommercialUnsubscribed,
-        ReasonCode::OverridePreferences,
-    ] {
+    for code in ReasonCode::ALL {
         assert!(count(code) * 50 > codes.len(), "{code:?} is rare: {report}");
     }
 }

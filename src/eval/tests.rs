@@ -291,13 +291,7 @@ fn evaluate(case: &Value) -> Result<Value, String> {
 #[test]
 fn reason_codes_are_named_as_serde_names_them() {
     use crate::eval::ReasonCode;
-    for code in [
-        ReasonCode::OptedIn,
-        ReasonCode::OptedOut,
-        ReasonCode::ConditionFailed,
-        ReasonCode::CommercialUnsubscribed,
-        ReasonCode::OverridePreferences,
-    ] {
+    for code in ReasonCode::ALL {
         assert_eq!(serde_json::to_value(code).ok(), Some(json!(code.as_str())));
     }
 }
