@@ -107,7 +107,12 @@ impl Cache {
             state.seen_once.clear();
             state.weight = 0;
         }
+        // Each pass drops at least one entry, so this ends (with an empty cache at worst).
         while state.weight > budget {
+            if state.recipients.is_empty() && state.tenants.is_empty() {
+                state.weight = 0;
+                break;
+            }
             self.trim(&mut state);
         }
     }
@@ -241,26 +246,30 @@ impl Cache {
         if state.weight <= self.budget() {
             return;
         }
+        // Every fourth entry counting from the first, so that a cache of one to three
+        // entries over the budget still shrinks.
         let mut n = 0usize;
+        let mut drop_next = || {
+            n += 1;
+            n % 4 == 1
+        };
         let mut freed = 0;
         state.recipients.retain(|key, entries| {
-            n += 1;
-            let keep = !n.is_multiple_of(4);
-            if !keep {
+            let drop = drop_next();
+            if drop {
                 freed += entries
                     .iter()
                     .map(|(_, i)| inputs_weight(key, i))
                     .sum::<usize>();
             }
-            keep
+            !drop
         });
         state.tenants.retain(|id, row| {
-            n += 1;
-            let keep = !n.is_multiple_of(4);
-            if !keep {
+            let drop = drop_next();
+            if drop {
                 freed += tenant_weight(id, row.as_deref());
             }
-            keep
+            !drop
         });
         state.weight = state.weight.saturating_sub(freed);
     }
@@ -431,6 +440,27 @@ mod tests {
         cache.set_budget(BUDGET);
         admit(&cache, cache.ticket(), &u1, None, &inputs("u1"));
         assert_eq!(cache.lookup(|v| v.inputs(&u1, None)), Some(inputs("u1")));
+    }
+
+    #[test]
+    fn a_budget_below_a_few_large_entries_empties_the_cache() {
+        let cache = Cache::new(BUDGET);
+        let large = Arc::new(EvaluationInputs {
+            text_bytes: 100_000,
+            ..EvaluationInputs::clone(&inputs("large"))
+        });
+        for id in ["u1", "u2", "u3"] {
+            admit(
+                &cache,
+                cache.ticket(),
+                &RecipientKey::user(id),
+                None,
+                &large,
+            );
+        }
+        assert_eq!(cache.stats().recipients, 3);
+        cache.set_budget(1);
+        assert_eq!((cache.stats().recipients, cache.stats().bytes), (0, 0));
     }
 
     #[test]
