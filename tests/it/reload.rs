@@ -291,17 +291,20 @@ async fn the_read_cache_budget_applies_on_reload_and_zero_turns_the_cache_off() 
     get().await;
     assert_eq!(cache().await["recipients"], 1);
     assert_eq!(cache().await["budget"], 8 << 20);
+    // Saves prefsd.toml with the budget and waits until the daemon applies it.
+    let set_read_cache_mb = |mb: u64| {
+        let config = format!(
+            "{}\n[limits]\nread_cache_mb = {mb}\n",
+            crate::support::PREFSD_TOML
+        );
+        save(&daemon.config_dir, "prefsd.toml", &config);
+        wait_for("the new cache budget", move || async move {
+            let c = cache().await;
+            (c["budget"] == mb << 20).then_some(c)
+        })
+    };
 
-    let config = format!(
-        "{}\n[limits]\nread_cache_mb = 0\n",
-        crate::support::PREFSD_TOML
-    );
-    save(&daemon.config_dir, "prefsd.toml", &config);
-    wait_for("the cache to be turned off", || async {
-        let c = cache().await;
-        (c["budget"] == 0).then_some(c)
-    })
-    .await;
+    set_read_cache_mb(0).await;
     get().await;
     get().await;
     let off = cache().await;
@@ -311,16 +314,7 @@ async fn the_read_cache_budget_applies_on_reload_and_zero_turns_the_cache_off() 
         "{off}"
     );
 
-    let config = format!(
-        "{}\n[limits]\nread_cache_mb = 1\n",
-        crate::support::PREFSD_TOML
-    );
-    save(&daemon.config_dir, "prefsd.toml", &config);
-    wait_for("the cache to be turned on", || async {
-        let c = cache().await;
-        (c["budget"] == 1 << 20).then_some(c)
-    })
-    .await;
+    set_read_cache_mb(1).await;
     get().await;
     get().await;
     assert_eq!(cache().await["recipients"], 1);
