@@ -25,7 +25,8 @@
 //! - `config`: the config directory parsed as one immutable `Config`, the live
 //!   `ConfigHandle` and the watcher that swaps it on valid edits.
 //! - `store`: SQLite — migrations from `sql/`, one writer thread that owns the only write
-//!   connection and two reader threads (WAL: reads never wait for writes), the domain
+//!   connection, two reader threads (WAL: reads never wait for writes) and a checkpointer
+//!   thread (commits never wait for the WAL to be copied back), the domain
 //!   operations on one transaction (`Read`, `Write`), the job table, and the read cache
 //!   (`Cache`: parsed recipient inputs and tenant rows, bounded, so hot reads never leave
 //!   the async worker).

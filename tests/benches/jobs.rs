@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let socket = dir.path().join("prefsd.sock");
     let cancel = CancellationToken::new();
+    let mut daemon_db = None;
     let server = runtime.block_on(async {
         let config = ConfigHandle::load(
             config_dir.clone(),
@@ -83,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("config: {e:?}"))?;
         let db = Db::open(&db_path, prefsd::config::Durability::Full)?;
+        daemon_db = Some(db.clone());
         let listener = prefsd::server::bind(&socket, 0o600)?;
         let ctx = Arc::new(prefsd::api::Context::new(db, config));
         anyhow::Ok(tokio::spawn(prefsd::server::run(
@@ -103,6 +105,11 @@ fn main() -> anyhow::Result<()> {
         let prefs = json!({ "channel_types": { "sms": round % 2 == 0 }, "workflows": { format!("w{round}"): false } });
         let ms = runtime.block_on(run_job(&socket, &ids, &prefs))?;
         job_ms.push(ms);
+        // The daemon copies its WAL back after the job, beside other work; the raw upsert
+        // is timed once that is done, so that it runs alone as the job did.
+        if let Some(db) = &daemon_db {
+            db.wait_for_checkpoints();
+        }
         let text = serde_json::to_string(&prefs)?;
         let t = Instant::now();
         let tx = raw.transaction()?;
@@ -178,6 +185,8 @@ fn main() -> anyhow::Result<()> {
         users,
     )?;
 
+    // The server closes the database last, which needs the only handle.
+    drop(daemon_db);
     cancel.cancel();
     runtime.block_on(server)??;
     Ok(())

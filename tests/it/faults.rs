@@ -273,9 +273,24 @@ fn damaged_inside() -> Vec<u8> {
             .await
             .expect("the batch");
         assert!(response.status.is_success());
+        let answers = response.json.as_ref().and_then(Value::as_array);
+        let failed: Vec<&Value> = answers
+            .into_iter()
+            .flatten()
+            .filter(|a| a.get("error").is_some())
+            .collect();
+        assert!(
+            answers.is_some_and(|a| a.len() == 300) && failed.is_empty(),
+            "every identify succeeds: {:?}",
+            failed.first().map_or(response.json.as_ref(), |f| Some(*f))
+        );
     });
     assert!(daemon.terminate().success());
     let mut bytes = std::fs::read(dir.path().join("prefsd.db")).expect("reading");
+    assert!(
+        !dir.path().join("prefsd.db-wal").exists(),
+        "a graceful stop checkpoints the WAL into the database file"
+    );
     let pages = bytes.len() / 4096;
     assert!(pages > 10, "{pages} pages");
     let middle = pages / 2 * 4096;
