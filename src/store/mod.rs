@@ -179,7 +179,7 @@ impl Db {
 
     /// The read cache: see [`Cache`]. A caller takes a [`Cache::ticket`] before a read whose
     /// result it wants to insert.
-    pub fn cache(&self) -> &Cache {
+    pub fn cache(&self) -> &Arc<Cache> {
         &self.inner.cache
     }
 
@@ -227,14 +227,26 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.run(&self.inner.readers, move |conn| {
+        self.read_queued(f).await
+    }
+
+    /// [`Db::read`], queued at once rather than when first awaited, so that a caller can
+    /// keep a read in flight on each reader thread and await them in order.
+    pub fn read_queued<R, E>(
+        &self,
+        f: impl FnOnce(&Read<'_>) -> Result<R, E> + Send + 'static,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'static
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        self.queue(&self.inner.readers, move |conn| {
             let tx = conn.transaction().map_err(Error::from)?;
             let result = f(&Read::new(&tx));
             // A read transaction has nothing to commit; ending it releases the snapshot.
             drop(tx);
             result
         })
-        .await
     }
 
     /// Runs `f` in one write transaction on the writer thread: committed if `f` returns
@@ -283,6 +295,19 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
+        self.queue(queue, f).await
+    }
+
+    /// Queues `f` now; the future answers its result.
+    fn queue<R, E>(
+        &self,
+        queue: &mpsc::Sender<Job>,
+        f: impl FnOnce(&mut Connection) -> Result<R, E> + Send + 'static,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'static
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |conn| {
@@ -290,8 +315,13 @@ impl Db {
             // but a write has still committed or rolled back as a whole.
             let _ = tx.send(f(conn));
         });
-        queue.send(job).map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| E::from(Error::Closed))?
+        let queued = queue.send(job).is_ok();
+        async move {
+            if !queued {
+                return Err(E::from(Error::Closed));
+            }
+            rx.await.map_err(|_| E::from(Error::Closed))?
+        }
     }
 
     /// Stops the threads after the jobs already queued and waits for them, so every
