@@ -38,7 +38,8 @@
 //! - `rpc`: the JSON-RPC surface — method table, params parsing, the one error mapping,
 //!   HTTP shims, the bulk progress subscription.
 //! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown.
-//! - `sched`: the scheduler hint (short time slices) for the threads that serve requests.
+//! - `sched`: the scheduler hint (short time slices) for the threads that serve requests,
+//!   and the allocator's purge delay.
 //! - `cli`: the command line client (and `check-config`); `main.rs` only dispatches.
 //! - `bench`: `prefsd bench`, a load generator against a running daemon, and `bench seed`,
 //!   which fills a database with deterministic data through `store`.
@@ -64,7 +65,8 @@
 //! - Only `server` spawns long-lived tasks (connections, config watcher, SIGHUP, bulk
 //!   worker); each is tracked in one `TaskTracker`, cancelled by one token and awaited
 //!   before `server::run` returns. The bulk worker wakes on a `Notify`, never on a poll.
-//! - `unsafe` appears only in `sched` (one system call, sched_setattr).
+//! - `unsafe` appears only in `sched` (one system call, sched_setattr, and mimalloc's
+//!   option setter).
 //! - JSON text reaches the wire unparsed only through `api::Json`, whose writers are
 //!   tested against serde's own output (jsonrpsee parses every response once more).
 //! - Config is read through `ConfigHandle::current()` once per call or job chunk, as an

@@ -13,6 +13,7 @@ use clap::Parser;
 use prefsd::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    prefsd::sched::return_freed_memory_sooner();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

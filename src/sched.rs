@@ -1,4 +1,4 @@
-//! Scheduling hints for the threads that serve requests.
+//! Scheduling hints for the threads that serve requests, and the allocator's one setting.
 //!
 //! The daemon's latency-sensitive threads (the runtime's workers and the database readers)
 //! wake for a few microseconds of work at a time, while the writer thread may run for
@@ -18,6 +18,26 @@ const SHORT_SLICE_NS: u64 = 100_000;
 pub fn prefer_short_slices() {
     #[cfg(target_os = "linux")]
     linux::set_slice(SHORT_SLICE_NS);
+}
+
+/// mimalloc's `mi_option_purge_delay`: its place in the `mi_option_e` of the mimalloc v3
+/// that libmimalloc-sys builds, which names only some options as constants. A test checks
+/// that this option holds mimalloc's default purge delay.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long mimalloc keeps freed memory before giving it back to the system. Its default,
+/// a second, kept the transient memory of one large evaluation resident through the next
+/// ones: peak RSS with 1000-recipient calls on a 1M-user database measured 70–72 MiB, and
+/// 53–59 MiB with 100 ms, at the same CPU per recipient. 1 ms cost a fifth more CPU.
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
+/// Makes the allocator give freed memory back after [`PURGE_DELAY_MS`]. Call it at the
+/// start of `main`, before any other thread runs: mimalloc's option setter is not thread
+/// safe.
+pub fn return_freed_memory_sooner() {
+    // SAFETY: mi_option_set stores an integer in mimalloc's option table; it is called
+    // before other threads exist, as mimalloc requires.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
 }
 
 #[cfg(target_os = "linux")]
@@ -99,5 +119,17 @@ mod tests {
                 assert_eq!(slice, super::SHORT_SLICE_NS);
             }
         }
+    }
+
+    #[test]
+    fn the_purge_delay_option_is_the_one_mimalloc_defaults_to_a_second() {
+        // SAFETY: mi_option_get reads mimalloc's option table; nothing in the tests sets it.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(
+            delay,
+            1000,
+            "option {} is not mimalloc's purge delay (default 1000 ms)",
+            super::MI_OPTION_PURGE_DELAY
+        );
     }
 }
