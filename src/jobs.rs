@@ -206,8 +206,14 @@ async fn run_next(
         let result = db
             .write(move |w| run_chunk(w, &id, &payload.0, &payload.1, chunk))
             .await;
-        let took = started.elapsed();
         sharing.observe(db.calls());
+        if sharing.shared {
+            // The WAL the chunk wrote is copied back by the checkpointer, off the writer;
+            // that is part of the chunk's cost, so the pause counts it.
+            let db = db.clone();
+            let _ = tokio::task::spawn_blocking(move || db.wait_for_checkpoints()).await;
+        }
+        let took = started.elapsed();
         let state = match result {
             Ok(state) => state,
             Err(e) => {

@@ -165,7 +165,7 @@ fn main() -> anyhow::Result<()> {
         seed: 3,
         pid: None,
     };
-    let rounds = if quick { 1 } else { 3 };
+    let rounds = if quick { 1 } else { 5 };
     p99_with_and_without_jobs(
         "8 connections back to back",
         "target <= 2",
