@@ -31,7 +31,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// 53–59 MiB with 100 ms, at the same CPU per recipient. 1 ms cost a fifth more CPU.
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
 
-/// Makes the allocator give freed memory back after [`PURGE_DELAY_MS`]. Call it at the
+/// Makes the allocator give freed memory back after `PURGE_DELAY_MS`. Call it at the
 /// start of `main`, before any other thread runs: mimalloc's option setter is not thread
 /// safe.
 pub fn return_freed_memory_sooner() {

@@ -3,7 +3,7 @@
 //! Inline identifies (recipient properties and preferences, an inline tenant or actor) are
 //! persisted first, in one write transaction that then also reads everything evaluation
 //! needs; without them, everything comes from the read cache when it holds it all, else
-//! from one read transaction, or, past [`CHUNK_RECIPIENTS`] recipients, from one read
+//! from one read transaction, or, past `CHUNK_RECIPIENTS` recipients, from one read
 //! transaction per chunk on both reader threads at once (each chunk is consistent in
 //! itself, as a call of its own would be). Either way the reads are a few point queries
 //! per recipient, never one per channel, and evaluation itself is the pure `eval::decide`.
