@@ -340,17 +340,23 @@ impl Db {
                 } = inner;
                 // Readers first, then the writer, then the checkpointer: SQLite checkpoints
                 // the WAL into the database file and removes it when the last connection
-                // closes, which must be a read-write one. The checkpointer's queue closes
-                // with the writer's connection (its hook holds the other sender), so the
-                // checkpointer ends after the writer.
+                // closes, which must be a read-write one, and only if no other connection
+                // is open (a connection in WAL mode holds a shared lock while it is). The
+                // checkpointer's queue closes when its last sender goes: the writer's hook
+                // goes as the writer closes, so the sender here is kept until the writer
+                // has closed; two connections closing at once could each see the other
+                // and leave the WAL behind.
                 let threads = threads.into_inner().unwrap_or_default();
                 drop(readers);
                 for thread in threads.readers {
                     let _ = thread.join();
                 }
                 drop(writer);
+                if let Some(thread) = threads.writer {
+                    let _ = thread.join();
+                }
                 drop(checkpoint_barrier);
-                for thread in [threads.writer, threads.checkpointer].into_iter().flatten() {
+                if let Some(thread) = threads.checkpointer {
                     let _ = thread.join();
                 }
             }
