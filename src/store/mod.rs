@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
+use crossbeam_channel::Sender;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use cache::{Cache, CacheStats, Ticket, Touched, View};
@@ -81,8 +82,8 @@ pub struct Db {
 }
 
 struct Inner {
-    writer: mpsc::Sender<Job>,
-    readers: mpsc::Sender<Job>,
+    writer: Sender<Job>,
+    readers: Sender<Job>,
     threads: Mutex<Threads>,
     schema_version: u32,
     /// Calls made through [`Db::read`] and [`Db::write`]: see [`Db::calls`].
@@ -126,35 +127,27 @@ impl Db {
         let schema_version = migrate::migrate(&mut writer)?;
         let cache = Arc::new(Cache::new(options.read_cache_mb as usize * MIB));
         let checkpoints = Checkpointer::start(path, durability, &mut writer)?;
-        let (writer_tx, writer_rx) = mpsc::channel::<Job>();
+        let (writer_tx, writer_rx) = crossbeam_channel::unbounded::<Job>();
         let writer_thread = spawn_thread("prefsd-db-writer", writer, move |conn| {
             for job in writer_rx {
                 job(conn);
             }
         })?;
-        let (readers_tx, readers_rx) = mpsc::channel::<Job>();
         // One shared queue: an idle reader takes the next job, so a slow read does not hold
-        // up the ones queued behind it.
-        let readers_rx = Arc::new(Mutex::new(readers_rx));
+        // up the ones queued behind it. A job wakes one waiting reader; with std's channel
+        // behind a mutex, it also woke the other, which had been waiting for the mutex.
+        let (readers_tx, readers_rx) = crossbeam_channel::unbounded::<Job>();
         let mut readers = Vec::new();
         for i in 0..READERS {
             let conn = open_connection(path, durability, Role::Reader)?;
-            let rx = Arc::clone(&readers_rx);
+            let rx = readers_rx.clone();
             readers.push(spawn_thread(
                 &format!("prefsd-db-reader-{i}"),
                 conn,
                 move |conn| {
                     crate::sched::prefer_short_slices();
-                    loop {
-                        // The lock is held only while waiting for a job, never while running one.
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(conn),
-                            Err(_) => return,
-                        }
+                    for job in rx {
+                        job(conn);
                     }
                 },
             )?);
@@ -288,7 +281,7 @@ impl Db {
 
     async fn run<R, E>(
         &self,
-        queue: &mpsc::Sender<Job>,
+        queue: &Sender<Job>,
         f: impl FnOnce(&mut Connection) -> Result<R, E> + Send + 'static,
     ) -> Result<R, E>
     where
@@ -301,7 +294,7 @@ impl Db {
     /// Queues `f` now; the future answers its result.
     fn queue<R, E>(
         &self,
-        queue: &mpsc::Sender<Job>,
+        queue: &Sender<Job>,
         f: impl FnOnce(&mut Connection) -> Result<R, E> + Send + 'static,
     ) -> impl Future<Output = Result<R, E>> + Send + 'static
     where
