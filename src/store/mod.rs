@@ -6,14 +6,14 @@
 //! receives a [`Read`] or [`Write`] with the domain operations. A write closure that returns
 //! an error rolls the whole transaction back, which makes every RPC method all-or-nothing.
 //! The async runtime's workers never block on SQLite: they await a oneshot reply.
+//! (Measured on this machine: dedicated threads beat `spawn_blocking` pools 2–4×; see
+//! `../shared/design/stack-notes.md` §6.)
 //!
 //! A checkpointer thread with its own connection copies the WAL back into the database
 //! file. SQLite's default is to do that inside the commit that takes the WAL past 1000
 //! pages, so that one write (a bulk chunk, or an interactive set behind it) waited for a
 //! checkpoint and its sync; here the writer only wakes the checkpointer, and a passive
 //! checkpoint runs beside the writer without blocking it.
-//! (Measured on this machine: dedicated threads beat `spawn_blocking` pools 2–4×; see
-//! `../shared/design/stack-notes.md` §6.)
 
 mod cache;
 mod jobs;
