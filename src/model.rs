@@ -391,15 +391,21 @@ pub fn join(prefix: &str, key: &str) -> String {
 
 /// Checks an id (user, object, collection, tenant, set id): non-empty, at most 256 bytes.
 pub fn check_id(field: &str, id: &str) -> Result<(), FieldError> {
+    match id_problem(id) {
+        Some(message) => Err(FieldError::new(field, message)),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with an id, if anything: [`check_id`] without a field name, for callers
+/// that build the name only when there is an error to name.
+pub fn id_problem(id: &str) -> Option<String> {
     if id.is_empty() {
-        Err(FieldError::new(field, "must not be empty"))
+        Some("must not be empty".to_string())
     } else if id.len() > MAX_KEY_BYTES {
-        Err(FieldError::new(
-            field,
-            format!("must be at most {MAX_KEY_BYTES} bytes"),
-        ))
+        Some(format!("must be at most {MAX_KEY_BYTES} bytes"))
     } else {
-        Ok(())
+        None
     }
 }
 

@@ -40,12 +40,12 @@ fn parse_members(p: &MembersParams, errors: &mut Errors) -> Vec<RecipientKey> {
             let field = |f: &str| format!("members.{i}.{f}");
             match (&m.user_id, &m.collection, &m.object_id) {
                 (Some(user), None, None) => {
-                    errors.id(&field("user_id"), user);
+                    errors.id(field("user_id"), user);
                     Some(RecipientKey::user(user))
                 }
                 (None, Some(c), Some(id)) => {
-                    errors.id(&field("collection"), c);
-                    errors.id(&field("object_id"), id);
+                    errors.id(field("collection"), c);
+                    errors.id(field("object_id"), id);
                     Some(RecipientKey::object(c, id))
                 }
                 _ => {

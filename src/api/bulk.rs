@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::Error;
 use crate::api::recipients::check_size;
-use crate::api::{Context, Errors, now};
+use crate::api::{Context, Errors, FieldPath, now};
 use crate::jobs::{Payload, SET_PREFERENCES};
 use crate::model::{DEFAULT_SET, PreferenceSetRequest, Strategy};
 use crate::store::{JobRow, JobStatus, NewJob};
@@ -62,7 +62,7 @@ pub async fn bulk_set(ctx: &Context, p: BulkSetParams) -> Result<Value, Error> {
         errors.push("user_ids", "must list at least one user id");
     }
     for (i, id) in user_ids.iter().enumerate() {
-        errors.id(&format!("user_ids.{i}"), id);
+        errors.id(FieldPath(&"user_ids", &i), id);
     }
     let set_id = p.preference_set.unwrap_or_else(|| DEFAULT_SET.to_string());
     errors.id("preference_set", &set_id);

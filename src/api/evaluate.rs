@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::Error;
 use crate::api::recipients::{parse_inline_sets, write_inline};
 use crate::api::tenants::TenantWrite;
-use crate::api::{Context, Errors, Json, now};
+use crate::api::{Context, Errors, FieldPath, Json, now};
 use crate::config::Config;
 use crate::eval::{self, Entity};
 use crate::model::{
@@ -268,7 +268,7 @@ fn parse(config: &Config, p: EvaluateParams) -> Result<Request, Error> {
         Some(Value::Array(list)) => list
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| parse_channel(v, &format!("channels.{i}"), &mut errors))
+            .filter_map(|(i, v)| parse_channel(v, &FieldPath(&"channels", &i), &mut errors))
             .collect(),
         Some(other) => {
             errors.push(
@@ -298,7 +298,7 @@ fn parse(config: &Config, p: EvaluateParams) -> Result<Request, Error> {
         Some(Value::Array(list)) => list
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| parse_recipient(v, &format!("recipients.{i}"), &mut errors))
+            .filter_map(|(i, v)| parse_recipient(v, &FieldPath(&"recipients", &i), &mut errors))
             .collect(),
         Some(other) => {
             errors.push(
@@ -401,9 +401,10 @@ fn parse_workflow(
     }
 }
 
-fn parse_channel(value: &Value, field: &str, errors: &mut Errors) -> Option<Channel> {
+/// One channel; `field` (`channels.N`) is written out only to name an error.
+fn parse_channel(value: &Value, field: &FieldPath<'_>, errors: &mut Errors) -> Option<Channel> {
     let Value::Object(map) = value else {
-        errors.push(field, "must be an object { type, id? }");
+        errors.push(field.to_string(), "must be an object { type, id? }");
         return None;
     };
     for key in map.keys() {
@@ -427,7 +428,7 @@ fn parse_channel(value: &Value, field: &str, errors: &mut Errors) -> Option<Chan
     let id = match map.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) => {
-            errors.id(&format!("{field}.id"), id);
+            errors.id(FieldPath(field, &"id"), id);
             Some(id.clone())
         }
         Some(_) => {
@@ -469,7 +470,7 @@ fn string_field(
 ) -> Option<String> {
     match map.get(key) {
         Some(Value::String(s)) => {
-            errors.id(&format!("{field}.{key}"), s);
+            errors.id(format!("{field}.{key}"), s);
             Some(s.clone())
         }
         None | Some(Value::Null) => None,
@@ -491,7 +492,13 @@ fn check_keys(map: &Map<String, Value>, allowed: &[&str], field: &str, errors: &
     }
 }
 
-fn parse_recipient(value: &Value, field: &str, errors: &mut Errors) -> Option<RecipientParam> {
+/// One recipient; `field` (`recipients.N`) is written out only to name an error, or for an
+/// inline identify, whose fields are checked one by one.
+fn parse_recipient(
+    value: &Value,
+    field: &FieldPath<'_>,
+    errors: &mut Errors,
+) -> Option<RecipientParam> {
     match value {
         Value::String(id) => {
             errors.id(field, id);
@@ -502,6 +509,7 @@ fn parse_recipient(value: &Value, field: &str, errors: &mut Errors) -> Option<Re
             })
         }
         Value::Object(map) => {
+            let field = &field.to_string();
             check_keys(
                 map,
                 &["id", "collection", "properties", "preferences"],
@@ -525,7 +533,7 @@ fn parse_recipient(value: &Value, field: &str, errors: &mut Errors) -> Option<Re
         }
         other => {
             errors.push(
-                field,
+                field.to_string(),
                 format!("must be a user id or an object, got {}", type_name(other)),
             );
             None

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::Error;
 use crate::config::{Config, ConfigHandle};
 use crate::jobs::Jobs;
-use crate::model::{ValidationError, check_id};
+use crate::model::ValidationError;
 use crate::store::Db;
 
 /// What every method may use: the store, the live config, the bulk worker's handle and
@@ -87,10 +87,23 @@ impl serde::Serialize for Json {
 #[derive(Default)]
 pub struct Errors(Vec<crate::model::FieldError>);
 
+/// The name of a field inside another, `parent.child` (`recipients.3`, `channels.0.id`),
+/// written out only when an error names it.
+#[derive(Clone, Copy)]
+pub struct FieldPath<'a>(pub &'a dyn std::fmt::Display, pub &'a dyn std::fmt::Display);
+
+impl std::fmt::Display for FieldPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
 impl Errors {
-    pub fn id(&mut self, field: &str, value: &str) {
-        if let Err(e) = check_id(field, value) {
-            self.0.push(e);
+    /// Checks an id; `field` is turned into text only if the id is bad, so a call that
+    /// checks a thousand ids does not format a thousand field names.
+    pub fn id(&mut self, field: impl std::fmt::Display, value: &str) {
+        if let Some(message) = crate::model::id_problem(value) {
+            self.push(field.to_string(), message);
         }
     }
 

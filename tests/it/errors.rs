@@ -232,6 +232,27 @@ async fn invalid_params_name_the_field() {
             json!({ "workflow": "w", "recipients": ["u"], "channels": [{ "type": "email" }, { "type": "fax" }] }),
             "channels.1.type",
         ),
+        // Names built only when there is an error to name (`api::FieldPath`).
+        (
+            "preferences.evaluate",
+            json!({ "workflow": "w", "recipients": ["u", ""] }),
+            "recipients.1",
+        ),
+        (
+            "preferences.evaluate",
+            json!({ "workflow": "w", "recipients": ["u", 5] }),
+            "recipients.1",
+        ),
+        (
+            "preferences.evaluate",
+            json!({ "workflow": "w", "recipients": ["u", { "id": "" }] }),
+            "recipients.1.id",
+        ),
+        (
+            "preferences.evaluate",
+            json!({ "workflow": "w", "recipients": ["u"], "channels": [{ "type": "email", "id": "" }] }),
+            "channels.0.id",
+        ),
         // Bad conditions and unknown sections.
         (
             "users.setPreferences",
