@@ -12,6 +12,7 @@ pub const FORBIDDEN: i32 = -32003;
 pub const LIMIT_EXCEEDED: i32 = -32004;
 pub const CONFLICT: i32 = -32005;
 pub const WORKFLOW_NOT_FOUND: i32 = -32006;
+pub const INVALID_REQUEST: i32 = -32600;
 pub const INVALID_PARAMS: i32 = -32602;
 pub const INTERNAL: i32 = -32603;
 
@@ -92,6 +93,16 @@ impl From<Error> for ErrorObjectOwned {
             Error::Internal(detail) => internal(detail),
         }
     }
+}
+
+/// A request the protocol layer refuses as such (not its params), with the bad fields in
+/// `data.errors` when there are any.
+pub fn invalid_request(message: String, errors: Option<Value>) -> ErrorObjectOwned {
+    let data = match errors {
+        Some(errors) => json!({ "type": "invalid_request", "errors": errors }),
+        None => json!({ "type": "invalid_request" }),
+    };
+    object(INVALID_REQUEST, message, data)
 }
 
 /// An internal error: `detail` goes to the log, the client learns only that it happened.

@@ -25,7 +25,7 @@ use hyper::body::Bytes;
 use jsonrpsee::server::HttpBody;
 use serde_json::{Value, json};
 
-use crate::rpc::error::add_type;
+use crate::rpc::error::{INTERNAL, add_type};
 use crate::rpc::wire::Typed;
 
 #[derive(Clone, Copy, Debug)]
@@ -186,7 +186,7 @@ async fn patch_errors(
     // A 500 that did not pass the RPC middleware is jsonrpsee failing to read the body
     // (broken chunked framing, say): the client's fault, so a 400 and a parse error.
     if parts.status == http::StatusCode::INTERNAL_SERVER_ERROR
-        && value["error"]["code"] == json!(-32603)
+        && value["error"]["code"] == json!(INTERNAL)
     {
         value = json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32700, "message": "" } });
         parts.status = http::StatusCode::BAD_REQUEST;
@@ -214,7 +214,10 @@ async fn patch_errors(
 /// HTTP cannot carry) becomes what the middleware says to one sent alone: it needs a
 /// WebSocket. The request's method is found by the answer's id in the recorded body.
 fn explain_subscriptions(answers: &mut [Value], seen: &Mutex<Vec<Bytes>>) {
-    if !answers.iter().any(|a| a["error"]["code"] == json!(-32603)) {
+    if !answers
+        .iter()
+        .any(|a| a["error"]["code"] == json!(INTERNAL))
+    {
         return;
     }
     let Ok(Value::Array(requests)) = serde_json::from_slice::<Value>(&recorded(seen)) else {
@@ -222,7 +225,7 @@ fn explain_subscriptions(answers: &mut [Value], seen: &Mutex<Vec<Bytes>>) {
     };
     for answer in answers
         .iter_mut()
-        .filter(|a| a["error"]["code"] == json!(-32603))
+        .filter(|a| a["error"]["code"] == json!(INTERNAL))
     {
         let method = requests
             .iter()

@@ -16,7 +16,7 @@ use jsonrpsee::server::middleware::rpc::{
 use jsonrpsee::types::{ErrorObjectOwned, Id};
 use serde_json::Value;
 
-use crate::rpc::error::add_type;
+use crate::rpc::error::{INTERNAL, add_type, invalid_request};
 use crate::rpc::http::RequestBody;
 
 /// The service a middleware layer of ours wraps: jsonrpsee's RPC service with every
@@ -53,18 +53,14 @@ const SUBSCRIPTION_METHODS: [&str; 2] = ["bulkOperations.subscribe", "bulkOperat
 /// a bare internal error; `None` for any other method.
 pub fn needs_websocket(method: &str) -> Option<ErrorObjectOwned> {
     SUBSCRIPTION_METHODS.contains(&method).then(|| {
-        ErrorObjectOwned::owned(
-            -32600,
+        invalid_request(
             format!(
                 "{method} needs a WebSocket: upgrade the connection (same socket, path /) and subscribe there"
             ),
-            Some(serde_json::json!({ "type": "invalid_request" })),
+            None,
         )
     })
 }
-
-/// JSON-RPC's internal error code.
-const INTERNAL: i32 = -32603;
 
 /// A response extension: its errors already carry `data.type`.
 #[derive(Clone, Copy, Debug)]
@@ -179,11 +175,9 @@ where
                 .is_some_and(RequestBody::has_unreadable_id)
             {
                 let message = "must be a string, a non-negative integer or null";
-                let error = ErrorObjectOwned::owned(
-                    -32600,
+                let error = invalid_request(
                     format!("invalid request: `id` {message}"),
-                    Some(serde_json::json!({ "type": "invalid_request",
-                        "errors": [{ "field": "id", "message": message }] })),
+                    Some(serde_json::json!([{ "field": "id", "message": message }])),
                 );
                 return typed(MethodResponse::error(Id::Null, error), Id::Null);
             }
