@@ -109,6 +109,9 @@
 //!   on both reader threads, each chunk in its own read transaction: consistent in itself,
 //!   as a call of its own would be, not across chunks (the spec asks nothing across
 //!   recipients).
+//! - The config watch follows the directory's path, not the directory first found there:
+//!   one replaced by a rename is watched anew, and while the path is missing its parent is
+//!   watched (entries other than the config directory ignored) until one is back.
 //! - The WAL is checkpointed by a thread of its own, woken by the writer past 1000 pages,
 //!   not inside a commit; a graceful stop still leaves no WAL behind.
 

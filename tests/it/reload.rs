@@ -319,3 +319,82 @@ async fn the_read_cache_budget_applies_on_reload_and_zero_turns_the_cache_off() 
     get().await;
     assert_eq!(cache().await["recipients"], 1);
 }
+
+/// Longer than the watcher's second look after a reload (twice its 200 ms debounce).
+const PAST_SECOND_LOOK: std::time::Duration = std::time::Duration::from_millis(700);
+
+/// The test config with `environment.json` replaced, written to a new directory `name`
+/// beside the daemon's config directory.
+fn new_config_dir(daemon: &Daemon, name: &str, environment: &str) -> std::path::PathBuf {
+    let dir = daemon.dir.path().join(name);
+    let mut files = crate::support::default_files();
+    files.retain(|(path, _)| path != "environment.json");
+    files.push(("environment.json".to_string(), environment.to_string()));
+    crate::support::write_files(&dir, &files);
+    dir
+}
+
+/// Deploy tools replace the whole directory (`mv config.new config`). The watch follows the
+/// path, not the directory it first found there: when the new directory is in place at
+/// once, and when the path is missing for a while (an error until it is back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_directory_replaced_by_rename_is_watched_anew() {
+    let daemon = Daemon::start().await;
+    let dir = daemon.config_dir.clone();
+    let v1 = status(&daemon).await["version"]
+        .as_u64()
+        .expect("a version");
+    assert_eq!(sends(&daemon, None).await, json!([true, false]));
+
+    let new = new_config_dir(
+        &daemon,
+        "config.new",
+        r#"{ "channel_types": { "email": false } }"#,
+    );
+    std::fs::rename(&dir, daemon.dir.path().join("config.old")).expect("moving config away");
+    std::fs::rename(&new, &dir).expect("moving the new config in");
+    let v2 = wait_status(&daemon, "the replaced directory to apply", |s| {
+        s["version"].as_u64() > Some(v1) && s["last_error"].is_null()
+    })
+    .await;
+    assert_eq!(sends(&daemon, None).await, json!([false, true]));
+
+    // The watch is on the new directory: an edit in it applies. Each reload is followed
+    // by a second look at the directory 400 ms later, which would see this edit without a
+    // watch; the pause outlasts it, so that only the watch can.
+    tokio::time::sleep(PAST_SECOND_LOOK).await;
+    save(
+        &dir,
+        "environment.json",
+        r#"{ "channel_types": { "email": true, "sms": true } }"#,
+    );
+    // (Late events of the move may reload the same directory once more, so this waits for
+    // the edit's effect rather than for a new version.)
+    wait_for("an edit in the new directory to apply", || async {
+        (sends(&daemon, None).await == json!([true, true])).then_some(())
+    })
+    .await;
+    let v3 = status(&daemon).await;
+    assert!(v3["version"].as_u64() > v2["version"].as_u64(), "{v3}");
+
+    // Gone for a while: reported, the config in force stays, and it applies once back.
+    std::fs::rename(&dir, daemon.dir.path().join("config.older")).expect("moving config away");
+    let gone = wait_status(&daemon, "the missing directory to be reported", |s| {
+        !s["last_error"].is_null()
+    })
+    .await;
+    assert_eq!(gone["version"], v3["version"]);
+    assert_eq!(sends(&daemon, None).await, json!([true, true]));
+    tokio::time::sleep(PAST_SECOND_LOOK).await;
+    let back = new_config_dir(
+        &daemon,
+        "config.back",
+        r#"{ "channel_types": { "sms": false, "email": false } }"#,
+    );
+    std::fs::rename(&back, &dir).expect("moving the config back in");
+    wait_for("the directory that came back to apply", || async {
+        (sends(&daemon, None).await == json!([false, false])).then_some(())
+    })
+    .await;
+    assert!(status(&daemon).await["last_error"].is_null());
+}
