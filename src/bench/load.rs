@@ -21,8 +21,8 @@ use tokio::net::UnixStream;
 
 use super::stats::{Latency, median};
 use super::{
-    ALERTS, CATEGORIES, CHANNEL_TYPES, LoadArgs, Mix, Rng, Transport, WORKFLOWS, Workload, procfs,
-    user_id,
+    ALERTS, CATEGORIES, CHANNEL_TYPES, LoadArgs, Mix, Rng, Transport, Users, WORKFLOWS, Workload,
+    procfs, user_id,
 };
 
 /// How long a run lasts without --duration or --calls.
@@ -49,7 +49,7 @@ pub struct LoadConfig {
     pub rounds: u32,
     pub batch: u32,
     pub mix: Mix,
-    pub users: u64,
+    pub users: Users,
     pub seed: u64,
     pub pid: Option<u32>,
 }
@@ -73,7 +73,10 @@ impl LoadConfig {
                 .unwrap_or(if args.compare.is_some() { 3 } else { 1 }),
             batch: args.batch,
             mix: args.mix,
-            users: args.users,
+            users: Users {
+                count: args.users,
+                skew: args.skew,
+            },
             seed: args.seed,
             pid: args.pid,
         }
@@ -521,7 +524,7 @@ pub struct Requests {
     pub workload: Workload,
     pub batch: u32,
     pub mix: Mix,
-    pub users: u64,
+    pub users: Users,
     pub rng: Rng,
 }
 
@@ -537,7 +540,7 @@ impl Requests {
                 params: None,
             },
             Workload::Get => {
-                let user = user_id(self.rng.below(self.users));
+                let user = user_id(self.users.draw(&mut self.rng));
                 Call {
                     method: "users.getPreferences",
                     // Text, not a `Value`, as in `evaluate_call`.
@@ -554,7 +557,7 @@ impl Requests {
     /// nonce, so that no write is byte-identical to what is stored and SQLite really writes.
     fn set_call(&mut self) -> Call {
         let rng = &mut self.rng;
-        let user = user_id(rng.below(self.users));
+        let user = user_id(self.users.draw(rng));
         let (workflow, category) = *rng.pick(&WORKFLOWS);
         let mut channel_types = serde_json::Map::new();
         channel_types.insert("email".into(), json!(rng.chance(80)));
@@ -583,7 +586,7 @@ impl Requests {
         let rng = &mut self.rng;
         let (workflow, category) = *rng.pick(&WORKFLOWS);
         debug_assert!(CATEGORIES.contains(&category));
-        let first = rng.below(self.users);
+        let first = self.users.draw(rng);
         let mut params = String::with_capacity(200 + 16 * recipients as usize);
         // Workflow keys, categories, channel types and user ids need no JSON escaping.
         let _ = write!(
@@ -597,7 +600,11 @@ impl Requests {
         params.push_str(r#"],"recipients":["#);
         for k in 0..u64::from(recipients) {
             let comma = if k == 0 { "" } else { "," };
-            let _ = write!(params, r#"{comma}"{}""#, user_id((first + k) % self.users));
+            let _ = write!(
+                params,
+                r#"{comma}"{}""#,
+                user_id((first + k) % self.users.count)
+            );
         }
         let _ = write!(
             params,
@@ -747,7 +754,11 @@ impl Report<'_> {
             c.connections,
             self.limit_text(),
             c.rounds,
-            c.users,
+            if c.users.skew == 0.0 {
+                c.users.count.to_string()
+            } else {
+                format!("{} (skew {})", c.users.count, c.users.skew)
+            },
             c.pid.map_or_else(|| "unknown (no CPU/RSS figures)".into(), |p| p.to_string()),
         ));
         let header = [
@@ -912,7 +923,8 @@ impl Report<'_> {
                 "rounds": c.rounds,
                 "batch": c.batch,
                 "mix": { "reads": c.mix.reads, "evaluates": c.mix.evaluates, "writes": c.mix.writes },
-                "users": c.users,
+                "users": c.users.count,
+                "skew": c.users.skew,
                 "seed": c.seed,
             },
             "daemon": {
@@ -946,9 +958,65 @@ mod tests {
             mix: "reads=70,evaluates=25,writes=5"
                 .parse()
                 .expect("a valid mix"),
-            users: 1000,
+            users: Users {
+                count: 1000,
+                skew: 0.0,
+            },
             rng: Rng::new(9),
         }
+    }
+
+    /// The share of `draws` calls that went to the `top` most drawn users.
+    fn share_of_top(users: Users, draws: usize, top: usize) -> (f64, Vec<u64>) {
+        let mut rng = Rng::new(3);
+        let mut counts = vec![0u64; users.count as usize];
+        for _ in 0..draws {
+            let i = users.draw(&mut rng);
+            assert!(i < users.count, "{i} is out of range");
+            counts[i as usize] += 1;
+        }
+        let mut order: Vec<u64> = (0..users.count).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(counts[i as usize]));
+        order.truncate(top);
+        let hot = order.iter().map(|&i| counts[i as usize]).sum::<u64>();
+        (hot as f64 / draws as f64, order)
+    }
+
+    #[test]
+    fn skewed_users_follow_the_power_law_and_are_scattered() {
+        let draws = 200_000;
+        // Uniform: the top 10 of 1000 get about 1%.
+        let (uniform, _) = share_of_top(
+            Users {
+                count: 1000,
+                skew: 0.0,
+            },
+            draws,
+            10,
+        );
+        assert!(uniform < 0.015, "{uniform}");
+        // Skew 1: ranks 1..=10 get ln(11)/ln(1001) = 0.347 of the draws, rank 1 alone
+        // ln(2)/ln(1001) = 0.100.
+        let zipf = Users {
+            count: 1000,
+            skew: 1.0,
+        };
+        let (top10, hot) = share_of_top(zipf, draws, 10);
+        assert!((0.33..0.365).contains(&top10), "{top10}");
+        let (top1, _) = share_of_top(zipf, draws, 1);
+        assert!((0.09..0.11).contains(&top1), "{top1}");
+        // The hot users are spread over the id space, not the first ten ids.
+        assert!(hot.iter().filter(|&&i| i >= 10).count() >= 8, "{hot:?}");
+        // Skew 2 concentrates more: ranks 1..=10 get about (1 - 1/11)/(1 - 1/1001) = 0.91.
+        let (steep, _) = share_of_top(
+            Users {
+                count: 1000,
+                skew: 2.0,
+            },
+            draws,
+            10,
+        );
+        assert!((0.89..0.93).contains(&steep), "{steep}");
     }
 
     #[test]

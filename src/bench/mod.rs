@@ -76,6 +76,11 @@ pub struct LoadArgs {
     /// The user id space the workload draws from: user-000000 .. user-(N-1), as seeded.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub users: u64,
+    /// Draw users skewed instead of uniformly: user rank r about r^-S as often as the
+    /// hottest (Zipf-like; 1 is classic Zipf, where the top 1% of a million users get
+    /// about two thirds of the calls). 0, the default, is uniform: the worst case for caches.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_skew)]
+    pub skew: f64,
     /// Alternate runs of this baseline workload with the measured one and print the ratio.
     #[arg(long, value_enum, value_name = "WORKLOAD")]
     pub compare: Option<Workload>,
@@ -303,6 +308,49 @@ impl Rng {
     }
 }
 
+fn parse_skew(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=5.0).contains(&s) => Ok(s),
+        _ => Err(format!("must be a number from 0 to 5, got {text:?}")),
+    }
+}
+
+/// The users a workload draws from: `count` of them, uniformly or skewed (`--skew`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Users {
+    pub count: u64,
+    pub skew: f64,
+}
+
+impl Users {
+    /// A user index in `0..count`. Skewed, rank r (from 1) is drawn from a power law
+    /// bounded to `[1, count + 1)` with density proportional to x^-skew, floored: Zipf's law
+    /// up to the rounding of the first ranks, in O(1) with no table. Ranks are then
+    /// scattered over the ids (multiplied by a prime modulo `count`), as hot users of a
+    /// real app are not neighbours in the database.
+    pub fn draw(&self, rng: &mut Rng) -> u64 {
+        let n = self.count;
+        if self.skew == 0.0 || n <= 1 {
+            return rng.below(n);
+        }
+        // Uniform in [0, 1) from the top 53 bits.
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let top = (n + 1) as f64;
+        let x = if (self.skew - 1.0).abs() < 1e-9 {
+            top.powf(u)
+        } else {
+            let e = 1.0 - self.skew;
+            (1.0 + u * (top.powf(e) - 1.0)).powf(1.0 / e)
+        };
+        let rank = (x as u64).clamp(1, n) - 1;
+        const SCATTER: u64 = 2_654_435_761;
+        if n.is_multiple_of(SCATTER) {
+            return rank;
+        }
+        ((u128::from(rank) * u128::from(SCATTER)) % u128::from(n)) as u64
+    }
+}
+
 /// The id of user `i`, as seeded and as the workloads draw them.
 pub fn user_id(i: u64) -> String {
     format!("user-{i:06}")
@@ -429,6 +477,16 @@ mod tests {
         assert!(seen.iter().all(|&n| (800..1200).contains(&n)), "{seen:?}");
         assert_eq!(r.below(0), 0);
         assert_eq!(r.below(1), 0);
+    }
+
+    #[test]
+    fn skew_parses_and_rejects() {
+        assert_eq!(parse_skew("0"), Ok(0.0));
+        assert_eq!(parse_skew("1.2"), Ok(1.2));
+        for bad in ["-1", "6", "NaN", "inf", "zipf"] {
+            let e = parse_skew(bad).expect_err(bad);
+            assert!(e.contains("from 0 to 5") && e.contains(bad), "{e}");
+        }
     }
 
     #[test]

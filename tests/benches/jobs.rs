@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use prefsd::bench::load::{Limit, LoadConfig, run_rounds};
 use prefsd::bench::seed::{SeedPlan, seed_db};
-use prefsd::bench::{Mix, Rng, Transport, Workload, user_id};
+use prefsd::bench::{Mix, Rng, Transport, Users, Workload, user_id};
 use prefsd::config::{ConfigHandle, Overrides};
 use prefsd::store::Db;
 use serde_json::{Value, json};
@@ -161,7 +161,10 @@ fn main() -> anyhow::Result<()> {
             evaluates: 0,
             writes: 0,
         },
-        users,
+        users: Users {
+            count: users,
+            skew: 0.0,
+        },
         seed: 3,
         pid: None,
     };
