@@ -951,6 +951,11 @@ impl Report<'_> {
 mod tests {
     use super::*;
 
+    /// The thousand users of the tests, drawn with `skew`.
+    fn users(skew: f64) -> Users {
+        Users { count: 1000, skew }
+    }
+
     fn requests(workload: Workload) -> Requests {
         Requests {
             workload,
@@ -958,10 +963,7 @@ mod tests {
             mix: "reads=70,evaluates=25,writes=5"
                 .parse()
                 .expect("a valid mix"),
-            users: Users {
-                count: 1000,
-                skew: 0.0,
-            },
+            users: users(0.0),
             rng: Rng::new(9),
         }
     }
@@ -986,21 +988,11 @@ mod tests {
     fn skewed_users_follow_the_power_law_and_are_scattered() {
         let draws = 200_000;
         // Uniform: the top 10 of 1000 get about 1%.
-        let (uniform, _) = share_of_top(
-            Users {
-                count: 1000,
-                skew: 0.0,
-            },
-            draws,
-            10,
-        );
+        let (uniform, _) = share_of_top(users(0.0), draws, 10);
         assert!(uniform < 0.015, "{uniform}");
         // Skew 1: ranks 1..=10 get ln(11)/ln(1001) = 0.347 of the draws, rank 1 alone
         // ln(2)/ln(1001) = 0.100.
-        let zipf = Users {
-            count: 1000,
-            skew: 1.0,
-        };
+        let zipf = users(1.0);
         let (top10, hot) = share_of_top(zipf, draws, 10);
         assert!((0.33..0.365).contains(&top10), "{top10}");
         let (top1, _) = share_of_top(zipf, draws, 1);
@@ -1008,14 +1000,7 @@ mod tests {
         // The hot users are spread over the id space, not the first ten ids.
         assert!(hot.iter().filter(|&&i| i >= 10).count() >= 8, "{hot:?}");
         // Skew 2 concentrates more: ranks 1..=10 get about (1 - 1/11)/(1 - 1/1001) = 0.91.
-        let (steep, _) = share_of_top(
-            Users {
-                count: 1000,
-                skew: 2.0,
-            },
-            draws,
-            10,
-        );
+        let (steep, _) = share_of_top(users(2.0), draws, 10);
         assert!((0.89..0.93).contains(&steep), "{steep}");
     }
 

@@ -553,7 +553,9 @@ impl ConfigWatcher {
 
     /// Puts the watch back on the config directory's path after the directory there moved
     /// or went: on the new directory if one is in place, else on the parent until one
-    /// appears. Errors are logged; SIGHUP and `config.reload` still reload.
+    /// appears. Errors are logged; SIGHUP and `config.reload` still reload. The inotify
+    /// calls block for the moment they take on a small directory, on the async worker: this
+    /// runs only when the directory itself moved, and never per request.
     fn rewatch(&mut self) {
         let dir = self.root.path.clone();
         // The old watch is on the old directory, renamed or removed; this may fail if it
