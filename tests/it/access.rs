@@ -226,10 +226,11 @@ async fn serve_refuses_an_unreadable_user_token_key() {
 async fn a_reload_with_an_unreadable_user_token_key_is_refused() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let config = dir.path().join("config");
-    let mut files = crate::support::default_files();
-    files.retain(|(path, _)| path != "prefsd.toml");
-    files.push(("prefsd.toml".into(), rs256_toml()));
-    write_files(&config, &files);
+    let toml = rs256_toml();
+    write_files(
+        &config,
+        &crate::support::files_with(&[("prefsd.toml", &toml)]),
+    );
     let daemon = crate::child::ChildDaemon::spawn(dir.path());
     let before = daemon.ok("config.status", json!({})).await;
 

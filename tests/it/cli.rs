@@ -360,12 +360,10 @@ async fn check_config_on_a_good_and_a_bad_directory() {
     assert_eq!(run.code, 0, "{run:?}");
 
     let bad = dir.path().join("bad");
-    let mut files = default_files();
-    files.retain(|(path, _)| path != "workflows.toml");
-    files.push((
-        "workflows.toml".into(),
-        "[[workflow]]\nkey = \"a\"\nchannels = [{ type = \"fax\" }]\n".into(),
-    ));
+    let files = crate::support::files_with(&[(
+        "workflows.toml",
+        "[[workflow]]\nkey = \"a\"\nchannels = [{ type = \"fax\" }]\n",
+    )]);
     write_files(&bad, &files);
     let run = prefsd(dir.path(), &["check-config", bad.to_str().unwrap()]).await;
     assert_eq!(run.code, 2, "{run:?}");

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::child::{ChildDaemon, Conn, Rng, TIMED, env_number, open_files_limit};
-use crate::support::{default_files, wait_for, write_files};
+use crate::support::{files_with, wait_for, write_files};
 
 const CLIENTS: usize = 64;
 const WS_CLIENTS: usize = 4;
@@ -33,9 +33,7 @@ fn daemon_dir(prefsd_toml: &str) -> tempfile::TempDir {
         .prefix("prefsd-load")
         .tempdir()
         .expect("a temp dir");
-    let mut files = default_files();
-    files.retain(|(p, _)| p != "prefsd.toml");
-    files.push(("prefsd.toml".into(), prefsd_toml.into()));
+    let files = files_with(&[("prefsd.toml", prefsd_toml)]);
     write_files(&dir.path().join("config"), &files);
     dir
 }

@@ -327,9 +327,7 @@ const PAST_SECOND_LOOK: std::time::Duration = std::time::Duration::from_millis(7
 /// beside the daemon's config directory.
 fn new_config_dir(daemon: &Daemon, name: &str, environment: &str) -> std::path::PathBuf {
     let dir = daemon.dir.path().join(name);
-    let mut files = crate::support::default_files();
-    files.retain(|(path, _)| path != "environment.json");
-    files.push(("environment.json".to_string(), environment.to_string()));
+    let files = crate::support::files_with(&[("environment.json", environment)]);
     crate::support::write_files(&dir, &files);
     dir
 }

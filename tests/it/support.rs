@@ -89,6 +89,16 @@ pub fn default_files() -> Vec<(String, String)> {
     .collect()
 }
 
+/// The test config's files with `files` (relative path, contents) written over them.
+pub fn files_with(files: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut all = default_files();
+    for (path, content) in files {
+        all.retain(|(p, _)| p != path);
+        all.push((path.to_string(), content.to_string()));
+    }
+    all
+}
+
 /// Writes config files into `dir` (creating subdirectories).
 pub fn write_files(dir: &Path, files: &[(String, String)]) {
     for (path, content) in files {
@@ -128,12 +138,7 @@ impl Daemon {
             .tempdir()
             .expect("creating a temp dir");
         let config_dir = dir.path().join("config");
-        let mut all = default_files();
-        for (path, content) in files {
-            all.retain(|(p, _)| p != path);
-            all.push((path.to_string(), content.to_string()));
-        }
-        write_files(&config_dir, &all);
+        write_files(&config_dir, &files_with(files));
         let mut daemon = Daemon {
             socket: dir.path().join("daemon.sock"),
             database: dir.path().join("prefsd.db"),
