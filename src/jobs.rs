@@ -250,7 +250,7 @@ async fn fail(db: &Db, jobs: &Jobs, id: &str, message: String) -> Result<(), Err
     let id = id.to_string();
     let failed = db
         .write(move |w| {
-            w.fail_job(&id, &message, &crate::api::now())?;
+            w.fail_job(&id, &message, &crate::store::time::now())?;
             Ok::<_, Error>(w.job(&id)?)
         })
         .await?;
@@ -283,7 +283,7 @@ pub fn run_chunk(
     if job.status.is_terminal() {
         return Ok(Some(job));
     }
-    let now = crate::api::now();
+    let now = crate::store::time::now();
     let start = usize::try_from(job.processed_rows)
         .unwrap_or(0)
         .min(payload.user_ids.len());
@@ -309,7 +309,7 @@ async fn purge(db: &Db, retention_days: u32) {
         .checked_sub(jiff::SignedDuration::from_hours(
             24 * i64::from(retention_days),
         ))
-        .map(crate::api::format_time);
+        .map(crate::store::time::format_time);
     let Ok(cutoff) = cutoff else { return };
     match db
         .write(move |w| Ok::<_, Error>(w.purge_jobs(&cutoff)?))

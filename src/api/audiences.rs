@@ -4,8 +4,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Error;
-use crate::api::{Context, Errors, now};
+use crate::api::{Context, Errors};
 use crate::model::RecipientKey;
+use crate::store::time::now;
 use crate::store::{MemberPage, decode_cursor};
 
 /// A member in a request or a listing: `{ "user_id" }` or `{ "collection", "object_id" }`.

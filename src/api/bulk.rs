@@ -7,9 +7,10 @@ use serde_json::{Value, json};
 
 use crate::Error;
 use crate::api::recipients::check_size;
-use crate::api::{Context, Errors, FieldPath, now};
+use crate::api::{Context, Errors, FieldPath};
 use crate::jobs::{Payload, SET_PREFERENCES};
 use crate::model::{DEFAULT_SET, PreferenceSetRequest, Strategy};
+use crate::store::time::now;
 use crate::store::{JobRow, JobStatus, NewJob};
 
 /// Knock's `BulkOperation` shape.

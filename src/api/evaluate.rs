@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::Error;
 use crate::api::recipients::{parse_inline_sets, write_inline};
 use crate::api::tenants::TenantWrite;
-use crate::api::{Context, Errors, FieldPath, Json, now};
+use crate::api::{Context, Errors, FieldPath, Json};
 use crate::config::Config;
 use crate::eval::{self, Entity};
 use crate::model::{
@@ -24,6 +24,7 @@ use crate::model::{
     Workflow, type_name,
 };
 use crate::resolve::{Sources, Stack};
+use crate::store::time::now;
 use crate::store::{Cache, EvaluationInputs, Read, TenantRow, Ticket, View};
 
 #[derive(Debug, Deserialize)]

@@ -49,20 +49,6 @@ impl Context {
     }
 }
 
-/// The current time as stored and returned: RFC 3339, UTC, millisecond precision.
-pub fn now() -> String {
-    format_time(jiff::Timestamp::now())
-}
-
-/// RFC 3339 in UTC with exactly three fractional digits. Always three: the store compares
-/// these strings (retention, newest-first order), and `…:45Z` sorts after `…:45.001Z`.
-pub fn format_time(t: jiff::Timestamp) -> String {
-    let t = t.round(jiff::Unit::Millisecond).unwrap_or(t);
-    jiff::fmt::temporal::DateTimePrinter::new()
-        .precision(Some(3))
-        .timestamp_to_string(&t)
-}
-
 /// An answer already written as JSON text, serialised verbatim. serde_json writes a value
 /// that serialises as a struct named by its raw-value token as the text itself, unparsed;
 /// that is how its own `RawValue` serialises, and the only way to hand it text without a
@@ -154,7 +140,7 @@ pub struct Deleted {
 
 #[cfg(test)]
 mod tests {
-    use super::{Json, format_time};
+    use super::Json;
 
     #[test]
     fn rendered_json_is_written_verbatim() {
@@ -174,14 +160,5 @@ mod tests {
             serde_json::to_string(&Response { result: &json }).expect("serialises"),
             format!(r#"{{"result":{text}}}"#)
         );
-    }
-
-    #[test]
-    fn times_always_have_three_fractional_digits_so_they_sort_as_strings() {
-        let whole: jiff::Timestamp = "2026-11-30T04:08:45Z".parse().expect("a time");
-        let later: jiff::Timestamp = "2026-11-30T04:08:45.0014Z".parse().expect("a time");
-        assert_eq!(format_time(whole), "2026-11-30T04:08:45.000Z");
-        assert_eq!(format_time(later), "2026-11-30T04:08:45.001Z");
-        assert!(format_time(whole) < format_time(later));
     }
 }

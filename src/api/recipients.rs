@@ -8,12 +8,13 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::api::{Context, Deleted, Errors, merge_properties, now};
+use crate::api::{Context, Deleted, Errors, merge_properties};
 use crate::config::Config;
 use crate::model::{
     DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind, Strategy,
 };
 use crate::resolve::{Sources, Stack};
+use crate::store::time::now;
 use crate::store::{EvaluationInputs, RecipientRow, TenantRow};
 
 /// Which namespace a method is in.

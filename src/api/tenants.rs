@@ -5,10 +5,11 @@ use serde_json::{Map, Value, json};
 
 use crate::Error;
 use crate::api::recipients::check_size;
-use crate::api::{Context, Deleted, Errors, merge_properties, now};
+use crate::api::{Context, Deleted, Errors, merge_properties};
 use crate::model::{PreferenceSetRequest, SetKind, Strategy};
 use crate::resolve::{LayerId, Stack};
 use crate::store::TenantRow;
+use crate::store::time::now;
 
 /// The `Tenant` shape of rpc.md; `preference_set` is shown as given (stored or resolved).
 fn tenant_json(row: &TenantRow, preference_set: Option<Value>) -> Value {

@@ -19,6 +19,7 @@ mod cache;
 mod jobs;
 mod migrate;
 mod repo;
+pub mod time;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
