@@ -266,42 +266,6 @@ pub fn parse_key_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The environment variables a client (the CLI) takes its credentials from.
-pub const CLIENT_SECRET_KEY_ENV: &str = "PREFSD_SECRET_KEY";
-pub const CLIENT_USER_TOKEN_ENV: &str = "PREFSD_USER_TOKEN";
-
-/// The credential headers a client sends: `Authorization: Bearer <secret_key>` and
-/// `X-User-Token: <user_token>`, each when given.
-pub fn client_headers(
-    secret_key: Option<&str>,
-    user_token: Option<&str>,
-) -> Result<http::HeaderMap, String> {
-    let mut headers = http::HeaderMap::new();
-    if let Some(key) = secret_key.map(str::trim).filter(|k| !k.is_empty()) {
-        let mut value = http::HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| "the secret key is not a valid header value".to_string())?;
-        value.set_sensitive(true);
-        headers.insert(http::header::AUTHORIZATION, value);
-    }
-    if let Some(token) = user_token.map(str::trim).filter(|t| !t.is_empty()) {
-        let mut value = http::HeaderValue::from_str(token)
-            .map_err(|_| "the user token is not a valid header value".to_string())?;
-        value.set_sensitive(true);
-        headers.insert(USER_TOKEN_HEADERS[0], value);
-    }
-    Ok(headers)
-}
-
-/// [`client_headers`] from `PREFSD_SECRET_KEY` (else the first key of `PREFSD_SECRET_KEYS`)
-/// and `PREFSD_USER_TOKEN`.
-pub fn client_headers_from_env() -> Result<http::HeaderMap, String> {
-    let key = std::env::var(CLIENT_SECRET_KEY_ENV)
-        .ok()
-        .or_else(|| env_secret_keys().into_iter().next());
-    let token = std::env::var(CLIENT_USER_TOKEN_ENV).ok();
-    client_headers(key.as_deref(), token.as_deref())
-}
-
 /// `[access]` of the config in force, ready to check requests against.
 #[derive(Debug)]
 pub struct Policy {

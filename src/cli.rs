@@ -11,10 +11,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use jsonrpsee::core::client::{ClientT, Error as ClientError};
-use jsonrpsee::core::traits::ToRpcParams;
-use serde_json::value::RawValue;
+use jsonrpsee::core::client::Error as ClientError;
 use serde_json::{Value, json};
+
+use crate::client::{Client, socket_path};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +48,17 @@ pub enum Command {
         /// The directory (default: --config).
         dir: Option<PathBuf>,
     },
+    /// The commands that talk to a running daemon.
+    #[command(flatten)]
+    Client(ClientCommand),
+    /// Load-test a running daemon (calls/s, latency, daemon CPU and RSS), or `bench seed` a
+    /// database with deterministic data.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// The subcommands that are clients of a running daemon, over its socket.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
     /// Show the daemon's status.
     Status,
     /// Call any method; PARAMS is a JSON object (or @FILE, or - for standard input).
@@ -100,33 +111,7 @@ pub enum Command {
     #[command(subcommand)]
     Bulk(BulkCommand),
     /// Decide a workflow for recipients and channels, with the reasons.
-    Evaluate {
-        /// A workflow key of the catalog.
-        workflow: String,
-        /// User ids, or COLLECTION/ID for objects.
-        #[arg(required = true)]
-        recipients: Vec<String>,
-        /// A channel as TYPE or TYPE:ID (repeatable). Default: the workflow's channels.
-        #[arg(long = "channel", value_name = "TYPE[:ID]")]
-        channels: Vec<String>,
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Trigger data as a JSON object.
-        #[arg(long)]
-        data: Option<String>,
-        /// The actor's user id.
-        #[arg(long)]
-        actor: Option<String>,
-        /// The evaluation time (RFC 3339). Default: the daemon's clock.
-        #[arg(long)]
-        now: Option<String>,
-        /// Print the raw JSON result instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Load-test a running daemon (calls/s, latency, daemon CPU and RSS), or `bench seed` a
-    /// database with deterministic data.
-    Bench(crate::bench::BenchArgs),
+    Evaluate(EvaluateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +142,33 @@ pub enum BulkCommand {
     },
 }
 
+/// `prefsd evaluate`: the params of one `preferences.evaluate` call.
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    /// A workflow key of the catalog.
+    pub workflow: String,
+    /// User ids, or COLLECTION/ID for objects.
+    #[arg(required = true)]
+    pub recipients: Vec<String>,
+    /// A channel as TYPE or TYPE:ID (repeatable). Default: the workflow's channels.
+    #[arg(long = "channel", value_name = "TYPE[:ID]")]
+    pub channels: Vec<String>,
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Trigger data as a JSON object.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// The actor's user id.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// The evaluation time (RFC 3339). Default: the daemon's clock.
+    #[arg(long)]
+    pub now: Option<String>,
+    /// Print the raw JSON result instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Which set of which recipient.
 #[derive(Debug, clap::Args)]
 pub struct Target {
@@ -168,65 +180,46 @@ pub struct Target {
     pub set: Option<String>,
 }
 
-/// Runs a client subcommand and maps its outcome to an exit code.
-pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(client_command(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<JobNotClean>() => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
-        Err(e) => match e.downcast_ref::<ClientError>() {
-            Some(ClientError::Call(err)) => {
-                eprintln!("error: {}", err.message());
-                let data = err
-                    .data()
-                    .and_then(|d| serde_json::from_str::<Value>(d.get()).ok());
-                let items = data.as_ref().and_then(|d| d.get("errors")?.as_array());
-                for item in items.into_iter().flatten() {
-                    eprintln!(
-                        "  {}: {}",
-                        item["field"].as_str().unwrap_or(""),
-                        item["message"].as_str().unwrap_or("")
-                    );
-                }
-                ExitCode::from(1)
-            }
-            _ => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-    }
-}
+/// The command ran and its answer was "no": a bulk job that ended with errors or failed,
+/// a benchmark whose calls failed. Like an error answer from the daemon, it exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 
-/// Builds a tokio runtime, or says why it could not (the caller exits 2).
-pub fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
-    match builder
-        .enable_all()
-        .on_thread_start(crate::sched::prefer_short_slices)
-        .build()
-    {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            None
+/// Maps a subcommand's outcome to the process's exit code, printing the error: the one
+/// place exit codes are chosen (ripgrep's convention). 1: the daemon answered with an
+/// error (its message, then one line per invalid field) or the command's answer was
+/// [`Refused`]; 2: usage, connection or internal errors.
+pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    let e = match result {
+        Ok(code) => return code,
+        Err(e) => e,
+    };
+    if let Some(ClientError::Call(err)) = e.downcast_ref::<ClientError>() {
+        eprintln!("error: {}", err.message());
+        let data = err
+            .data()
+            .and_then(|d| serde_json::from_str::<Value>(d.get()).ok());
+        let items = data.as_ref().and_then(|d| d.get("errors")?.as_array());
+        for item in items.into_iter().flatten() {
+            eprintln!(
+                "  {}: {}",
+                item["field"].as_str().unwrap_or(""),
+                item["message"].as_str().unwrap_or("")
+            );
         }
+        return ExitCode::from(1);
+    }
+    eprintln!("error: {e:#}");
+    if e.is::<Refused>() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
     }
 }
 
 /// `prefsd check-config [DIR]`: 0 when valid, 2 with every error printed otherwise.
-pub fn check_config(dir: &Path) -> ExitCode {
+pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
     match crate::config::load_dir(dir) {
         Ok(config) => {
             println!(
@@ -236,105 +229,68 @@ pub fn check_config(dir: &Path) -> ExitCode {
                 config.workflows.len(),
                 config.tenant_templates.len()
             );
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
             for e in &errors {
                 eprintln!("{e}");
             }
             eprintln!("{}: {} error(s)", dir.display(), errors.len());
-            ExitCode::from(2)
+            Ok(ExitCode::from(2))
         }
     }
 }
 
-/// The socket to talk to: --socket or PREFSD_SOCKET, else the config's, else the default.
-pub fn socket_path(cli_socket: Option<&Path>, config_dir: &Path) -> PathBuf {
-    if let Some(path) = cli_socket {
-        return path.to_path_buf();
-    }
-    crate::config::load_dir(config_dir)
-        .map(|c| c.settings.socket)
-        .unwrap_or_else(|_| crate::config::Settings::default().socket)
-}
-
-/// Raw params: a JSON object text, passed through as is.
-struct RawParams(Option<Box<RawValue>>);
-
-impl ToRpcParams for RawParams {
-    fn to_rpc_params(self) -> Result<Option<Box<RawValue>>, serde_json::Error> {
-        Ok(self.0)
-    }
-}
-
-/// A connected client.
-pub struct Client {
-    inner: jsonrpsee::core::client::Client,
-}
-
-impl Client {
-    /// Connects over the Unix socket and upgrades to a WebSocket, with the credentials of
-    /// the environment (`PREFSD_SECRET_KEY`, `PREFSD_USER_TOKEN`; see `auth::client_headers`).
-    pub async fn connect(socket: &Path) -> anyhow::Result<Client> {
-        let headers = crate::auth::client_headers_from_env().map_err(anyhow::Error::msg)?;
-        Client::connect_with_headers(socket, headers).await
-    }
-
-    /// Connects with these headers on the WebSocket upgrade request (credentials apply to
-    /// every call on the connection).
-    pub async fn connect_with_headers(
-        socket: &Path,
-        headers: http::HeaderMap,
-    ) -> anyhow::Result<Client> {
-        let stream = tokio::net::UnixStream::connect(socket).await.with_context(|| {
-            format!(
-                "cannot connect to the daemon at {}; is `prefsd serve` running? (set --socket or PREFSD_SOCKET)",
-                socket.display()
-            )
-        })?;
-        let url = url::Url::parse("ws://localhost/").context("the WebSocket URL")?;
-        let (tx, rx) = jsonrpsee::client_transport::ws::WsTransportClientBuilder::default()
-            .max_request_size(u32::MAX)
-            .max_response_size(u32::MAX)
-            .set_headers(headers)
-            .build_with_stream(url, stream)
-            .await
-            .context("WebSocket handshake with the daemon")?;
-        let inner = jsonrpsee::core::client::ClientBuilder::default()
-            .request_timeout(std::time::Duration::from_secs(300))
-            .build_with_tokio(tx, rx);
-        Ok(Client { inner })
-    }
-
-    /// Calls a method with params given as a JSON value (an object, or null for none).
-    pub async fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
-        let raw = if params.is_null() {
-            None
-        } else {
-            Some(serde_json::value::to_raw_value(&params)?)
-        };
-        Ok(self.inner.request(method, RawParams(raw)).await?)
-    }
-}
-
-impl Client {
-    /// Follows a bulk operation: its state now (unless already over), then every change
-    /// until the terminal one.
-    pub async fn follow_bulk(
-        &self,
-        id: &str,
-    ) -> anyhow::Result<jsonrpsee::core::client::Subscription<Value>> {
-        use jsonrpsee::core::client::SubscriptionClientT;
-        let params = serde_json::value::to_raw_value(&json!({ "id": id }))?;
-        Ok(self
-            .inner
-            .subscribe::<Value, _>(
-                "bulkOperations.subscribe",
-                RawParams(Some(params)),
-                "bulkOperations.unsubscribe",
-            )
-            .await?)
-    }
+/// Runs a client subcommand against the daemon at `socket` (or the config's).
+pub fn run(
+    socket: Option<&Path>,
+    config_dir: &Path,
+    command: ClientCommand,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let socket = socket_path(socket, config_dir);
+    runtime.block_on(async {
+        let client = Client::connect(&socket).await?;
+        match command {
+            ClientCommand::Status => status(&client).await,
+            ClientCommand::Call { method, params } => {
+                call(&client, &method, params.as_deref()).await
+            }
+            ClientCommand::Get {
+                recipient,
+                target,
+                raw,
+            } => get(&client, &recipient, target, raw).await,
+            ClientCommand::Set {
+                recipient,
+                preferences,
+                target,
+                merge,
+            } => set(&client, &recipient, &preferences, target, merge).await,
+            ClientCommand::Unset { recipient, target } => unset(&client, &recipient, target).await,
+            ClientCommand::List { recipient, object } => {
+                list(&client, &recipient, object.as_deref()).await
+            }
+            ClientCommand::Identify { user, properties } => {
+                identify(&client, &user, properties.as_deref()).await
+            }
+            ClientCommand::Bulk(BulkCommand::Set {
+                users,
+                preferences,
+                set,
+                idempotency_key,
+                follow,
+            }) => bulk_set(&client, &users, &preferences, set, idempotency_key, follow).await,
+            ClientCommand::Bulk(BulkCommand::Status { id, follow }) => {
+                bulk_status(&client, &id, follow).await
+            }
+            ClientCommand::Evaluate(args) => evaluate(&client, args).await,
+        }?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// Reads a JSON argument: inline text, @FILE, or - for standard input.
@@ -384,176 +340,179 @@ fn print_json(value: &Value) {
     );
 }
 
-async fn client_command(cli: Cli) -> anyhow::Result<()> {
-    let socket = socket_path(cli.socket.as_deref(), &cli.config);
-    let client = Client::connect(&socket).await?;
-    match cli.command {
-        Command::Serve { .. }
-        | Command::CheckConfig { .. }
-        | Command::Token(_)
-        | Command::Bench(_) => {
-            anyhow::bail!("serve, check-config, token and bench do not talk to a daemon here")
-        }
-        Command::Status => {
-            let status = client.call("daemon.status", Value::Null).await?;
-            if status["protocol"] != json!(crate::api::daemon::PROTOCOL) {
-                anyhow::bail!(
-                    "the daemon speaks protocol {}; this prefsd speaks {}",
-                    status["protocol"],
-                    crate::api::daemon::PROTOCOL
-                );
-            }
-            print_json(&status);
-        }
-        Command::Call { method, params } => {
-            let params = params
-                .as_deref()
-                .map(json_arg)
-                .transpose()?
-                .unwrap_or(Value::Null);
-            print_json(&client.call(&method, params).await?);
-        }
-        Command::Get {
-            recipient,
-            target,
-            raw,
-        } => {
-            let mut params = who(&recipient, target.object.as_deref());
-            if let Some(set) = target.set {
-                params.insert("preference_set".into(), json!(set));
-            }
-            params.insert("raw".into(), json!(raw));
-            let method = format!("{}.getPreferences", namespace(target.object.as_deref()));
-            print_json(&client.call(&method, Value::Object(params)).await?);
-        }
-        Command::Set {
-            recipient,
-            preferences,
-            target,
-            merge,
-        } => {
-            let mut body = json_arg(&preferences)?;
-            if merge && let Value::Object(map) = &mut body {
-                map.insert("__persistence_strategy__".into(), json!("merge"));
-            }
-            let mut params = who(&recipient, target.object.as_deref());
-            if let Some(set) = target.set {
-                params.insert("preference_set".into(), json!(set));
-            }
-            params.insert("preferences".into(), body);
-            let method = format!("{}.setPreferences", namespace(target.object.as_deref()));
-            print_json(&client.call(&method, Value::Object(params)).await?);
-        }
-        Command::Unset { recipient, target } => {
-            let mut params = who(&recipient, target.object.as_deref());
-            params.insert(
-                "preference_set".into(),
-                json!(target.set.unwrap_or_else(|| "default".into())),
-            );
-            let method = format!("{}.unsetPreferences", namespace(target.object.as_deref()));
-            print_json(&client.call(&method, Value::Object(params)).await?);
-        }
-        Command::List { recipient, object } => {
-            let method = format!("{}.listPreferences", namespace(object.as_deref()));
-            print_json(
-                &client
-                    .call(&method, Value::Object(who(&recipient, object.as_deref())))
-                    .await?,
-            );
-        }
-        Command::Identify { user, properties } => {
-            let mut params = who(&user, None);
-            if let Some(p) = properties {
-                params.insert("properties".into(), json_arg(&p)?);
-            }
-            print_json(&client.call("users.identify", Value::Object(params)).await?);
-        }
-        Command::Bulk(BulkCommand::Set {
-            users,
-            preferences,
-            set,
-            idempotency_key,
-            follow,
-        }) => {
-            let mut params = serde_json::Map::new();
-            params.insert("user_ids".into(), json!(read_user_ids(&users)?));
-            params.insert("preferences".into(), json_arg(&preferences)?);
-            if let Some(set) = set {
-                params.insert("preference_set".into(), json!(set));
-            }
-            if let Some(key) = idempotency_key {
-                params.insert("idempotency_key".into(), json!(key));
-            }
-            let op = client
-                .call("users.bulkSetPreferences", Value::Object(params))
-                .await?;
-            if follow {
-                follow_operation(&client, op).await?;
-            } else {
-                print_json(&op);
-            }
-        }
-        Command::Bulk(BulkCommand::Status { id, follow }) => {
-            let op = client
-                .call("bulkOperations.get", json!({ "id": id }))
-                .await?;
-            if follow {
-                follow_operation(&client, op).await?;
-            } else {
-                print_json(&op);
-            }
-        }
-        Command::Evaluate {
-            workflow,
-            recipients,
-            channels,
-            tenant,
-            data,
-            actor,
-            now,
-            json,
-        } => {
-            let mut params = serde_json::Map::new();
-            params.insert("workflow".into(), json!(workflow));
-            let recipients: Vec<Value> = recipients
-                .iter()
-                .map(|r| match r.split_once('/') {
-                    Some((collection, id)) => json!({ "collection": collection, "id": id }),
-                    None => json!(r),
-                })
-                .collect();
-            params.insert("recipients".into(), Value::Array(recipients));
-            if !channels.is_empty() {
-                let channels: Vec<Value> = channels
-                    .iter()
-                    .map(|c| match c.split_once(':') {
-                        Some((t, id)) => json!({ "type": t, "id": id }),
-                        None => json!({ "type": c }),
-                    })
-                    .collect();
-                params.insert("channels".into(), Value::Array(channels));
-            }
-            if let Some(t) = tenant {
-                params.insert("tenant".into(), json!(t));
-            }
-            if let Some(d) = data {
-                params.insert("data".into(), json_arg(&d)?);
-            }
-            if let Some(a) = actor {
-                params.insert("actor".into(), json!(a));
-            }
-            if let Some(n) = now {
-                params.insert("now".into(), json!(n));
-            }
-            let result = client
-                .call("preferences.evaluate", Value::Object(params))
-                .await?;
-            if json {
-                print_json(&result);
-            } else {
-                print!("{}", decisions_table(&result));
-            }
-        }
+/// `prefsd status`: the daemon's status, after checking it speaks this client's protocol.
+async fn status(client: &Client) -> anyhow::Result<()> {
+    let status = client.call("daemon.status", Value::Null).await?;
+    if status["protocol"] != json!(crate::rpc::PROTOCOL) {
+        anyhow::bail!(
+            "the daemon speaks protocol {}; this prefsd speaks {}",
+            status["protocol"],
+            crate::rpc::PROTOCOL
+        );
+    }
+    print_json(&status);
+    Ok(())
+}
+
+/// `prefsd call METHOD [PARAMS]`.
+async fn call(client: &Client, method: &str, params: Option<&str>) -> anyhow::Result<()> {
+    let params = params.map(json_arg).transpose()?.unwrap_or(Value::Null);
+    print_json(&client.call(method, params).await?);
+    Ok(())
+}
+
+/// `prefsd get`: a recipient's preferences, effective unless raw.
+async fn get(client: &Client, recipient: &str, target: Target, raw: bool) -> anyhow::Result<()> {
+    let mut params = who(recipient, target.object.as_deref());
+    if let Some(set) = target.set {
+        params.insert("preference_set".into(), json!(set));
+    }
+    params.insert("raw".into(), json!(raw));
+    let method = format!("{}.getPreferences", namespace(target.object.as_deref()));
+    print_json(&client.call(&method, Value::Object(params)).await?);
+    Ok(())
+}
+
+/// `prefsd set`: replaces (or with `merge`, merges into) a recipient's preference set.
+async fn set(
+    client: &Client,
+    recipient: &str,
+    preferences: &str,
+    target: Target,
+    merge: bool,
+) -> anyhow::Result<()> {
+    let mut body = json_arg(preferences)?;
+    if merge && let Value::Object(map) = &mut body {
+        map.insert("__persistence_strategy__".into(), json!("merge"));
+    }
+    let mut params = who(recipient, target.object.as_deref());
+    if let Some(set) = target.set {
+        params.insert("preference_set".into(), json!(set));
+    }
+    params.insert("preferences".into(), body);
+    let method = format!("{}.setPreferences", namespace(target.object.as_deref()));
+    print_json(&client.call(&method, Value::Object(params)).await?);
+    Ok(())
+}
+
+/// `prefsd unset`: deletes a recipient's stored preference set.
+async fn unset(client: &Client, recipient: &str, target: Target) -> anyhow::Result<()> {
+    let mut params = who(recipient, target.object.as_deref());
+    params.insert(
+        "preference_set".into(),
+        json!(target.set.unwrap_or_else(|| "default".into())),
+    );
+    let method = format!("{}.unsetPreferences", namespace(target.object.as_deref()));
+    print_json(&client.call(&method, Value::Object(params)).await?);
+    Ok(())
+}
+
+/// `prefsd list`: a recipient's stored preference sets.
+async fn list(client: &Client, recipient: &str, object: Option<&str>) -> anyhow::Result<()> {
+    let method = format!("{}.listPreferences", namespace(object));
+    print_json(
+        &client
+            .call(&method, Value::Object(who(recipient, object)))
+            .await?,
+    );
+    Ok(())
+}
+
+/// `prefsd identify`: creates or updates a user.
+async fn identify(client: &Client, user: &str, properties: Option<&str>) -> anyhow::Result<()> {
+    let mut params = who(user, None);
+    if let Some(p) = properties {
+        params.insert("properties".into(), json_arg(p)?);
+    }
+    print_json(&client.call("users.identify", Value::Object(params)).await?);
+    Ok(())
+}
+
+/// `prefsd bulk set`: submits a bulk job, and follows it when asked.
+async fn bulk_set(
+    client: &Client,
+    users: &str,
+    preferences: &str,
+    set: Option<String>,
+    idempotency_key: Option<String>,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let mut params = serde_json::Map::new();
+    params.insert("user_ids".into(), json!(read_user_ids(users)?));
+    params.insert("preferences".into(), json_arg(preferences)?);
+    if let Some(set) = set {
+        params.insert("preference_set".into(), json!(set));
+    }
+    if let Some(key) = idempotency_key {
+        params.insert("idempotency_key".into(), json!(key));
+    }
+    let op = client
+        .call("users.bulkSetPreferences", Value::Object(params))
+        .await?;
+    show_operation(client, op, follow).await
+}
+
+/// `prefsd bulk status`: a bulk operation, followed when asked.
+async fn bulk_status(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
+    let op = client
+        .call("bulkOperations.get", json!({ "id": id }))
+        .await?;
+    show_operation(client, op, follow).await
+}
+
+/// Prints a bulk operation, or follows it to its end.
+async fn show_operation(client: &Client, op: Value, follow: bool) -> anyhow::Result<()> {
+    if follow {
+        follow_operation(client, op).await
+    } else {
+        print_json(&op);
+        Ok(())
+    }
+}
+
+/// `prefsd evaluate`: decisions as a table, or the raw result.
+async fn evaluate(client: &Client, args: EvaluateArgs) -> anyhow::Result<()> {
+    let mut params = serde_json::Map::new();
+    params.insert("workflow".into(), json!(args.workflow));
+    let recipients: Vec<Value> = args
+        .recipients
+        .iter()
+        .map(|r| match r.split_once('/') {
+            Some((collection, id)) => json!({ "collection": collection, "id": id }),
+            None => json!(r),
+        })
+        .collect();
+    params.insert("recipients".into(), Value::Array(recipients));
+    if !args.channels.is_empty() {
+        let channels: Vec<Value> = args
+            .channels
+            .iter()
+            .map(|c| match c.split_once(':') {
+                Some((t, id)) => json!({ "type": t, "id": id }),
+                None => json!({ "type": c }),
+            })
+            .collect();
+        params.insert("channels".into(), Value::Array(channels));
+    }
+    if let Some(t) = args.tenant {
+        params.insert("tenant".into(), json!(t));
+    }
+    if let Some(d) = args.data {
+        params.insert("data".into(), json_arg(&d)?);
+    }
+    if let Some(a) = args.actor {
+        params.insert("actor".into(), json!(a));
+    }
+    if let Some(n) = args.now {
+        params.insert("now".into(), json!(n));
+    }
+    let result = client
+        .call("preferences.evaluate", Value::Object(params))
+        .await?;
+    if args.json {
+        print_json(&result);
+    } else {
+        print!("{}", decisions_table(&result));
     }
     Ok(())
 }
@@ -578,14 +537,6 @@ fn read_user_ids(arg: &str) -> anyhow::Result<Vec<String>> {
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect())
-}
-
-/// A bulk job ended with errors or failed: the CLI exits non-zero (1) after its summary.
-#[derive(Debug, thiserror::Error)]
-#[error("bulk operation {id} {outcome}")]
-pub struct JobNotClean {
-    pub id: String,
-    pub outcome: String,
 }
 
 /// Follows a bulk operation over the subscription with a progress bar, then prints a
@@ -632,21 +583,12 @@ async fn follow_operation(client: &Client, op: Value) -> anyhow::Result<()> {
     let errors = last["error_count"].as_u64().unwrap_or(0);
     match last["status"].as_str() {
         Some("completed") if errors == 0 => Ok(()),
-        Some("completed") => Err(JobNotClean {
-            id,
-            outcome: format!("completed with {errors} errors"),
-        }
+        Some("completed") => Err(Refused(format!(
+            "bulk operation {id} completed with {errors} errors"
+        ))
         .into()),
-        Some(status) => Err(JobNotClean {
-            id,
-            outcome: status.to_string(),
-        }
-        .into()),
-        None => Err(JobNotClean {
-            id,
-            outcome: "has no status".into(),
-        }
-        .into()),
+        Some(status) => Err(Refused(format!("bulk operation {id} {status}")).into()),
+        None => Err(Refused(format!("bulk operation {id} has no status")).into()),
     }
 }
 

@@ -119,6 +119,7 @@ pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod config;
 mod error;
 pub mod eval;

@@ -1,5 +1,6 @@
 //! The `prefsd` binary: parse the command line, set up logging, then run the daemon or a
-//! client command. No logic lives here.
+//! client command, and map its outcome to the exit code (`cli::exit_code`, the one place
+//! exit codes are chosen). No logic lives here.
 
 use std::process::ExitCode;
 
@@ -22,35 +23,21 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Command::Serve { database } => {
-            let options = prefsd::server::ServeOptions {
-                config_dir: cli.config,
-                overrides: prefsd::config::Overrides {
-                    socket: cli.socket,
-                    database,
-                },
-            };
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if let Some(workers) = prefsd::server::async_workers() {
-                builder.worker_threads(workers);
-            }
-            let Some(runtime) = prefsd::cli::runtime(builder) else {
-                return ExitCode::from(2);
-            };
-            match runtime.block_on(prefsd::server::serve(options)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+    let socket = cli.socket.as_deref();
+    let result = match cli.command {
+        Command::Serve { database } => prefsd::server::main(prefsd::server::ServeOptions {
+            config_dir: cli.config,
+            overrides: prefsd::config::Overrides {
+                socket: cli.socket,
+                database,
+            },
+        }),
         Command::Token(args) => prefsd::auth::mint::run(&args, &cli.config),
-        Command::Bench(args) => prefsd::bench::run(cli.socket.as_deref(), &cli.config, args),
         Command::CheckConfig { dir } => {
             prefsd::cli::check_config(dir.as_deref().unwrap_or(&cli.config))
         }
-        _ => prefsd::cli::run(cli),
-    }
+        Command::Client(command) => prefsd::cli::run(socket, &cli.config, command),
+        Command::Bench(args) => prefsd::bench::run(socket, &cli.config, args),
+    };
+    prefsd::cli::exit_code(result)
 }

@@ -517,6 +517,25 @@ fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.d", std::process::id()))
 }
 
+/// `prefsd serve` from `main`: builds the daemon's runtime and runs [`serve`] on it.
+pub fn main(options: ServeOptions) -> anyhow::Result<std::process::ExitCode> {
+    runtime()?.block_on(serve(options))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The daemon's runtime: [`async_workers`] workers, each asking for short time slices.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = async_workers() {
+        builder.worker_threads(workers);
+    }
+    builder
+        .enable_all()
+        .on_thread_start(crate::sched::prefer_short_slices)
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// How many async workers `prefsd serve` runs: one fewer than the cores, at least one, or
 /// `None` when `TOKIO_WORKER_THREADS` says (tokio reads it). The database threads and the
 /// app the daemon sits beside need the other core. Measured on 2 cores with the load

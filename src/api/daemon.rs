@@ -7,9 +7,6 @@ use crate::Error;
 use crate::api::Context;
 use crate::config::ConfigStatus;
 
-/// The protocol version; the CLI refuses to talk to a daemon with another.
-pub const PROTOCOL: u32 = 1;
-
 /// Methods that take no params accept `{}` (or none) and refuse anything else.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,15 +29,15 @@ pub struct Status {
     pub cache: crate::store::CacheStats,
 }
 
-/// `daemon.status`.
-pub async fn status(ctx: &Context) -> Result<Status, Error> {
+/// `daemon.status`; `protocol` is the version of the wire protocol the caller serves it on.
+pub async fn status(ctx: &Context, protocol: u32) -> Result<Status, Error> {
     let (counts, (queued, processing)) = ctx
         .db
         .read(|r| Ok::<_, Error>((r.counts()?, r.job_counts()?)))
         .await?;
     Ok(Status {
         version: env!("CARGO_PKG_VERSION"),
-        protocol: PROTOCOL,
+        protocol,
         uptime_s: ctx.started.elapsed().as_secs(),
         schema_version: ctx.db.schema_version(),
         counts,

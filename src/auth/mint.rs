@@ -45,17 +45,9 @@ pub struct TokenArgs {
 }
 
 /// Runs `prefsd token`: prints the token; exit 2 on any error.
-pub fn run(args: &TokenArgs, config_dir: &Path) -> ExitCode {
-    match token(args, config_dir, jiff::Timestamp::now()) {
-        Ok(token) => {
-            println!("{token}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+pub fn run(args: &TokenArgs, config_dir: &Path) -> anyhow::Result<ExitCode> {
+    println!("{}", token(args, config_dir, jiff::Timestamp::now())?);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn token(args: &TokenArgs, config_dir: &Path, now: jiff::Timestamp) -> anyhow::Result<String> {

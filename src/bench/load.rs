@@ -256,7 +256,9 @@ async fn run_once(
             }
         }
         Transport::Ws => {
-            ws = Some(Arc::new(crate::cli::Client::connect(&config.socket).await?));
+            ws = Some(Arc::new(
+                crate::client::Client::connect(&config.socket).await?,
+            ));
         }
     }
     let server_before = config.pid.and_then(procfs::cpu_time);
@@ -333,7 +335,7 @@ struct HttpConn {
 
 impl HttpConn {
     async fn connect(socket: &Path) -> anyhow::Result<HttpConn> {
-        let headers = crate::auth::client_headers_from_env().map_err(anyhow::Error::msg)?;
+        let headers = crate::client::client_headers_from_env().map_err(anyhow::Error::msg)?;
         let stream = UnixStream::connect(socket).await.with_context(|| {
             format!(
                 "cannot connect to the daemon at {}; is `prefsd serve` running? (set --socket or PREFSD_SOCKET)",
@@ -456,7 +458,7 @@ async fn http_worker(
 }
 
 async fn ws_worker(
-    client: Arc<crate::cli::Client>,
+    client: Arc<crate::client::Client>,
     mut requests: Requests,
     stop: Stop,
     mut pace: Option<Pace>,

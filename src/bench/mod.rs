@@ -392,30 +392,22 @@ pub const ALERTS: u64 = 50;
 
 /// `prefsd bench ...`: runs a load or a seed and maps the outcome to an exit code: 0 done,
 /// 1 some calls failed, 2 usage, connection or internal errors.
-pub fn run(socket: Option<&Path>, config_dir: &Path, args: BenchArgs) -> ExitCode {
+pub fn run(socket: Option<&Path>, config_dir: &Path, args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        Some(BenchCommand::Seed(seed)) => match seed::run(&seed) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        Some(BenchCommand::Seed(seed)) => {
+            seed::run(&seed)?;
+        }
         None => {
-            let socket = crate::cli::socket_path(socket, config_dir);
-            match load::run(&socket, &args.load) {
-                Ok(0) => ExitCode::SUCCESS,
-                Ok(errors) => {
-                    eprintln!("error: {errors} call(s) failed");
-                    ExitCode::from(1)
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(2)
+            let socket = crate::client::socket_path(socket, config_dir);
+            match load::run(&socket, &args.load)? {
+                0 => {}
+                errors => {
+                    return Err(crate::cli::Refused(format!("{errors} call(s) failed")).into());
                 }
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -21,6 +21,10 @@ use crate::api::recipients::Kind;
 use crate::api::{self, Context};
 use crate::model::ValidationError;
 
+/// The version of this JSON-RPC protocol, shown by `daemon.status`; the CLI refuses to
+/// talk to a daemon that speaks another.
+pub const PROTOCOL: u32 = 1;
+
 /// Registers one method: parse the params by name, run the body, map the error, and
 /// serialise the result.
 macro_rules! method {
@@ -83,7 +87,7 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     method!(m, "config.status", |c, _p: NoParams| Ok(daemon::config_status(c)));
     method!(m, "config.reload", |c, _p: NoParams| daemon::config_reload(c).await);
     method!(m, "daemon.ping", |_c, _p: NoParams| Ok(daemon::ping()));
-    method!(m, "daemon.status", |c, _p: NoParams| daemon::status(c).await);
+    method!(m, "daemon.status", |c, _p: NoParams| daemon::status(c, PROTOCOL).await);
     Ok(m)
 }
 

@@ -238,7 +238,7 @@ fn p99_with_and_without_jobs(
 
 /// Submits one job and waits for `completed` over the subscription; returns milliseconds.
 async fn run_job(socket: &Path, ids: &[String], prefs: &Value) -> anyhow::Result<f64> {
-    let client = prefsd::cli::Client::connect(socket).await?;
+    let client = prefsd::client::Client::connect(socket).await?;
     let t = Instant::now();
     let op = client
         .call(

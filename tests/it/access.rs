@@ -380,8 +380,8 @@ async fn require_credentials_needs_a_valid_secret_key() {
     assert_eq!(set["workflows"], json!({ "w": false }));
 
     // The WebSocket: the key of the upgrade request applies to every call on it.
-    let headers = prefsd::auth::client_headers(Some("sk_test_one"), None).expect("headers");
-    let ws = prefsd::cli::Client::connect_with_headers(&d.socket, headers)
+    let headers = prefsd::client::client_headers(Some("sk_test_one"), None).expect("headers");
+    let ws = prefsd::client::Client::connect_with_headers(&d.socket, headers)
         .await
         .expect("connecting with a key");
     assert_eq!(
@@ -825,8 +825,8 @@ async fn each_call_of_a_batch_is_authorized_on_its_own() {
 async fn a_websocket_with_a_user_token_acts_as_that_user() {
     let d = Daemon::start_with(&[("prefsd.toml", &rs256_toml())]).await;
     seed(&d).await;
-    let headers = prefsd::auth::client_headers(None, Some(&token("u1"))).expect("headers");
-    let ws = prefsd::cli::Client::connect_with_headers(&d.socket, headers)
+    let headers = prefsd::client::client_headers(None, Some(&token("u1"))).expect("headers");
+    let ws = prefsd::client::Client::connect_with_headers(&d.socket, headers)
         .await
         .expect("connecting with a token");
     let mine = ws

@@ -90,7 +90,7 @@ async fn a_job_survives_kill_9_at_any_point_and_finishes_exactly_once() {
     let mut kills = 0;
     let mut killed_mid_job = 0;
     for wait_updates in [1usize, 5, 13, 29, 2, 40] {
-        let client = prefsd::cli::Client::connect(&socket)
+        let client = prefsd::client::Client::connect(&socket)
             .await
             .expect("connecting");
         let mut sub = client.follow_bulk(&id).await.expect("subscribing");
@@ -117,7 +117,7 @@ async fn a_job_survives_kill_9_at_any_point_and_finishes_exactly_once() {
         "the daemon was killed mid-job at least 3 times ({killed_mid_job} of {kills})"
     );
 
-    let client = prefsd::cli::Client::connect(&socket)
+    let client = prefsd::client::Client::connect(&socket)
         .await
         .expect("connecting");
     let mut sub = client.follow_bulk(&id).await.expect("subscribing");

@@ -550,7 +550,7 @@ async fn crash_loop(durability: &str, stream: u64) {
         bulk.jobs.iter().all(|j| j.id.is_some()),
         "every submission has a job"
     );
-    let client = prefsd::cli::Client::connect(&daemon.socket)
+    let client = prefsd::client::Client::connect(&daemon.socket)
         .await
         .expect("connecting the WebSocket client");
     for job in &mut bulk.jobs {

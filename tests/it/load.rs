@@ -156,7 +156,7 @@ async fn http_client(
 /// One WebSocket client (the CLI's), a few calls in flight at once.
 async fn ws_client(socket: std::path::PathBuf, i: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
     let mut rng = Rng::new(0x5e55 + i as u64);
-    let client = prefsd::cli::Client::connect(&socket)
+    let client = prefsd::client::Client::connect(&socket)
         .await
         .expect("connecting the WebSocket client");
     while !stop.load(Ordering::Relaxed) {
@@ -176,7 +176,7 @@ async fn ws_client(socket: std::path::PathBuf, i: usize, stop: Arc<AtomicBool>, 
 
 /// Keeps a bulk job running: submits 1000 users, follows it to the end, again.
 async fn bulk_client(socket: std::path::PathBuf, stop: Arc<AtomicBool>, tally: Arc<Tally>) -> u64 {
-    let client = prefsd::cli::Client::connect(&socket)
+    let client = prefsd::client::Client::connect(&socket)
         .await
         .expect("connecting the WebSocket client");
     let users: Vec<String> = (0..1000).map(|i| format!("bulk-{i}")).collect();

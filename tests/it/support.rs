@@ -209,8 +209,8 @@ impl Daemon {
     }
 
     /// A WebSocket JSON-RPC client (the CLI's).
-    pub async fn ws(&self) -> prefsd::cli::Client {
-        prefsd::cli::Client::connect(&self.socket)
+    pub async fn ws(&self) -> prefsd::client::Client {
+        prefsd::client::Client::connect(&self.socket)
             .await
             .expect("connecting the WebSocket client")
     }
