@@ -65,8 +65,9 @@
 //! - Only `server` spawns long-lived tasks (connections, config watcher, SIGHUP, bulk
 //!   worker); each is tracked in one `TaskTracker`, cancelled by one token and awaited
 //!   before `server::run` returns. The bulk worker wakes on a `Notify`, never on a poll.
-//! - `unsafe` appears only in `sched` (one system call, sched_setattr, and mimalloc's
-//!   option setter).
+//! - `unsafe` appears only in `sched` (two system calls, getpriority and sched_setattr,
+//!   mimalloc's option setter, and its getter in a test) and in `main`'s one call of the
+//!   `unsafe fn` `sched::return_freed_memory_sooner`, before any other thread exists.
 //! - JSON text reaches the wire unparsed only through `api::Json`, whose writers are
 //!   tested against serde's own output (jsonrpsee parses every response once more).
 //! - Config is read through `ConfigHandle::current()` once per call or job chunk, as an

@@ -14,7 +14,8 @@ use clap::Parser;
 use prefsd::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    prefsd::sched::return_freed_memory_sooner();
+    // SAFETY: this is the first thing the process does; no other thread exists yet.
+    unsafe { prefsd::sched::return_freed_memory_sooner() };
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

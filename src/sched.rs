@@ -31,12 +31,15 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// 53–59 MiB with 100 ms, at the same CPU per recipient. 1 ms cost a fifth more CPU.
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
 
-/// Makes the allocator give freed memory back after `PURGE_DELAY_MS`. Call it at the
-/// start of `main`, before any other thread runs: mimalloc's option setter is not thread
-/// safe.
-pub fn return_freed_memory_sooner() {
-    // SAFETY: mi_option_set stores an integer in mimalloc's option table; it is called
-    // before other threads exist, as mimalloc requires.
+/// Makes the allocator give freed memory back after `PURGE_DELAY_MS`.
+///
+/// # Safety
+///
+/// Call it before any other thread of the process exists (at the start of `main`):
+/// mimalloc's option setter writes its option table without synchronisation.
+pub unsafe fn return_freed_memory_sooner() {
+    // SAFETY: mi_option_set stores an integer in mimalloc's option table; the caller
+    // promises no other thread exists yet, as mimalloc requires.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
 }
 

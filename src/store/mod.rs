@@ -198,9 +198,10 @@ impl Db {
         .await
     }
 
-    /// Waits until the checkpointer has handled every wake sent before this call, so that
-    /// what it did can be observed: a test's way to see checkpoints happen without
-    /// sleeping. Blocks; returns at once if the threads have stopped.
+    /// Waits until the checkpointer has handled every wake sent before this call. The bulk
+    /// worker uses it to count the checkpoint a chunk caused in the chunk's cost (and so in
+    /// its pause); the jobs benchmark and the store's tests, to see checkpoints happen
+    /// without sleeping. Blocks; returns at once if the threads have stopped.
     pub fn wait_for_checkpoints(&self) {
         let (done, wait) = mpsc::channel();
         let sent = match self.inner.checkpoint_barrier.lock() {
@@ -261,8 +262,8 @@ impl Db {
         .await
     }
 
-    /// The blocking form of [`Db::write`], for code already on a blocking thread (the bulk
-    /// worker between chunks and tests).
+    /// The blocking form of [`Db::write`], for code already on a blocking thread (`bench
+    /// seed` and tests).
     pub fn write_blocking<R, E>(
         &self,
         f: impl FnOnce(&Write<'_>) -> Result<R, E> + Send + 'static,
