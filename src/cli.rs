@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use jsonrpsee::core::client::Error as ClientError;
 use serde_json::{Value, json};
 
-use crate::client::{Client, socket_path};
+use crate::client::{Client, Refused, socket_path};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -179,12 +179,6 @@ pub struct Target {
     #[arg(long = "set", value_name = "SET_ID")]
     pub set: Option<String>,
 }
-
-/// The command ran and its answer was "no": a bulk job that ended with errors or failed,
-/// a benchmark whose calls failed. Like an error answer from the daemon, it exits 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
 
 /// Maps a subcommand's outcome to the process's exit code, printing the error: the one
 /// place exit codes are chosen (ripgrep's convention). 1: the daemon answered with an

@@ -11,6 +11,12 @@ use jsonrpsee::core::traits::ToRpcParams;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+/// The command ran and its answer was "no": a bulk job that ended with errors or failed,
+/// a benchmark whose calls failed. Like an error answer from the daemon, it exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 /// The socket to talk to: --socket or PREFSD_SOCKET, else the config's, else the default.
 pub fn socket_path(cli_socket: Option<&Path>, config_dir: &Path) -> PathBuf {
     if let Some(path) = cli_socket {

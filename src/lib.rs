@@ -10,6 +10,10 @@
 //! hot-reloaded config directory. One binary: `prefsd serve` is the daemon, every other
 //! subcommand is a client of it.
 //!
+//! The contract is the spec in `../shared/spec/` (beside the repository): `preferences.md`
+//! (model, writes, defaults, evaluation, conditions), `rpc.md` (methods, shapes, errors),
+//! `config.md`, `access.md`, and the specs of the capabilities still to come.
+//!
 //! A request flows `server` (connection) → `rpc` (method table, params, error mapping) →
 //! `api` (one async function per method) → `store` (one transaction on a database thread)
 //! and the pure core (`model`, `resolve`, `eval`) → back out as JSON.
@@ -40,7 +44,10 @@
 //! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown.
 //! - `sched`: the scheduler hint (short time slices) for the threads that serve requests,
 //!   and the allocator's purge delay.
-//! - `cli`: the command line client (and `check-config`); `main.rs` only dispatches.
+//! - `client`: the client side of the protocol, shared by `cli` and `bench`: the socket to
+//!   talk to, credential headers, a JSON-RPC client over a WebSocket on the socket.
+//! - `cli`: the command line client (and `check-config`), one function per subcommand, and
+//!   the one mapping of outcomes to exit codes; `main.rs` only dispatches.
 //! - `bench`: `prefsd bench`, a load generator against a running daemon, and `bench seed`,
 //!   which fills a database with deterministic data through `store`.
 //! - `Error` (in `error.rs`): the crate's one error type; `rpc::error` maps it to the wire.
@@ -56,6 +63,11 @@
 //!   rows it touched, the writer drops them from the cache after commit and before the
 //!   caller is answered, and a read inserts only if no invalidation happened since it began
 //!   (`store::cache`). Nothing else writes the tables the cache mirrors.
+//! - Arrows run down the code map, never up: `jobs` never imports `api` (the stored time
+//!   format is `store::time`); `cli` and `bench` share only `client`, and neither imports
+//!   `api` or `server` (`bench seed` writes through `store`'s `Write`, as the daemon does);
+//!   `api` never imports `rpc` (the protocol version is `rpc::PROTOCOL`, handed to
+//!   `api::daemon::status`).
 //! - Only `store` names rusqlite. Only `rpc` and `server` name jsonrpsee server types; the
 //!   CLI uses jsonrpsee's client.
 //! - No SQL outside `store/` and `sql/`; no preference rule outside `model`, `resolve` and
@@ -116,20 +128,36 @@
 //! - The WAL is checkpointed by a thread of its own, woken by the writer past 1000 pages,
 //!   not inside a commit; a graceful stop still leaves no WAL behind.
 
-pub mod api;
-pub mod auth;
-pub mod bench;
-pub mod cli;
-pub mod client;
-pub mod config;
-mod error;
-pub mod eval;
-pub mod jobs;
+// The modules in the code map's reading order; the blank lines keep rustfmt from sorting
+// them.
 pub mod model;
+
 pub mod resolve;
-pub mod rpc;
-pub mod sched;
-pub mod server;
+
+pub mod eval;
+
+pub mod config;
+
 pub mod store;
+
+pub mod jobs;
+
+pub mod api;
+
+pub mod auth;
+
+pub mod rpc;
+
+pub mod server;
+
+pub mod sched;
+
+pub mod client;
+
+pub mod cli;
+
+pub mod bench;
+
+mod error;
 
 pub use error::Error;

@@ -402,7 +402,7 @@ pub fn run(socket: Option<&Path>, config_dir: &Path, args: BenchArgs) -> anyhow:
             match load::run(&socket, &args.load)? {
                 0 => {}
                 errors => {
-                    return Err(crate::cli::Refused(format!("{errors} call(s) failed")).into());
+                    return Err(crate::client::Refused(format!("{errors} call(s) failed")).into());
                 }
             }
         }
