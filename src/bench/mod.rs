@@ -14,6 +14,7 @@
 
 pub mod load;
 mod procfs;
+mod report;
 pub mod seed;
 pub mod stats;
 
