@@ -15,6 +15,7 @@
 pub mod load;
 mod procfs;
 mod report;
+pub mod requests;
 pub mod seed;
 pub mod stats;
 
