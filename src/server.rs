@@ -554,7 +554,7 @@ pub fn async_workers() -> Option<usize> {
 pub fn check_user_token_key(
     config: &crate::config::Config,
 ) -> Result<(), crate::config::ConfigError> {
-    crate::auth::Verifier::load(&config.settings.access)
+    crate::auth::token::Verifier::load(&config.settings.access)
         .map(drop)
         .map_err(|message| crate::config::ConfigError {
             file: crate::config::SETTINGS_FILE.to_string(),
@@ -593,7 +593,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("opening the database {}", settings.database.display()))?;
     // A user-token key that cannot be read is a start-up error, not a daemon that refuses
     // every token; on a reload it is an invalid edit, and the old config stays in force.
-    crate::auth::Verifier::load(&settings.access).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::auth::token::Verifier::load(&settings.access).map_err(|e| anyhow::anyhow!("{e}"))?;
     config.set_check(check_user_token_key);
     let listener = bind(&settings.socket, settings.socket_mode)?;
     // The signal handlers are installed before the daemon says it is serving, so that a

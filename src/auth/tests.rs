@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use super::mint::{SigningKey, sign, tenant_resource, user_claims, user_resource};
 use super::*;
 use crate::client::client_headers;
+use jsonwebtoken::Algorithm;
 
 const RSA_PRIVATE: &[u8] = include_bytes!("../../tests/keys/rsa-private.pem");
 const RSA_PUBLIC: &[u8] = include_bytes!("../../tests/keys/rsa-public.pem");
