@@ -550,7 +550,7 @@ pub fn async_workers() -> Option<usize> {
     Some(cores.saturating_sub(1).max(1))
 }
 
-/// The reload check of `serve`: the user-token key of a new config must load.
+/// The config check of `serve`: the user-token key of a config must load.
 pub fn check_user_token_key(
     config: &crate::config::Config,
 ) -> Result<(), crate::config::ConfigError> {
@@ -574,8 +574,16 @@ pub struct ServeOptions {
 /// SIGTERM or SIGINT; then finishes in-flight calls, closes the database and removes the
 /// socket file. Any start-up failure is an error (exit 2 in `main`).
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let config = crate::config::ConfigHandle::load(options.config_dir.clone(), options.overrides)
-        .map_err(|errors| {
+    // A user-token key that cannot be read is an invalid config: at start-up an error, not
+    // a daemon that refuses every token; on a reload an invalid edit, and the old config
+    // stays in force.
+    let check = crate::config::Check(Box::new(check_user_token_key));
+    let config = crate::config::ConfigHandle::load(
+        options.config_dir.clone(),
+        options.overrides,
+        Some(check),
+    )
+    .map_err(|errors| {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!(
             "the config in {} is invalid:\n  {}",
@@ -591,10 +599,6 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     };
     let db = crate::store::Db::open_with(&settings.database, db_options)
         .with_context(|| format!("opening the database {}", settings.database.display()))?;
-    // A user-token key that cannot be read is a start-up error, not a daemon that refuses
-    // every token; on a reload it is an invalid edit, and the old config stays in force.
-    crate::auth::token::Verifier::load(&settings.access).map_err(|e| anyhow::anyhow!("{e}"))?;
-    config.set_check(check_user_token_key);
     let listener = bind(&settings.socket, settings.socket_mode)?;
     // The signal handlers are installed before the daemon says it is serving, so that a
     // signal sent as soon as it does never meets the default action (which ends the

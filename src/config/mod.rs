@@ -19,13 +19,13 @@ use toml::de::{DeTable, DeValue};
 
 use crate::model::{Channel, ChannelType, PreferenceSet, SetKind, Workflow, check_id};
 
+mod live;
 #[cfg(test)]
 mod tests;
 mod watch;
 
-pub use watch::{
-    ConfigHandle, ConfigStatus, ConfigWatcher, LastError, Overrides, load_dir, read_dir, watch,
-};
+pub use live::{Check, ConfigHandle, ConfigStatus, LastError, Overrides, load_dir, read_dir};
+pub use watch::{ConfigWatcher, watch};
 
 /// Everything read from the config directory. Requests and job chunks take one
 /// `Arc<Config>` snapshot, so each sees one whole config.

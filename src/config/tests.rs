@@ -631,7 +631,9 @@ fn overrides_win_over_the_file_which_wins_over_defaults() {
             socket: Some("flag.sock".into()),
             database: None,
         },
-    );
+        None,
+    )
+    .expect("no check to fail");
     assert_eq!(handle.current().settings.socket, PathBuf::from("flag.sock"));
     assert_eq!(
         handle.current().settings.database,
@@ -710,7 +712,7 @@ fn config_dir() -> tempfile::TempDir {
 }
 
 fn handle_for(dir: &Path) -> ConfigHandle {
-    match ConfigHandle::load(dir.to_path_buf(), Overrides::default()) {
+    match ConfigHandle::load(dir.to_path_buf(), Overrides::default(), None) {
         Ok(handle) => handle,
         Err(errors) => panic!("{errors:#?}"),
     }
@@ -879,7 +881,7 @@ fn an_overridden_setting_changed_in_the_file_is_not_a_restart_note() {
         socket: Some("/run/flag.sock".into()),
         database: Some("/var/env.db".into()),
     };
-    let handle = match ConfigHandle::load(dir.path().to_path_buf(), overrides) {
+    let handle = match ConfigHandle::load(dir.path().to_path_buf(), overrides, None) {
         Ok(handle) => handle,
         Err(errors) => panic!("{errors:#?}"),
     };
@@ -1091,7 +1093,9 @@ async fn watching_a_missing_directory_fails() {
         Config::default(),
         dir.path().join("nope"),
         Overrides::default(),
-    );
+        None,
+    )
+    .expect("no check to fail");
     let result = watch(handle, tokio_util::sync::CancellationToken::new()).await;
     assert!(result.is_err());
 }
@@ -1101,14 +1105,14 @@ fn the_second_look_applies_only_differences() {
     let dir = config_dir();
     let handle = handle_for(dir.path());
     let (status, changed) = handle
-        .reload_inner(watch::Mode::IfChanged)
+        .reload_inner(live::Mode::IfChanged)
         .expect("a valid reload");
     assert!(!changed);
     assert_eq!(status.version, 1);
 
     write(dir.path(), "tenants/y.json", "{}");
     let (status, changed) = handle
-        .reload_inner(watch::Mode::IfChanged)
+        .reload_inner(live::Mode::IfChanged)
         .expect("a valid reload");
     assert!(changed);
     assert_eq!(status.version, 2);
@@ -1119,7 +1123,7 @@ fn the_second_look_applies_only_differences() {
     handle.reload().expect_err("an invalid reload");
     let first = handle.status().last_error.expect("last_error");
     handle
-        .reload_inner(watch::Mode::IfChanged)
+        .reload_inner(live::Mode::IfChanged)
         .expect_err("still invalid");
     assert_eq!(handle.status().last_error, Some(first));
 }

@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
                 socket: Some(socket.clone()),
                 database: Some(db_path.clone()),
             },
+            None,
         )
         .map_err(|e| anyhow::anyhow!("config: {e:?}"))?;
         let db = Db::open(&db_path, prefsd::config::Durability::Full)?;

@@ -706,7 +706,7 @@ impl Requests {
             socket: Some(dir.path().join("fuzz.sock")),
             database: Some(dir.path().join("fuzz.db")),
         };
-        let config = prefsd::config::ConfigHandle::load(config_dir, overrides)
+        let config = prefsd::config::ConfigHandle::load(config_dir, overrides, None)
             .unwrap_or_else(|e| panic!("the fuzz config is invalid: {e:?}"));
         let db = prefsd::store::Db::open(
             &dir.path().join("fuzz.db"),

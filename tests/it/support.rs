@@ -156,7 +156,7 @@ impl Daemon {
             socket: Some(self.socket.clone()),
             database: Some(self.database.clone()),
         };
-        let config = ConfigHandle::load(self.config_dir.clone(), overrides)
+        let config = ConfigHandle::load(self.config_dir.clone(), overrides, None)
             .unwrap_or_else(|errors| panic!("the test config is invalid: {errors:?}"));
         let settings = config.current().settings.clone();
         let options = prefsd::store::Options {
