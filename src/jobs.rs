@@ -15,6 +15,15 @@
 //! what counts is how much is written per second, not whether it is synced (measured with
 //! `cargo bench --bench jobs`, see the README's performance section). On an idle daemon the
 //! worker writes full chunks without pausing and finishes a job soonest.
+//!
+//! Why it gives way rather than anything else (`perf sched timehist` during `cargo bench
+//! --bench jobs`): reads were runnable but waited 1–4 ms for the CPU the writer held while
+//! it wrote the WAL in the kernel, which does not preempt there (PREEMPT_NONE, 250 Hz).
+//! Renicing the writer, `durability = "normal"` and even no checkpoints at all measured the
+//! same; what helped is writing less per second while reads flow: smaller chunks (reads'
+//! p99 during jobs 2.5–5× → about 2× of without), pauses between them (open loop 4–5× →
+//! 2.5×), and short scheduler slices for the serving threads (`sched`). A pause of five
+//! chunk times instead of three measured no better.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -113,20 +113,12 @@
 //!   (`limits.read_cache_mb`, default 8, 0 turns it off, hot-reloaded; not in config.md).
 //!   An entry is admitted on its second read, so uniform reads over a large database do
 //!   not churn it. `daemon.status` shows it under `cache` (an addition to rpc.md's shape).
-//! - `prefsd serve` runs one async worker fewer than the cores (at least one; tokio's
-//!   `TOKIO_WORKER_THREADS` overrides): the database threads and the app beside the daemon
-//!   need the rest, and on 2 cores a second worker quadrupled the p99.
-//! - `preferences.evaluate` with more than 50 recipients decides on a blocking thread, so
-//!   one large batch does not hold up the calls behind it on the async worker. With more
-//!   than 100 that the cache cannot answer whole, it is read and decided in chunks of 100
-//!   on both reader threads, each chunk in its own read transaction: consistent in itself,
-//!   as a call of its own would be, not across chunks (the spec asks nothing across
-//!   recipients).
+//! - A `preferences.evaluate` of more than 100 recipients that the cache cannot answer whole
+//!   is read in chunks, each in its own read transaction: consistent in itself, as a call
+//!   of its own would be, not across chunks (the spec asks nothing across recipients).
 //! - The config watch follows the directory's path, not the directory first found there:
 //!   one replaced by a rename is watched anew, and while the path is missing its parent is
 //!   watched (entries other than the config directory ignored) until one is back.
-//! - The WAL is checkpointed by a thread of its own, woken by the writer past 1000 pages,
-//!   not inside a commit; a graceful stop still leaves no WAL behind.
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.

@@ -13,7 +13,20 @@
 //! file. SQLite's default is to do that inside the commit that takes the WAL past 1000
 //! pages, so that one write (a bulk chunk, or an interactive set behind it) waited for a
 //! checkpoint and its sync; here the writer only wakes the checkpointer, and a passive
-//! checkpoint runs beside the writer without blocking it.
+//! checkpoint runs beside the writer without blocking it (a 1000-user bulk job 33 → 22–25
+//! ms; a threshold of 256 pages instead of 1000 measured the same).
+//!
+//! Reads that miss the cache (`cache`) cost 35–60 µs of server CPU on a 1M-user database,
+//! half of it in the kernel: waking a reader thread and `pread` of pages the OS page cache
+//! holds. The readers take jobs from one crossbeam channel, whose receivers share no lock;
+//! std's receiver behind a mutex woke both readers for every job (1M point reads: 1.1 →
+//! 0.75 context switches per call, calls/s +25%). Measured and not kept: bigger reader page
+//! caches (8, 16 MiB), rowid tables instead of `WITHOUT ROWID` (interior pages 45 → 3 MB,
+//! no faster: the pages come from the OS page cache either way), and point reads on the
+//! async worker itself (the same CPU per call, and fewer calls/s, since the reads no longer
+//! ran beside the worker on the other core). Of a 1000-recipient evaluation that misses the
+//! cache, about half the CPU is SQLite (a quarter of it `memcmp` on keys in pages just
+//! read), a fifth parsing the stored JSON, and the rest deciding and answering.
 
 mod cache;
 mod jobs;
