@@ -1,6 +1,7 @@
-//! The real `prefsd serve` binary as a child process, and a client that reports a failed
-//! connection as an error instead of panicking: for the tests that kill the daemon (crash
-//! loop), measure its memory (load) or watch it refuse to start (faults).
+//! The real `prefsd serve` binary as a child process: for the tests that kill the daemon
+//! (crash loop), measure its memory (load) or watch it refuse to start (faults). They talk
+//! to it with `support::HttpConn`'s `try_` methods, which report a failed connection as an
+//! error instead of panicking.
 //!
 //! [`ChildDaemon::spawn`] returns once the daemon logs "prefsd is serving" on stderr, which
 //! it does after binding the socket: no test polls or sleeps for it to come up.
@@ -11,15 +12,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
-use tokio::net::UnixStream;
+use serde_json::Value;
 
-use crate::support::{HttpResponse, RpcError, TIMEOUT};
+use crate::support::{RpcError, TIMEOUT};
 
 /// Held by the tests whose timing claims (no call over 1 s) must not share the two cores
 /// with another such test: the load tests take turns, the rest of the suite goes on.
@@ -191,7 +187,7 @@ impl ChildDaemon {
 
     /// Calls a method over a fresh HTTP connection; panics on a transport failure.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
-        rpc(&self.socket, method, params)
+        crate::support::try_rpc(&self.socket, method, params)
             .await
             .unwrap_or_else(|e| panic!("{method}: {e}"))
     }
@@ -230,115 +226,6 @@ pub fn open_files_limit() -> usize {
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|n| n.parse().ok())
         .unwrap_or(1024)
-}
-
-/// One HTTP/1.1 keep-alive connection whose failures are errors, not panics: the daemon
-/// may be killed under it.
-pub struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
-impl Conn {
-    pub async fn connect(socket: &Path) -> Result<Conn, String> {
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Conn { sender })
-    }
-
-    /// `POST /` with a JSON body; the whole response, or why there is none.
-    pub async fn post(&mut self, body: impl Into<Bytes>) -> Result<HttpResponse, String> {
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| format!("not ready: {e}"))?;
-        let request = http::Request::post("/")
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Full::new(body.into()))
-            .expect("a valid request");
-        let response = tokio::time::timeout(TIMEOUT, self.sender.send_request(request))
-            .await
-            .map_err(|_| "no response within the timeout".to_string())?
-            .map_err(|e| format!("send: {e}"))?;
-        let (parts, body) = response.into_parts();
-        let body = tokio::time::timeout(TIMEOUT, body.collect())
-            .await
-            .map_err(|_| "no body within the timeout".to_string())?
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        let json = serde_json::from_slice(&body).ok();
-        Ok(HttpResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            json,
-        })
-    }
-
-    /// One JSON-RPC call: `Err(transport failure)`, or the call's result or error.
-    pub async fn call(
-        &mut self,
-        method: &str,
-        params: Value,
-    ) -> Result<Result<Value, RpcError>, String> {
-        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
-        let response = self.post(body.to_string()).await?;
-        let json = response.json.ok_or_else(|| {
-            format!(
-                "status {}: not JSON: {:?}",
-                response.status,
-                String::from_utf8_lossy(&response.body)
-            )
-        })?;
-        Ok(RpcError::split(json))
-    }
-}
-
-/// One call on a fresh connection.
-pub async fn rpc(
-    socket: &Path,
-    method: &str,
-    params: Value,
-) -> Result<Result<Value, RpcError>, String> {
-    Conn::connect(socket).await?.call(method, params).await
-}
-
-/// A deterministic PRNG (splitmix64): the same seed gives the same run.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next_u64() % 100 < percent
-    }
-
-    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(self.range(lo, hi))
-    }
 }
 
 /// An environment variable as a number, or `default`.

@@ -2,57 +2,10 @@
 //! at different points, and restarted on the same database each time: the job completes
 //! exactly once, every user has exactly the new set, and the counters are exact.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use serde_json::{Value, json};
 
-use crate::support::{HttpConn, TIMEOUT, write_files};
-
-/// Starts `prefsd serve` and returns once it logs that it is serving (no polling: the
-/// daemon says so on stderr after binding).
-fn spawn_daemon(dir: &Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prefsd"))
-        .arg("serve")
-        .arg("--config")
-        .arg(dir.join("config"))
-        .arg("--socket")
-        .arg(dir.join("prefsd.sock"))
-        .arg("--database")
-        .arg(dir.join("prefsd.db"))
-        .env("PREFSD_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting prefsd serve");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("the daemon logs that it is serving before it exits")
-            .expect("reading the daemon's stderr");
-        if line.contains("prefsd is serving") {
-            break;
-        }
-    }
-    // Keep draining stderr so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    child
-}
-
-async fn call(socket: &Path, method: &str, params: Value) -> Value {
-    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
-    let response = HttpConn::connect(socket)
-        .await
-        .post_json(body.to_string())
-        .await;
-    let json = response.json.expect("a JSON response");
-    assert!(json.get("error").is_none(), "{method} failed: {json}");
-    json["result"].clone()
-}
+use crate::child::{ChildDaemon, integrity_check};
+use crate::support::{TIMEOUT, write_files};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_survives_kill_9_at_any_point_and_finishes_exactly_once() {
@@ -65,21 +18,20 @@ async fn a_job_survives_kill_9_at_any_point_and_finishes_exactly_once() {
             "durability = \"full\"\n[jobs]\nchunk_size = 3\n".to_string(),
         )],
     );
-    let socket = dir.path().join("prefsd.sock");
     let users: Vec<String> = (0..1000).map(|i| format!("crash-{i:04}")).collect();
 
-    let mut child = spawn_daemon(dir.path());
+    let mut daemon = ChildDaemon::spawn(dir.path());
+    let socket = daemon.socket.clone();
     // Everyone starts with a set the job must replace.
     for user in users.iter().step_by(97) {
-        call(
-            &socket,
-            "users.setPreferences",
-            json!({ "user_id": user, "preferences": { "workflows": { "old": false } } }),
-        )
-        .await;
+        daemon
+            .ok(
+                "users.setPreferences",
+                json!({ "user_id": user, "preferences": { "workflows": { "old": false } } }),
+            )
+            .await;
     }
-    let op = call(
-        &socket,
+    let op = daemon.ok(
         "users.bulkSetPreferences",
         json!({ "user_ids": users, "preferences": { "channel_types": { "sms": false, "push": true } } }),
     )
@@ -104,13 +56,12 @@ async fn a_job_survives_kill_9_at_any_point_and_finishes_exactly_once() {
                 break;
             }
         }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaping the daemon");
+        daemon.kill();
         kills += 1;
         if last["status"] != "completed" {
             killed_mid_job += 1;
         }
-        child = spawn_daemon(dir.path());
+        daemon = ChildDaemon::spawn(dir.path());
     }
     assert!(
         killed_mid_job >= 3,
@@ -136,12 +87,12 @@ async fn a_job_survives_kill_9_at_any_point_and_finishes_exactly_once() {
     assert_eq!(last["error_items"], json!([]));
 
     for user in &users {
-        let set = call(
-            &socket,
-            "users.getPreferences",
-            json!({ "user_id": user, "raw": true }),
-        )
-        .await;
+        let set = daemon
+            .ok(
+                "users.getPreferences",
+                json!({ "user_id": user, "raw": true }),
+            )
+            .await;
         assert_eq!(
             set["channel_types"],
             json!({ "sms": false, "push": true }),
@@ -152,19 +103,14 @@ async fn a_job_survives_kill_9_at_any_point_and_finishes_exactly_once() {
             "{user}: the old set was replaced: {set}"
         );
     }
-    let jobs = call(&socket, "bulkOperations.list", json!({})).await;
+    let jobs = daemon.ok("bulkOperations.list", json!({})).await;
     assert_eq!(
         jobs["items"].as_array().map(Vec::len),
         Some(1),
         "one job, finished once"
     );
 
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaping the daemon");
-    let conn =
-        rusqlite::Connection::open(dir.path().join("prefsd.db")).expect("opening the database");
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("integrity_check");
-    assert_eq!(check, "ok");
+    let database = daemon.database.clone();
+    daemon.kill();
+    assert_eq!(integrity_check(&database), "ok");
 }

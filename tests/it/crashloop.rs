@@ -27,12 +27,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use crate::child::{ChildDaemon, Conn, Rng, env_number, integrity_check};
-use crate::support::{TIMEOUT, write_files};
+use prefsd::bench::Rng;
+
+use crate::child::{ChildDaemon, env_number, integrity_check};
+use crate::support::{HttpConn, TIMEOUT, write_files};
 
 const SHORT_CYCLES: u64 = 10;
 const DEFAULT_SEED: u64 = 0x5eed_0008;
@@ -138,9 +140,9 @@ struct State {
 }
 
 /// Reads the state of `user` as `kind` sees it.
-async fn observe(conn: &mut Conn, kind: Kind, user: &str) -> State {
+async fn observe(conn: &mut HttpConn, kind: Kind, user: &str) -> State {
     let set = conn
-        .call(
+        .try_call(
             "users.getPreferences",
             json!({ "user_id": user, "raw": true }),
         )
@@ -150,7 +152,7 @@ async fn observe(conn: &mut Conn, kind: Kind, user: &str) -> State {
     let workflows = set["workflows"].as_object().cloned();
     let properties = if matches!(kind, Kind::Identify | Kind::Inline) {
         match conn
-            .call("users.get", json!({ "user_id": user }))
+            .try_call("users.get", json!({ "user_id": user }))
             .await
             .expect("the restarted daemon answers")
         {
@@ -203,7 +205,7 @@ impl Writer {
 
     /// Writes until the daemon dies under it (or `stop`); remembers the write in flight.
     async fn run(mut self, socket: std::path::PathBuf, stop: Arc<AtomicBool>) -> Writer {
-        let Ok(mut conn) = Conn::connect(&socket).await else {
+        let Ok(mut conn) = HttpConn::try_connect(&socket).await else {
             return self;
         };
         while !stop.load(Ordering::Relaxed) {
@@ -215,7 +217,7 @@ impl Writer {
                 seq: self.seq,
             };
             let (method, params) = op.request();
-            match conn.call(method, params).await {
+            match conn.try_call(method, params).await {
                 Ok(Ok(result)) => {
                     if self.kind == Kind::Inline {
                         // The inline set's condition (data.seq equal to this write's seq)
@@ -242,7 +244,7 @@ impl Writer {
 
     /// After a restart: every key is at its last acknowledged state, or the write in flight
     /// landed whole. The model then takes what is stored.
-    async fn check(&mut self, conn: &mut Conn, cycle: u64) {
+    async fn check(&mut self, conn: &mut HttpConn, cycle: u64) {
         let in_flight = self.in_flight.take();
         for user in self.users.clone() {
             let stored = observe(conn, self.kind, &user).await;
@@ -298,7 +300,7 @@ struct BulkWriter {
 
 impl BulkWriter {
     async fn run(mut self, socket: std::path::PathBuf, stop: Arc<AtomicBool>) -> BulkWriter {
-        let Ok(mut conn) = Conn::connect(&socket).await else {
+        let Ok(mut conn) = HttpConn::try_connect(&socket).await else {
             return self;
         };
         // First the submissions whose reply was lost: the same key and payload give the
@@ -308,7 +310,7 @@ impl BulkWriter {
                 continue;
             }
             match conn
-                .call("users.bulkSetPreferences", self.jobs[i].params())
+                .try_call("users.bulkSetPreferences", self.jobs[i].params())
                 .await
             {
                 Ok(Ok(op)) => self.jobs[i].id = op["id"].as_str().map(str::to_string),
@@ -320,7 +322,7 @@ impl BulkWriter {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            tokio::time::sleep(self.rng.millis(0, 80)).await;
+            tokio::time::sleep(Duration::from_millis(self.rng.range(0, 80))).await;
             let n = self.jobs.len();
             let size = self.rng.range(10, 500);
             let job = Job {
@@ -334,7 +336,7 @@ impl BulkWriter {
             let params = job.params();
             self.jobs.push(job);
             self.submitted += 1;
-            match conn.call("users.bulkSetPreferences", params).await {
+            match conn.try_call("users.bulkSetPreferences", params).await {
                 Ok(Ok(op)) => {
                     assert_eq!(op["status"], "queued", "{op}");
                     self.jobs[n].id = op["id"].as_str().map(str::to_string);
@@ -347,11 +349,11 @@ impl BulkWriter {
     }
 
     /// Every acknowledged job only moves forward, with exact counters.
-    async fn check(&mut self, conn: &mut Conn, cycle: u64) {
+    async fn check(&mut self, conn: &mut HttpConn, cycle: u64) {
         for job in &mut self.jobs {
             let Some(id) = &job.id else { continue };
             let op = conn
-                .call("bulkOperations.get", json!({ "id": id }))
+                .try_call("bulkOperations.get", json!({ "id": id }))
                 .await
                 .expect("the restarted daemon answers")
                 .unwrap_or_else(|e| panic!("cycle {cycle}: job {} is gone: {e:?}", job.key));
@@ -415,10 +417,10 @@ fn check_job(op: &Value, job: &mut Job, cycle: u64) {
 }
 
 /// Every user of a completed job has exactly its set.
-async fn check_job_users(conn: &mut Conn, job: &Job) {
+async fn check_job_users(conn: &mut HttpConn, job: &Job) {
     for user in &job.users {
         let set = conn
-            .call(
+            .try_call(
                 "users.getPreferences",
                 json!({ "user_id": user, "raw": true }),
             )
@@ -429,7 +431,7 @@ async fn check_job_users(conn: &mut Conn, job: &Job) {
     }
 }
 
-async fn list_jobs(conn: &mut Conn) -> Vec<Value> {
+async fn list_jobs(conn: &mut HttpConn) -> Vec<Value> {
     let mut items = Vec::new();
     let mut after = Value::Null;
     loop {
@@ -438,7 +440,7 @@ async fn list_jobs(conn: &mut Conn) -> Vec<Value> {
             params["after"] = after.clone();
         }
         let page = conn
-            .call("bulkOperations.list", params)
+            .try_call("bulkOperations.list", params)
             .await
             .expect("the daemon answers")
             .expect("bulkOperations.list");
@@ -495,13 +497,13 @@ async fn crash_loop(durability: &str, stream: u64) {
     for cycle in 0..cycles {
         let daemon = ChildDaemon::spawn(dir.path());
         let socket = daemon.socket.clone();
-        let mut conn = Conn::connect(&socket).await.expect("connecting");
+        let mut conn = HttpConn::try_connect(&socket).await.expect("connecting");
         for writer in &mut writers {
             writer.check(&mut conn, cycle).await;
         }
         bulk.check(&mut conn, cycle).await;
         let status = conn
-            .call("daemon.status", Value::Null)
+            .try_call("daemon.status", Value::Null)
             .await
             .expect("daemon.status")
             .expect("daemon.status");
@@ -517,7 +519,7 @@ async fn crash_loop(durability: &str, stream: u64) {
         let delay = if rng.chance(10) {
             std::time::Duration::ZERO
         } else {
-            rng.millis(5, 250)
+            Duration::from_millis(rng.range(5, 250))
         };
         tokio::time::sleep(delay).await;
         daemon.kill();
@@ -538,7 +540,9 @@ async fn crash_loop(durability: &str, stream: u64) {
 
     // The last start: no kill. Every check once more, then every job to its end.
     let daemon = ChildDaemon::spawn(dir.path());
-    let mut conn = Conn::connect(&daemon.socket).await.expect("connecting");
+    let mut conn = HttpConn::try_connect(&daemon.socket)
+        .await
+        .expect("connecting");
     for writer in &mut writers {
         writer.check(&mut conn, cycles).await;
     }
@@ -566,7 +570,7 @@ async fn crash_loop(durability: &str, stream: u64) {
             assert_ne!(last["status"], "failed", "{last}");
         }
         let op = conn
-            .call("bulkOperations.get", json!({ "id": id }))
+            .try_call("bulkOperations.get", json!({ "id": id }))
             .await
             .expect("the daemon answers")
             .expect("bulkOperations.get");

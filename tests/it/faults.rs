@@ -265,13 +265,8 @@ fn damaged_inside() -> Vec<u8> {
                         "params": { "user_id": format!("user-{i}"), "properties": { "blob": "x".repeat(200) } } })
             })
             .collect();
-        let mut conn = crate::child::Conn::connect(&daemon.socket)
-            .await
-            .expect("connecting");
-        let response = conn
-            .post(Value::Array(batch).to_string())
-            .await
-            .expect("the batch");
+        let mut conn = crate::support::HttpConn::connect(&daemon.socket).await;
+        let response = conn.post_json(Value::Array(batch).to_string()).await;
         assert!(response.status.is_success());
         let answers = response.json.as_ref().and_then(Value::as_array);
         let failed: Vec<&Value> = answers

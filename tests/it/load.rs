@@ -20,8 +20,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::child::{ChildDaemon, Conn, Rng, TIMED, env_number, open_files_limit};
-use crate::support::{files_with, wait_for, write_files};
+use prefsd::bench::Rng;
+
+use crate::child::{ChildDaemon, TIMED, env_number, open_files_limit};
+use crate::support::{HttpConn, files_with, join_all, try_rpc, wait_for, write_files};
 
 const CLIENTS: usize = 64;
 const WS_CLIENTS: usize = 4;
@@ -137,14 +139,14 @@ async fn http_client(
     tally: Arc<Tally>,
 ) {
     let mut rng = Rng::new(0x10ad + i as u64);
-    let mut conn = Conn::connect(&socket).await.expect("connecting");
+    let mut conn = HttpConn::try_connect(&socket).await.expect("connecting");
     while !stop.load(Ordering::Relaxed) {
         if rng.chance(2) {
-            conn = Conn::connect(&socket).await.expect("reconnecting");
+            conn = HttpConn::try_connect(&socket).await.expect("reconnecting");
         }
         let (method, params) = pick(&mut rng, i);
         let started = Instant::now();
-        let outcome = match conn.call(method, params).await {
+        let outcome = match conn.try_call(method, params).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("{e:?}")),
             Err(e) => Err(e),
@@ -162,7 +164,7 @@ async fn ws_client(socket: std::path::PathBuf, i: usize, stop: Arc<AtomicBool>, 
     while !stop.load(Ordering::Relaxed) {
         let calls: Vec<_> = (0..4).map(|_| pick(&mut rng, 1000 + i)).collect();
         let started = Instant::now();
-        let results = futures_all(calls.iter().map(|(m, p)| client.call(m, p.clone()))).await;
+        let results = join_all(calls.iter().map(|(m, p)| client.call(m, p.clone()))).await;
         let took = started.elapsed();
         for ((method, _), result) in calls.iter().zip(results) {
             tally.record(
@@ -242,12 +244,11 @@ async fn reloader(daemon: Arc<ChildDaemon>, stop: Arc<AtomicBool>, tally: Arc<Ta
             }
             1 => {
                 let started = Instant::now();
-                let outcome =
-                    match crate::child::rpc(&daemon.socket, "config.reload", Value::Null).await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e)) => Err(format!("{e:?}")),
-                        Err(e) => Err(e),
-                    };
+                let outcome = match try_rpc(&daemon.socket, "config.reload", Value::Null).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("{e:?}")),
+                    Err(e) => Err(e),
+                };
                 tally.record("config.reload", started.elapsed(), outcome);
             }
             _ => daemon.hangup(),
@@ -257,35 +258,11 @@ async fn reloader(daemon: Arc<ChildDaemon>, stop: Arc<AtomicBool>, tally: Arc<Ta
     reloads
 }
 
-/// Awaits futures concurrently without spawning.
-async fn futures_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("completed")).collect()
-}
-
 async fn seed(socket: &Path) {
-    let mut conn = Conn::connect(socket).await.expect("connecting");
+    let mut conn = HttpConn::try_connect(socket).await.expect("connecting");
     for i in 0..USERS {
         let result = conn
-            .call(
+            .try_call(
                 "users.identify",
                 json!({ "user_id": format!("load-{i}"), "properties": { "plan": "pro" },
                         "preferences": { "default": { "categories": { "marketing": i % 2 == 0 } } } }),
@@ -294,7 +271,7 @@ async fn seed(socket: &Path) {
             .expect("seeding");
         result.expect("seeding");
     }
-    conn.call(
+    conn.try_call(
         "tenants.set",
         json!({ "tenant_id": "t-load", "name": "Load" }),
     )
@@ -472,11 +449,11 @@ async fn idle_and_slow_connections_do_not_stop_other_clients() {
     // queued before it; then the timed calls below measure serving beside the idle
     // connections, not the backlog draining.
     let mut probe = wait_for("a connection after the idle ones", || async {
-        Conn::connect(&socket).await.ok()
+        HttpConn::try_connect(&socket).await.ok()
     })
     .await;
     probe
-        .call("daemon.ping", Value::Null)
+        .try_call("daemon.ping", Value::Null)
         .await
         .expect("the probe is answered")
         .expect("daemon.ping");
@@ -486,9 +463,11 @@ async fn idle_and_slow_connections_do_not_stop_other_clients() {
     let mut slowest = Duration::ZERO;
     for i in 0..200 {
         let started = Instant::now();
-        let mut conn = Conn::connect(&socket).await.expect("a new client connects");
+        let mut conn = HttpConn::try_connect(&socket)
+            .await
+            .expect("a new client connects");
         let result = conn
-            .call("users.identify", json!({ "user_id": format!("busy-{i}") }))
+            .try_call("users.identify", json!({ "user_id": format!("busy-{i}") }))
             .await
             .expect("a new client is answered");
         result.expect("users.identify");
@@ -546,8 +525,8 @@ async fn idle_connections_past_the_open_files_limit_do_not_lock_out_other_client
     for i in 0..50 {
         let started = Instant::now();
         let call = async {
-            let mut conn = Conn::connect(&socket).await?;
-            conn.call("users.identify", json!({ "user_id": format!("late-{i}") }))
+            let mut conn = HttpConn::try_connect(&socket).await?;
+            conn.try_call("users.identify", json!({ "user_id": format!("late-{i}") }))
                 .await
         };
         let result = tokio::time::timeout(Duration::from_secs(2), call)

@@ -368,23 +368,31 @@ impl HttpResponse {
     }
 }
 
-/// One HTTP/1.1 connection over the Unix socket (hyper's client, as curl would talk).
+/// One HTTP/1.1 keep-alive connection over the Unix socket (hyper's client, as curl would
+/// talk): the one HTTP client of the tests. The `try_` methods report a failure as an
+/// error, for the tests whose daemon may be killed under them; the others panic.
 pub struct HttpConn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
 impl HttpConn {
     pub async fn connect(socket: &Path) -> HttpConn {
+        HttpConn::try_connect(socket)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the daemon socket: {e}"))
+    }
+
+    pub async fn try_connect(socket: &Path) -> Result<HttpConn, String> {
         let stream = UnixStream::connect(socket)
             .await
-            .expect("connecting to the daemon socket");
+            .map_err(|e| format!("connect: {e}"))?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .expect("the HTTP handshake");
+            .map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        HttpConn { sender }
+        Ok(HttpConn { sender })
     }
 
     /// Sends one request to `/` and reads the whole response.
@@ -394,10 +402,23 @@ impl HttpConn {
         body: impl Into<Bytes>,
         headers: &[(&str, &str)],
     ) -> HttpResponse {
+        self.try_send(method, body, headers)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`HttpConn::send`], with a failure (no response within [`TIMEOUT`], a closed
+    /// connection) as an error.
+    pub async fn try_send(
+        &mut self,
+        method: Method,
+        body: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpResponse, String> {
         self.sender
             .ready()
             .await
-            .expect("the connection is ready for another request");
+            .map_err(|e| format!("the connection is not ready for another request: {e}"))?;
         let mut request = http::Request::builder()
             .method(method)
             .uri("/")
@@ -410,9 +431,21 @@ impl HttpConn {
             .expect("a valid request");
         let response = tokio::time::timeout(TIMEOUT, self.sender.send_request(request))
             .await
-            .expect("a response within the timeout")
-            .expect("a response");
-        read_response(response).await
+            .map_err(|_| "no response within the timeout".to_string())?
+            .map_err(|e| format!("send: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(TIMEOUT, body.collect())
+            .await
+            .map_err(|_| "no body within the timeout".to_string())?
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        let json = serde_json::from_slice(&body).ok();
+        Ok(HttpResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            json,
+        })
     }
 
     /// `POST /` with the given headers.
@@ -425,22 +458,69 @@ impl HttpConn {
         self.post(body, &[("content-type", "application/json")])
             .await
     }
+
+    /// One JSON-RPC call: `Err(transport failure)`, or the call's result or error.
+    pub async fn try_call(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Result<Result<Value, RpcError>, String> {
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        let response = self
+            .try_send(
+                Method::POST,
+                body.to_string(),
+                &[("content-type", "application/json")],
+            )
+            .await?;
+        let json = response.json.ok_or_else(|| {
+            format!(
+                "status {}: not JSON: {:?}",
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            )
+        })?;
+        Ok(RpcError::split(json))
+    }
 }
 
-async fn read_response(response: http::Response<hyper::body::Incoming>) -> HttpResponse {
-    let (parts, body) = response.into_parts();
-    let body = tokio::time::timeout(TIMEOUT, body.collect())
+/// One call on a fresh connection.
+pub async fn try_rpc(
+    socket: &Path,
+    method: &str,
+    params: Value,
+) -> Result<Result<Value, RpcError>, String> {
+    HttpConn::try_connect(socket)
+        .await?
+        .try_call(method, params)
         .await
-        .expect("the response body within the timeout")
-        .expect("reading the response body")
-        .to_bytes();
-    let json = serde_json::from_slice(&body).ok();
-    HttpResponse {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-        json,
-    }
+}
+
+/// Awaits futures concurrently, without spawning them; their outputs in order.
+pub async fn join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future completed"))
+        .collect()
 }
 
 /// Polls `check` until it returns `Some`, failing the test after [`TIMEOUT`]. For state that

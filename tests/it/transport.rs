@@ -231,7 +231,7 @@ async fn the_websocket_client_makes_calls() {
             json!({ "user_id": format!("c{i}"), "preferences": { "workflows": { format!("w{i}"): false } } }),
         )
     });
-    let results = futures_join_all(calls).await;
+    let results = crate::support::join_all(calls).await;
     for (i, result) in results.into_iter().enumerate() {
         assert_eq!(
             result.unwrap()["workflows"],
@@ -260,35 +260,6 @@ async fn the_websocket_client_makes_calls() {
     assert!(format!("{e:#}").contains("user_id"), "{e:#}");
     // What the WebSocket wrote, HTTP reads.
     assert_eq!(d.counts().await["users"], 11);
-}
-
-/// Awaits futures concurrently (no `futures` dependency): spawns none, polls all.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future completed"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
