@@ -53,6 +53,15 @@ pub struct Payload {
 pub struct Jobs {
     wake: Arc<Notify>,
     updates: broadcast::Sender<Arc<JobRow>>,
+    hold: Arc<Hold>,
+}
+
+/// A hold on the worker, for tests that must catch a job between two chunks without
+/// relying on how slow the disk is: while held, the worker runs a chunk only for a permit
+/// ([`Jobs::hold`], [`Jobs::release_chunks`]). Never held in a daemon that serves.
+struct Hold {
+    held: std::sync::atomic::AtomicBool,
+    permits: tokio::sync::Semaphore,
 }
 
 impl Default for Jobs {
@@ -67,6 +76,36 @@ impl Jobs {
         Jobs {
             wake: Arc::new(Notify::new()),
             updates,
+            hold: Arc::new(Hold {
+                held: std::sync::atomic::AtomicBool::new(false),
+                permits: tokio::sync::Semaphore::new(0),
+            }),
+        }
+    }
+
+    /// From now on the worker runs a chunk only when [`Jobs::release_chunks`] allows it:
+    /// a test's way to stop a job at a known chunk.
+    pub fn hold(&self) {
+        self.hold
+            .held
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets a held worker run `n` more chunks.
+    pub fn release_chunks(&self, n: usize) {
+        self.hold.permits.add_permits(n);
+    }
+
+    /// Waits for a chunk permit while held; false when cancelled first.
+    async fn chunk_permit(&self, cancel: &CancellationToken) -> bool {
+        if !self.hold.held.load(std::sync::atomic::Ordering::SeqCst) {
+            return true;
+        }
+        tokio::select! {
+            permit = self.hold.permits.acquire() => {
+                permit.map(tokio::sync::SemaphorePermit::forget).is_ok()
+            }
+            () = cancel.cancelled() => false,
         }
     }
 
@@ -205,7 +244,7 @@ async fn run_next(
         "bulk job running"
     );
     loop {
-        if cancel.is_cancelled() {
+        if cancel.is_cancelled() || !jobs.chunk_permit(cancel).await {
             return Ok(true);
         }
         let id = job.id.clone();

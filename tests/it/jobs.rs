@@ -108,24 +108,51 @@ async fn a_job_replaces_the_set_of_every_user_and_counts_exactly() {
 async fn the_subscription_reports_processing_states_between_queued_and_completed() {
     let daemon = Daemon::start_with(&[(
         "prefsd.toml",
-        "durability = \"full\"\n[jobs]\nchunk_size = 1\n",
+        "durability = \"normal\"\n[jobs]\nchunk_size = 1\n",
     )])
     .await;
+    // The worker runs one chunk, then waits: the job is seen processing, whatever the disk.
+    daemon.jobs().hold();
     let op = daemon
         .call(
             "users.bulkSetPreferences",
             json!({ "user_ids": users(40), "preferences": { "workflows": { "x": true } } }),
         )
         .await;
-    let states = follow(&daemon, op["id"].as_str().expect("an id")).await;
-    let statuses: Vec<&str> = states.iter().filter_map(|s| s["status"].as_str()).collect();
+    let id = op["id"].as_str().expect("an id");
+    let client = daemon.ws().await;
+    let mut sub = client
+        .follow_bulk(id)
+        .await
+        .expect("subscribing to the job");
+    daemon.jobs().release_chunks(1);
+    let mut statuses = Vec::new();
+    loop {
+        let next = tokio::time::timeout(TIMEOUT, sub.next())
+            .await
+            .expect("a progress update within the timeout")
+            .expect("the subscription delivers until the terminal state")
+            .expect("a well-formed update");
+        let status = next["status"].as_str().unwrap_or_default().to_string();
+        if status == "processing" && !statuses.contains(&status) {
+            assert_eq!(next["processed_rows"], 1, "one chunk of one user: {next}");
+            daemon.jobs().release_chunks(1000);
+        }
+        statuses.push(status);
+        if matches!(
+            statuses.last().map(String::as_str),
+            Some("completed" | "failed")
+        ) {
+            break;
+        }
+    }
     assert!(
-        statuses.contains(&"processing"),
+        statuses.iter().any(|s| s == "processing"),
         "a 40-chunk job is seen processing: {statuses:?}"
     );
-    assert_eq!(statuses.last(), Some(&"completed"));
+    assert_eq!(statuses.last().map(String::as_str), Some("completed"));
     // Subscribing to a job that is over sends its terminal state once.
-    let again = follow(&daemon, op["id"].as_str().expect("an id")).await;
+    let again = follow(&daemon, id).await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0]["status"], "completed");
 }
@@ -159,19 +186,39 @@ async fn a_job_with_an_unreadable_payload_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_left_by_a_stop_continue_at_start() {
-    // One fsync per user: the job takes far longer than the stop below.
     let mut daemon = Daemon::start_with(&[(
         "prefsd.toml",
-        "durability = \"full\"\n[jobs]\nchunk_size = 1\n",
+        "durability = \"normal\"\n[jobs]\nchunk_size = 1\n",
     )])
     .await;
+    // The worker runs three chunks of one user, then waits for the stop.
+    daemon.jobs().hold();
     let op = daemon
         .call(
             "users.bulkSetPreferences",
             json!({ "user_ids": users(1000), "preferences": { "workflows": { "x": false } } }),
         )
         .await;
-    // Stop at once: the worker stops between chunks, wherever it is.
+    let id = op["id"].as_str().expect("an id");
+    let client = daemon.ws().await;
+    let mut sub = client
+        .follow_bulk(id)
+        .await
+        .expect("subscribing to the job");
+    daemon.jobs().release_chunks(3);
+    loop {
+        let next = tokio::time::timeout(TIMEOUT, sub.next())
+            .await
+            .expect("a progress update within the timeout")
+            .expect("an update")
+            .expect("a well-formed update");
+        if next["processed_rows"] == 3 {
+            break;
+        }
+    }
+    drop(sub);
+    drop(client);
+    // Stop: the worker stops between chunks, where it waits.
     daemon.stop().await;
     let conn = rusqlite::Connection::open(&daemon.database).expect("opening the database");
     let processed: i64 = conn
@@ -180,12 +227,8 @@ async fn jobs_left_by_a_stop_continue_at_start() {
         })
         .expect("the job row");
     drop(conn);
-    assert!(
-        processed < 1000,
-        "the stop came mid-job (processed {processed})"
-    );
+    assert_eq!(processed, 3, "the stop came after the third chunk");
     daemon.restart().await;
-    let id = op["id"].as_str().expect("an id");
     let last = follow(&daemon, id).await.pop().expect("a terminal state");
     assert_eq!(
         (

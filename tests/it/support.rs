@@ -123,6 +123,7 @@ struct Running {
     cancel: CancellationToken,
     join: JoinHandle<anyhow::Result<()>>,
     db: Db,
+    jobs: prefsd::jobs::Jobs,
 }
 
 impl Daemon {
@@ -168,13 +169,24 @@ impl Daemon {
         let listener =
             prefsd::server::bind(&self.socket, settings.socket_mode).expect("binding the socket");
         let ctx = Arc::new(Context::new(db.clone(), config));
+        let jobs = ctx.jobs.clone();
         let cancel = CancellationToken::new();
         let join = tokio::spawn(prefsd::server::run(
             listener,
             ctx,
             cancel.clone().cancelled_owned(),
         ));
-        self.running = Some(Running { cancel, join, db });
+        self.running = Some(Running {
+            cancel,
+            join,
+            db,
+            jobs,
+        });
+    }
+
+    /// The bulk worker's handle, to hold it between chunks (`Jobs::hold`).
+    pub fn jobs(&self) -> &prefsd::jobs::Jobs {
+        &self.running.as_ref().expect("the daemon is running").jobs
     }
 
     /// Starts the graceful shutdown without waiting for it.
