@@ -16,11 +16,28 @@ use serde_json::{Value, json};
 
 use crate::client::{Client, Refused, socket_path};
 
+/// The environment variables prefsd reads, as `prefsd --help` lists them.
+pub const ENVIRONMENT_HELP: &str = "\
+Environment:
+  PREFSD_SOCKET         the daemon's socket (as --socket)
+  PREFSD_CONFIG         the config directory (as --config)
+  PREFSD_DATABASE       the database of `serve` (as --database)
+  PREFSD_LOG            log filter of the daemon and CLI, e.g. info, debug, prefsd=trace
+  PREFSD_SECRET_KEYS    secret keys the daemon accepts, comma-separated
+  PREFSD_SECRET_KEY     the secret key the CLI sends (default: the first of PREFSD_SECRET_KEYS)
+  PREFSD_USER_TOKEN     a user token the CLI sends
+  NO_COLOR              no colour in the log
+  TOKIO_WORKER_THREADS  the daemon's async worker threads (default: one fewer than the cores)
+
+Exit codes: 0 success; 1 the daemon (or check-config) said no; 2 usage, connection or
+internal errors.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "prefsd",
     version,
-    about = "Stores and evaluates notification preferences (Knock's model) over JSON-RPC on a Unix socket"
+    about = "Stores and evaluates notification preferences (Knock's model) over JSON-RPC on a Unix socket",
+    after_help = ENVIRONMENT_HELP
 )]
 pub struct Cli {
     /// The daemon's socket. Default: the `socket` of the config directory's prefsd.toml.
@@ -29,6 +46,9 @@ pub struct Cli {
     /// The config directory.
     #[arg(long, global = true, env = "PREFSD_CONFIG", default_value = "config")]
     pub config: PathBuf,
+    /// How long a client command waits for the daemon, e.g. 30s, 2m, 500ms.
+    #[arg(long, global = true, default_value = "30s", value_parser = crate::duration::parse_duration)]
+    pub timeout: std::time::Duration,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,6 +63,11 @@ pub enum Command {
     },
     /// Mint a user token (like Knock's signUserToken) for development and tests; print it.
     Token(crate::auth::mint::TokenArgs),
+    /// Write the default config directory (commented, as shipped) to start from.
+    Init {
+        /// Where to write it (default: --config). It must not hold any of the files yet.
+        dir: Option<PathBuf>,
+    },
     /// Validate a config directory offline; print every error with file and line.
     CheckConfig {
         /// The directory (default: --config).
@@ -61,12 +86,18 @@ pub enum Command {
 pub enum ClientCommand {
     /// Show the daemon's status.
     Status,
-    /// Call any method; PARAMS is a JSON object (or @FILE, or - for standard input).
+    /// Call any method of the JSON-RPC API (see the README's method list).
+    #[command(after_help = "Example:\n  prefsd call users.get '{\"user_id\":\"dana\"}'")]
     Call {
+        /// The method, e.g. users.get.
         method: String,
+        /// Its params: a JSON object, @FILE, or - for standard input.
         params: Option<String>,
     },
     /// Show a recipient's preferences (effective unless --raw).
+    #[command(
+        after_help = "Examples:\n  prefsd get dana\n  prefsd get dana --raw --set acme\n  prefsd get p1 --object projects"
+    )]
     Get {
         /// A user id, or an object id with --object.
         recipient: String,
@@ -77,7 +108,11 @@ pub enum ClientCommand {
         raw: bool,
     },
     /// Set a recipient's preference set (replaces it unless --merge).
+    #[command(
+        after_help = "Examples:\n  prefsd set dana '{\"categories\":{\"marketing\":false}}'\n  prefsd set dana '{\"channel_types\":{\"sms\":false}}' --merge"
+    )]
     Set {
+        /// A user id, or an object id with --object.
         recipient: String,
         /// The PreferenceSet as JSON, @FILE, or - for standard input.
         preferences: String,
@@ -88,29 +123,50 @@ pub enum ClientCommand {
         merge: bool,
     },
     /// Delete a recipient's stored preference set.
+    #[command(after_help = "Example:\n  prefsd unset dana --set acme")]
     Unset {
+        /// A user id, or an object id with --object.
         recipient: String,
         #[command(flatten)]
         target: Target,
     },
     /// List a recipient's stored preference sets.
+    #[command(after_help = "Example:\n  prefsd list dana")]
     List {
+        /// A user id, or an object id with --object.
         recipient: String,
         /// The recipient is an object in this collection.
         #[arg(long, value_name = "COLLECTION")]
         object: Option<String>,
     },
-    /// Create or update a user (properties merged shallowly).
+    /// Create or update a user (properties merged shallowly): `recipient set` for a user.
+    #[command(after_help = "Example:\n  prefsd identify dana --properties '{\"plan\":\"pro\"}'")]
     Identify {
+        /// The user id.
         user: String,
-        /// Properties as a JSON object.
+        /// Properties as a JSON object (merged into the stored ones; null deletes a key).
         #[arg(long)]
         properties: Option<String>,
     },
-    /// Bulk preference sets: submit a job, follow its progress.
+    /// Users and objects: show, create or update, delete.
+    #[command(subcommand)]
+    Recipient(RecipientCommand),
+    /// Tenants: show (stored, or the config's template), create or update, delete.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Audiences (for the is_audience_member condition): add, remove, list members.
+    #[command(subcommand)]
+    Audience(AudienceCommand),
+    /// Bulk preference sets: submit jobs, follow their progress, list them.
     #[command(subcommand)]
     Bulk(BulkCommand),
+    /// The config in force: its status, or reload it now.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Decide a workflow for recipients and channels, with the reasons.
+    #[command(
+        after_help = "Examples:\n  prefsd evaluate new-comment dana lee --channel email --channel in_app_feed\n  prefsd evaluate new-comment p1 --object projects --tenant acme"
+    )]
     Evaluate(EvaluateArgs),
 }
 
@@ -135,11 +191,140 @@ pub enum BulkCommand {
         follow: bool,
     },
     /// Show a bulk operation; with --follow, until it ends.
+    #[command(
+        after_help = "Example:\n  prefsd bulk status 2f6e0c4e-8f7b-4a8e-9f52-0d1c3b0f5a77 --follow"
+    )]
     Status {
+        /// The bulk operation's id.
         id: String,
+        /// Show a live progress bar until the job ends.
         #[arg(long)]
         follow: bool,
     },
+    /// List bulk operations, newest first.
+    #[command(after_help = "Example:\n  prefsd bulk list --status processing")]
+    List {
+        /// Only operations in this status: queued, processing, completed or failed.
+        #[arg(long)]
+        status: Option<String>,
+    },
+}
+
+/// `prefsd recipient ...`: users, or objects with --object.
+#[derive(Debug, Subcommand)]
+pub enum RecipientCommand {
+    /// Show a user or object: its properties and timestamps.
+    #[command(
+        after_help = "Examples:\n  prefsd recipient get dana\n  prefsd recipient get p1 --object projects"
+    )]
+    Get {
+        /// A user id, or an object id with --object.
+        id: String,
+        /// The recipient is an object in this collection.
+        #[arg(long, value_name = "COLLECTION")]
+        object: Option<String>,
+    },
+    /// Create or update a user or object: properties merged shallowly, preferences merged.
+    #[command(
+        after_help = "Example:\n  prefsd recipient set p1 --object projects --properties '{\"name\":\"Apollo\"}'"
+    )]
+    Set {
+        /// A user id, or an object id with --object.
+        id: String,
+        /// The recipient is an object in this collection.
+        #[arg(long, value_name = "COLLECTION")]
+        object: Option<String>,
+        /// Properties as a JSON object, @FILE, or - for standard input.
+        #[arg(long)]
+        properties: Option<String>,
+    },
+    /// Delete a user or object with its preference sets and memberships.
+    #[command(after_help = "Example:\n  prefsd recipient delete dana")]
+    Delete {
+        /// A user id, or an object id with --object.
+        id: String,
+        /// The recipient is an object in this collection.
+        #[arg(long, value_name = "COLLECTION")]
+        object: Option<String>,
+    },
+}
+
+/// `prefsd tenant ...`.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Show a tenant, with its default preference set.
+    #[command(after_help = "Example:\n  prefsd tenant get acme")]
+    Get {
+        /// The tenant id.
+        id: String,
+    },
+    /// Create or update a tenant: name, properties (merged) and its default set (merged).
+    #[command(
+        after_help = "Example:\n  prefsd tenant set acme --name Acme --preferences '{\"categories\":{\"marketing\":false}}'"
+    )]
+    Set {
+        /// The tenant id.
+        id: String,
+        /// The tenant's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Properties as a JSON object, @FILE, or - for standard input.
+        #[arg(long)]
+        properties: Option<String>,
+        /// The tenant default (settings.preference_set) as JSON, @FILE, or -.
+        #[arg(long)]
+        preferences: Option<String>,
+    },
+    /// Delete a stored tenant (its config template, if any, stays in force).
+    #[command(after_help = "Example:\n  prefsd tenant delete acme")]
+    Delete {
+        /// The tenant id.
+        id: String,
+    },
+}
+
+/// `prefsd audience ...`.
+#[derive(Debug, Subcommand)]
+pub enum AudienceCommand {
+    /// Add recipients to an audience (creating recipients that do not exist).
+    #[command(after_help = "Example:\n  prefsd audience add beta dana lee")]
+    Add {
+        /// The audience key.
+        audience: String,
+        /// User ids, or object ids with --object.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// The recipients are objects in this collection.
+        #[arg(long, value_name = "COLLECTION")]
+        object: Option<String>,
+    },
+    /// Remove recipients from an audience.
+    #[command(after_help = "Example:\n  prefsd audience remove beta lee")]
+    Remove {
+        /// The audience key.
+        audience: String,
+        /// User ids, or object ids with --object.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// The recipients are objects in this collection.
+        #[arg(long, value_name = "COLLECTION")]
+        object: Option<String>,
+    },
+    /// List an audience's members.
+    #[command(after_help = "Example:\n  prefsd audience list beta")]
+    List {
+        /// The audience key.
+        audience: String,
+    },
+}
+
+/// `prefsd config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The config in force: its version, files, counts and last error.
+    Status,
+    /// Re-read the config directory now; an invalid config is refused (exit 1).
+    Reload,
 }
 
 /// `prefsd evaluate`: the params of one `preferences.evaluate` call.
@@ -147,12 +332,16 @@ pub enum BulkCommand {
 pub struct EvaluateArgs {
     /// A workflow key of the catalog.
     pub workflow: String,
-    /// User ids, or COLLECTION/ID for objects.
+    /// User ids, or object ids with --object (an id is never split: `a/b` is one user).
     #[arg(required = true)]
     pub recipients: Vec<String>,
+    /// The recipients are objects in this collection.
+    #[arg(long, value_name = "COLLECTION")]
+    pub object: Option<String>,
     /// A channel as TYPE or TYPE:ID (repeatable). Default: the workflow's channels.
     #[arg(long = "channel", value_name = "TYPE[:ID]")]
     pub channels: Vec<String>,
+    /// Evaluate in this tenant: its default set and the recipients' sets for it.
     #[arg(long)]
     pub tenant: Option<String>,
     /// Trigger data as a JSON object.
@@ -190,11 +379,17 @@ pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
         Err(e) => e,
     };
     if let Some(ClientError::Call(err)) = e.downcast_ref::<ClientError>() {
-        eprintln!("error: {}", err.message());
         let data = err
             .data()
             .and_then(|d| serde_json::from_str::<Value>(d.get()).ok());
         let items = data.as_ref().and_then(|d| d.get("errors")?.as_array());
+        match (items, data.as_ref().and_then(|d| d["type"].as_str())) {
+            // The message repeats the first field's error; the list below names them all.
+            (Some(items), Some(kind)) if !items.is_empty() => {
+                eprintln!("error: {}", kind.replace('_', " "));
+            }
+            _ => eprintln!("error: {}", err.message()),
+        }
         for item in items.into_iter().flatten() {
             eprintln!(
                 "  {}: {}",
@@ -212,7 +407,52 @@ pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     }
 }
 
-/// `prefsd check-config [DIR]`: 0 when valid, 2 with every error printed otherwise.
+/// The default config directory, as shipped in `config/`: (path inside it, contents).
+const DEFAULT_CONFIG: [(&str, &str); 4] = [
+    ("prefsd.toml", include_str!("../config/prefsd.toml")),
+    (
+        "environment.json",
+        include_str!("../config/environment.json"),
+    ),
+    ("workflows.toml", include_str!("../config/workflows.toml")),
+    (
+        "tenants/acme.json",
+        include_str!("../config/tenants/acme.json"),
+    ),
+];
+
+/// `prefsd init [DIR]`: writes [`DEFAULT_CONFIG`] into `dir`, creating it; refuses to
+/// overwrite any file (nothing is written then).
+pub fn init(dir: &Path) -> anyhow::Result<ExitCode> {
+    if let Some((name, _)) = DEFAULT_CONFIG
+        .iter()
+        .find(|(name, _)| dir.join(name).exists())
+    {
+        anyhow::bail!(
+            "{} already exists; `prefsd init` writes only new files (choose another directory, or check this one with `prefsd check-config {}`)",
+            dir.join(name).display(),
+            dir.display()
+        );
+    }
+    for (name, contents) in DEFAULT_CONFIG {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "wrote {}: {}; start the daemon with `prefsd --config {} serve`",
+        dir.display(),
+        DEFAULT_CONFIG.map(|(name, _)| name).join(", "),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `prefsd check-config [DIR]`: 0 when valid, 1 with every error printed otherwise (as
+/// `nginx -t`); 2 stays for usage errors.
 pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
     match crate::config::load_dir(dir) {
         Ok(config) => {
@@ -230,7 +470,7 @@ pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
                 eprintln!("{e}");
             }
             eprintln!("{}: {} error(s)", dir.display(), errors.len());
-            Ok(ExitCode::from(2))
+            Ok(ExitCode::from(1))
         }
     }
 }
@@ -239,6 +479,7 @@ pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
 pub fn run(
     socket: Option<&Path>,
     config_dir: &Path,
+    timeout: std::time::Duration,
     command: ClientCommand,
 ) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -247,7 +488,7 @@ pub fn run(
         .context("cannot start the async runtime")?;
     let socket = socket_path(socket, config_dir);
     runtime.block_on(async {
-        let client = Client::connect(&socket).await?;
+        let client = Client::connect_timeout(&socket, timeout).await?;
         match command {
             ClientCommand::Status => status(&client).await,
             ClientCommand::Call { method, params } => {
@@ -281,10 +522,135 @@ pub fn run(
             ClientCommand::Bulk(BulkCommand::Status { id, follow }) => {
                 bulk_status(&client, &id, follow).await
             }
+            ClientCommand::Bulk(BulkCommand::List { status }) => {
+                let params = match status {
+                    Some(status) => json!({ "status": status }),
+                    None => json!({}),
+                };
+                print_call(&client, "bulkOperations.list", params).await
+            }
+            ClientCommand::Recipient(command) => recipient(&client, command).await,
+            ClientCommand::Tenant(command) => tenant(&client, command).await,
+            ClientCommand::Audience(command) => audience(&client, command).await,
+            ClientCommand::Config(ConfigCommand::Status) => {
+                print_call(&client, "config.status", Value::Null).await
+            }
+            ClientCommand::Config(ConfigCommand::Reload) => {
+                print_call(&client, "config.reload", Value::Null).await
+            }
             ClientCommand::Evaluate(args) => evaluate(&client, args).await,
         }?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Calls `method` and prints its result.
+async fn print_call(client: &Client, method: &str, params: Value) -> anyhow::Result<()> {
+    print_json(&client.call(method, params).await?);
+    Ok(())
+}
+
+/// `prefsd recipient get|set|delete`.
+async fn recipient(client: &Client, command: RecipientCommand) -> anyhow::Result<()> {
+    match command {
+        RecipientCommand::Get { id, object } => {
+            let method = format!("{}.get", namespace(object.as_deref()));
+            print_call(client, &method, Value::Object(who(&id, object.as_deref()))).await
+        }
+        RecipientCommand::Set {
+            id,
+            object,
+            properties,
+        } => {
+            let mut params = who(&id, object.as_deref());
+            if let Some(p) = properties {
+                params.insert("properties".into(), json_arg(&p)?);
+            }
+            let method = match object {
+                Some(_) => "objects.set",
+                None => "users.identify",
+            };
+            print_call(client, method, Value::Object(params)).await
+        }
+        RecipientCommand::Delete { id, object } => {
+            let method = format!("{}.delete", namespace(object.as_deref()));
+            print_call(client, &method, Value::Object(who(&id, object.as_deref()))).await
+        }
+    }
+}
+
+/// `prefsd tenant get|set|delete`.
+async fn tenant(client: &Client, command: TenantCommand) -> anyhow::Result<()> {
+    match command {
+        TenantCommand::Get { id } => {
+            print_call(client, "tenants.get", json!({ "tenant_id": id })).await
+        }
+        TenantCommand::Set {
+            id,
+            name,
+            properties,
+            preferences,
+        } => {
+            let mut params = serde_json::Map::new();
+            params.insert("tenant_id".into(), json!(id));
+            if let Some(name) = name {
+                params.insert("name".into(), json!(name));
+            }
+            if let Some(p) = properties {
+                params.insert("properties".into(), json_arg(&p)?);
+            }
+            if let Some(p) = preferences {
+                params.insert(
+                    "settings".into(),
+                    json!({ "preference_set": json_arg(&p)? }),
+                );
+            }
+            print_call(client, "tenants.set", Value::Object(params)).await
+        }
+        TenantCommand::Delete { id } => {
+            print_call(client, "tenants.delete", json!({ "tenant_id": id })).await
+        }
+    }
+}
+
+/// `prefsd audience add|remove|list`.
+async fn audience(client: &Client, command: AudienceCommand) -> anyhow::Result<()> {
+    let members = |ids: &[String], object: Option<&str>| -> Value {
+        ids.iter()
+            .map(|id| match object {
+                Some(collection) => json!({ "collection": collection, "object_id": id }),
+                None => json!({ "user_id": id }),
+            })
+            .collect()
+    };
+    match command {
+        AudienceCommand::Add {
+            audience,
+            ids,
+            object,
+        } => {
+            let params =
+                json!({ "audience_key": audience, "members": members(&ids, object.as_deref()) });
+            print_call(client, "audiences.addMembers", params).await
+        }
+        AudienceCommand::Remove {
+            audience,
+            ids,
+            object,
+        } => {
+            let params =
+                json!({ "audience_key": audience, "members": members(&ids, object.as_deref()) });
+            print_call(client, "audiences.removeMembers", params).await
+        }
+        AudienceCommand::List { audience } => {
+            print_call(
+                client,
+                "audiences.listMembers",
+                json!({ "audience_key": audience }),
+            )
+            .await
+        }
+    }
 }
 
 /// Reads a JSON argument: inline text, @FILE, or - for standard input.
@@ -422,7 +788,12 @@ async fn identify(client: &Client, user: &str, properties: Option<&str>) -> anyh
     Ok(())
 }
 
-/// `prefsd bulk set`: submits a bulk job, and follows it when asked.
+/// The most users one bulk job takes (rpc.md).
+const BULK_LIMIT: usize = 1000;
+
+/// `prefsd bulk set`: submits the users as jobs of up to [`BULK_LIMIT`], and follows them
+/// together when asked. A retried command with the same idempotency key submits the same
+/// jobs again: job N gets the key `KEY:N`.
 async fn bulk_set(
     client: &Client,
     users: &str,
@@ -431,19 +802,40 @@ async fn bulk_set(
     idempotency_key: Option<String>,
     follow: bool,
 ) -> anyhow::Result<()> {
-    let mut params = serde_json::Map::new();
-    params.insert("user_ids".into(), json!(read_user_ids(users)?));
-    params.insert("preferences".into(), json_arg(preferences)?);
-    if let Some(set) = set {
-        params.insert("preference_set".into(), json!(set));
+    let users = read_user_ids(users)?;
+    let preferences = json_arg(preferences)?;
+    let chunks: Vec<&[String]> = users.chunks(BULK_LIMIT).collect();
+    let mut ops = Vec::with_capacity(chunks.len());
+    for (n, chunk) in chunks.iter().enumerate() {
+        let mut params = serde_json::Map::new();
+        params.insert("user_ids".into(), json!(chunk));
+        params.insert("preferences".into(), preferences.clone());
+        if let Some(set) = &set {
+            params.insert("preference_set".into(), json!(set));
+        }
+        if let Some(key) = &idempotency_key {
+            let key = if chunks.len() == 1 {
+                key.clone()
+            } else {
+                format!("{key}:{}", n + 1)
+            };
+            params.insert("idempotency_key".into(), json!(key));
+        }
+        ops.push(
+            client
+                .call("users.bulkSetPreferences", Value::Object(params))
+                .await?,
+        );
     }
-    if let Some(key) = idempotency_key {
-        params.insert("idempotency_key".into(), json!(key));
+    if follow {
+        follow_operations(client, ops).await
+    } else {
+        match <[Value; 1]>::try_from(ops) {
+            Ok([op]) => print_json(&op),
+            Err(ops) => print_json(&Value::Array(ops)),
+        }
+        Ok(())
     }
-    let op = client
-        .call("users.bulkSetPreferences", Value::Object(params))
-        .await?;
-    show_operation(client, op, follow).await
 }
 
 /// `prefsd bulk status`: a bulk operation, followed when asked.
@@ -451,13 +843,8 @@ async fn bulk_status(client: &Client, id: &str, follow: bool) -> anyhow::Result<
     let op = client
         .call("bulkOperations.get", json!({ "id": id }))
         .await?;
-    show_operation(client, op, follow).await
-}
-
-/// Prints a bulk operation, or follows it to its end.
-async fn show_operation(client: &Client, op: Value, follow: bool) -> anyhow::Result<()> {
     if follow {
-        follow_operation(client, op).await
+        follow_operations(client, vec![op]).await
     } else {
         print_json(&op);
         Ok(())
@@ -471,9 +858,9 @@ async fn evaluate(client: &Client, args: EvaluateArgs) -> anyhow::Result<()> {
     let recipients: Vec<Value> = args
         .recipients
         .iter()
-        .map(|r| match r.split_once('/') {
-            Some((collection, id)) => json!({ "collection": collection, "id": id }),
-            None => json!(r),
+        .map(|id| match &args.object {
+            Some(collection) => json!({ "collection": collection, "id": id }),
+            None => json!(id),
         })
         .collect();
     params.insert("recipients".into(), Value::Array(recipients));
@@ -533,56 +920,65 @@ fn read_user_ids(arg: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Follows a bulk operation over the subscription with a progress bar, then prints a
-/// summary. A failed job or one with errors is an error (exit 1).
-async fn follow_operation(client: &Client, op: Value) -> anyhow::Result<()> {
-    let id = op["id"].as_str().unwrap_or_default().to_string();
-    let total = op["estimated_total_rows"].as_u64().unwrap_or(0);
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {msg:10} [{bar:40}] {pos}/{len} users ({elapsed})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    let mut last = op;
-    if !is_terminal(&last) {
-        let mut sub = client.follow_bulk(&id).await?;
-        while let Some(update) = sub.next().await {
-            last = update?;
-            bar.set_position(last["processed_rows"].as_u64().unwrap_or(0));
-            bar.set_message(last["status"].as_str().unwrap_or("").to_string());
-            if is_terminal(&last) {
-                break;
+/// Follows bulk operations over their subscriptions, one after the other (the worker runs
+/// them in order), with one progress display for all; then prints a summary line each. A
+/// failed job, or one with errors, is a [`Refused`] answer (exit 1).
+async fn follow_operations(client: &Client, ops: Vec<Value>) -> anyhow::Result<()> {
+    let total = ops
+        .iter()
+        .map(|op| op["estimated_total_rows"].as_u64().unwrap_or(0))
+        .sum();
+    let mut progress = crate::client::Progress::new(total, "users");
+    let mut done = 0;
+    let mut finals = Vec::with_capacity(ops.len());
+    for op in ops {
+        let id = op["id"].as_str().unwrap_or_default().to_string();
+        let mut last = op;
+        if !is_terminal(&last) {
+            let mut sub = client.follow_bulk(&id).await?;
+            while let Some(update) = sub.next().await {
+                last = update?;
+                let processed = last["processed_rows"].as_u64().unwrap_or(0);
+                progress.set(done + processed, last["status"].as_str().unwrap_or(""));
+                if is_terminal(&last) {
+                    break;
+                }
             }
         }
+        done += last["processed_rows"].as_u64().unwrap_or(0);
+        progress.set(done, last["status"].as_str().unwrap_or(""));
+        finals.push((id, last));
     }
-    bar.set_position(last["processed_rows"].as_u64().unwrap_or(0));
-    bar.finish_and_clear();
-    println!(
-        "bulk operation {id}: {} — {} processed, {} succeeded, {} errors",
-        last["status"].as_str().unwrap_or("?"),
-        last["processed_rows"],
-        last["success_count"],
-        last["error_count"]
-    );
-    for item in last["error_items"].as_array().into_iter().flatten() {
+    progress.finish();
+    let mut refusals = Vec::new();
+    for (id, last) in &finals {
         println!(
-            "  {}: {}",
-            item["id"].as_str().unwrap_or(""),
-            item["message"].as_str().unwrap_or("")
+            "bulk operation {id}: {} — {} processed, {} succeeded, {} errors",
+            last["status"].as_str().unwrap_or("?"),
+            last["processed_rows"],
+            last["success_count"],
+            last["error_count"]
         );
+        for item in last["error_items"].as_array().into_iter().flatten() {
+            println!(
+                "  {}: {}",
+                item["id"].as_str().unwrap_or(""),
+                item["message"].as_str().unwrap_or("")
+            );
+        }
+        let errors = last["error_count"].as_u64().unwrap_or(0);
+        match last["status"].as_str() {
+            Some("completed") if errors == 0 => {}
+            Some("completed") => refusals.push(format!(
+                "bulk operation {id} completed with {errors} errors"
+            )),
+            Some(status) => refusals.push(format!("bulk operation {id} {status}")),
+            None => refusals.push(format!("bulk operation {id} has no status")),
+        }
     }
-    let errors = last["error_count"].as_u64().unwrap_or(0);
-    match last["status"].as_str() {
-        Some("completed") if errors == 0 => Ok(()),
-        Some("completed") => Err(Refused(format!(
-            "bulk operation {id} completed with {errors} errors"
-        ))
-        .into()),
-        Some(status) => Err(Refused(format!("bulk operation {id} {status}")).into()),
-        None => Err(Refused(format!("bulk operation {id} has no status")).into()),
+    match refusals.is_empty() {
+        true => Ok(()),
+        false => Err(Refused(refusals.join("; ")).into()),
     }
 }
 

@@ -20,6 +20,7 @@
 //!
 //! # Code map (in reading order)
 //!
+//! - `duration`: the one syntax of durations on the command line (jiff's friendly format).
 //! - `model`: the nouns — `PreferenceSet` (validated, normalised JSON), write requests and
 //!   RFC 7396 merge, channels, workflows, condition operators, field-named validation errors.
 //! - `resolve`: the default hierarchy (environment ⊕ tenant default ⊕ recipient set), admin
@@ -123,6 +124,8 @@
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.
 pub mod model;
+
+pub mod duration;
 
 pub mod resolve;
 

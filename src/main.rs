@@ -23,6 +23,12 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal who has not asked for none: escape codes
+        // in a log file or journal are noise.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let socket = cli.socket.as_deref();
     let result = match cli.command {
@@ -34,10 +40,11 @@ fn main() -> ExitCode {
             },
         }),
         Command::Token(args) => prefsd::auth::mint::run(&args, &cli.config),
+        Command::Init { dir } => prefsd::cli::init(dir.as_deref().unwrap_or(&cli.config)),
         Command::CheckConfig { dir } => {
             prefsd::cli::check_config(dir.as_deref().unwrap_or(&cli.config))
         }
-        Command::Client(command) => prefsd::cli::run(socket, &cli.config, command),
+        Command::Client(command) => prefsd::cli::run(socket, &cli.config, cli.timeout, command),
         Command::Bench(args) => prefsd::bench::run(socket, &cli.config, args),
     };
     prefsd::cli::exit_code(result)

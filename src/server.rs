@@ -463,6 +463,7 @@ async fn reload_on_sighup(
 /// (nobody listening) is replaced; a live daemon on the path is an error, and its socket is
 /// left alone.
 pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    parent_must_exist(path, "socket", "`socket` in prefsd.toml or --socket")?;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         // Only a socket is ever replaced: a typo in --socket must not delete a file.
         use std::os::unix::fs::FileTypeExt as _;
@@ -515,6 +516,28 @@ fn temp_name(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.d", std::process::id()))
+}
+
+/// Fails, saying what to do, when the directory that is to hold `path` (the socket, the
+/// database) does not exist, rather than with the error of whatever first tries to create
+/// a file in it (a private temporary directory, or SQLite's "unable to open" three times).
+fn parent_must_exist(path: &Path, what: &str, setting: &str) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the {what}'s directory {} does not exist; create it, or choose another path with {setting}",
+        shown(parent).display()
+    )
+}
+
+/// A path as a message shows it: absolute, so it says where it was looked for.
+fn shown(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// `prefsd serve` from `main`: builds the daemon's runtime and runs [`serve`] on it.
@@ -574,6 +597,13 @@ pub struct ServeOptions {
 /// SIGTERM or SIGINT; then finishes in-flight calls, closes the database and removes the
 /// socket file. Any start-up failure is an error (exit 2 in `main`).
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    if !options.config_dir.is_dir() {
+        anyhow::bail!(
+            "there is no config directory at {}; pass --config DIR (or set PREFSD_CONFIG), or write one there with `prefsd init {}`",
+            shown(&options.config_dir).display(),
+            options.config_dir.display()
+        );
+    }
     // A user-token key that cannot be read is an invalid config: at start-up an error, not
     // a daemon that refuses every token; on a reload an invalid edit, and the old config
     // stays in force.
@@ -597,6 +627,11 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         max_database_mb: settings.limits.max_database_mb,
         read_cache_mb: settings.limits.read_cache_mb,
     };
+    parent_must_exist(
+        &settings.database,
+        "database",
+        "`database` in prefsd.toml or --database",
+    )?;
     let db = crate::store::Db::open_with(&settings.database, db_options)
         .with_context(|| format!("opening the database {}", settings.database.display()))?;
     let listener = bind(&settings.socket, settings.socket_mode)?;

@@ -136,22 +136,10 @@ pub fn sign(claims: &Value, key: &SigningKey) -> anyhow::Result<String> {
     jsonwebtoken::encode(&Header::new(alg), claims, &key).context("signing the token")
 }
 
-/// `1h`, `30m`, `90s`, `1h30m` or a number of seconds; more than zero.
+/// `--ttl` in seconds: the command line's duration syntax (`crate::duration`).
 pub fn parse_ttl(text: &str) -> anyhow::Result<i64> {
-    let text = text.trim();
-    let seconds = match text.parse::<i64>() {
-        Ok(n) => n,
-        Err(_) => text
-            .parse::<jiff::SignedDuration>()
-            .map_err(|e| {
-                anyhow::anyhow!("--ttl {text:?} is not a duration like 1h, 30m or 90s: {e}")
-            })?
-            .as_secs(),
-    };
-    if seconds <= 0 {
-        anyhow::bail!("--ttl must be more than zero, got {text:?}");
-    }
-    Ok(seconds)
+    let ttl = crate::duration::parse_duration(text).map_err(|e| anyhow::anyhow!("--ttl {e}"))?;
+    i64::try_from(ttl.as_secs()).map_err(|_| anyhow::anyhow!("--ttl {text:?} is too long"))
 }
 
 /// `prefsd token --user USER` with every other argument at its default.

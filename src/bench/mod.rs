@@ -53,8 +53,8 @@ pub struct LoadArgs {
     /// Concurrent connections (HTTP), or calls in flight on one connection (WebSocket).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub connections: u32,
-    /// How long each run lasts: 5s, 500ms, 1m, or plain seconds.
-    #[arg(long, value_parser = parse_duration, conflicts_with = "calls")]
+    /// How long each run lasts: 5s, 500ms, 1m30s, or plain seconds.
+    #[arg(long, value_parser = crate::duration::parse_duration, conflicts_with = "calls")]
     pub duration: Option<Duration>,
     /// Make exactly this many calls per run instead of running for a duration.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -64,8 +64,10 @@ pub struct LoadArgs {
     /// sees it, rather than at saturation.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate: Option<u32>,
+    /// HTTP connections (as curl and most clients), or one WebSocket (as the CLI).
     #[arg(long, value_enum, default_value_t = Transport::Http)]
     pub transport: Transport,
+    /// What each call does.
     #[arg(long, value_enum, default_value_t = Workload::Ping)]
     pub workload: Workload,
     /// Recipients per call for the evaluate-batch workload.
@@ -236,28 +238,6 @@ impl FromStr for Mix {
         }
         Ok(mix)
     }
-}
-
-/// `5s`, `500ms`, `2m`, `1.5s`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], s[i..].trim()),
-        None => (s, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 5s, 500ms or 1m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" | "sec" => value,
-        "m" | "min" => value * 60.0,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use ms, s or m")),
-    };
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > 86_400.0 {
-        return Err(format!("`{s}` must be more than 0 and at most a day"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// xorshift64* with a splitmix64-scrambled seed: small, fast and deterministic. Not for
@@ -534,18 +514,6 @@ mod tests {
         assert!((4_500..5_500).contains(&s), "{s}");
         let only_writes: Mix = "writes=1".parse().expect("a valid mix");
         assert!((0..100).all(|_| only_writes.pick(&mut r) == Workload::Set));
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("fast").is_err());
     }
 
     #[test]

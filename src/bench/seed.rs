@@ -439,18 +439,15 @@ fn seed_path(path: &Path, plan: &SeedPlan) -> anyhow::Result<SeedSummary> {
         plan.seed
     );
     let start = Instant::now();
-    let mut last = Instant::now();
+    let mut progress = None;
     let result = seed_db(&db, plan, |done, total| {
-        if last.elapsed() >= Duration::from_secs(2) || done == total {
-            last = Instant::now();
-            let secs = start.elapsed().as_secs_f64();
-            eprintln!(
-                "  {done}/{total} recipients ({:.0} %), {secs:.1} s, {:.0}/s",
-                100.0 * done as f64 / total.max(1) as f64,
-                done as f64 / secs.max(1e-9)
-            );
-        }
+        progress
+            .get_or_insert_with(|| crate::client::Progress::new(total, "recipients"))
+            .set(done, "seeding");
     });
+    if let Some(progress) = progress {
+        progress.finish();
+    }
     // Close (checkpointing the WAL into the file) before reporting the time taken.
     db.close();
     let mut summary = result?;

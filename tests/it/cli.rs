@@ -277,14 +277,15 @@ async fn identify_and_evaluate() {
     assert_eq!(rows[4], ["u2", "in_app_feed", "yes", "opted_in"]);
     assert_eq!(rows.len(), 5, "{}", run.stdout);
 
-    // Channels, objects and --json.
+    // Channels, objects (--object makes the ids objects) and --json.
     let result = client(
         &d,
         &[
             "evaluate",
             "digest",
-            "u1",
-            "projects/p1",
+            "p1",
+            "--object",
+            "projects",
             "--channel",
             "sms",
             "--channel",
@@ -295,7 +296,7 @@ async fn identify_and_evaluate() {
     .await
     .json();
     assert_eq!(
-        result["results"][1]["recipient"],
+        result["results"][0]["recipient"],
         json!({ "id": "p1", "collection": "projects" })
     );
     let channels = &result["results"][0]["channels"];
@@ -365,8 +366,9 @@ async fn check_config_on_a_good_and_a_bad_directory() {
         "[[workflow]]\nkey = \"a\"\nchannels = [{ type = \"fax\" }]\n",
     )]);
     write_files(&bad, &files);
+    // An invalid config is a "no" (1, as `nginx -t`), not a usage error.
     let run = prefsd(dir.path(), &["check-config", bad.to_str().unwrap()]).await;
-    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("workflows.toml"), "{run:?}");
     assert!(run.stderr.contains("fax"), "{run:?}");
     assert!(
@@ -376,6 +378,358 @@ async fn check_config_on_a_good_and_a_bad_directory() {
 
     let missing = dir.path().join("missing");
     let run = prefsd(dir.path(), &["check-config", missing.to_str().unwrap()]).await;
-    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("missing"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_the_shipped_config_once_and_serve_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    // No config directory: the message names the absolute path and what to do.
+    let run = prefsd(dir.path(), &["serve"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    let expected = dir.path().join("config").display().to_string();
+    assert!(run.stderr.contains(&expected), "names {expected}: {run:?}");
+    assert!(run.stderr.contains("--config"), "{run:?}");
+    assert!(run.stderr.contains("prefsd init"), "{run:?}");
+
+    let run = prefsd(dir.path(), &["init"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    for (name, shipped) in [
+        ("prefsd.toml", include_str!("../../config/prefsd.toml")),
+        (
+            "workflows.toml",
+            include_str!("../../config/workflows.toml"),
+        ),
+        (
+            "environment.json",
+            include_str!("../../config/environment.json"),
+        ),
+        (
+            "tenants/acme.json",
+            include_str!("../../config/tenants/acme.json"),
+        ),
+    ] {
+        let written = std::fs::read_to_string(dir.path().join("config").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(written, shipped, "{name}");
+    }
+    let run = prefsd(dir.path(), &["check-config"]).await;
+    assert_eq!(run.code, 0, "the written config is valid: {run:?}");
+    // A second init overwrites nothing.
+    std::fs::write(dir.path().join("config/prefsd.toml"), "# mine\n").unwrap();
+    let run = prefsd(dir.path(), &["init"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("already exists"), "{run:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("config/prefsd.toml")).unwrap(),
+        "# mine\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_directories_are_named_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(&dir.path().join("config"), &default_files());
+    let missing = dir.path().join("nope");
+    let socket = missing.join("d.sock").display().to_string();
+    let run = prefsd(
+        dir.path(),
+        &["--socket", &socket, "serve", "--database", "d.db"],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("{} does not exist", missing.display())),
+        "{run:?}"
+    );
+    assert!(
+        !run.stderr.contains(".d.sock."),
+        "no private temporary name: {run:?}"
+    );
+    assert!(run.stderr.contains("--socket"), "{run:?}");
+
+    let database = missing.join("d.db").display().to_string();
+    let run = prefsd(
+        dir.path(),
+        &["--socket", "d.sock", "serve", "--database", &database],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("{} does not exist", missing.display())),
+        "{run:?}"
+    );
+    assert_eq!(
+        run.stderr.matches("unable to open").count(),
+        0,
+        "one message, not SQLite's three: {run:?}"
+    );
+    assert!(run.stderr.contains("--database"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_error_names_each_field_once() {
+    let d = Daemon::start().await;
+    let run = client(
+        &d,
+        &["set", "u1", r#"{"channel_types":{"fax":true},"foo":1}"#],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        run.stderr.matches("preferences.channel_types.fax").count(),
+        1,
+        "{run:?}"
+    );
+    assert_eq!(run.stderr.matches("preferences.foo").count(), 1, "{run:?}");
+    assert!(run.stderr.starts_with("error: invalid params\n"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_socket_says_who_may_connect() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let d = Daemon::start().await;
+    // Root passes every permission check, so the client runs as nobody then; anyone else
+    // is refused by a socket nobody may use.
+    let root =
+        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+    if root {
+        std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    } else {
+        std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let socket = d.socket.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_prefsd"));
+        command.arg("--socket").arg(&socket).arg("status");
+        if root {
+            command.uid(65534).gid(65534);
+        }
+        command.output().expect("running prefsd")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert!(
+        stderr.contains("mode 0"),
+        "shows the socket's mode: {stderr}"
+    );
+    assert!(stderr.contains("socket_mode"), "{stderr}");
+    assert!(stderr.contains("access.allowed_uids"), "{stderr}");
+    assert!(!stderr.contains("is `prefsd serve` running"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_does_not_answer_times_out_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("silent.sock");
+    // Accepts connections and never answers.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let socket = socket.display().to_string();
+    let started = std::time::Instant::now();
+    let run = prefsd(
+        dir.path(),
+        &["--socket", &socket, "--timeout", "500ms", "status"],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("did not answer within 500ms"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("--timeout"), "{run:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{run:?}"
+    );
+    drop(listener);
+    // One duration syntax: a malformed one is a usage error naming the expected form.
+    let run = prefsd(
+        dir.path(),
+        &["--socket", &socket, "--timeout", "soon", "status"],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("1m30s"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_id_with_a_slash_is_one_user_and_objects_need_object() {
+    let d = Daemon::start().await;
+    let result = client(&d, &["evaluate", "new-comment", "team/ada", "--json"])
+        .await
+        .json();
+    assert_eq!(
+        result["results"][0]["recipient"],
+        json!({ "id": "team/ada" })
+    );
+    let result = client(
+        &d,
+        &[
+            "evaluate",
+            "new-comment",
+            "p1",
+            "p2",
+            "--object",
+            "projects",
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(
+        result["results"][1]["recipient"],
+        json!({ "id": "p2", "collection": "projects" })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn friendly_subcommands_for_recipients_tenants_audiences_jobs_and_config() {
+    let d = Daemon::start().await;
+    let set = client(
+        &d,
+        &[
+            "recipient",
+            "set",
+            "p1",
+            "--object",
+            "projects",
+            "--properties",
+            r#"{"name":"Apollo"}"#,
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(set["properties"]["name"], "Apollo");
+    let got = client(&d, &["recipient", "get", "p1", "--object", "projects"])
+        .await
+        .json();
+    assert_eq!(got["properties"]["name"], "Apollo");
+    client(&d, &["recipient", "set", "dana"]).await.json();
+    assert_eq!(
+        client(&d, &["recipient", "get", "dana"]).await.json()["id"],
+        "dana"
+    );
+    client(&d, &["recipient", "delete", "dana"]).await.json();
+    let run = client(&d, &["recipient", "get", "dana"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+
+    let tenant = client(
+        &d,
+        &[
+            "tenant",
+            "set",
+            "t1",
+            "--name",
+            "T One",
+            "--preferences",
+            r#"{"categories":{"marketing":false}}"#,
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(tenant["name"], "T One");
+    let got = client(&d, &["tenant", "get", "t1"]).await.json();
+    assert_eq!(
+        got["settings"]["preference_set"]["categories"]["marketing"],
+        false
+    );
+    client(&d, &["tenant", "delete", "t1"]).await.json();
+    assert_eq!(client(&d, &["tenant", "get", "t1"]).await.code, 1);
+
+    client(&d, &["audience", "add", "beta", "u1", "u2"])
+        .await
+        .json();
+    client(&d, &["audience", "remove", "beta", "u2"])
+        .await
+        .json();
+    let members = client(&d, &["audience", "list", "beta"]).await.json();
+    assert_eq!(
+        members["items"].as_array().map(Vec::len),
+        Some(1),
+        "{members}"
+    );
+
+    let jobs = client(&d, &["bulk", "list"]).await.json();
+    assert!(jobs["items"].is_array(), "{jobs}");
+    let status = client(&d, &["config", "status"]).await.json();
+    assert_eq!(status["workflows"], 4);
+    let reloaded = client(&d, &["config", "reload"]).await.json();
+    assert_eq!(reloaded["version"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_set_of_more_than_a_thousand_users_runs_as_several_jobs_followed_together() {
+    let d = Daemon::start().await;
+    let users: Vec<String> = (0..1500).map(|i| format!("many-{i}")).collect();
+    let file = d.dir.path().join("users.txt");
+    std::fs::write(&file, users.join("\n")).unwrap();
+    let run = client(
+        &d,
+        &[
+            "bulk",
+            "set",
+            "--users",
+            file.to_str().unwrap(),
+            "--preferences",
+            r#"{"channel_types":{"sms":false}}"#,
+            "--follow",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("bulk operation"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{run:?}");
+    assert!(lines[0].contains("completed — 1000 processed"), "{run:?}");
+    assert!(lines[1].contains("completed — 500 processed"), "{run:?}");
+    let set = d
+        .call(
+            "users.getPreferences",
+            json!({ "user_id": "many-1499", "raw": true }),
+        )
+        .await;
+    assert_eq!(set["channel_types"], json!({ "sms": false }));
+}
+
+#[test]
+fn every_argument_and_subcommand_has_help_and_the_environment_is_listed() {
+    use clap::CommandFactory as _;
+    fn walk(command: &clap::Command, path: &str) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "{path} {id} has no help text");
+        }
+        for sub in command.get_subcommands() {
+            let name = format!("{path} {}", sub.get_name());
+            assert!(sub.get_about().is_some(), "{name} has no description");
+            walk(sub, &name);
+        }
+    }
+    let command = prefsd::cli::Cli::command();
+    walk(&command, "prefsd");
+    let help = command.clone().render_long_help().to_string();
+    for var in [
+        "PREFSD_SOCKET",
+        "PREFSD_DATABASE",
+        "PREFSD_CONFIG",
+        "PREFSD_LOG",
+        "PREFSD_SECRET_KEYS",
+        "NO_COLOR",
+        "TOKIO_WORKER_THREADS",
+    ] {
+        assert!(help.contains(var), "prefsd --help lists {var}");
+    }
 }
