@@ -632,6 +632,12 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         "database",
         "`database` in prefsd.toml or --database",
     )?;
+    // Opening checks the whole file (about a second per GB) before the socket appears:
+    // said first, so that a slow start is not taken for a hang.
+    tracing::info!(
+        database = %settings.database.display(),
+        "checking the database (PRAGMA quick_check) before serving"
+    );
     let db = crate::store::Db::open_with(&settings.database, db_options)
         .with_context(|| format!("opening the database {}", settings.database.display()))?;
     let listener = bind(&settings.socket, settings.socket_mode)?;

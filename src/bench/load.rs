@@ -136,7 +136,21 @@ pub fn run(socket: &Path, args: &LoadArgs) -> anyhow::Result<u64> {
     if config.pid.is_none() {
         config.pid = runtime.block_on(daemon_pid(&config.socket));
     }
-    let results = runtime.block_on(run_rounds(&config))?;
+    // Each run is reported on stderr as it ends: a benchmark of several rounds takes
+    // minutes, and the table comes only at the end.
+    let total = config.rounds * if config.compare.is_some() { 2 } else { 1 };
+    let mut done = 0;
+    let results = runtime.block_on(run_rounds_reporting(&config, |r| {
+        done += 1;
+        eprintln!(
+            "run {done}/{total}: {} round {}: {:.0} calls/s, p99 {:.0} µs, {} errors",
+            r.workload.as_str(),
+            r.round,
+            r.calls_per_s(),
+            r.latency.p99.as_secs_f64() * 1e6,
+            r.errors
+        );
+    }))?;
     let peak_rss = config.pid.and_then(|p| procfs::status_kib(p, "VmHWM"));
     let rss = config.pid.and_then(|p| procfs::status_kib(p, "VmRSS"));
     let report = Report {
@@ -183,12 +197,22 @@ async fn daemon_pid(socket: &Path) -> Option<u32> {
 
 /// The rounds, alternating the baseline and the measured workload.
 pub async fn run_rounds(config: &LoadConfig) -> anyhow::Result<Vec<RunResult>> {
+    run_rounds_reporting(config, |_| {}).await
+}
+
+/// [`run_rounds`], calling `finished` with each run as it ends.
+pub async fn run_rounds_reporting(
+    config: &LoadConfig,
+    mut finished: impl FnMut(&RunResult),
+) -> anyhow::Result<Vec<RunResult>> {
     let mut results = Vec::new();
     for round in 1..=config.rounds {
         if let Some(baseline) = config.compare {
             results.push(run_once(config, baseline, true, round).await?);
+            finished(&results[results.len() - 1]);
         }
         results.push(run_once(config, config.workload, false, round).await?);
+        finished(&results[results.len() - 1]);
     }
     Ok(results)
 }

@@ -17,18 +17,24 @@ pub struct Report<'a> {
     pub rss_kib: Option<u64>,
 }
 
-/// The medians of a group of runs.
+/// A group of runs: the medians of each figure over the runs, and the totals.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Summary {
     pub runs: usize,
+    /// All the runs' calls and errors.
     pub calls: u64,
     pub errors: u64,
+    /// The median run's calls and errors, for the table's median row.
+    pub median_calls: f64,
+    pub median_errors: f64,
     pub calls_per_s: f64,
     pub p50_us: f64,
     pub p90_us: f64,
     pub p99_us: f64,
     /// The largest of the runs' maxima.
     pub max_us: f64,
+    /// The median of the runs' maxima.
+    pub median_max_us: f64,
     pub server_us_per_call: Option<f64>,
     pub client_us_per_call: Option<f64>,
 }
@@ -51,11 +57,14 @@ impl Summary {
             runs: runs.len(),
             calls: runs.iter().map(|r| r.calls).sum(),
             errors: runs.iter().map(|r| r.errors).sum(),
+            median_calls: m(&|r| r.calls as f64),
+            median_errors: m(&|r| r.errors as f64),
             calls_per_s: m(&|r| r.calls_per_s()),
             p50_us: m(&|r| us(r.latency.p50)),
             p90_us: m(&|r| us(r.latency.p90)),
             p99_us: m(&|r| us(r.latency.p99)),
             max_us: runs.iter().map(|r| us(r.latency.max)).fold(0.0, f64::max),
+            median_max_us: m(&|r| us(r.latency.max)),
             server_us_per_call: opt(&|r| r.server_us_per_call()),
             client_us_per_call: opt(&|r| r.client_us_per_call()),
         }
@@ -182,16 +191,18 @@ impl Report<'_> {
             }
         }
         let label = if c.rounds > 1 { "median " } else { "" };
+        // Every column of the median row is a median over the runs; the totals and the
+        // largest maximum are a line of their own below the table.
         let summary_row = |name: String, s: &Summary| {
             vec![
                 name,
-                s.calls.to_string(),
+                format!("{:.0}", s.median_calls),
                 format!("{:.0}", s.calls_per_s),
                 format!("{:.0}", s.p50_us),
                 format!("{:.0}", s.p90_us),
                 format!("{:.0}", s.p99_us),
-                format!("{:.0}", s.max_us),
-                s.errors.to_string(),
+                format!("{:.0}", s.median_max_us),
+                format!("{:.0}", s.median_errors),
                 fmt_opt(s.server_us_per_call),
                 fmt_opt(s.client_us_per_call),
             ]
@@ -221,6 +232,19 @@ impl Report<'_> {
                 }
             }
             out.push('\n');
+        }
+        if c.rounds > 1 {
+            for (name, s) in baseline
+                .zip(c.compare)
+                .map(|(b, w)| (w.as_str(), b))
+                .into_iter()
+                .chain([(c.workload.as_str(), measured)])
+            {
+                out.push_str(&format!(
+                    "{name}, all {} runs: {} calls, {} errors, largest max {:.0} µs\n",
+                    s.runs, s.calls, s.errors, s.max_us
+                ));
+            }
         }
         if let (Some(b), Some(w)) = (baseline, c.compare) {
             let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
@@ -371,6 +395,9 @@ mod tests {
         assert_eq!(s.calls_per_s, 2000.0);
         assert_eq!(s.p50_us, 20.0);
         assert_eq!(s.max_us, 900.0);
+        // The median row's figures are medians too, not the sum and the largest.
+        assert_eq!(s.median_calls, 2000.0);
+        assert_eq!(s.median_max_us, 100.0);
         // 20 µs, 10 µs and 20 µs per call.
         assert_eq!(s.server_us_per_call, Some(20.0));
         assert_eq!(s.client_us_per_call, None);

@@ -90,6 +90,11 @@ async fn bench_mixed_makes_its_calls_without_errors() {
             .collect::<Vec<_>>(),
         ["ping", "mixed", "ping", "mixed"]
     );
+    // Each run is reported on stderr as it ends, before the report.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for n in 1..=4 {
+        assert!(stderr.contains(&format!("run {n}/4: ")), "{stderr}");
+    }
     assert!(
         report["ratio"]["calls_per_s"].as_f64().is_some(),
         "{report}"
