@@ -117,6 +117,9 @@
 //! - A `preferences.evaluate` of more than 100 recipients that the cache cannot answer whole
 //!   is read in chunks, each in its own read transaction: consistent in itself, as a call
 //!   of its own would be, not across chunks (the spec asks nothing across recipients).
+//! - `tenants.get` of a tenant that is not stored but has a template in the config returns
+//!   the template as the tenant, with `"source": "config"`, no name, no properties and no
+//!   timestamps: evaluation uses it, so a read must not say it does not exist.
 //! - The config watch follows the directory's path, not the directory first found there:
 //!   one replaced by a rename is watched anew, and while the path is missing its parent is
 //!   watched (entries other than the config directory ignored) until one is back.

@@ -23,6 +23,20 @@ fn tenant_json(row: &TenantRow, preference_set: Option<Value>) -> Value {
     })
 }
 
+/// A tenant that is not stored but has a template in the config: what evaluation uses for
+/// it, said to come from the config (no name, properties or timestamps).
+fn template_json(id: &str, preference_set: Value) -> Value {
+    json!({
+        "id": id,
+        "name": null,
+        "properties": {},
+        "settings": { "preference_set": preference_set },
+        "created_at": null,
+        "updated_at": null,
+        "source": "config",
+    })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetParams {
@@ -143,31 +157,41 @@ pub struct GetParams {
 }
 
 /// `tenants.get`; with `resolve_full_preference_settings`, the environment default is
-/// merged under the tenant default (the stored one, else the config template).
+/// merged under the tenant default (the stored one, else the config template). A tenant
+/// that exists only as a config template is returned too, with `"source": "config"` (a
+/// stored tenant has rpc.md's shape, without `source`), since evaluation uses it like a
+/// stored one.
 pub async fn get(ctx: &Context, p: GetParams) -> Result<Value, Error> {
     let mut errors = Errors::default();
     errors.id("tenant_id", &p.tenant_id);
     errors.finish()?;
     let id = p.tenant_id.clone();
     let row = ctx.db.read(move |r| Ok::<_, Error>(r.tenant(&id)?)).await?;
-    let Some(row) = row else {
-        return Err(Error::NotFound(format!("tenant {:?}", p.tenant_id)));
-    };
-    if !p.resolve_full_preference_settings.unwrap_or(false) {
-        let set = row.preference_set.as_ref().map(|s| s.to_response(&row.id));
-        return Ok(tenant_json(&row, set));
-    }
     let config = ctx.config();
-    let tenant_default = row
-        .preference_set
-        .as_ref()
-        .or_else(|| config.tenant_templates.get(&row.id));
-    let mut layers = vec![(LayerId::Environment, &config.environment)];
-    if let Some(set) = tenant_default {
-        layers.push((LayerId::Tenant(&row.id), set));
+    let template = config.tenant_templates.get(&p.tenant_id);
+    if row.is_none() && template.is_none() {
+        return Err(Error::NotFound(format!("tenant {:?}", p.tenant_id)));
     }
-    let resolved = Stack::from_layers(&layers).effective().to_response(&row.id);
-    Ok(tenant_json(&row, Some(resolved)))
+    let stored_set = row.as_ref().and_then(|row| row.preference_set.as_ref());
+    let preference_set = if p.resolve_full_preference_settings.unwrap_or(false) {
+        let mut layers = vec![(LayerId::Environment, &config.environment)];
+        if let Some(set) = stored_set.or(template) {
+            layers.push((LayerId::Tenant(&p.tenant_id), set));
+        }
+        Some(
+            Stack::from_layers(&layers)
+                .effective()
+                .to_response(&p.tenant_id),
+        )
+    } else {
+        stored_set
+            .or(if row.is_none() { template } else { None })
+            .map(|s| s.to_response(&p.tenant_id))
+    };
+    Ok(match &row {
+        Some(row) => tenant_json(row, preference_set),
+        None => template_json(&p.tenant_id, preference_set.unwrap_or(Value::Null)),
+    })
 }
 
 #[derive(Debug, Deserialize)]

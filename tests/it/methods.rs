@@ -756,9 +756,30 @@ async fn tenants_set_get_delete() {
         )
     );
 
-    // A template is not a stored tenant; once stored without a default, the template
-    // resolves under it.
-    d.call_err("tenants.get", json!({ "tenant_id": "acme" }))
+    // A tenant that is only a config template is returned as such, with the template
+    // (what evaluation uses); once stored without a default, the template resolves under it.
+    let template = d.call("tenants.get", json!({ "tenant_id": "acme" })).await;
+    assert_eq!(template["source"], "config", "{template}");
+    assert_eq!(
+        template["settings"]["preference_set"],
+        preference_set("acme", json!({ "categories": { "marketing": false } }))
+    );
+    assert_eq!(template["created_at"], Value::Null);
+    let resolved = d
+        .call(
+            "tenants.get",
+            json!({ "tenant_id": "acme", "resolve_full_preference_settings": true }),
+        )
+        .await;
+    assert_eq!(
+        resolved["settings"]["preference_set"]["categories"],
+        json!({ "marketing": false })
+    );
+    assert_eq!(
+        resolved["settings"]["preference_set"]["commercial_subscribed"],
+        true
+    );
+    d.call_err("tenants.get", json!({ "tenant_id": "no-such-tenant" }))
         .await
         .assert(-32001, "not_found");
     let acme = d
