@@ -172,7 +172,7 @@ pub enum ClientCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BulkCommand {
-    /// Replace a preference set for up to 1000 users, as a background job.
+    /// Replace a preference set for many users, as background jobs of up to 1000 users.
     Set {
         /// User ids, one per line or as a JSON array, from FILE or - for standard input.
         #[arg(long, value_name = "FILE|-")]

@@ -16,6 +16,7 @@ mod jobs;
 mod lifecycle;
 mod load;
 mod methods;
+mod readme;
 mod reload;
 mod support;
 mod transport;
