@@ -56,19 +56,27 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon on the config directory.
+    #[command(
+        after_help = "Examples:\n  prefsd serve\n  prefsd --config /etc/prefsd --socket /run/prefsd/prefsd.sock serve --database /var/lib/prefsd/prefsd.db"
+    )]
     Serve {
         /// The SQLite database. Default: the `database` of prefsd.toml.
         #[arg(long, env = "PREFSD_DATABASE")]
         database: Option<PathBuf>,
     },
     /// Mint a user token (like Knock's signUserToken) for development and tests; print it.
+    #[command(
+        after_help = "Example:\n  prefsd token --user dana --grant preferences/read --ttl 30m"
+    )]
     Token(crate::auth::mint::TokenArgs),
     /// Write the default config directory (commented, as shipped) to start from.
+    #[command(after_help = "Example:\n  prefsd init /etc/prefsd")]
     Init {
         /// Where to write it (default: --config). It must not hold any of the files yet.
         dir: Option<PathBuf>,
     },
     /// Validate a config directory offline; print every error with file and line.
+    #[command(after_help = "Example:\n  prefsd check-config config/")]
     CheckConfig {
         /// The directory (default: --config).
         dir: Option<PathBuf>,
@@ -78,6 +86,9 @@ pub enum Command {
     Client(ClientCommand),
     /// Load-test a running daemon (calls/s, latency, daemon CPU and RSS), or `bench seed` a
     /// database with deterministic data.
+    #[command(
+        after_help = "Examples:\n  prefsd bench --workload get --connections 8 --duration 3s --compare ping --rounds 3\n  prefsd bench seed --database bench.db --users 1000000"
+    )]
     Bench(crate::bench::BenchArgs),
 }
 
@@ -85,6 +96,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Show the daemon's status.
+    #[command(after_help = "Example:\n  prefsd status")]
     Status,
     /// Call any method of the JSON-RPC API (see the README's method list).
     #[command(after_help = "Example:\n  prefsd call users.get '{\"user_id\":\"dana\"}'")]
@@ -173,6 +185,9 @@ pub enum ClientCommand {
 #[derive(Debug, Subcommand)]
 pub enum BulkCommand {
     /// Replace a preference set for many users, as background jobs of up to 1000 users.
+    #[command(
+        after_help = "Example:\n  prefsd bulk set --users users.txt --preferences '{\"channel_types\":{\"sms\":false}}' --follow"
+    )]
     Set {
         /// User ids, one per line or as a JSON array, from FILE or - for standard input.
         #[arg(long, value_name = "FILE|-")]
@@ -322,8 +337,10 @@ pub enum AudienceCommand {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// The config in force: its version, files, counts and last error.
+    #[command(after_help = "Example:\n  prefsd config status")]
     Status,
     /// Re-read the config directory now; an invalid config is refused (exit 1).
+    #[command(after_help = "Example:\n  prefsd config reload")]
     Reload,
 }
 

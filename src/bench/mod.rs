@@ -44,6 +44,9 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Fill a database directly (not over RPC) with deterministic users, sets, tenants,
     /// objects and audience memberships.
+    #[command(
+        after_help = "Example:\n  prefsd bench seed --database bench.db --users 1000 --sets-per-user 2 --seed 1"
+    )]
     Seed(SeedArgs),
 }
 

@@ -702,7 +702,7 @@ async fn bulk_set_of_more_than_a_thousand_users_runs_as_several_jobs_followed_to
 }
 
 #[test]
-fn every_argument_and_subcommand_has_help_and_the_environment_is_listed() {
+fn every_argument_and_subcommand_has_help_and_an_example_and_the_environment_is_listed() {
     use clap::CommandFactory as _;
     fn walk(command: &clap::Command, path: &str) {
         for arg in command.get_arguments() {
@@ -714,7 +714,17 @@ fn every_argument_and_subcommand_has_help_and_the_environment_is_listed() {
         }
         for sub in command.get_subcommands() {
             let name = format!("{path} {}", sub.get_name());
+            if sub.get_name() == "help" {
+                continue;
+            }
             assert!(sub.get_about().is_some(), "{name} has no description");
+            if !sub.has_subcommands() || !sub.is_subcommand_required_set() {
+                let example = sub.get_after_help().map(ToString::to_string);
+                assert!(
+                    example.is_some_and(|e| e.starts_with("Example")),
+                    "{name} --help has no example"
+                );
+            }
             walk(sub, &name);
         }
     }
