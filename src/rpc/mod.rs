@@ -150,6 +150,16 @@ fn field_error(path: &str, message: &str) -> (String, String) {
         };
         return (field, format!("unknown param{expected}"));
     }
+    // A key given twice (a params field: serde's "duplicate field"; a key inside a JSON
+    // value: `api::strict`) is named by its path; the error is raised in the object
+    // holding it, so the path ends there.
+    for prefix in ["duplicate field ", crate::api::strict::DUPLICATE_KEY] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some(name) = quoted(rest)
+        {
+            return (join(name), "is given more than once".into());
+        }
+    }
     let field = if path == "." || path.is_empty() {
         "params".to_string()
     } else {

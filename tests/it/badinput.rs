@@ -152,7 +152,7 @@ async fn duplicate_keys_bad_escapes_and_numbers_out_of_range_are_invalid_params(
     let cases: [(&str, &str); 6] = [
         (
             r#"{"jsonrpc":"2.0","id":1,"method":"users.get","params":{"user_id":"a","user_id":"b"}}"#,
-            "params",
+            "user_id",
         ),
         (
             r#"{"jsonrpc":"2.0","id":1,"method":"users.identify","params":{"user_id":"\ud800"}}"#,
@@ -181,6 +181,100 @@ async fn duplicate_keys_bad_escapes_and_numbers_out_of_range_are_invalid_params(
         e.assert_invalid(field);
     }
     assert_eq!(d.counts().await["users"], 0);
+}
+
+/// serde_json keeps the last of two equal keys; params refuse them at any depth, naming the
+/// key, so a repeated `__persistence_strategy__` cannot turn a merge into a replace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_keys_inside_preferences_and_properties_are_refused() {
+    let d = Daemon::start().await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "u1", "properties": { "plan": "pro" } }),
+    )
+    .await;
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preferences": { "workflows": { "w1": false } } }),
+    )
+    .await;
+    let before = d
+        .call("users.getPreferences", json!({ "user_id": "u1" }))
+        .await;
+    let user_before = d.call("users.get", json!({ "user_id": "u1" })).await;
+    let call = |method: &str, params: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#)
+    };
+    let cases = [
+        (
+            call(
+                "users.setPreferences",
+                r#"{"user_id":"u1","preferences":{"__persistence_strategy__":"merge","__persistence_strategy__":"replace","workflows":{"w2":true}}}"#,
+            ),
+            "preferences.__persistence_strategy__",
+        ),
+        (
+            call(
+                "users.setPreferences",
+                r#"{"user_id":"u1","preferences":{"workflows":{"w1":true,"w1":false}}}"#,
+            ),
+            "preferences.workflows.w1",
+        ),
+        (
+            call(
+                "users.identify",
+                r#"{"user_id":"u1","properties":{"plan":"free","plan":"pro"}}"#,
+            ),
+            "properties.plan",
+        ),
+        (
+            call(
+                "users.identify",
+                r#"{"user_id":"u1","preferences":{"default":{"categories":{"c":true,"c":false}}}}"#,
+            ),
+            "preferences.default.categories.c",
+        ),
+        (
+            call(
+                "tenants.set",
+                r#"{"tenant_id":"t1","properties":{"a":1,"\u0061":2}}"#,
+            ),
+            "properties.a",
+        ),
+        (
+            call(
+                "preferences.evaluate",
+                r#"{"workflow":"w1","recipients":[{"id":"u1","properties":{"x":1,"x":2}}]}"#,
+            ),
+            "recipients[0].properties.x",
+        ),
+        (
+            call(
+                "users.bulkSetPreferences",
+                r#"{"user_ids":["u1"],"preferences":{"workflows":{},"workflows":{}}}"#,
+            ),
+            "preferences.workflows",
+        ),
+    ];
+    for (body, field) in cases {
+        let response = post(&d, body.clone()).await;
+        let e = RpcError::split(response).expect_err(&body);
+        e.assert_invalid(field);
+    }
+    assert_eq!(
+        d.call("users.getPreferences", json!({ "user_id": "u1" }))
+            .await,
+        before
+    );
+    assert_eq!(
+        d.call("users.get", json!({ "user_id": "u1" })).await,
+        user_before
+    );
+    assert_eq!(d.counts().await["tenants"], 0);
+    assert_eq!(
+        d.call("bulkOperations.list", json!({})).await["items"],
+        json!([])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
