@@ -73,15 +73,16 @@ pub async fn run(
                 .build(),
         )
         // Every call is checked before dispatch (access.md); the HTTP middleware, which
-        // carries the peer's uid, is set per connection below.
+        // carries the peer's uid, is set per connection below. The wire layer comes first:
+        // it must see a batch whole to refuse its unreadable ids by position.
         .set_rpc_middleware(
             RpcServiceBuilder::new()
+                .layer(WireLayer)
                 .layer(AuthLayer::new(
                     ctx.config.clone(),
                     crate::auth::env_secret_keys(),
                     own_uid().context("reading the daemon's own uid")?,
-                ))
-                .layer(WireLayer),
+                )),
         )
         .to_service_builder();
     let json_layer = JsonLayer {

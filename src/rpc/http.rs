@@ -8,7 +8,8 @@
 //!   UTF-8 included) is a parse error, JSON that is not a request object (`42`) an invalid
 //!   request. jsonrpsee guesses from whether an `id` can be read, which gets both wrong;
 //! - the body travels to the RPC middleware ([`RequestBody`]), which refuses a request whose
-//!   `id` jsonrpsee could not read instead of running it as a notification;
+//!   `id` jsonrpsee could not read (alone or in a batch) instead of running it as a
+//!   notification;
 //! - in a batch, a subscription method (which needs a WebSocket) is told so, as it is when
 //!   sent alone, instead of jsonrpsee's bare internal error.
 
@@ -25,6 +26,7 @@ use hyper::body::Bytes;
 use jsonrpsee::server::HttpBody;
 use serde_json::{Value, json};
 
+use crate::rpc::envelope::{self, IdProblem};
 use crate::rpc::error::{INTERNAL, add_type};
 use crate::rpc::wire::Typed;
 
@@ -131,18 +133,17 @@ impl<B: Body<Data = Bytes> + Unpin> Body for TapBody<B> {
 pub struct RequestBody(Arc<Mutex<Vec<Bytes>>>);
 
 impl RequestBody {
-    /// Whether the body is one request object whose `id` jsonrpsee cannot read: anything but
-    /// a string, a non-negative integer or `null`. jsonrpsee takes such a request for a
-    /// notification (which has no `id`) and would run it without answering.
-    pub fn has_unreadable_id(&self) -> bool {
-        match serde_json::from_slice::<Value>(&recorded(&self.0)) {
-            Ok(Value::Object(request)) => match request.get("id") {
-                None | Some(Value::Null | Value::String(_)) => false,
-                Some(Value::Number(n)) => !n.is_u64(),
-                Some(_) => true,
-            },
-            _ => false,
-        }
+    /// The problem with the `id` of a body that is one request object (`rpc::envelope`).
+    pub fn id_problem(&self) -> Option<IdProblem> {
+        envelope::id_problem(&recorded(&self.0))
+    }
+
+    /// The problems with the `id`s in a batch body, by position (`rpc::envelope`).
+    pub fn batch_id_problems(&self) -> Vec<(usize, IdProblem)> {
+        envelope::batch_id_problems(&recorded(&self.0))
+            .into_iter()
+            .map(|(i, _, problem)| (i, problem))
+            .collect()
     }
 }
 

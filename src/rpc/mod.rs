@@ -3,6 +3,7 @@
 //! line here that parses its params and calls one function of `api`.
 
 pub mod auth;
+pub mod envelope;
 pub mod error;
 pub mod http;
 mod subscription;

@@ -2,8 +2,10 @@
 //! - errors that jsonrpsee makes itself (an unknown method, say) get the `data.type` of
 //!   rpc.md, like the errors of our own handlers;
 //! - notifications (requests without an id) run, as JSON-RPC 2.0 says, and get no answer
-//!   (jsonrpsee alone drops them unrun); over HTTP a request whose id jsonrpsee could not
-//!   read, which it passes on as a notification, is refused instead;
+//!   (jsonrpsee alone drops them unrun); a request whose id jsonrpsee could not read, which
+//!   it passes on as a notification, is refused instead (over HTTP found in the body, alone
+//!   or in a batch). This layer comes before `rpc::auth`, so it sees a batch whole, and a
+//!   notification it runs is checked by `rpc::auth` as a call;
 //! - every single-call response it has seen is marked [`Typed`], so the HTTP shim
 //!   (`rpc::http`) passes it through without reading its body. Batch answers are left to
 //!   the shim, which types errors inside them.
@@ -11,11 +13,12 @@
 use std::future::Future;
 
 use jsonrpsee::server::middleware::rpc::{
-    Batch, BatchEntry, MethodResponse, Notification, Request, RpcServiceT,
+    Batch, BatchEntry, BatchEntryErr, MethodResponse, Notification, Request, RpcServiceT,
 };
 use jsonrpsee::types::{ErrorObjectOwned, Id};
 use serde_json::Value;
 
+use crate::rpc::envelope::IdProblem;
 use crate::rpc::error::{INTERNAL, add_type, invalid_request};
 use crate::rpc::http::RequestBody;
 
@@ -138,13 +141,31 @@ where
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
         async move {
+            // An element whose id jsonrpsee could not read comes as a notification; over
+            // HTTP the body says which (by position: jsonrpsee makes one entry per element,
+            // in order, and no layer before this one drops any).
+            let bad_ids = batch
+                .iter()
+                .find_map(|entry| match entry {
+                    Ok(BatchEntry::Notification(n)) => n.extensions().get::<RequestBody>(),
+                    _ => None,
+                })
+                .map(RequestBody::batch_id_problems)
+                .unwrap_or_default();
             // Notifications run here (their answers are dropped); the rest is answered as
             // a batch.
             let mut rest = Vec::new();
             let mut notifications = Vec::new();
-            for entry in batch.into_iter() {
+            for (i, entry) in batch.into_iter().enumerate() {
                 match entry {
-                    Ok(BatchEntry::Notification(n)) => notifications.push(n),
+                    Ok(BatchEntry::Notification(n)) => {
+                        match bad_ids.iter().find(|(at, _)| *at == i) {
+                            Some((_, problem)) => {
+                                rest.push(Err(BatchEntryErr::new(Id::Null, bad_id(*problem))))
+                            }
+                            None => notifications.push(n),
+                        }
+                    }
                     other => rest.push(other),
                 }
             }
@@ -170,21 +191,25 @@ where
             // Over HTTP the body tells a request with an unreadable id from a notification;
             // the request is refused, not run unanswered. (A WebSocket message cannot be
             // told apart here: jsonrpsee keeps it to itself.)
-            if extensions
+            if let Some(problem) = extensions
                 .get::<RequestBody>()
-                .is_some_and(RequestBody::has_unreadable_id)
+                .and_then(RequestBody::id_problem)
             {
-                let message = "must be a string, a non-negative integer or null";
-                let error = invalid_request(
-                    format!("invalid request: `id` {message}"),
-                    Some(serde_json::json!([{ "field": "id", "message": message }])),
-                );
-                return typed(MethodResponse::error(Id::Null, error), Id::Null);
+                return typed(MethodResponse::error(Id::Null, bad_id(problem)), Id::Null);
             }
             run_notification(&inner, n).await;
             MethodResponse::notification().with_extensions(extensions)
         }
     }
+}
+
+/// The refusal of a request whose `id` cannot be read (`rpc::envelope`).
+fn bad_id(problem: IdProblem) -> ErrorObjectOwned {
+    let message = problem.message();
+    invalid_request(
+        format!("invalid request: `id` {message}; nothing was run"),
+        Some(serde_json::json!([{ "field": "id", "message": message }])),
+    )
 }
 
 /// Runs a notification as a call and drops its answer.

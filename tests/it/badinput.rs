@@ -93,34 +93,95 @@ async fn request_ids_of_every_valid_kind_are_echoed_back() {
     }
 }
 
+/// Requests, each writing user `{prefix}-{i}`, whose `id` jsonrpsee cannot read: JSON-RPC
+/// allows any number as an id, jsonrpsee reads only unsigned integers (and serde_json no
+/// number beyond f64, `1e400`), and an `id` given twice fails jsonrpsee's request shape.
+/// Each would run as a notification if not refused. Returns (body, user).
+fn requests_with_unreadable_ids(prefix: &str) -> Vec<(String, String)> {
+    let identify = |i: usize, id: &str| {
+        let user = format!("{prefix}-{i}");
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"users.identify","params":{{"user_id":"{user}"}}}}"#
+        );
+        (body, user)
+    };
+    let mut requests: Vec<_> = [r#"{"a":1}"#, "[1]", "true", "1.5", "1e300", "-1", "1e400"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| identify(i, id))
+        .collect();
+    for (i, ids) in [r#"1,"id":2"#, r#""a","\u0069d":"a""#]
+        .into_iter()
+        .enumerate()
+    {
+        requests.push(identify(100 + i, ids));
+    }
+    requests
+}
+
+/// Asserts one answer is the refusal of a request with an unreadable `id`.
+fn assert_refused_id(answer: &Value) {
+    let e = RpcError::split(answer.clone()).expect_err("an invalid request, not a notification");
+    e.assert(-32600, "invalid_request");
+    assert_eq!(e.fields(), ["id"], "{answer}");
+    assert_eq!(answer["id"], Value::Null, "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_with_an_id_of_the_wrong_type_are_refused_and_not_run() {
     let d = Daemon::start().await;
-    // JSON-RPC allows any number as an id; jsonrpsee reads only unsigned integers.
-    for (i, id) in [
-        json!({ "a": 1 }),
-        json!([1]),
-        json!(true),
-        json!(1.5),
-        json!(1e300),
-        json!(-1),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let user = format!("bad-id-{i}");
-        let body = json!({ "jsonrpc": "2.0", "id": id, "method": "users.identify",
-                           "params": { "user_id": user } });
-        let response = post(&d, body.to_string()).await;
-        let e =
-            RpcError::split(response.clone()).expect_err("an invalid request, not a notification");
-        e.assert(-32600, "invalid_request");
-        assert_eq!(e.fields(), ["id"], "{response}");
-        assert_eq!(response["id"], Value::Null, "{response}");
+    for (body, user) in requests_with_unreadable_ids("bad-id") {
+        let response = post(&d, body.clone()).await;
+        assert_refused_id(&response);
         d.call_err("users.get", json!({ "user_id": user }))
             .await
             .assert(-32001, "not_found");
     }
+}
+
+/// In a batch each such request gets its refusal in place, while the calls and true
+/// notifications beside it run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_unreadable_ids_in_a_batch_are_refused_in_place() {
+    let d = Daemon::start().await;
+    let bad = requests_with_unreadable_ids("batch-bad");
+    let mut items = vec![
+        r#"{"jsonrpc":"2.0","id":"first","method":"daemon.ping"}"#.to_string(),
+        r#"{"jsonrpc":"2.0","method":"users.identify","params":{"user_id":"notified"}}"#
+            .to_string(),
+    ];
+    items.extend(bad.iter().map(|(body, _)| body.clone()));
+    let response = d
+        .http()
+        .await
+        .post_json(format!("[{}]", items.join(",")))
+        .await;
+    let Some(Value::Array(answers)) = response.json.clone() else {
+        panic!("a batch answer: {:?}", response.body);
+    };
+    // The ping, then one refusal per bad request; the notification is not answered.
+    assert_eq!(answers.len(), 1 + bad.len(), "{answers:?}");
+    assert_eq!(answers[0]["result"], "pong");
+    answers[1..].iter().for_each(assert_refused_id);
+    for (_, user) in &bad {
+        d.call_err("users.get", json!({ "user_id": user }))
+            .await
+            .assert(-32001, "not_found");
+    }
+    d.call("users.get", json!({ "user_id": "notified" })).await;
+    // A batch of bad requests only is answered too, not taken for notifications.
+    let only_bad: Vec<_> = bad.iter().map(|(body, _)| body.clone()).collect();
+    let response = d
+        .http()
+        .await
+        .post_json(format!("[{}]", only_bad.join(",")))
+        .await;
+    let Some(Value::Array(answers)) = response.json.clone() else {
+        panic!("a batch answer: {:?}", response.body);
+    };
+    assert_eq!(answers.len(), bad.len());
+    answers.iter().for_each(assert_refused_id);
+    assert_eq!(d.counts().await["users"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
