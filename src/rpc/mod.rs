@@ -8,6 +8,7 @@ pub mod error;
 pub mod http;
 mod subscription;
 pub mod wire;
+pub mod ws;
 
 use std::sync::Arc;
 

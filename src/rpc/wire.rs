@@ -4,7 +4,8 @@
 //! - notifications (requests without an id) run, as JSON-RPC 2.0 says, and get no answer
 //!   (jsonrpsee alone drops them unrun); a request whose id jsonrpsee could not read, which
 //!   it passes on as a notification, is refused instead (over HTTP found in the body, alone
-//!   or in a batch). This layer comes before `rpc::auth`, so it sees a batch whole, and a
+//!   or in a batch; over WebSocket `rpc::ws` has put a [`REFUSED`] call in its place). This
+//!   layer comes before `rpc::auth`, so it sees a batch whole, and a
 //!   notification it runs is checked by `rpc::auth` as a call;
 //! - every single-call response it has seen is marked [`Typed`], so the HTTP shim
 //!   (`rpc::http`) passes it through without reading its body. Batch answers are left to
@@ -17,10 +18,12 @@ use jsonrpsee::server::middleware::rpc::{
 };
 use jsonrpsee::types::{ErrorObjectOwned, Id};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::rpc::envelope::IdProblem;
-use crate::rpc::error::{INTERNAL, add_type, invalid_request};
+use crate::rpc::error::{INTERNAL, add_type, invalid_request, oversized};
 use crate::rpc::http::RequestBody;
+use crate::rpc::ws::{REFUSED, Refusal};
 
 /// The service a middleware layer of ours wraps: jsonrpsee's RPC service with every
 /// response a `MethodResponse`, shareable across tasks. Both layers (`wire`, `rpc::auth`)
@@ -125,7 +128,12 @@ where
         let inner = self.inner.clone();
         let id = req.id.clone().into_owned();
         let websocket_error = needs_websocket(req.method_name());
+        // A message `rpc::ws` refused stands here as a call; it is answered, not run.
+        let refused = (req.method_name() == REFUSED).then(|| refusal(&req.params));
         async move {
+            if let Some(error) = refused {
+                return typed(MethodResponse::error(id.clone(), error), id);
+            }
             let response = inner.call(req).await;
             // Over plain HTTP jsonrpsee refuses a subscription with a bare internal error;
             // say what is wrong instead. (In a batch the HTTP shim does the same.)
@@ -165,6 +173,9 @@ where
                             }
                             None => notifications.push(n),
                         }
+                    }
+                    Ok(BatchEntry::Call(req)) if req.method_name() == REFUSED => {
+                        rest.push(Err(BatchEntryErr::new(req.id, refusal(&req.params))));
                     }
                     other => rest.push(other),
                 }
@@ -212,6 +223,15 @@ fn bad_id(problem: IdProblem) -> ErrorObjectOwned {
     )
 }
 
+/// The answer to a message `rpc::ws` refused: what its [`REFUSED`] call names.
+fn refusal(params: &Option<std::borrow::Cow<'_, RawValue>>) -> ErrorObjectOwned {
+    match Refusal::from_params(params.as_ref().map(|p| p.get())) {
+        Some(Refusal::Id(problem)) => bad_id(problem),
+        Some(Refusal::TooLarge(limit)) => oversized("the WebSocket message", limit),
+        None => invalid_request(format!("invalid request: {REFUSED} is not a method"), None),
+    }
+}
+
 /// Runs a notification as a call and drops its answer.
 async fn run_notification<S>(inner: &S, n: Notification<'_>)
 where
@@ -224,5 +244,33 @@ where
     let response = inner.call(req).await;
     if response.is_error() {
         tracing::debug!(response = response.as_json().get(), "a notification failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::error::LIMIT_EXCEEDED;
+
+    /// jsonrpsee's own error past 1024 subscriptions on one WebSocket comes out as rpc.md's
+    /// `limit_exceeded`, not as its -32006 (`workflow_not_found`'s code) typed internal.
+    #[test]
+    fn too_many_subscriptions_is_limit_exceeded() {
+        let error = jsonrpsee::types::error::reject_too_many_subscriptions(1024);
+        let response = typed(MethodResponse::error(Id::Number(7), error), Id::Number(7));
+        let answer: Value = serde_json::from_str(response.as_json().get()).expect("JSON");
+        assert_eq!(answer["id"], 7);
+        assert_eq!(answer["error"]["code"], LIMIT_EXCEEDED);
+        assert_eq!(answer["error"]["data"]["type"], "limit_exceeded");
+        assert_eq!(
+            answer["error"]["data"]["errors"][0]["field"], "subscriptions",
+            "{answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("1024")),
+            "{answer}"
+        );
     }
 }

@@ -665,3 +665,75 @@ async fn a_broken_chunked_body_is_a_client_error() {
     e.assert(-32700, "parse_error");
     d.assert_alive().await;
 }
+
+/// Over WebSocket too, a request whose `id` cannot be read is refused and runs nothing,
+/// alone or in a batch (prefsd reads each message before jsonrpsee does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_requests_with_unreadable_ids_are_refused_alone_and_in_batches() {
+    let d = Daemon::start().await;
+    let mut ws = d.raw_ws().await;
+    let bad = requests_with_unreadable_ids("ws-bad");
+    for (body, _) in &bad {
+        ws.send_text(body).await;
+        assert_refused_id(&ws.recv_json().await);
+    }
+    let batch = format!(
+        r#"[{{"jsonrpc":"2.0","id":"first","method":"daemon.ping"}},{}]"#,
+        bad.iter()
+            .map(|(body, _)| body.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    ws.send_text(&batch).await;
+    let Value::Array(answers) = ws.recv_json().await else {
+        panic!("a batch answer");
+    };
+    assert_eq!(answers.len(), 1 + bad.len(), "{answers:?}");
+    assert_eq!(answers[0]["result"], "pong");
+    answers[1..].iter().for_each(assert_refused_id);
+    // The connection goes on serving.
+    ws.assert_serving().await;
+    assert_eq!(d.counts().await["users"], 0);
+}
+
+/// A WebSocket message over `limits.max_request_bytes` is answered like an oversize HTTP
+/// body, with rpc.md's `limit_exceeded`, and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_websocket_message_is_limit_exceeded() {
+    let d = Daemon::start_with(&[("prefsd.toml", crate::support::SMALL_LIMITS_TOML)]).await;
+    let mut ws = d.raw_ws().await;
+    let properties = json!({ "blob": "x".repeat(70_000) });
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "users.identify",
+                       "params": { "user_id": "big", "properties": properties } });
+    ws.send_text(&body.to_string()).await;
+    let answer = ws.recv_json().await;
+    let e = RpcError::split(answer.clone()).expect_err("too large");
+    e.assert(-32004, "limit_exceeded");
+    assert_eq!(e.fields(), ["body"], "{answer}");
+    ws.assert_serving().await;
+    assert_eq!(d.counts().await["users"], 0);
+}
+
+/// RFC 6455 §5.1: a server closes the connection on a client frame that is not masked.
+/// The message in it does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmasked_websocket_frame_closes_the_connection() {
+    let d = Daemon::start().await;
+    let mut ws = d.raw_ws().await;
+    ws.assert_serving().await;
+    let identify =
+        r#"{"jsonrpc":"2.0","id":2,"method":"users.identify","params":{"user_id":"unmasked"}}"#;
+    ws.send_frame(0x1, identify.as_bytes(), false).await;
+    // At most a close frame, then the end of the connection: no answer.
+    loop {
+        match ws.recv().await {
+            None => break,
+            Some((0x8, _)) => continue,
+            Some(frame) => panic!("an answer to an unmasked frame: {frame:?}"),
+        }
+    }
+    d.call_err("users.get", json!({ "user_id": "unmasked" }))
+        .await
+        .assert(-32001, "not_found");
+    d.assert_alive().await;
+}
