@@ -153,7 +153,10 @@ enum Phase {
     },
     /// Frames, checked one way and passed through the other.
     Frames,
-    /// Refused: the connection is closing.
+    /// The client broke the framing: nothing more is read from it, and jsonrpsee's last
+    /// frames (answers in flight, its close frame) still go out.
+    Failed,
+    /// jsonrpsee refused the upgrade: the connection is closing.
     Closed,
 }
 
@@ -200,7 +203,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Frames<T> {
                 *reader = Some(cx.waker().clone());
                 Poll::Pending
             }
-            Phase::Closed => Poll::Ready(Ok(())),
+            Phase::Closed | Phase::Failed => Poll::Ready(Ok(())),
             Phase::Frames => loop {
                 if this.decoder.write_out(buf) {
                     return Poll::Ready(Ok(()));
@@ -216,7 +219,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Frames<T> {
                     Poll::Ready(Ok(())) => {
                         if let Err(e) = this.decoder.decode(read.filled()) {
                             tracing::debug!(error = %e, "WebSocket closed: a frame broke RFC 6455");
-                            this.phase = Phase::Closed;
+                            this.phase = Phase::Failed;
                             return Poll::Ready(Err(e));
                         }
                     }
@@ -262,7 +265,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Frames<T> {
                 };
                 Poll::Ready(Ok(data.len()))
             }
-            Phase::Frames => Pin::new(&mut this.client).poll_write(cx, data),
+            Phase::Frames | Phase::Failed => Pin::new(&mut this.client).poll_write(cx, data),
             Phase::Closed => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
         }
     }
@@ -270,7 +273,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Frames<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match this.phase {
-            Phase::Frames => Pin::new(&mut this.client).poll_flush(cx),
+            Phase::Frames | Phase::Failed => Pin::new(&mut this.client).poll_flush(cx),
             _ => Poll::Ready(Ok(())),
         }
     }
