@@ -737,3 +737,51 @@ async fn an_unmasked_websocket_frame_closes_the_connection() {
         .assert(-32001, "not_found");
     d.assert_alive().await;
 }
+
+/// Past 1024 live subscriptions on one WebSocket, jsonrpsee refuses with its own -32006
+/// (the code of `workflow_not_found`); clients see rpc.md's `limit_exceeded` instead.
+/// Subscriptions stay live here because the client does not read: each one waits to send
+/// its first message, holding its place, once the socket and jsonrpsee's buffer are full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_past_the_limit_are_limit_exceeded() {
+    const CALLS: usize = 4000;
+    let d = Daemon::start().await;
+    let op = d
+        .call(
+            "users.bulkSetPreferences",
+            json!({ "user_ids": ["u1"], "preferences": { "workflows": { "x": true } } }),
+        )
+        .await;
+    let id = op["id"].as_str().expect("a job id").to_string();
+    crate::support::wait_for("the job to complete", || {
+        let d = &d;
+        let id = id.clone();
+        async move {
+            let job = d.call("bulkOperations.get", json!({ "id": id })).await;
+            (job["status"] == "completed").then_some(())
+        }
+    })
+    .await;
+    let mut ws = d.raw_ws().await;
+    for i in 0..CALLS {
+        let call = json!({ "jsonrpc": "2.0", "id": i, "method": "bulkOperations.subscribe",
+                           "params": { "id": id } });
+        ws.send_text(&call.to_string()).await;
+    }
+    let mut answers = 0;
+    let mut over_limit = 0;
+    while answers < CALLS {
+        let message = ws.recv_json().await;
+        if message.get("id").is_none() {
+            continue; // a subscription's notification
+        }
+        answers += 1;
+        if let Err(e) = RpcError::split(message.clone()) {
+            e.assert(-32004, "limit_exceeded");
+            assert_eq!(e.fields(), ["subscriptions"], "{message}");
+            over_limit += 1;
+        }
+    }
+    assert!(over_limit > 0, "no call was over the limit");
+    assert!(over_limit < CALLS - 1024, "{over_limit} refused");
+}
