@@ -41,7 +41,8 @@
 //! - `auth`: who may call what — the `Caller` from peer credentials, secret keys and user
 //!   tokens, and `authorize`; pure, applied by the RPC middleware `rpc::auth` before dispatch.
 //! - `rpc`: the JSON-RPC surface — method table, params parsing, the one error mapping,
-//!   HTTP shims, the bulk progress subscription.
+//!   HTTP shims, the envelope check (`id`s jsonrpsee cannot read), the WebSocket framing
+//!   read before jsonrpsee's (`rpc::ws`), the bulk progress subscription.
 //! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown.
 //! - `sched`: the scheduler hint (short time slices) for the threads that serve requests,
 //!   and the allocator's purge delay.
@@ -78,6 +79,8 @@
 //! - Only `server` spawns long-lived tasks (connections, config watcher, SIGHUP, bulk
 //!   worker); each is tracked in one `TaskTracker`, cancelled by one token and awaited
 //!   before `server::run` returns. The bulk worker wakes on a `Notify`, never on a poll.
+//!   (`rpc::ws` spawns one short task per WebSocket upgrade, as jsonrpsee does: it ends once
+//!   jsonrpsee has taken the connection, or the client has gone.)
 //! - `unsafe` appears only in `sched` (two system calls, getpriority and sched_setattr,
 //!   mimalloc's option setter, and its getter in a test) and in `main`'s one call of the
 //!   `unsafe fn` `sched::return_freed_memory_sooner`, before any other thread exists.
@@ -123,6 +126,15 @@
 //! - The config watch follows the directory's path, not the directory first found there:
 //!   one replaced by a rename is watched anew, and while the path is missing its parent is
 //!   watched (entries other than the config directory ignored) until one is back.
+//! - A request whose `id` jsonrpsee cannot read (any number but a non-negative integer, an
+//!   object, `id` given twice) is refused with `invalid_request`, `id: null`, and not run,
+//!   on every transport and inside batches; JSON-RPC allows any number as an id, but running
+//!   it unanswered, as jsonrpsee would, is worse than refusing it.
+//! - A key given twice anywhere in params is `invalid_params` naming the key's path
+//!   (`preferences.__persistence_strategy__`); a repeated params field names the field.
+//! - A WebSocket message over `limits.max_request_bytes` is answered `limit_exceeded`
+//!   (field `body`, `id: null`) and the connection stays open; a 1025th live subscription
+//!   on one connection is `limit_exceeded` (field `subscriptions`).
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.

@@ -73,15 +73,16 @@ pub async fn run(
                 .build(),
         )
         // Every call is checked before dispatch (access.md); the HTTP middleware, which
-        // carries the peer's uid, is set per connection below.
+        // carries the peer's uid, is set per connection below. The wire layer comes first:
+        // it must see a batch whole to refuse its unreadable ids by position.
         .set_rpc_middleware(
             RpcServiceBuilder::new()
+                .layer(WireLayer)
                 .layer(AuthLayer::new(
                     ctx.config.clone(),
                     crate::auth::env_secret_keys(),
                     own_uid().context("reading the daemon's own uid")?,
-                ))
-                .layer(WireLayer),
+                )),
         )
         .to_service_builder();
     let json_layer = JsonLayer {
@@ -463,7 +464,11 @@ async fn reload_on_sighup(
 /// (nobody listening) is replaced; a live daemon on the path is an error, and its socket is
 /// left alone.
 pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
-    parent_must_exist(path, "socket", "`socket` in prefsd.toml or --socket")?;
+    parent_must_exist(
+        path,
+        "binding the socket",
+        "`socket` in prefsd.toml or --socket",
+    )?;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         // Only a socket is ever replaced: a typo in --socket must not delete a file.
         use std::os::unix::fs::FileTypeExt as _;
@@ -521,7 +526,7 @@ fn temp_name(path: &Path) -> PathBuf {
 /// Fails, saying what to do, when the directory that is to hold `path` (the socket, the
 /// database) does not exist, rather than with the error of whatever first tries to create
 /// a file in it (a private temporary directory, or SQLite's "unable to open" three times).
-fn parent_must_exist(path: &Path, what: &str, setting: &str) -> anyhow::Result<()> {
+fn parent_must_exist(path: &Path, doing: &str, setting: &str) -> anyhow::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -530,7 +535,8 @@ fn parent_must_exist(path: &Path, what: &str, setting: &str) -> anyhow::Result<(
         return Ok(());
     }
     anyhow::bail!(
-        "the {what}'s directory {} does not exist; create it, or choose another path with {setting}",
+        "{doing} {}: its directory {} does not exist; create it, or choose another path with {setting}",
+        path.display(),
         shown(parent).display()
     )
 }
@@ -629,7 +635,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     };
     parent_must_exist(
         &settings.database,
-        "database",
+        "opening the database",
         "`database` in prefsd.toml or --database",
     )?;
     // Opening checks the whole file (about a second per GB) before the socket appears:

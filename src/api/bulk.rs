@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::Error;
 use crate::api::recipients::check_size;
-use crate::api::{Context, Errors, FieldPath};
+use crate::api::{Context, Errors, FieldPath, strict};
 use crate::jobs::{Payload, SET_PREFERENCES};
 use crate::model::{DEFAULT_SET, PreferenceSetRequest, Strategy};
 use crate::store::time::now;
@@ -39,6 +39,7 @@ pub fn operation_json(job: &JobRow) -> Value {
 pub struct BulkSetParams {
     pub user_ids: Option<Vec<String>>,
     pub preference_set: Option<String>,
+    #[serde(default, deserialize_with = "strict::value")]
     pub preferences: Option<Value>,
     pub idempotency_key: Option<String>,
 }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::Error;
 use crate::api::recipients::{parse_inline_sets, write_inline};
 use crate::api::tenants::TenantWrite;
-use crate::api::{Context, Errors, FieldPath, Json};
+use crate::api::{Context, Errors, FieldPath, Json, strict};
 use crate::config::Config;
 use crate::eval::{self, Entity};
 use crate::model::{
@@ -30,11 +30,17 @@ use crate::store::{Cache, EvaluationInputs, Read, TenantRow, Ticket, View};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateParams {
+    #[serde(default, deserialize_with = "strict::value")]
     pub workflow: Option<Value>,
+    #[serde(default, deserialize_with = "strict::value")]
     pub channels: Option<Value>,
+    #[serde(default, deserialize_with = "strict::value")]
     pub recipients: Option<Value>,
+    #[serde(default, deserialize_with = "strict::value")]
     pub tenant: Option<Value>,
+    #[serde(default, deserialize_with = "strict::value")]
     pub data: Option<Value>,
+    #[serde(default, deserialize_with = "strict::value")]
     pub actor: Option<Value>,
     pub now: Option<String>,
 }

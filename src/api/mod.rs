@@ -11,6 +11,7 @@ pub mod bulk;
 pub mod daemon;
 pub mod evaluate;
 pub mod recipients;
+pub mod strict;
 pub mod tenants;
 
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::api::{Context, Deleted, Errors, merge_properties};
+use crate::api::{Context, Deleted, Errors, merge_properties, strict};
 use crate::config::Config;
 use crate::model::{
     DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind, Strategy,
@@ -67,7 +67,7 @@ pub fn recipient_key(
 /// Declares a params struct for a method shared by users and objects: the three
 /// recipient-naming fields plus the method's own, unknown fields refused.
 macro_rules! recipient_params {
-    ($(#[$meta:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -75,7 +75,7 @@ macro_rules! recipient_params {
             pub user_id: Option<String>,
             pub collection: Option<String>,
             pub object_id: Option<String>,
-            $(pub $field: $ty,)*
+            $($(#[$fmeta])* pub $field: $ty,)*
         }
 
         impl $name {
@@ -106,7 +106,12 @@ fn not_found(key: &RecipientKey) -> Error {
     }
 }
 
-recipient_params!(IdentifyParams { properties: Option<Map<String, Value>>, preferences: Option<Map<String, Value>>, });
+recipient_params!(IdentifyParams {
+    #[serde(default, deserialize_with = "strict::object")]
+    properties: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "strict::object")]
+    preferences: Option<Map<String, Value>>,
+});
 
 /// Inline preferences: set id → write request, merged (preferences.md §3).
 pub fn parse_inline_sets(
@@ -361,7 +366,11 @@ async fn stored_for_read(
     Ok((inputs, row))
 }
 
-recipient_params!(SetPreferencesParams { preference_set: Option<String>, preferences: Option<Value>, });
+recipient_params!(SetPreferencesParams {
+    preference_set: Option<String>,
+    #[serde(default, deserialize_with = "strict::value")]
+    preferences: Option<Value>,
+});
 
 /// Refuses a set larger than `limits.max_preference_set_bytes` of JSON.
 pub fn check_size(set: &PreferenceSet, max: usize, field: &str) -> Result<(), Error> {

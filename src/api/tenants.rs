@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::Error;
 use crate::api::recipients::check_size;
-use crate::api::{Context, Deleted, Errors, merge_properties};
+use crate::api::{Context, Deleted, Errors, merge_properties, strict};
 use crate::model::{PreferenceSetRequest, SetKind, Strategy};
 use crate::resolve::{LayerId, Stack};
 use crate::store::TenantRow;
@@ -44,6 +44,7 @@ pub struct SetParams {
     /// Absent keeps the name; `null` clears it.
     #[serde(default, deserialize_with = "present")]
     pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "strict::object")]
     pub properties: Option<Map<String, Value>>,
     pub settings: Option<SettingsParams>,
 }
@@ -52,7 +53,7 @@ pub struct SetParams {
 #[serde(deny_unknown_fields)]
 pub struct SettingsParams {
     /// Absent keeps the stored default; `null` removes it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "strict::present_value")]
     pub preference_set: Option<Option<Value>>,
 }
 

@@ -129,27 +129,56 @@ pub fn type_of_code(code: i64) -> &'static str {
 /// jsonrpsee's code for an oversized request.
 const OVERSIZED_REQUEST: i64 = -32007;
 
+/// jsonrpsee's code for a subscription past its limit per connection (the same number as
+/// `workflow_not_found`, which always carries its `data.type`).
+const TOO_MANY_SUBSCRIPTIONS: i64 = -32006;
+
+/// `limit_exceeded` for a request (`what`: "the request body", "the WebSocket message")
+/// larger than `limits.max_request_bytes`.
+pub fn oversized(what: &str, max_request_bytes: u32) -> ErrorObjectOwned {
+    let message =
+        format!("{what} is larger than limits.max_request_bytes ({max_request_bytes} bytes)");
+    object(
+        LIMIT_EXCEEDED,
+        format!("limit exceeded: {message}"),
+        json!({ "type": "limit_exceeded", "errors": [{ "field": "body", "message": message }] }),
+    )
+}
+
 /// Gives an error response that jsonrpsee produced itself the vocabulary of rpc.md: a
 /// `data.type` from its code, clearer messages for parse errors and invalid requests, and
-/// `limit_exceeded` for an oversized body (`max_request_bytes` names the limit).
+/// `limit_exceeded` for jsonrpsee's own limits: an oversized body (`max_request_bytes` names
+/// the limit) and too many subscriptions on one WebSocket.
 pub fn add_type(response: &mut Value, max_request_bytes: u32) {
     let Some(error) = response.get_mut("error").and_then(Value::as_object_mut) else {
         return;
     };
     let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
-    if code == OVERSIZED_REQUEST {
-        let message = format!(
-            "the request body is larger than limits.max_request_bytes ({max_request_bytes} bytes)"
-        );
-        error.insert("code".into(), json!(LIMIT_EXCEEDED));
-        error.insert(
-            "message".into(),
-            json!(format!("limit exceeded: {message}")),
-        );
-        error.insert(
-            "data".into(),
-            json!({ "type": "limit_exceeded", "errors": [{ "field": "body", "message": message }] }),
-        );
+    let typed = error.get("data").and_then(|d| d.get("type")).is_some();
+    let limit = match code {
+        OVERSIZED_REQUEST => Some(oversized("the request body", max_request_bytes)),
+        TOO_MANY_SUBSCRIPTIONS if !typed => {
+            // jsonrpsee says "Exceeded max limit of N".
+            let detail = error
+                .get("data")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let message = format!(
+                "too many subscriptions on this WebSocket ({}); unsubscribe or open another",
+                detail.trim_start_matches("Exceeded max limit of ").trim()
+            );
+            Some(object(
+                LIMIT_EXCEEDED,
+                format!("limit exceeded: {message}"),
+                json!({ "type": "limit_exceeded", "errors": [{ "field": "subscriptions", "message": message }] }),
+            ))
+        }
+        _ => None,
+    };
+    if let Some(limit) = limit
+        && let Ok(Value::Object(limit)) = serde_json::to_value(limit)
+    {
+        *error = limit;
         return;
     }
     let message = match code {

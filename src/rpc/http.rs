@@ -8,7 +8,10 @@
 //!   UTF-8 included) is a parse error, JSON that is not a request object (`42`) an invalid
 //!   request. jsonrpsee guesses from whether an `id` can be read, which gets both wrong;
 //! - the body travels to the RPC middleware ([`RequestBody`]), which refuses a request whose
-//!   `id` jsonrpsee could not read instead of running it as a notification;
+//!   `id` jsonrpsee could not read (alone or in a batch) instead of running it as a
+//!   notification;
+//! - a WebSocket upgrade is answered by `rpc::ws`, which reads the client's frames before
+//!   jsonrpsee does;
 //! - in a batch, a subscription method (which needs a WebSocket) is told so, as it is when
 //!   sent alone, instead of jsonrpsee's bare internal error.
 
@@ -21,12 +24,14 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use jsonrpsee::server::HttpBody;
 use serde_json::{Value, json};
 
+use crate::rpc::envelope::{self, IdProblem};
 use crate::rpc::error::{INTERNAL, add_type};
 use crate::rpc::wire::Typed;
+use crate::rpc::ws;
 
 #[derive(Clone, Copy, Debug)]
 pub struct JsonLayer {
@@ -49,13 +54,32 @@ pub struct JsonService<S> {
     max_request_bytes: u32,
 }
 
-impl<S, B> tower::Service<Request<B>> for JsonService<S>
-where
-    B: Body<Data = Bytes> + Unpin,
-    S: tower::Service<Request<TapBody<B>>, Response = Response<HttpBody>> + Send,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+/// jsonrpsee's HTTP service for one connection, as the shims here and `rpc::ws` call it.
+pub trait Jsonrpsee:
+    tower::Service<
+        Request<TapBody<Incoming>>,
+        Response = Response<HttpBody>,
+        Future: Send + 'static,
+        Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static
 {
+}
+
+impl<S> Jsonrpsee for S where
+    S: tower::Service<
+            Request<TapBody<Incoming>>,
+            Response = Response<HttpBody>,
+            Future: Send + 'static,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+impl<S: Jsonrpsee> tower::Service<Request<Incoming>> for JsonService<S> {
     type Response = Response<HttpBody>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Response<HttpBody>, S::Error>> + Send>>;
@@ -64,7 +88,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        if let Some(accepted) = ws::accept(&req) {
+            let response = ws::upgrade(req, accepted, self.inner.clone(), self.max_request_bytes);
+            return Box::pin(async move { Ok(response) });
+        }
         if req.method() == Method::POST {
             let is_json = req
                 .headers()
@@ -96,6 +124,16 @@ where
 pub struct TapBody<B> {
     inner: B,
     seen: Arc<Mutex<Vec<Bytes>>>,
+}
+
+impl<B> TapBody<B> {
+    /// A body that records nothing anyone reads (a WebSocket upgrade's).
+    pub fn new(inner: B) -> TapBody<B> {
+        TapBody {
+            inner,
+            seen: Arc::default(),
+        }
+    }
 }
 
 impl<B: Body<Data = Bytes> + Unpin> Body for TapBody<B> {
@@ -131,18 +169,17 @@ impl<B: Body<Data = Bytes> + Unpin> Body for TapBody<B> {
 pub struct RequestBody(Arc<Mutex<Vec<Bytes>>>);
 
 impl RequestBody {
-    /// Whether the body is one request object whose `id` jsonrpsee cannot read: anything but
-    /// a string, a non-negative integer or `null`. jsonrpsee takes such a request for a
-    /// notification (which has no `id`) and would run it without answering.
-    pub fn has_unreadable_id(&self) -> bool {
-        match serde_json::from_slice::<Value>(&recorded(&self.0)) {
-            Ok(Value::Object(request)) => match request.get("id") {
-                None | Some(Value::Null | Value::String(_)) => false,
-                Some(Value::Number(n)) => !n.is_u64(),
-                Some(_) => true,
-            },
-            _ => false,
-        }
+    /// The problem with the `id` of a body that is one request object (`rpc::envelope`).
+    pub fn id_problem(&self) -> Option<IdProblem> {
+        envelope::id_problem(&recorded(&self.0))
+    }
+
+    /// The problems with the `id`s in a batch body, by position (`rpc::envelope`).
+    pub fn batch_id_problems(&self) -> Vec<(usize, IdProblem)> {
+        envelope::batch_id_problems(&recorded(&self.0))
+            .into_iter()
+            .map(|(i, _, problem)| (i, problem))
+            .collect()
     }
 }
 

@@ -9,10 +9,12 @@
 //! that is the only second pass.
 
 pub mod auth;
+pub mod envelope;
 pub mod error;
 pub mod http;
 mod subscription;
 pub mod wire;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -159,6 +161,16 @@ fn field_error(path: &str, message: &str) -> (String, String) {
             join(name)
         };
         return (field, format!("unknown param{expected}"));
+    }
+    // A key given twice (a params field: serde's "duplicate field"; a key inside a JSON
+    // value: `api::strict`) is named by its path; the error is raised in the object
+    // holding it, so the path ends there.
+    for prefix in ["duplicate field ", crate::api::strict::DUPLICATE_KEY] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some(name) = quoted(rest)
+        {
+            return (join(name), "is given more than once".into());
+        }
     }
     let field = if path == "." || path.is_empty() {
         "params".to_string()

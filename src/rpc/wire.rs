@@ -2,8 +2,11 @@
 //! - errors that jsonrpsee makes itself (an unknown method, say) get the `data.type` of
 //!   rpc.md, like the errors of our own handlers;
 //! - notifications (requests without an id) run, as JSON-RPC 2.0 says, and get no answer
-//!   (jsonrpsee alone drops them unrun); over HTTP a request whose id jsonrpsee could not
-//!   read, which it passes on as a notification, is refused instead;
+//!   (jsonrpsee alone drops them unrun); a request whose id jsonrpsee could not read, which
+//!   it passes on as a notification, is refused instead (over HTTP found in the body, alone
+//!   or in a batch; over WebSocket `rpc::ws` has put a [`REFUSED`] call in its place). This
+//!   layer comes before `rpc::auth`, so it sees a batch whole, and a
+//!   notification it runs is checked by `rpc::auth` as a call;
 //! - every single-call response it has seen is marked [`Typed`], so the HTTP shim
 //!   (`rpc::http`) passes it through without reading its body. Batch answers are left to
 //!   the shim, which types errors inside them.
@@ -11,13 +14,16 @@
 use std::future::Future;
 
 use jsonrpsee::server::middleware::rpc::{
-    Batch, BatchEntry, MethodResponse, Notification, Request, RpcServiceT,
+    Batch, BatchEntry, BatchEntryErr, MethodResponse, Notification, Request, RpcServiceT,
 };
 use jsonrpsee::types::{ErrorObjectOwned, Id};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::rpc::error::{INTERNAL, add_type, invalid_request};
+use crate::rpc::envelope::IdProblem;
+use crate::rpc::error::{INTERNAL, add_type, invalid_request, oversized};
 use crate::rpc::http::RequestBody;
+use crate::rpc::ws::{REFUSED, Refusal};
 
 /// The service a middleware layer of ours wraps: jsonrpsee's RPC service with every
 /// response a `MethodResponse`, shareable across tasks. Both layers (`wire`, `rpc::auth`)
@@ -122,7 +128,12 @@ where
         let inner = self.inner.clone();
         let id = req.id.clone().into_owned();
         let websocket_error = needs_websocket(req.method_name());
+        // A message `rpc::ws` refused stands here as a call; it is answered, not run.
+        let refused = (req.method_name() == REFUSED).then(|| refusal(&req.params));
         async move {
+            if let Some(error) = refused {
+                return typed(MethodResponse::error(id.clone(), error), id);
+            }
             let response = inner.call(req).await;
             // Over plain HTTP jsonrpsee refuses a subscription with a bare internal error;
             // say what is wrong instead. (In a batch the HTTP shim does the same.)
@@ -138,13 +149,34 @@ where
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
         async move {
+            // An element whose id jsonrpsee could not read comes as a notification; over
+            // HTTP the body says which (by position: jsonrpsee makes one entry per element,
+            // in order, and no layer before this one drops any).
+            let bad_ids = batch
+                .iter()
+                .find_map(|entry| match entry {
+                    Ok(BatchEntry::Notification(n)) => n.extensions().get::<RequestBody>(),
+                    _ => None,
+                })
+                .map(RequestBody::batch_id_problems)
+                .unwrap_or_default();
             // Notifications run here (their answers are dropped); the rest is answered as
             // a batch.
             let mut rest = Vec::new();
             let mut notifications = Vec::new();
-            for entry in batch.into_iter() {
+            for (i, entry) in batch.into_iter().enumerate() {
                 match entry {
-                    Ok(BatchEntry::Notification(n)) => notifications.push(n),
+                    Ok(BatchEntry::Notification(n)) => {
+                        match bad_ids.iter().find(|(at, _)| *at == i) {
+                            Some((_, problem)) => {
+                                rest.push(Err(BatchEntryErr::new(Id::Null, bad_id(*problem))))
+                            }
+                            None => notifications.push(n),
+                        }
+                    }
+                    Ok(BatchEntry::Call(req)) if req.method_name() == REFUSED => {
+                        rest.push(Err(BatchEntryErr::new(req.id, refusal(&req.params))));
+                    }
                     other => rest.push(other),
                 }
             }
@@ -170,20 +202,33 @@ where
             // Over HTTP the body tells a request with an unreadable id from a notification;
             // the request is refused, not run unanswered. (A WebSocket message cannot be
             // told apart here: jsonrpsee keeps it to itself.)
-            if extensions
+            if let Some(problem) = extensions
                 .get::<RequestBody>()
-                .is_some_and(RequestBody::has_unreadable_id)
+                .and_then(RequestBody::id_problem)
             {
-                let message = "must be a string, a non-negative integer or null";
-                let error = invalid_request(
-                    format!("invalid request: `id` {message}"),
-                    Some(serde_json::json!([{ "field": "id", "message": message }])),
-                );
-                return typed(MethodResponse::error(Id::Null, error), Id::Null);
+                return typed(MethodResponse::error(Id::Null, bad_id(problem)), Id::Null);
             }
             run_notification(&inner, n).await;
             MethodResponse::notification().with_extensions(extensions)
         }
+    }
+}
+
+/// The refusal of a request whose `id` cannot be read (`rpc::envelope`).
+fn bad_id(problem: IdProblem) -> ErrorObjectOwned {
+    let message = problem.message();
+    invalid_request(
+        format!("invalid request: `id` {message}; nothing was run"),
+        Some(serde_json::json!([{ "field": "id", "message": message }])),
+    )
+}
+
+/// The answer to a message `rpc::ws` refused: what its [`REFUSED`] call names.
+fn refusal(params: &Option<std::borrow::Cow<'_, RawValue>>) -> ErrorObjectOwned {
+    match Refusal::from_params(params.as_ref().map(|p| p.get())) {
+        Some(Refusal::Id(problem)) => bad_id(problem),
+        Some(Refusal::TooLarge(limit)) => oversized("the WebSocket message", limit),
+        None => invalid_request(format!("invalid request: {REFUSED} is not a method"), None),
     }
 }
 
@@ -199,5 +244,33 @@ where
     let response = inner.call(req).await;
     if response.is_error() {
         tracing::debug!(response = response.as_json().get(), "a notification failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::error::LIMIT_EXCEEDED;
+
+    /// jsonrpsee's own error past 1024 subscriptions on one WebSocket comes out as rpc.md's
+    /// `limit_exceeded`, not as its -32006 (`workflow_not_found`'s code) typed internal.
+    #[test]
+    fn too_many_subscriptions_is_limit_exceeded() {
+        let error = jsonrpsee::types::error::reject_too_many_subscriptions(1024);
+        let response = typed(MethodResponse::error(Id::Number(7), error), Id::Number(7));
+        let answer: Value = serde_json::from_str(response.as_json().get()).expect("JSON");
+        assert_eq!(answer["id"], 7);
+        assert_eq!(answer["error"]["code"], LIMIT_EXCEEDED);
+        assert_eq!(answer["error"]["data"]["type"], "limit_exceeded");
+        assert_eq!(
+            answer["error"]["data"]["errors"][0]["field"], "subscriptions",
+            "{answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("1024")),
+            "{answer}"
+        );
     }
 }

@@ -93,34 +93,95 @@ async fn request_ids_of_every_valid_kind_are_echoed_back() {
     }
 }
 
+/// Requests, each writing user `{prefix}-{i}`, whose `id` jsonrpsee cannot read: JSON-RPC
+/// allows any number as an id, jsonrpsee reads only unsigned integers (and serde_json no
+/// number beyond f64, `1e400`), and an `id` given twice fails jsonrpsee's request shape.
+/// Each would run as a notification if not refused. Returns (body, user).
+fn requests_with_unreadable_ids(prefix: &str) -> Vec<(String, String)> {
+    let identify = |i: usize, id: &str| {
+        let user = format!("{prefix}-{i}");
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"users.identify","params":{{"user_id":"{user}"}}}}"#
+        );
+        (body, user)
+    };
+    let mut requests: Vec<_> = [r#"{"a":1}"#, "[1]", "true", "1.5", "1e300", "-1", "1e400"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| identify(i, id))
+        .collect();
+    for (i, ids) in [r#"1,"id":2"#, r#""a","\u0069d":"a""#]
+        .into_iter()
+        .enumerate()
+    {
+        requests.push(identify(100 + i, ids));
+    }
+    requests
+}
+
+/// Asserts one answer is the refusal of a request with an unreadable `id`.
+fn assert_refused_id(answer: &Value) {
+    let e = RpcError::split(answer.clone()).expect_err("an invalid request, not a notification");
+    e.assert(-32600, "invalid_request");
+    assert_eq!(e.fields(), ["id"], "{answer}");
+    assert_eq!(answer["id"], Value::Null, "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_with_an_id_of_the_wrong_type_are_refused_and_not_run() {
     let d = Daemon::start().await;
-    // JSON-RPC allows any number as an id; jsonrpsee reads only unsigned integers.
-    for (i, id) in [
-        json!({ "a": 1 }),
-        json!([1]),
-        json!(true),
-        json!(1.5),
-        json!(1e300),
-        json!(-1),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let user = format!("bad-id-{i}");
-        let body = json!({ "jsonrpc": "2.0", "id": id, "method": "users.identify",
-                           "params": { "user_id": user } });
-        let response = post(&d, body.to_string()).await;
-        let e =
-            RpcError::split(response.clone()).expect_err("an invalid request, not a notification");
-        e.assert(-32600, "invalid_request");
-        assert_eq!(e.fields(), ["id"], "{response}");
-        assert_eq!(response["id"], Value::Null, "{response}");
+    for (body, user) in requests_with_unreadable_ids("bad-id") {
+        let response = post(&d, body.clone()).await;
+        assert_refused_id(&response);
         d.call_err("users.get", json!({ "user_id": user }))
             .await
             .assert(-32001, "not_found");
     }
+}
+
+/// In a batch each such request gets its refusal in place, while the calls and true
+/// notifications beside it run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_unreadable_ids_in_a_batch_are_refused_in_place() {
+    let d = Daemon::start().await;
+    let bad = requests_with_unreadable_ids("batch-bad");
+    let mut items = vec![
+        r#"{"jsonrpc":"2.0","id":"first","method":"daemon.ping"}"#.to_string(),
+        r#"{"jsonrpc":"2.0","method":"users.identify","params":{"user_id":"notified"}}"#
+            .to_string(),
+    ];
+    items.extend(bad.iter().map(|(body, _)| body.clone()));
+    let response = d
+        .http()
+        .await
+        .post_json(format!("[{}]", items.join(",")))
+        .await;
+    let Some(Value::Array(answers)) = response.json.clone() else {
+        panic!("a batch answer: {:?}", response.body);
+    };
+    // The ping, then one refusal per bad request; the notification is not answered.
+    assert_eq!(answers.len(), 1 + bad.len(), "{answers:?}");
+    assert_eq!(answers[0]["result"], "pong");
+    answers[1..].iter().for_each(assert_refused_id);
+    for (_, user) in &bad {
+        d.call_err("users.get", json!({ "user_id": user }))
+            .await
+            .assert(-32001, "not_found");
+    }
+    d.call("users.get", json!({ "user_id": "notified" })).await;
+    // A batch of bad requests only is answered too, not taken for notifications.
+    let only_bad: Vec<_> = bad.iter().map(|(body, _)| body.clone()).collect();
+    let response = d
+        .http()
+        .await
+        .post_json(format!("[{}]", only_bad.join(",")))
+        .await;
+    let Some(Value::Array(answers)) = response.json.clone() else {
+        panic!("a batch answer: {:?}", response.body);
+    };
+    assert_eq!(answers.len(), bad.len());
+    answers.iter().for_each(assert_refused_id);
+    assert_eq!(d.counts().await["users"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +213,7 @@ async fn duplicate_keys_bad_escapes_and_numbers_out_of_range_are_invalid_params(
     let cases: [(&str, &str); 6] = [
         (
             r#"{"jsonrpc":"2.0","id":1,"method":"users.get","params":{"user_id":"a","user_id":"b"}}"#,
-            "params",
+            "user_id",
         ),
         (
             r#"{"jsonrpc":"2.0","id":1,"method":"users.identify","params":{"user_id":"\ud800"}}"#,
@@ -181,6 +242,100 @@ async fn duplicate_keys_bad_escapes_and_numbers_out_of_range_are_invalid_params(
         e.assert_invalid(field);
     }
     assert_eq!(d.counts().await["users"], 0);
+}
+
+/// serde_json keeps the last of two equal keys; params refuse them at any depth, naming the
+/// key, so a repeated `__persistence_strategy__` cannot turn a merge into a replace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_keys_inside_preferences_and_properties_are_refused() {
+    let d = Daemon::start().await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "u1", "properties": { "plan": "pro" } }),
+    )
+    .await;
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preferences": { "workflows": { "w1": false } } }),
+    )
+    .await;
+    let before = d
+        .call("users.getPreferences", json!({ "user_id": "u1" }))
+        .await;
+    let user_before = d.call("users.get", json!({ "user_id": "u1" })).await;
+    let call = |method: &str, params: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#)
+    };
+    let cases = [
+        (
+            call(
+                "users.setPreferences",
+                r#"{"user_id":"u1","preferences":{"__persistence_strategy__":"merge","__persistence_strategy__":"replace","workflows":{"w2":true}}}"#,
+            ),
+            "preferences.__persistence_strategy__",
+        ),
+        (
+            call(
+                "users.setPreferences",
+                r#"{"user_id":"u1","preferences":{"workflows":{"w1":true,"w1":false}}}"#,
+            ),
+            "preferences.workflows.w1",
+        ),
+        (
+            call(
+                "users.identify",
+                r#"{"user_id":"u1","properties":{"plan":"free","plan":"pro"}}"#,
+            ),
+            "properties.plan",
+        ),
+        (
+            call(
+                "users.identify",
+                r#"{"user_id":"u1","preferences":{"default":{"categories":{"c":true,"c":false}}}}"#,
+            ),
+            "preferences.default.categories.c",
+        ),
+        (
+            call(
+                "tenants.set",
+                r#"{"tenant_id":"t1","properties":{"a":1,"\u0061":2}}"#,
+            ),
+            "properties.a",
+        ),
+        (
+            call(
+                "preferences.evaluate",
+                r#"{"workflow":"w1","recipients":[{"id":"u1","properties":{"x":1,"x":2}}]}"#,
+            ),
+            "recipients[0].properties.x",
+        ),
+        (
+            call(
+                "users.bulkSetPreferences",
+                r#"{"user_ids":["u1"],"preferences":{"workflows":{},"workflows":{}}}"#,
+            ),
+            "preferences.workflows",
+        ),
+    ];
+    for (body, field) in cases {
+        let response = post(&d, body.clone()).await;
+        let e = RpcError::split(response).expect_err(&body);
+        e.assert_invalid(field);
+    }
+    assert_eq!(
+        d.call("users.getPreferences", json!({ "user_id": "u1" }))
+            .await,
+        before
+    );
+    assert_eq!(
+        d.call("users.get", json!({ "user_id": "u1" })).await,
+        user_before
+    );
+    assert_eq!(d.counts().await["tenants"], 0);
+    assert_eq!(
+        d.call("bulkOperations.list", json!({})).await["items"],
+        json!([])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,4 +664,124 @@ async fn a_broken_chunked_body_is_a_client_error() {
     let e = RpcError::split(serde_json::from_str(&body).expect("a JSON body")).expect_err(&body);
     e.assert(-32700, "parse_error");
     d.assert_alive().await;
+}
+
+/// Over WebSocket too, a request whose `id` cannot be read is refused and runs nothing,
+/// alone or in a batch (prefsd reads each message before jsonrpsee does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_requests_with_unreadable_ids_are_refused_alone_and_in_batches() {
+    let d = Daemon::start().await;
+    let mut ws = d.raw_ws().await;
+    let bad = requests_with_unreadable_ids("ws-bad");
+    for (body, _) in &bad {
+        ws.send_text(body).await;
+        assert_refused_id(&ws.recv_json().await);
+    }
+    let batch = format!(
+        r#"[{{"jsonrpc":"2.0","id":"first","method":"daemon.ping"}},{}]"#,
+        bad.iter()
+            .map(|(body, _)| body.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    ws.send_text(&batch).await;
+    let Value::Array(answers) = ws.recv_json().await else {
+        panic!("a batch answer");
+    };
+    assert_eq!(answers.len(), 1 + bad.len(), "{answers:?}");
+    assert_eq!(answers[0]["result"], "pong");
+    answers[1..].iter().for_each(assert_refused_id);
+    // The connection goes on serving.
+    ws.assert_serving().await;
+    assert_eq!(d.counts().await["users"], 0);
+}
+
+/// A WebSocket message over `limits.max_request_bytes` is answered like an oversize HTTP
+/// body, with rpc.md's `limit_exceeded`, and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_websocket_message_is_limit_exceeded() {
+    let d = Daemon::start_with(&[("prefsd.toml", crate::support::SMALL_LIMITS_TOML)]).await;
+    let mut ws = d.raw_ws().await;
+    let properties = json!({ "blob": "x".repeat(70_000) });
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "users.identify",
+                       "params": { "user_id": "big", "properties": properties } });
+    ws.send_text(&body.to_string()).await;
+    let answer = ws.recv_json().await;
+    let e = RpcError::split(answer.clone()).expect_err("too large");
+    e.assert(-32004, "limit_exceeded");
+    assert_eq!(e.fields(), ["body"], "{answer}");
+    ws.assert_serving().await;
+    assert_eq!(d.counts().await["users"], 0);
+}
+
+/// RFC 6455 §5.1: a server closes the connection on a client frame that is not masked.
+/// The message in it does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmasked_websocket_frame_closes_the_connection() {
+    let d = Daemon::start().await;
+    let mut ws = d.raw_ws().await;
+    ws.assert_serving().await;
+    let identify =
+        r#"{"jsonrpc":"2.0","id":2,"method":"users.identify","params":{"user_id":"unmasked"}}"#;
+    ws.send_frame(0x1, identify.as_bytes(), false).await;
+    // At most a close frame, then the end of the connection: no answer.
+    loop {
+        match ws.recv().await {
+            None => break,
+            Some((0x8, _)) => continue,
+            Some(frame) => panic!("an answer to an unmasked frame: {frame:?}"),
+        }
+    }
+    d.call_err("users.get", json!({ "user_id": "unmasked" }))
+        .await
+        .assert(-32001, "not_found");
+    d.assert_alive().await;
+}
+
+/// Past 1024 live subscriptions on one WebSocket, jsonrpsee refuses with its own -32006
+/// (the code of `workflow_not_found`); clients see rpc.md's `limit_exceeded` instead.
+/// Subscriptions stay live here because the client does not read: each one waits to send
+/// its first message, holding its place, once the socket and jsonrpsee's buffer are full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_past_the_limit_are_limit_exceeded() {
+    const CALLS: usize = 4000;
+    let d = Daemon::start().await;
+    let op = d
+        .call(
+            "users.bulkSetPreferences",
+            json!({ "user_ids": ["u1"], "preferences": { "workflows": { "x": true } } }),
+        )
+        .await;
+    let id = op["id"].as_str().expect("a job id").to_string();
+    crate::support::wait_for("the job to complete", || {
+        let d = &d;
+        let id = id.clone();
+        async move {
+            let job = d.call("bulkOperations.get", json!({ "id": id })).await;
+            (job["status"] == "completed").then_some(())
+        }
+    })
+    .await;
+    let mut ws = d.raw_ws().await;
+    for i in 0..CALLS {
+        let call = json!({ "jsonrpc": "2.0", "id": i, "method": "bulkOperations.subscribe",
+                           "params": { "id": id } });
+        ws.send_text(&call.to_string()).await;
+    }
+    let mut answers = 0;
+    let mut over_limit = 0;
+    while answers < CALLS {
+        let message = ws.recv_json().await;
+        if message.get("id").is_none() {
+            continue; // a subscription's notification
+        }
+        answers += 1;
+        if let Err(e) = RpcError::split(message.clone()) {
+            e.assert(-32004, "limit_exceeded");
+            assert_eq!(e.fields(), ["subscriptions"], "{message}");
+            over_limit += 1;
+        }
+    }
+    assert!(over_limit > 0, "no call was over the limit");
+    assert!(over_limit < CALLS - 1024, "{over_limit} refused");
 }

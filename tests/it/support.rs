@@ -232,6 +232,11 @@ impl Daemon {
         HttpConn::connect(&self.socket).await
     }
 
+    /// A raw WebSocket, upgraded and ready for frames.
+    pub async fn raw_ws(&self) -> RawWs {
+        RawWs::connect(&self.socket).await
+    }
+
     /// Calls a method over HTTP; `Value::Null` params are omitted.
     pub async fn try_call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
         let mut request = json!({ "jsonrpc": "2.0", "id": 1, "method": method });
@@ -583,4 +588,133 @@ pub fn preference_set(id: &str, sections: Value) -> Value {
         out[key] = value.clone();
     }
     out
+}
+
+/// A WebSocket spoken frame by frame, for what a well-behaved client never sends.
+pub struct RawWs {
+    stream: UnixStream,
+    /// Bytes read past the handshake's answer.
+    buffer: Vec<u8>,
+}
+
+/// A frame from the daemon: its opcode and payload.
+pub type WsFrame = (u8, Vec<u8>);
+
+impl RawWs {
+    pub async fn connect(socket: &Path) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = UnixStream::connect(socket).await.expect("connecting");
+        stream
+            .write_all(
+                b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+                  sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            )
+            .await
+            .expect("sending the upgrade");
+        let mut buffer = Vec::new();
+        let end = loop {
+            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(TIMEOUT, stream.read(&mut chunk))
+                .await
+                .expect("the upgrade answered in time")
+                .expect("reading the upgrade's answer");
+            assert!(n > 0, "closed during the upgrade: {buffer:?}");
+            buffer.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "the accept key of RFC 6455's example: {head}"
+        );
+        buffer.drain(..end);
+        RawWs { stream, buffer }
+    }
+
+    /// Sends one frame, FIN set; `masked` as a client must (RFC 6455 §5.1), or not.
+    pub async fn send_frame(&mut self, opcode: u8, payload: &[u8], masked: bool) {
+        use tokio::io::AsyncWriteExt;
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![0x80 | opcode];
+        let bit = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => frame.push(bit | n as u8),
+            n if n <= usize::from(u16::MAX) => {
+                frame.push(bit | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(bit | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            frame.extend_from_slice(&mask);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        // The daemon may close as soon as it has read a header it refuses.
+        let _ = self.stream.write_all(&frame).await;
+    }
+
+    /// Sends a text message in one masked frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_frame(0x1, text.as_bytes(), true).await;
+    }
+
+    /// The next frame, or `None` once the daemon has closed the connection.
+    pub async fn recv(&mut self) -> Option<WsFrame> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some((frame, used)) = server_frame(&self.buffer) {
+                self.buffer.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 8192];
+            let read = tokio::time::timeout(TIMEOUT, self.stream.read(&mut chunk))
+                .await
+                .expect("a frame or the end of the connection in time");
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Fails the test unless the connection still answers `daemon.ping`.
+    pub async fn assert_serving(&mut self) {
+        self.send_text(r#"{"jsonrpc":"2.0","id":"ping","method":"daemon.ping"}"#)
+            .await;
+        assert_eq!(self.recv_json().await["result"], "pong");
+    }
+
+    /// The next text message, as JSON.
+    pub async fn recv_json(&mut self) -> Value {
+        match self.recv().await {
+            Some((0x1, text)) => serde_json::from_slice(&text).expect("a JSON message"),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// An unmasked frame from the start of `bytes` and its length, if it is all there.
+fn server_frame(bytes: &[u8]) -> Option<(WsFrame, usize)> {
+    let opcode = bytes.first()? & 0x0F;
+    let (len, at) = match bytes.get(1)? & 0x7F {
+        126 => (
+            usize::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)),
+            4,
+        ),
+        127 => (
+            usize::try_from(u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?)).ok()?,
+            10,
+        ),
+        n => (usize::from(n), 2),
+    };
+    let payload = bytes.get(at..at + len)?;
+    Some(((opcode, payload.to_vec()), at + len))
 }
