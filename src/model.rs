@@ -172,7 +172,8 @@ pub enum SetKind {
     /// A user's or object's own set: no `__strategy__`.
     Recipient,
     /// The environment default or a tenant default: `__strategy__: "replace"` allowed on
-    /// `channel_types`, `channels` and workflow or category settings.
+    /// `channel_types`, `channels` and workflow or category settings (and `"merge"`, which
+    /// is dropped: it means "not locked").
     Default,
 }
 
@@ -647,7 +648,9 @@ impl Validator {
         }
     }
 
-    /// `__strategy__` on a node that may be locked.
+    /// `__strategy__` on a node that may be locked: `"replace"` is kept; `"merge"`, which
+    /// means "not locked" (§4.3), is accepted and dropped, so that a merge write of it onto a
+    /// locked node removes the lock and reads never echo it.
     fn strategy(&mut self, value: &Value, field: &str) -> Option<Value> {
         if self.kind == SetKind::Recipient {
             self.err(
@@ -656,11 +659,13 @@ impl Validator {
             );
             return None;
         }
-        if value.as_str() == Some("replace") {
-            Some(value.clone())
-        } else {
-            self.err(field, "must be \"replace\"");
-            None
+        match value.as_str() {
+            Some("replace") => Some(value.clone()),
+            Some("merge") => None,
+            _ => {
+                self.err(field, "must be \"replace\" or \"merge\"");
+                None
+            }
         }
     }
 

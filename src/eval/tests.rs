@@ -9,8 +9,8 @@
 //!   `expected`: one decision per channel, `{type, id, send, reason}`.
 //! - `validate`: `set_kind` (`recipient` | `default`), `input`; `expected`: `{"ok": set}` or
 //!   `{"errors": [{field, message?}]}` (a missing `message` is not compared).
-//! - `write`: `stored`?, `request`, `default_strategy`? (`replace` | `merge`); `expected` as
-//!   for `validate`.
+//! - `write`: `set_kind`? (as for `validate`; default `recipient`), `stored`?, `request`,
+//!   `default_strategy`? (`replace` | `merge`); `expected` as for `validate`.
 //! - `effective`: `environment`?, `tenant_default`?, `recipient_sets`?, `tenant`?; `expected`:
 //!   the response-shaped effective set.
 
@@ -110,25 +110,20 @@ fn matches(expected: &Value, actual: &Value) -> bool {
 fn run(case: &Value) -> Result<Value, String> {
     match case["kind"].as_str() {
         Some("evaluate") => evaluate(case),
-        Some("validate") => {
-            let kind = match case["set_kind"].as_str() {
-                Some("default") => SetKind::Default,
-                _ => SetKind::Recipient,
-            };
-            Ok(outcome(PreferenceSet::parse(
-                &case["input"],
-                kind,
-                "preferences",
-            )))
-        }
+        Some("validate") => Ok(outcome(PreferenceSet::parse(
+            &case["input"],
+            set_kind(case),
+            "preferences",
+        ))),
         Some("write") => {
-            let stored = optional_set(case, "stored", SetKind::Recipient)?;
+            let kind = set_kind(case);
+            let stored = optional_set(case, "stored", kind)?;
             let strategy = match case["default_strategy"].as_str() {
                 Some("merge") => Strategy::Merge,
                 _ => Strategy::Replace,
             };
             let result = PreferenceSetRequest::parse(&case["request"], strategy, "preferences")
-                .and_then(|req| req.apply(stored.as_ref(), SetKind::Recipient, "preferences"));
+                .and_then(|req| req.apply(stored.as_ref(), kind, "preferences"));
             Ok(outcome(result))
         }
         Some("effective") => {
@@ -137,6 +132,15 @@ fn run(case: &Value) -> Result<Value, String> {
             Ok(sets.stack().effective().to_response(&set_id))
         }
         other => Err(format!("unknown kind {other:?}")),
+    }
+}
+
+/// The case's `set_kind`: `default` for the environment or a tenant default, else a
+/// recipient's set.
+fn set_kind(case: &Value) -> SetKind {
+    match case["set_kind"].as_str() {
+        Some("default") => SetKind::Default,
+        _ => SetKind::Recipient,
     }
 }
 

@@ -1,0 +1,84 @@
+//! Knock's documented semantics that prefsd once answered differently (issue 23), through
+//! the socket: unlocking with `"__strategy__": "merge"`, channel settings that must carry
+//! conditions, the `tenant.settings.preferences` alias and the `run` namespace.
+
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, preference_set};
+
+/// The only decision of a one-recipient, one-channel evaluation: `(send, reason)`.
+async fn decide(d: &Daemon, params: Value) -> (bool, Value) {
+    let result = d.call("preferences.evaluate", params).await;
+    let channels = result["results"][0]["channels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no channels: {result}"));
+    assert_eq!(channels.len(), 1, "{result}");
+    let send = channels[0]["send"].as_bool().expect("send is a bool");
+    (send, channels[0]["reason"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strategy_merge_on_a_locked_tenant_default_node_unlocks_it() {
+    let d = Daemon::start().await;
+    d.call(
+        "tenants.set",
+        json!({ "tenant_id": "t1", "settings": { "preference_set": {
+            "channel_types": { "__strategy__": "replace", "email": false } } } }),
+    )
+    .await;
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preference_set": "t1",
+                "preferences": { "channel_types": { "email": true } } }),
+    )
+    .await;
+    let evaluate = json!({ "workflow": "w", "recipients": ["u1"], "tenant": "t1",
+                           "channels": [{ "type": "email" }] });
+    let read = json!({ "user_id": "u1", "tenant": "t1" });
+
+    // Locked: the tenant's false wins over the user's true.
+    let (send, reason) = decide(&d, evaluate.clone()).await;
+    assert!(!send, "{reason}");
+    assert_eq!(reason["layer"], "tenant:t1");
+    let locked = d.call("users.getPreferences", read.clone()).await;
+    assert_eq!(
+        locked["channel_types"],
+        json!({ "__strategy__": "replace", "email": false, "sms": false })
+    );
+
+    // Knock's way to remove the lock: merge `"__strategy__": "merge"` onto the node.
+    let tenant = d
+        .call(
+            "tenants.set",
+            json!({ "tenant_id": "t1", "settings": { "preference_set": {
+                "channel_types": { "__strategy__": "merge" } } } }),
+        )
+        .await;
+    assert_eq!(
+        tenant["settings"]["preference_set"],
+        preference_set("t1", json!({ "channel_types": { "email": false } })),
+        "the lock is gone, the value stays, and \"merge\" is not echoed"
+    );
+    let (send, reason) = decide(&d, evaluate).await;
+    assert!(send, "the user's own choice applies again: {reason}");
+    let unlocked = d.call("users.getPreferences", read).await;
+    // The environment default of the test config turns sms off.
+    assert_eq!(
+        unlocked["channel_types"],
+        json!({ "email": true, "sms": false })
+    );
+    let stored = d.call("tenants.get", json!({ "tenant_id": "t1" })).await;
+    assert_eq!(
+        stored["settings"]["preference_set"]["channel_types"],
+        json!({ "email": false })
+    );
+
+    // A recipient may not write a strategy at all, "merge" included.
+    d.call_err(
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preferences": {
+            "channel_types": { "__strategy__": "merge", "email": true } } }),
+    )
+    .await
+    .assert_invalid("preferences.channel_types.__strategy__");
+}
