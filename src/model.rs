@@ -773,7 +773,9 @@ impl Validator {
         (!value.is_null()).then(|| self.toggle(value, field))
     }
 
-    /// A bool, or `{ "conditions": [...] }`.
+    /// A bool, or `{ "conditions": [...] }`. Unlike a workflow or category setting, the
+    /// object must carry its list (§2, as in Knock's schema): `{}` would be stored and echoed
+    /// in a shape Knock's SDKs reject.
     fn toggle(&mut self, value: &Value, path: &str) -> Value {
         match value {
             Value::Bool(b) => Value::Bool(*b),
@@ -789,6 +791,17 @@ impl Validator {
                     } else {
                         self.err(&field, "unknown key; expected conditions");
                     }
+                }
+                // An unknown key has its error already; this one is for what normalises
+                // to `{}`: `{}`, `{"conditions": null}`, any keys that are all `null`.
+                let unknown_key = map
+                    .iter()
+                    .any(|(key, value)| key != "conditions" && !value.is_null());
+                if !out.contains_key("conditions") && !unknown_key {
+                    self.err(
+                        path,
+                        "an object here must carry conditions, a list of conditions",
+                    );
                 }
                 Value::Object(out)
             }

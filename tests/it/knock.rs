@@ -82,3 +82,77 @@ async fn strategy_merge_on_a_locked_tenant_default_node_unlocks_it() {
     .await
     .assert_invalid("preferences.channel_types.__strategy__");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_settings_without_a_conditions_list_are_refused_and_nothing_is_written() {
+    let d = Daemon::start().await;
+    let refused = [
+        (
+            json!({ "channel_types": { "email": {} } }),
+            "preferences.channel_types.email",
+        ),
+        (
+            json!({ "channel_types": { "push": { "conditions": null } } }),
+            "preferences.channel_types.push",
+        ),
+        (
+            json!({ "channels": { "ch1": {} } }),
+            "preferences.channels.ch1",
+        ),
+        (
+            json!({ "commercial_subscribed": {} }),
+            "preferences.commercial_subscribed",
+        ),
+        (
+            json!({ "categories": { "c": { "channel_types": { "sms": {} } } } }),
+            "preferences.categories.c.channel_types.sms",
+        ),
+    ];
+    for (preferences, field) in refused {
+        let err = d
+            .call_err(
+                "users.setPreferences",
+                json!({ "user_id": "u1", "preferences": preferences }),
+            )
+            .await;
+        err.assert_invalid(field);
+        assert!(
+            err.data["errors"]
+                .to_string()
+                .contains("must carry conditions"),
+            "the error says what is missing: {err:?}"
+        );
+    }
+    assert_eq!(
+        d.counts().await,
+        json!({ "users": 0, "objects": 0, "tenants": 0, "preference_sets": 0 }),
+        "nothing was written"
+    );
+
+    // A tenant default is held to the same shape.
+    d.call_err(
+        "tenants.set",
+        json!({ "tenant_id": "t1",
+                "settings": { "preference_set": { "commercial_subscribed": {} } } }),
+    )
+    .await
+    .assert_invalid("settings.preference_set.commercial_subscribed");
+
+    // Workflow and category settings keep their optional keys, and a list may be empty.
+    let stored = d
+        .call(
+            "users.setPreferences",
+            json!({ "user_id": "u1", "preferences": {
+                "workflows": { "w": {} },
+                "channel_types": { "email": { "conditions": [] } } } }),
+        )
+        .await;
+    assert_eq!(
+        stored,
+        preference_set(
+            "default",
+            json!({ "workflows": { "w": {} },
+                    "channel_types": { "email": { "conditions": [] } } })
+        )
+    );
+}
