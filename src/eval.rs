@@ -596,7 +596,7 @@ fn resolve<'v>(variable: &str, ctx: &Context<'v>) -> Option<Cow<'v, Value>> {
         "recipient" => return resolve_entity(&ctx.recipient, segments),
         "actor" => return resolve_entity(ctx.actor.as_ref()?, segments),
         "data" => ctx.data,
-        "tenant" => ctx.tenant,
+        "tenant" => return resolve_tenant(ctx.tenant, segments),
         "vars" => ctx.vars,
         "workflow" => ctx.workflow,
         _ => return None,
@@ -622,6 +622,31 @@ fn resolve_entity<'v, 's>(
             .then(|| Cow::Owned(Value::String(own.to_string())));
     }
     let start = entity.properties.as_object()?.get(first)?;
+    walk(start, &mut segments).map(Cow::Borrowed)
+}
+
+/// The `tenant` namespace (§6.1): `id`, `name`, `properties` and `settings`, with
+/// `settings.preferences` an alias of `settings.preference_set` (Knock's own examples
+/// condition on it), and any other first segment a custom property (`tenant.tier` is
+/// `tenant.properties.tier`), as Knock exposes them.
+fn resolve_tenant<'v, 's>(
+    tenant: &'v Value,
+    mut segments: impl Iterator<Item = &'s str>,
+) -> Option<Cow<'v, Value>> {
+    let tenant = tenant.as_object()?;
+    let first = segments.next()?;
+    let start = match first {
+        "id" | "name" | "properties" => tenant.get(first)?,
+        "settings" => {
+            let settings = tenant.get("settings")?;
+            match segments.next() {
+                None => settings,
+                Some("preferences") => settings.get("preference_set")?,
+                Some(key) => settings.get(key)?,
+            }
+        }
+        custom => tenant.get("properties")?.get(custom)?,
+    };
     walk(start, &mut segments).map(Cow::Borrowed)
 }
 

@@ -1,6 +1,7 @@
 //! Knock's documented semantics that prefsd once answered differently (issue 23), through
 //! the socket: unlocking with `"__strategy__": "merge"`, channel settings that must carry
-//! conditions, the `tenant.settings.preferences` alias and the `run` namespace.
+//! conditions, what the tenant namespace shows (`settings.preferences`, custom properties)
+//! and the `run` namespace.
 
 use serde_json::{Value, json};
 
@@ -155,4 +156,53 @@ async fn channel_settings_without_a_conditions_list_are_refused_and_nothing_is_w
                     "channel_types": { "email": { "conditions": [] } } })
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_read_tenant_settings_preferences_and_custom_properties() {
+    let d = Daemon::start().await;
+    for (tenant, subscribed, tier) in [("t1", false, "free"), ("t2", true, "enterprise")] {
+        d.call(
+            "tenants.set",
+            json!({ "tenant_id": tenant, "properties": { "tier": tier },
+                    "settings": { "preference_set": { "commercial_subscribed": subscribed } } }),
+        )
+        .await;
+    }
+    // Knock's OpenAPI example: commercial_subscribed conditioned on the tenant's default.
+    let condition = |variable: &str, argument: Value| json!({ "conditions": [{ "variable": variable, "operator": "equal_to", "argument": argument }] });
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preferences": {
+            "commercial_subscribed":
+                condition("tenant.settings.preferences.commercial_subscribed", json!(true)) } }),
+    )
+    .await;
+    // With a tenant default, the user's set for that tenant applies (§4.2).
+    for tenant in ["t1", "t2"] {
+        d.call(
+            "users.setPreferences",
+            json!({ "user_id": "u1", "preference_set": tenant, "preferences": {
+                "workflows": { "premium-tips": condition("tenant.tier", json!("enterprise")) } } }),
+        )
+        .await;
+    }
+    let evaluate = |workflow: &str, tenant: &str| {
+        json!({ "workflow": workflow, "recipients": ["u1"], "tenant": tenant,
+                "channels": [{ "type": "email" }] })
+    };
+
+    let (send, reason) = decide(&d, evaluate("newsletter", "t1")).await;
+    assert!(!send, "{reason}");
+    assert_eq!(reason["code"], "commercial_unsubscribed");
+    assert_eq!(reason["condition"]["resolved_variable"], false);
+    let (send, reason) = decide(&d, evaluate("newsletter", "t2")).await;
+    assert!(send, "{reason}");
+
+    // A custom property reads at the top level of the tenant namespace.
+    let (send, reason) = decide(&d, evaluate("premium-tips", "t1")).await;
+    assert!(!send, "{reason}");
+    assert_eq!(reason["condition"]["resolved_variable"], "free");
+    let (send, reason) = decide(&d, evaluate("premium-tips", "t2")).await;
+    assert!(send, "{reason}");
 }
