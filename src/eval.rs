@@ -564,7 +564,9 @@ pub fn check_literal_argument(op: Operator, argument: &Value) -> Result<(), Stri
             format!("{name} needs a list (a JSON array, or a string holding one)")
         }
         ArgumentKind::Time => {
-            format!("{name} needs a time: RFC 3339, unix seconds, or \"<n> <unit> ago|from now\"")
+            format!(
+                "{name} needs a time: RFC 3339, a date (YYYY-MM-DD), unix seconds, or \"<n> <unit> ago|from now\""
+            )
         }
         ArgumentKind::TimeRange => format!("{name} needs a list of two times [start, end]"),
         ArgumentKind::NumberRange => format!("{name} needs a list of two numbers [low, high]"),
@@ -734,8 +736,9 @@ fn is_empty(variable: Option<&Value>) -> bool {
     }
 }
 
-/// A time: RFC 3339, unix seconds (a number or a numeric string), or, when `now` is given
-/// (arguments only), `"<n> <unit> ago"` / `"<n> <unit> from now"`.
+/// A time: RFC 3339, an ISO 8601 date (midnight UTC), unix seconds (a number or a numeric
+/// string), or, when `now` is given (arguments only), `"<n> <unit> ago"` /
+/// `"<n> <unit> from now"`.
 fn timestamp(value: &Value, now: Option<Timestamp>) -> Option<Timestamp> {
     match value {
         Value::Number(n) => from_unix(n.as_f64()?),
@@ -747,10 +750,34 @@ fn timestamp(value: &Value, now: Option<Timestamp>) -> Option<Timestamp> {
             if let Ok(secs) = s.parse::<f64>() {
                 return from_unix(secs);
             }
+            if let Some(t) = date(s) {
+                return Some(t);
+            }
             relative(s, now?)
         }
         _ => None,
     }
+}
+
+/// An ISO 8601 calendar date, `YYYY-MM-DD` exactly, as the instant it begins in UTC
+/// (preferences.md §6.1; Knock's own example is `is_timestamp_between ["2025-01-01",
+/// "2025-12-31"]`). Only the complete form: a date with a time but no offset stays
+/// unreadable, since which instant it names is unknown.
+fn date(s: &str) -> Option<Timestamp> {
+    let b = s.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape {
+        return None;
+    }
+    let day: jiff::civil::Date = s.parse().ok()?;
+    day.to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 fn from_unix(secs: f64) -> Option<Timestamp> {

@@ -112,6 +112,11 @@
 //! - The config watch follows the directory's path, not the directory first found there:
 //!   one replaced by a rename is watched anew, and while the path is missing its parent is
 //!   watched (entries other than the config directory ignored) until one is back.
+//! - A timestamp may be an ISO 8601 date (§6.1) only in its complete extended form
+//!   `YYYY-MM-DD`, midnight UTC; `is_timestamp` holds for one too (§6.2's row names only
+//!   RFC 3339 and unix seconds, §6.1 counts dates among timestamps). A date with a time but
+//!   no offset stays unreadable: which instant it names is unknown. (`20250101` is a number,
+//!   so unix seconds, as before.)
 //! - The WAL is checkpointed by a thread of its own, woken by the writer past 1000 pages,
 //!   not inside a commit; a graceful stop still leaves no WAL behind.
 

@@ -450,7 +450,7 @@ pub enum ArgumentKind {
     Number,
     /// A list: a JSON array or a string holding one.
     List,
-    /// A time: RFC 3339, unix seconds, or relative to now.
+    /// A time: RFC 3339, an ISO 8601 date, unix seconds, or relative to now.
     Time,
     /// A list of two times.
     TimeRange,
