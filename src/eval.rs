@@ -39,6 +39,9 @@ pub struct Context<'a> {
     pub vars: &'a Value,
     /// [`Workflow::to_value`] of the workflow being decided.
     pub workflow: &'a Value,
+    /// The `run` object of the evaluation (Knock's `run.total_activities` and friends of a
+    /// batched run), or `null` without one: every `run.*` path then reads as `""`.
+    pub run: &'a Value,
     /// The keys of the audiences the recipient is a member of.
     pub audiences: &'a [String],
     pub now: Timestamp,
@@ -601,6 +604,7 @@ fn resolve<'v>(variable: &str, ctx: &Context<'v>) -> Option<Cow<'v, Value>> {
         "tenant" => return resolve_tenant(ctx.tenant, segments),
         "vars" => ctx.vars,
         "workflow" => ctx.workflow,
+        "run" => ctx.run,
         _ => return None,
     };
     walk(root, &mut segments).map(Cow::Borrowed)

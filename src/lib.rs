@@ -117,6 +117,9 @@
 //!   RFC 3339 and unix seconds, §6.1 counts dates among timestamps). A date with a time but
 //!   no offset stays unreadable: which instant it names is unknown. (`20250101` is a number,
 //!   so unix seconds, as before.)
+//! - The `run` param of `preferences.evaluate` must be an object when given; its contents
+//!   are not checked (Knock names `total_activities` and `total_actors`; any key reads as
+//!   written). It is not persisted and not part of any cache.
 //! - The WAL is checkpointed by a thread of its own, woken by the writer past 1000 pages,
 //!   not inside a commit; a graceful stop still leaves no WAL behind.
 

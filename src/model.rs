@@ -544,7 +544,15 @@ impl Operator {
 }
 
 /// The namespaces a condition variable or dynamic argument may name (preferences.md §6.1).
-pub const NAMESPACES: [&str; 6] = ["recipient", "actor", "data", "tenant", "vars", "workflow"];
+pub const NAMESPACES: [&str; 7] = [
+    "recipient",
+    "actor",
+    "data",
+    "tenant",
+    "vars",
+    "workflow",
+    "run",
+];
 
 /// A condition, borrowed from a valid set. Building one re-checks the shape, so evaluation
 /// stays total even if it were handed something unvalidated.

@@ -35,6 +35,7 @@ pub struct EvaluateParams {
     pub tenant: Option<Value>,
     pub data: Option<Value>,
     pub actor: Option<Value>,
+    pub run: Option<Value>,
     pub now: Option<String>,
 }
 
@@ -68,6 +69,8 @@ struct Request {
     tenant: Option<TenantWrite>,
     actor: Option<ActorParam>,
     data: Value,
+    /// The `run` object, or `null` without one.
+    run: Value,
     now: jiff::Timestamp,
 }
 
@@ -314,17 +317,8 @@ fn parse(config: &Config, p: EvaluateParams) -> Result<Request, Error> {
     };
     let tenant = p.tenant.as_ref().and_then(|v| parse_tenant(v, &mut errors));
     let actor = p.actor.as_ref().and_then(|v| parse_actor(v, &mut errors));
-    let data = match p.data {
-        None => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v,
-        Some(other) => {
-            errors.push(
-                "data",
-                format!("must be an object, got {}", type_name(&other)),
-            );
-            Value::Null
-        }
-    };
+    let data = object_param(p.data, "data", &mut errors).unwrap_or_else(|| json!({}));
+    let run = object_param(p.run, "run", &mut errors).unwrap_or(Value::Null);
     let now = match &p.now {
         None => jiff::Timestamp::now(),
         Some(s) => s.parse().unwrap_or_else(|_| {
@@ -343,8 +337,24 @@ fn parse(config: &Config, p: EvaluateParams) -> Result<Request, Error> {
         tenant,
         actor,
         data,
+        run,
         now,
     })
+}
+
+/// An optional param that must be an object when given (`data`, `run`).
+fn object_param(value: Option<Value>, field: &str, errors: &mut Errors) -> Option<Value> {
+    match value {
+        None => None,
+        Some(v @ Value::Object(_)) => Some(v),
+        Some(other) => {
+            errors.push(
+                field,
+                format!("must be an object, got {}", type_name(&other)),
+            );
+            None
+        }
+    }
 }
 
 /// The workflow by catalog key, or inline (an inline object overrides the catalog entry).
@@ -733,6 +743,7 @@ fn decide_all(
             tenant: &tenant_value,
             vars: &config.settings.vars,
             workflow: &workflow_value,
+            run: &req.run,
             audiences: &loaded.audiences,
             now: req.now,
         };

@@ -863,6 +863,7 @@ fn check_decisions(
         tenant: &world.tenant,
         vars: &world.vars,
         workflow: &workflow_value,
+        run: &Value::Null,
         audiences: &world.audiences,
         now: world.now,
     };
@@ -1249,6 +1250,7 @@ proptest! {
             tenant: &world.tenant,
             vars: &world.vars,
             workflow: &workflow_value,
+            run: &Value::Null,
             audiences: &world.audiences,
             now: world.now,
         };

@@ -5,7 +5,8 @@
 //! A case has a `kind`:
 //! - `evaluate`: `environment`?, `tenant_default`?, `recipient_sets`? (set id → set),
 //!   `tenant`?, `tenant_object`?, `workflow`, `channels`? (default: all six types),
-//!   `recipient`? (default `{"id": "u1"}`), `actor`?, `data`?, `vars`?, `audiences`?, `now`?;
+//!   `recipient`? (default `{"id": "u1"}`), `actor`?, `data`?, `vars`?, `run`?, `audiences`?,
+//!   `now`?;
 //!   `expected`: one decision per channel, `{type, id, send, reason}`.
 //! - `validate`: `set_kind` (`recipient` | `default`), `input`; `expected`: `{"ok": set}` or
 //!   `{"errors": [{field, message?}]}` (a missing `message` is not compared).
@@ -264,6 +265,7 @@ fn evaluate(case: &Value) -> Result<Value, String> {
         tenant: &tenant_object,
         vars: case.get("vars").unwrap_or(&null),
         workflow: &workflow_value,
+        run: case.get("run").unwrap_or(&null),
         audiences: &audiences,
         now,
     };

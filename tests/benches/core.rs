@@ -261,6 +261,7 @@ impl Fixture {
             tenant: &self.tenant,
             vars: &self.vars,
             workflow: &self.workflow_value,
+            run: &Value::Null,
             audiences: &self.audiences,
             now: self.now,
         }

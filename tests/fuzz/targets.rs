@@ -626,6 +626,7 @@ pub fn evaluate(data: &[u8]) {
         tenant: &tenant_value,
         vars: &vars,
         workflow: &workflow_value,
+        run: &Value::Null,
         audiences: &audiences,
         now,
     };

@@ -206,3 +206,43 @@ async fn conditions_read_tenant_settings_preferences_and_custom_properties() {
     let (send, reason) = decide(&d, evaluate("premium-tips", "t2")).await;
     assert!(send, "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_read_the_run_object_of_the_evaluation() {
+    let d = Daemon::start().await;
+    // Accepted at write time: a batched digest goes out only for enough activity.
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preferences": { "workflows": { "digest": { "conditions": [
+            { "variable": "run.total_activities", "operator": "greater_than_or_equal_to", "argument": 3 },
+            { "variable": "run.total_actors", "operator": "less_than_or_equal_to", "argument": "run.total_activities" } ] } } } }),
+    )
+    .await;
+    let evaluate = |run: Option<Value>| {
+        let mut params = json!({ "workflow": "digest", "recipients": ["u1"],
+                                 "channels": [{ "type": "email" }] });
+        if let Some(run) = run {
+            params["run"] = run;
+        }
+        params
+    };
+
+    let (send, reason) = decide(
+        &d,
+        evaluate(Some(json!({ "total_activities": 7, "total_actors": 2 }))),
+    )
+    .await;
+    assert!(send, "{reason}");
+    let (send, reason) = decide(&d, evaluate(Some(json!({ "total_activities": 1 })))).await;
+    assert!(!send, "{reason}");
+    assert_eq!(reason["code"], "condition_failed");
+    assert_eq!(reason["condition"]["resolved_variable"], 1);
+    // Without a run, every run.* path reads as "".
+    let (send, reason) = decide(&d, evaluate(None)).await;
+    assert!(!send, "{reason}");
+    assert_eq!(reason["condition"]["resolved_variable"], "");
+
+    d.call_err("preferences.evaluate", evaluate(Some(json!(7))))
+        .await
+        .assert_invalid("run");
+}
