@@ -26,6 +26,10 @@ pub struct Entity<'a> {
     pub collection: Option<&'a str>,
     /// A JSON object (anything else reads as having no properties).
     pub properties: &'a Value,
+    /// When prefsd first stored it and last changed it (RFC 3339); `None` when it is not
+    /// stored.
+    pub created_at: Option<&'a str>,
+    pub updated_at: Option<&'a str>,
 }
 
 /// What conditions can see, besides the preferences.
@@ -615,19 +619,29 @@ fn resolve_entity<'v, 's>(
     mut segments: impl Iterator<Item = &'s str>,
 ) -> Option<Cow<'v, Value>> {
     let first = segments.next()?;
+    let properties = entity.properties.as_object();
+    // The fields Knock lists for a recipient (§6.1). `created_at` is the property when one
+    // was identified (Knock's identify takes it), else when prefsd first stored the entity;
+    // the others are prefsd's own and beat a property of the same name.
     let own = match first {
         "id" => Some(entity.id),
         "collection" => entity.collection,
+        "__typename" if entity.collection.is_some() => Some("Object"),
+        "__typename" => Some("User"),
+        "updated_at" => entity.updated_at,
+        "created_at" if properties.is_none_or(|p| !p.contains_key("created_at")) => {
+            entity.created_at
+        }
         _ => None,
     };
     if let Some(own) = own {
-        // An id is a string: it has no children.
+        // These are strings: they have no children.
         return segments
             .next()
             .is_none()
             .then(|| Cow::Owned(Value::String(own.to_string())));
     }
-    let start = entity.properties.as_object()?.get(first)?;
+    let start = properties?.get(first)?;
     walk(start, &mut segments).map(Cow::Borrowed)
 }
 

@@ -120,6 +120,12 @@
 //! - The `run` param of `preferences.evaluate` must be an object when given; its contents
 //!   are not checked (Knock names `total_activities` and `total_actors`; any key reads as
 //!   written). It is not persisted and not part of any cache.
+//! - `recipient.updated_at` is the recipient's own `updated_at`, as `users.get` shows it:
+//!   set by each identify (`users.identify`, `objects.set`, an inline recipient of
+//!   `preferences.evaluate`), not by `setPreferences` and the other preference writes, as
+//!   in Knock, where preferences are a resource of their own. `__typename`, `updated_at` and `created_at` read the same way
+//!   for an `actor`, which is a stored user too. Both timestamps come from the `recipients`
+//!   row that the schema has kept since version 1, so no migration was needed.
 //! - The WAL is checkpointed by a thread of its own, woken by the writer past 1000 pages,
 //!   not inside a commit; a graceful stop still leaves no WAL behind.
 

@@ -716,13 +716,15 @@ fn decide_all(
         (None, None) => Value::Null,
     };
     let workflow_value = req.workflow.to_value();
-    let actor = req.actor.as_ref().map(|a| Entity {
-        id: &a.id,
-        collection: None,
-        properties: snapshot
-            .actor
-            .as_ref()
-            .map_or(&Value::Null, |a| &a.properties),
+    let actor = req.actor.as_ref().map(|a| {
+        let stored = snapshot.actor.as_deref();
+        Entity {
+            id: &a.id,
+            collection: None,
+            properties: stored.map_or(&Value::Null, |a| &a.properties),
+            created_at: stored.and_then(|a| a.created_at.as_deref()),
+            updated_at: stored.and_then(|a| a.updated_at.as_deref()),
+        }
     });
     let mut results = Vec::with_capacity(recipients.len());
     for (rp, loaded) in recipients.iter().zip(&snapshot.recipients) {
@@ -737,6 +739,8 @@ fn decide_all(
                 id: &rp.key.id,
                 collection: rp.key.collection.as_deref(),
                 properties: &loaded.properties,
+                created_at: loaded.created_at.as_deref(),
+                updated_at: loaded.updated_at.as_deref(),
             },
             actor,
             data: &req.data,

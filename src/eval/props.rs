@@ -664,6 +664,8 @@ impl OwnedEntity {
             id: &self.id,
             collection: self.collection.as_deref(),
             properties: &self.properties,
+            created_at: None,
+            updated_at: None,
         }
     }
 }

@@ -255,6 +255,8 @@ impl Fixture {
                 id: "u1",
                 collection: None,
                 properties: &self.properties,
+                created_at: None,
+                updated_at: None,
             },
             actor: None,
             data: &self.data,

@@ -1,7 +1,7 @@
 //! Knock's documented semantics that prefsd once answered differently (issue 23), through
 //! the socket: unlocking with `"__strategy__": "merge"`, channel settings that must carry
-//! conditions, what the tenant namespace shows (`settings.preferences`, custom properties)
-//! and the `run` namespace.
+//! conditions, what the tenant namespace shows (`settings.preferences`, custom properties),
+//! the `run` namespace, and a recipient's `__typename` and timestamps.
 
 use serde_json::{Value, json};
 
@@ -245,4 +245,73 @@ async fn conditions_read_the_run_object_of_the_evaluation() {
     d.call_err("preferences.evaluate", evaluate(Some(json!(7))))
         .await
         .assert_invalid("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_read_a_recipients_typename_and_timestamps() {
+    let d = Daemon::start().await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "u1", "properties": { "plan": "pro" } }),
+    )
+    .await;
+    let user = d.call("users.get", json!({ "user_id": "u1" })).await;
+    let equal = |variable: &str, argument: &Value| json!({ "variable": variable, "operator": "equal_to", "argument": argument });
+    // Writing preferences does not change the user, so the timestamps read above hold.
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preferences": { "workflows": { "w": { "conditions": [
+            equal("recipient.__typename", &json!("User")),
+            equal("recipient.created_at", &user["created_at"]),
+            equal("recipient.updated_at", &user["updated_at"]) ] } } } }),
+    )
+    .await;
+    // A created_at identified as a property is the user's created_at (Knock's identify).
+    d.call(
+        "users.identify",
+        json!({ "user_id": "u2", "properties": { "created_at": "2020-01-01T00:00:00Z" },
+                "preferences": { "default": { "workflows": { "w": { "conditions": [
+                    { "variable": "recipient.created_at", "operator": "is_timestamp_before",
+                      "argument": "2021-01-01" } ] } } } } }),
+    )
+    .await;
+    d.call(
+        "objects.set",
+        json!({ "collection": "projects", "object_id": "p1",
+                "preferences": { "default": { "workflows": { "w": { "conditions": [
+                    equal("recipient.__typename", &json!("Object")) ] } } } } }),
+    )
+    .await;
+    let params = json!({ "workflow": "w", "channels": [{ "type": "email" }],
+                         "recipients": ["u1", "u2", { "collection": "projects", "id": "p1" }] });
+    // Three times: read from the database, then (once admitted) from the read cache.
+    for _ in 0..3 {
+        let result = d.call("preferences.evaluate", params.clone()).await;
+        for recipient in result["results"].as_array().expect("results") {
+            assert_eq!(recipient["channels"][0]["send"], true, "{recipient}");
+        }
+    }
+
+    // The same conditions fail once the user changes: updated_at moves on. Timestamps have
+    // millisecond resolution; the pause makes sure the clock has passed the first one.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "u1", "properties": { "plan": "team" } }),
+    )
+    .await;
+    let changed = d.call("users.get", json!({ "user_id": "u1" })).await;
+    assert_ne!(changed["updated_at"], user["updated_at"]);
+    assert_eq!(changed["created_at"], user["created_at"]);
+    let (send, reason) = decide(
+        &d,
+        json!({ "workflow": "w", "recipients": ["u1"], "channels": [{ "type": "email" }] }),
+    )
+    .await;
+    assert!(!send, "{reason}");
+    assert_eq!(reason["condition"]["variable"], "recipient.updated_at");
+    assert_eq!(
+        reason["condition"]["resolved_variable"],
+        changed["updated_at"]
+    );
 }
