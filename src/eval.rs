@@ -26,6 +26,10 @@ pub struct Entity<'a> {
     pub collection: Option<&'a str>,
     /// A JSON object (anything else reads as having no properties).
     pub properties: &'a Value,
+    /// When prefsd first stored it and last changed it (RFC 3339); `None` when it is not
+    /// stored.
+    pub created_at: Option<&'a str>,
+    pub updated_at: Option<&'a str>,
 }
 
 /// What conditions can see, besides the preferences.
@@ -39,6 +43,9 @@ pub struct Context<'a> {
     pub vars: &'a Value,
     /// [`Workflow::to_value`] of the workflow being decided.
     pub workflow: &'a Value,
+    /// The `run` object of the evaluation (Knock's `run.total_activities` and friends of a
+    /// batched run), or `null` without one: every `run.*` path then reads as `""`.
+    pub run: &'a Value,
     /// The keys of the audiences the recipient is a member of.
     pub audiences: &'a [String],
     pub now: Timestamp,
@@ -564,7 +571,9 @@ pub fn check_literal_argument(op: Operator, argument: &Value) -> Result<(), Stri
             format!("{name} needs a list (a JSON array, or a string holding one)")
         }
         ArgumentKind::Time => {
-            format!("{name} needs a time: RFC 3339, unix seconds, or \"<n> <unit> ago|from now\"")
+            format!(
+                "{name} needs a time: RFC 3339, a date (YYYY-MM-DD), unix seconds, or \"<n> <unit> ago|from now\""
+            )
         }
         ArgumentKind::TimeRange => format!("{name} needs a list of two times [start, end]"),
         ArgumentKind::NumberRange => format!("{name} needs a list of two numbers [low, high]"),
@@ -596,9 +605,10 @@ fn resolve<'v>(variable: &str, ctx: &Context<'v>) -> Option<Cow<'v, Value>> {
         "recipient" => return resolve_entity(&ctx.recipient, segments),
         "actor" => return resolve_entity(ctx.actor.as_ref()?, segments),
         "data" => ctx.data,
-        "tenant" => ctx.tenant,
+        "tenant" => return resolve_tenant(ctx.tenant, segments),
         "vars" => ctx.vars,
         "workflow" => ctx.workflow,
+        "run" => ctx.run,
         _ => return None,
     };
     walk(root, &mut segments).map(Cow::Borrowed)
@@ -609,19 +619,54 @@ fn resolve_entity<'v, 's>(
     mut segments: impl Iterator<Item = &'s str>,
 ) -> Option<Cow<'v, Value>> {
     let first = segments.next()?;
+    let properties = entity.properties.as_object();
+    // The fields Knock lists for a recipient (§6.1). `created_at` is the property when one
+    // was identified (Knock's identify takes it), else when prefsd first stored the entity;
+    // the others are prefsd's own and beat a property of the same name.
     let own = match first {
         "id" => Some(entity.id),
         "collection" => entity.collection,
+        "__typename" if entity.collection.is_some() => Some("Object"),
+        "__typename" => Some("User"),
+        "updated_at" => entity.updated_at,
+        "created_at" if properties.is_none_or(|p| !p.contains_key("created_at")) => {
+            entity.created_at
+        }
         _ => None,
     };
     if let Some(own) = own {
-        // An id is a string: it has no children.
+        // These are strings: they have no children.
         return segments
             .next()
             .is_none()
             .then(|| Cow::Owned(Value::String(own.to_string())));
     }
-    let start = entity.properties.as_object()?.get(first)?;
+    let start = properties?.get(first)?;
+    walk(start, &mut segments).map(Cow::Borrowed)
+}
+
+/// The `tenant` namespace (§6.1): `id`, `name`, `properties` and `settings`, with
+/// `settings.preferences` an alias of `settings.preference_set` (Knock's own examples
+/// condition on it), and any other first segment a custom property (`tenant.tier` is
+/// `tenant.properties.tier`), as Knock exposes them.
+fn resolve_tenant<'v, 's>(
+    tenant: &'v Value,
+    mut segments: impl Iterator<Item = &'s str>,
+) -> Option<Cow<'v, Value>> {
+    let tenant = tenant.as_object()?;
+    let first = segments.next()?;
+    let start = match first {
+        "id" | "name" | "properties" => tenant.get(first)?,
+        "settings" => {
+            let settings = tenant.get("settings")?;
+            match segments.next() {
+                None => settings,
+                Some("preferences") => settings.get("preference_set")?,
+                Some(key) => settings.get(key)?,
+            }
+        }
+        custom => tenant.get("properties")?.get(custom)?,
+    };
     walk(start, &mut segments).map(Cow::Borrowed)
 }
 
@@ -709,8 +754,9 @@ fn is_empty(variable: Option<&Value>) -> bool {
     }
 }
 
-/// A time: RFC 3339, unix seconds (a number or a numeric string), or, when `now` is given
-/// (arguments only), `"<n> <unit> ago"` / `"<n> <unit> from now"`.
+/// A time: RFC 3339, an ISO 8601 date (midnight UTC), unix seconds (a number or a numeric
+/// string), or, when `now` is given (arguments only), `"<n> <unit> ago"` /
+/// `"<n> <unit> from now"`.
 fn timestamp(value: &Value, now: Option<Timestamp>) -> Option<Timestamp> {
     match value {
         Value::Number(n) => from_unix(n.as_f64()?),
@@ -722,10 +768,34 @@ fn timestamp(value: &Value, now: Option<Timestamp>) -> Option<Timestamp> {
             if let Ok(secs) = s.parse::<f64>() {
                 return from_unix(secs);
             }
+            if let Some(t) = date(s) {
+                return Some(t);
+            }
             relative(s, now?)
         }
         _ => None,
     }
+}
+
+/// An ISO 8601 calendar date, `YYYY-MM-DD` exactly, as the instant it begins in UTC
+/// (preferences.md §6.1; Knock's own example is `is_timestamp_between ["2025-01-01",
+/// "2025-12-31"]`). Only the complete form: a date with a time but no offset stays
+/// unreadable, since which instant it names is unknown.
+fn date(s: &str) -> Option<Timestamp> {
+    let b = s.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape {
+        return None;
+    }
+    let day: jiff::civil::Date = s.parse().ok()?;
+    day.to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 fn from_unix(secs: f64) -> Option<Timestamp> {

@@ -135,6 +135,20 @@
 //! - A WebSocket message over `limits.max_request_bytes` is answered `limit_exceeded`
 //!   (field `body`, `id: null`) and the connection stays open; a 1025th live subscription
 //!   on one connection is `limit_exceeded` (field `subscriptions`).
+//! - A timestamp may be an ISO 8601 date (§6.1) only in its complete extended form
+//!   `YYYY-MM-DD`, midnight UTC; `is_timestamp` holds for one too (§6.2's row names only
+//!   RFC 3339 and unix seconds, §6.1 counts dates among timestamps). A date with a time but
+//!   no offset stays unreadable: which instant it names is unknown. (`20250101` is a number,
+//!   so unix seconds, as before.)
+//! - The `run` param of `preferences.evaluate` must be an object when given; its contents
+//!   are not checked (Knock names `total_activities` and `total_actors`; any key reads as
+//!   written). It is not persisted and not part of any cache.
+//! - `recipient.updated_at` is the recipient's own `updated_at`, as `users.get` shows it:
+//!   set by each identify (`users.identify`, `objects.set`, an inline recipient of
+//!   `preferences.evaluate`), not by `setPreferences` and the other preference writes, as
+//!   in Knock, where preferences are a resource of their own. `__typename`, `updated_at`
+//!   and `created_at` read the same way for an `actor`, which is a stored user too. Both timestamps come from the `recipients`
+//!   row that the schema has kept since version 1, so no migration was needed.
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.

@@ -172,7 +172,8 @@ pub enum SetKind {
     /// A user's or object's own set: no `__strategy__`.
     Recipient,
     /// The environment default or a tenant default: `__strategy__: "replace"` allowed on
-    /// `channel_types`, `channels` and workflow or category settings.
+    /// `channel_types`, `channels` and workflow or category settings (and `"merge"`, which
+    /// is dropped: it means "not locked").
     Default,
 }
 
@@ -449,7 +450,7 @@ pub enum ArgumentKind {
     Number,
     /// A list: a JSON array or a string holding one.
     List,
-    /// A time: RFC 3339, unix seconds, or relative to now.
+    /// A time: RFC 3339, an ISO 8601 date, unix seconds, or relative to now.
     Time,
     /// A list of two times.
     TimeRange,
@@ -543,7 +544,15 @@ impl Operator {
 }
 
 /// The namespaces a condition variable or dynamic argument may name (preferences.md §6.1).
-pub const NAMESPACES: [&str; 6] = ["recipient", "actor", "data", "tenant", "vars", "workflow"];
+pub const NAMESPACES: [&str; 7] = [
+    "recipient",
+    "actor",
+    "data",
+    "tenant",
+    "vars",
+    "workflow",
+    "run",
+];
 
 /// A condition, borrowed from a valid set. Building one re-checks the shape, so evaluation
 /// stays total even if it were handed something unvalidated.
@@ -647,7 +656,9 @@ impl Validator {
         }
     }
 
-    /// `__strategy__` on a node that may be locked.
+    /// `__strategy__` on a node that may be locked: `"replace"` is kept; `"merge"`, which
+    /// means "not locked" (§4.3), is accepted and dropped, so that a merge write of it onto a
+    /// locked node removes the lock and reads never echo it.
     fn strategy(&mut self, value: &Value, field: &str) -> Option<Value> {
         if self.kind == SetKind::Recipient {
             self.err(
@@ -656,11 +667,13 @@ impl Validator {
             );
             return None;
         }
-        if value.as_str() == Some("replace") {
-            Some(value.clone())
-        } else {
-            self.err(field, "must be \"replace\"");
-            None
+        match value.as_str() {
+            Some("replace") => Some(value.clone()),
+            Some("merge") => None,
+            _ => {
+                self.err(field, "must be \"replace\" or \"merge\"");
+                None
+            }
         }
     }
 
@@ -768,7 +781,9 @@ impl Validator {
         (!value.is_null()).then(|| self.toggle(value, field))
     }
 
-    /// A bool, or `{ "conditions": [...] }`.
+    /// A bool, or `{ "conditions": [...] }`. Unlike a workflow or category setting, the
+    /// object must carry its list (§2, as in Knock's schema): `{}` would be stored and echoed
+    /// in a shape Knock's SDKs reject.
     fn toggle(&mut self, value: &Value, path: &str) -> Value {
         match value {
             Value::Bool(b) => Value::Bool(*b),
@@ -784,6 +799,17 @@ impl Validator {
                     } else {
                         self.err(&field, "unknown key; expected conditions");
                     }
+                }
+                // An unknown key has its error already; this one is for what normalises
+                // to `{}`: `{}`, `{"conditions": null}`, any keys that are all `null`.
+                let unknown_key = map
+                    .iter()
+                    .any(|(key, value)| key != "conditions" && !value.is_null());
+                if !out.contains_key("conditions") && !unknown_key {
+                    self.err(
+                        path,
+                        "an object here must carry conditions, a list of conditions",
+                    );
                 }
                 Value::Object(out)
             }

@@ -42,6 +42,7 @@ pub struct EvaluateParams {
     pub data: Option<Value>,
     #[serde(default, deserialize_with = "strict::value")]
     pub actor: Option<Value>,
+    pub run: Option<Value>,
     pub now: Option<String>,
 }
 
@@ -75,6 +76,8 @@ struct Request {
     tenant: Option<TenantWrite>,
     actor: Option<ActorParam>,
     data: Value,
+    /// The `run` object, or `null` without one.
+    run: Value,
     now: jiff::Timestamp,
 }
 
@@ -321,17 +324,8 @@ fn parse(config: &Config, p: EvaluateParams) -> Result<Request, Error> {
     };
     let tenant = p.tenant.as_ref().and_then(|v| parse_tenant(v, &mut errors));
     let actor = p.actor.as_ref().and_then(|v| parse_actor(v, &mut errors));
-    let data = match p.data {
-        None => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v,
-        Some(other) => {
-            errors.push(
-                "data",
-                format!("must be an object, got {}", type_name(&other)),
-            );
-            Value::Null
-        }
-    };
+    let data = object_param(p.data, "data", &mut errors).unwrap_or_else(|| json!({}));
+    let run = object_param(p.run, "run", &mut errors).unwrap_or(Value::Null);
     let now = match &p.now {
         None => jiff::Timestamp::now(),
         Some(s) => s.parse().unwrap_or_else(|_| {
@@ -350,8 +344,24 @@ fn parse(config: &Config, p: EvaluateParams) -> Result<Request, Error> {
         tenant,
         actor,
         data,
+        run,
         now,
     })
+}
+
+/// An optional param that must be an object when given (`data`, `run`).
+fn object_param(value: Option<Value>, field: &str, errors: &mut Errors) -> Option<Value> {
+    match value {
+        None => None,
+        Some(v @ Value::Object(_)) => Some(v),
+        Some(other) => {
+            errors.push(
+                field,
+                format!("must be an object, got {}", type_name(&other)),
+            );
+            None
+        }
+    }
 }
 
 /// The workflow by catalog key, or inline (an inline object overrides the catalog entry).
@@ -713,13 +723,15 @@ fn decide_all(
         (None, None) => Value::Null,
     };
     let workflow_value = req.workflow.to_value();
-    let actor = req.actor.as_ref().map(|a| Entity {
-        id: &a.id,
-        collection: None,
-        properties: snapshot
-            .actor
-            .as_ref()
-            .map_or(&Value::Null, |a| &a.properties),
+    let actor = req.actor.as_ref().map(|a| {
+        let stored = snapshot.actor.as_deref();
+        Entity {
+            id: &a.id,
+            collection: None,
+            properties: stored.map_or(&Value::Null, |a| &a.properties),
+            created_at: stored.and_then(|a| a.created_at.as_deref()),
+            updated_at: stored.and_then(|a| a.updated_at.as_deref()),
+        }
     });
     let mut results = Vec::with_capacity(recipients.len());
     for (rp, loaded) in recipients.iter().zip(&snapshot.recipients) {
@@ -734,12 +746,15 @@ fn decide_all(
                 id: &rp.key.id,
                 collection: rp.key.collection.as_deref(),
                 properties: &loaded.properties,
+                created_at: loaded.created_at.as_deref(),
+                updated_at: loaded.updated_at.as_deref(),
             },
             actor,
             data: &req.data,
             tenant: &tenant_value,
             vars: &config.settings.vars,
             workflow: &workflow_value,
+            run: &req.run,
             audiences: &loaded.audiences,
             now: req.now,
         };

@@ -423,7 +423,7 @@ fn preference_set_rules_apply_and_name_the_field() {
         ("tenants/acme.json", "[]"),
         (
             "tenants/beta.json",
-            r#"{"workflows": {"w": {"__strategy__": "merge"}}}"#,
+            r#"{"workflows": {"w": {"__strategy__": "keep"}}}"#,
         ),
     ]);
     assert_error(&errors, "environment.json", None, "channel_types.fax");
@@ -438,7 +438,7 @@ fn preference_set_rules_apply_and_name_the_field() {
         &errors,
         "tenants/beta.json",
         None,
-        "workflows.w.__strategy__: must be \"replace\"",
+        "workflows.w.__strategy__: must be \"replace\" or \"merge\"",
     );
 }
 

@@ -664,6 +664,8 @@ impl OwnedEntity {
             id: &self.id,
             collection: self.collection.as_deref(),
             properties: &self.properties,
+            created_at: None,
+            updated_at: None,
         }
     }
 }
@@ -863,6 +865,7 @@ fn check_decisions(
         tenant: &world.tenant,
         vars: &world.vars,
         workflow: &workflow_value,
+        run: &Value::Null,
         audiences: &world.audiences,
         now: world.now,
     };
@@ -1249,6 +1252,7 @@ proptest! {
             tenant: &world.tenant,
             vars: &world.vars,
             workflow: &workflow_value,
+            run: &Value::Null,
             audiences: &world.audiences,
             now: world.now,
         };

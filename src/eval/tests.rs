@@ -5,12 +5,13 @@
 //! A case has a `kind`:
 //! - `evaluate`: `environment`?, `tenant_default`?, `recipient_sets`? (set id → set),
 //!   `tenant`?, `tenant_object`?, `workflow`, `channels`? (default: all six types),
-//!   `recipient`? (default `{"id": "u1"}`), `actor`?, `data`?, `vars`?, `audiences`?, `now`?;
-//!   `expected`: one decision per channel, `{type, id, send, reason}`.
+//!   `recipient`? (`{id, collection?, properties?, created_at?, updated_at?}`, default
+//!   `{"id": "u1"}`), `actor`? (the same shape), `data`?, `vars`?, `run`?, `audiences`?,
+//!   `now`?; `expected`: one decision per channel, `{type, id, send, reason}`.
 //! - `validate`: `set_kind` (`recipient` | `default`), `input`; `expected`: `{"ok": set}` or
 //!   `{"errors": [{field, message?}]}` (a missing `message` is not compared).
-//! - `write`: `stored`?, `request`, `default_strategy`? (`replace` | `merge`); `expected` as
-//!   for `validate`.
+//! - `write`: `set_kind`? (as for `validate`; default `recipient`), `stored`?, `request`,
+//!   `default_strategy`? (`replace` | `merge`); `expected` as for `validate`.
 //! - `effective`: `environment`?, `tenant_default`?, `recipient_sets`?, `tenant`?; `expected`:
 //!   the response-shaped effective set.
 
@@ -110,25 +111,20 @@ fn matches(expected: &Value, actual: &Value) -> bool {
 fn run(case: &Value) -> Result<Value, String> {
     match case["kind"].as_str() {
         Some("evaluate") => evaluate(case),
-        Some("validate") => {
-            let kind = match case["set_kind"].as_str() {
-                Some("default") => SetKind::Default,
-                _ => SetKind::Recipient,
-            };
-            Ok(outcome(PreferenceSet::parse(
-                &case["input"],
-                kind,
-                "preferences",
-            )))
-        }
+        Some("validate") => Ok(outcome(PreferenceSet::parse(
+            &case["input"],
+            set_kind(case),
+            "preferences",
+        ))),
         Some("write") => {
-            let stored = optional_set(case, "stored", SetKind::Recipient)?;
+            let kind = set_kind(case);
+            let stored = optional_set(case, "stored", kind)?;
             let strategy = match case["default_strategy"].as_str() {
                 Some("merge") => Strategy::Merge,
                 _ => Strategy::Replace,
             };
             let result = PreferenceSetRequest::parse(&case["request"], strategy, "preferences")
-                .and_then(|req| req.apply(stored.as_ref(), SetKind::Recipient, "preferences"));
+                .and_then(|req| req.apply(stored.as_ref(), kind, "preferences"));
             Ok(outcome(result))
         }
         Some("effective") => {
@@ -137,6 +133,15 @@ fn run(case: &Value) -> Result<Value, String> {
             Ok(sets.stack().effective().to_response(&set_id))
         }
         other => Err(format!("unknown kind {other:?}")),
+    }
+}
+
+/// The case's `set_kind`: `default` for the environment or a tenant default, else a
+/// recipient's set.
+fn set_kind(case: &Value) -> SetKind {
+    match case["set_kind"].as_str() {
+        Some("default") => SetKind::Default,
+        _ => SetKind::Recipient,
     }
 }
 
@@ -236,30 +241,14 @@ fn evaluate(case: &Value) -> Result<Value, String> {
         .map_err(|e| format!("now: {e}"))?;
     let workflow_value = workflow.to_value();
     let null = Value::Null;
-    let entity = |v: &'_ Value| -> Option<(String, Option<String>, Value)> {
-        Some((
-            v["id"].as_str()?.to_string(),
-            v["collection"].as_str().map(str::to_string),
-            v.get("properties").cloned().unwrap_or(Value::Null),
-        ))
-    };
-    let r = entity(&recipient).ok_or("recipient needs an id")?;
-    let a = actor.as_ref().and_then(entity);
     let ctx = Context {
-        recipient: Entity {
-            id: &r.0,
-            collection: r.1.as_deref(),
-            properties: &r.2,
-        },
-        actor: a.as_ref().map(|a| Entity {
-            id: &a.0,
-            collection: a.1.as_deref(),
-            properties: &a.2,
-        }),
+        recipient: entity(&recipient).ok_or("recipient needs an id")?,
+        actor: actor.as_ref().and_then(entity),
         data: case.get("data").unwrap_or(empty_object()),
         tenant: &tenant_object,
         vars: case.get("vars").unwrap_or(&null),
         workflow: &workflow_value,
+        run: case.get("run").unwrap_or(&null),
         audiences: &audiences,
         now,
     };
@@ -286,6 +275,18 @@ fn evaluate(case: &Value) -> Result<Value, String> {
         out.push(row);
     }
     Ok(Value::Array(out))
+}
+
+/// A case's `recipient` or `actor` as evaluation sees it; `None` without an `id`.
+fn entity(v: &Value) -> Option<Entity<'_>> {
+    static NULL: Value = Value::Null;
+    Some(Entity {
+        id: v["id"].as_str()?,
+        collection: v["collection"].as_str(),
+        properties: v.get("properties").unwrap_or(&NULL),
+        created_at: v["created_at"].as_str(),
+        updated_at: v["updated_at"].as_str(),
+    })
 }
 
 #[test]

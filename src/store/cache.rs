@@ -325,6 +325,8 @@ mod tests {
     fn inputs(marker: &str) -> Arc<EvaluationInputs> {
         Arc::new(EvaluationInputs {
             properties: serde_json::json!({ "marker": marker }),
+            created_at: None,
+            updated_at: None,
             default_set: None,
             tenant_set: None,
             audiences: vec![],

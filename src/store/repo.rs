@@ -32,6 +32,11 @@ pub struct EvaluationInputs {
     /// The recipient's properties, an object; `Null` when the recipient is not stored
     /// (evaluation reads it as the recipient's properties either way).
     pub properties: Value,
+    /// When the recipient was first stored and last changed (RFC 3339), for the
+    /// `recipient.created_at` and `recipient.updated_at` variables; `None` when it is not
+    /// stored.
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
     pub default_set: Option<PreferenceSet>,
     pub tenant_set: Option<PreferenceSet>,
     pub audiences: Vec<String>,
@@ -187,8 +192,11 @@ impl<'c> Read<'c> {
     }
 
     /// What evaluating a recipient reads, in one statement rather than four (the statement
-    /// overhead was a tenth of a 1000-recipient evaluation): its properties if it exists,
-    /// its `default` set, its set `tenant_set` when given, and its audiences.
+    /// overhead was a tenth of a 1000-recipient evaluation): its row (properties and
+    /// timestamps) if it exists, its `default` set, its set `tenant_set` when given, and its
+    /// audiences. The row comes from a left join on one constant row, so that a recipient
+    /// that is not stored still gives one result row, and its three columns cost one
+    /// primary-key search rather than one each.
     pub fn evaluation_inputs(
         &self,
         key: &RecipientKey,
@@ -196,27 +204,36 @@ impl<'c> Read<'c> {
     ) -> Result<EvaluationInputs, Error> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT
-               (SELECT properties FROM recipients WHERE collection = ?1 AND id = ?2),
+               r.properties, r.created_at, r.updated_at,
                (SELECT preferences FROM preference_sets
                   WHERE collection = ?1 AND recipient_id = ?2 AND set_id = 'default'),
                (SELECT preferences FROM preference_sets
                   WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3),
                (SELECT json_group_array(audience_key) FROM audience_members
-                  WHERE collection = ?1 AND recipient_id = ?2)",
+                  WHERE collection = ?1 AND recipient_id = ?2)
+             FROM (SELECT 1) LEFT JOIN recipients r ON r.collection = ?1 AND r.id = ?2",
         )?;
-        let (properties, default_set, tenant_set, audiences) =
-            stmt.query_row(params![collection(key), key.id, tenant_set], |r| {
+        let (properties, created_at, updated_at, default_set, tenant_set, audiences) = stmt
+            .query_row(params![collection(key), key.id, tenant_set], |r| {
                 Ok((
                     r.get::<_, Option<String>>(0)?,
                     r.get::<_, Option<String>>(1)?,
                     r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
                 ))
             })?;
-        let text_bytes = [&properties, &default_set, &tenant_set]
-            .iter()
-            .map(|t| t.as_ref().map_or(0, String::len))
-            .sum::<usize>()
+        let text_bytes = [
+            &properties,
+            &created_at,
+            &updated_at,
+            &default_set,
+            &tenant_set,
+        ]
+        .iter()
+        .map(|t| t.as_ref().map_or(0, String::len))
+        .sum::<usize>()
             + audiences.len();
         Ok(EvaluationInputs {
             text_bytes,
@@ -225,6 +242,8 @@ impl<'c> Read<'c> {
                 Some(text) => Value::Object(json_map(&text)?),
                 None => Value::Null,
             },
+            created_at,
+            updated_at,
             default_set: default_set.as_deref().map(json_set).transpose()?,
             tenant_set: tenant_set.as_deref().map(json_set).transpose()?,
             audiences: serde_json::from_str(&audiences)?,

@@ -13,6 +13,7 @@ mod errors;
 mod faults;
 mod fuzz;
 mod jobs;
+mod knock;
 mod lifecycle;
 mod load;
 mod methods;
