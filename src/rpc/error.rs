@@ -127,7 +127,7 @@ pub fn type_of_code(code: i64) -> &'static str {
 }
 
 /// jsonrpsee's code for an oversized request.
-const OVERSIZED_REQUEST: i64 = -32007;
+pub const OVERSIZED_REQUEST: i64 = -32007;
 
 /// Gives an error response that jsonrpsee produced itself the vocabulary of rpc.md: a
 /// `data.type` from its code, clearer messages for parse errors and invalid requests, and

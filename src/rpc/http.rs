@@ -25,7 +25,7 @@ use hyper::body::Bytes;
 use jsonrpsee::server::HttpBody;
 use serde_json::{Value, json};
 
-use crate::rpc::error::{INTERNAL, add_type};
+use crate::rpc::error::{INTERNAL, OVERSIZED_REQUEST, add_type};
 use crate::rpc::wire::Typed;
 
 #[derive(Clone, Copy, Debug)]
@@ -153,6 +153,13 @@ fn recorded(seen: &Mutex<Vec<Bytes>>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// How many bytes of the body jsonrpsee has read.
+fn recorded_len(seen: &Mutex<Vec<Bytes>>) -> usize {
+    seen.lock()
+        .map(|chunks| chunks.iter().map(Bytes::len).sum())
+        .unwrap_or(0)
+}
+
 /// Whether the recorded body is JSON at all (UTF-8 and well-formed).
 fn is_json(seen: &Mutex<Vec<Bytes>>) -> bool {
     let body = recorded(seen);
@@ -183,13 +190,22 @@ async fn patch_errors(
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, HttpBody::from(bytes.to_vec()));
     };
-    // A 500 that did not pass the RPC middleware is jsonrpsee failing to read the body
-    // (broken chunked framing, say): the client's fault, so a 400 and a parse error.
+    // A 500 that did not pass the RPC middleware is jsonrpsee failing to read the body: the
+    // client's fault. A chunked body past the limit (no content-length to refuse it by) is
+    // cut off by jsonrpsee's length limit, which it reports as a stream error: that is the
+    // 413 a content-length over the limit gets. Anything else (broken chunked framing, say)
+    // is a 400 and a parse error.
     if parts.status == http::StatusCode::INTERNAL_SERVER_ERROR
         && value["error"]["code"] == json!(INTERNAL)
     {
-        value = json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32700, "message": "" } });
-        parts.status = http::StatusCode::BAD_REQUEST;
+        let oversize = recorded_len(seen) > max_request_bytes as usize;
+        let (status, code) = if oversize {
+            (http::StatusCode::PAYLOAD_TOO_LARGE, OVERSIZED_REQUEST)
+        } else {
+            (http::StatusCode::BAD_REQUEST, -32700)
+        };
+        value = json!({ "jsonrpc": "2.0", "id": null, "error": { "code": code, "message": "" } });
+        parts.status = status;
     }
     if let Value::Object(one) = &mut value {
         classify_refused_body(one, seen);
