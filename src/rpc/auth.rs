@@ -7,11 +7,15 @@
 //! - [`AuthLayer`], the RPC middleware, resolves the [`Caller`] from them (once per request;
 //!   once per batch) and calls [`auth::authorize`] for each call before it is dispatched. A
 //!   refused call is answered with the `unauthenticated` or `forbidden` error of rpc.md and
-//!   runs nothing; the refusal is logged with the peer uid, the method and the reason.
+//!   runs nothing; the refusal is logged with the peer uid, the method and the reason, at
+//!   most once per peer uid per second ([`RefusalLog`]).
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
 use jsonrpsee::server::middleware::rpc::{
     Batch, BatchEntry, BatchEntryErr, MethodResponse, Notification, Request, RpcServiceT,
@@ -84,6 +88,62 @@ struct State {
     /// The policy of the config in force, made again when the config changes (which reads
     /// the user-token key file again).
     cache: Mutex<Option<(Arc<Config>, Arc<Policy>)>>,
+    refusals: RefusalLog,
+}
+
+/// How often a refusal is logged per peer uid at most.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Past this many peers in the log's table, the peers not refused in the last interval are
+/// forgotten, so the table stays small whatever the peers do.
+const REFUSAL_LOG_PEERS: usize = 1024;
+
+/// Rate-limits the refusal lines: a refused client that retries in a loop would otherwise
+/// write a line per call (30 MB in 5 s was measured) and fill the disk. One line per peer
+/// uid per interval is logged; the refusals held back in between are counted, and the count
+/// goes out with that peer's next line (`unlogged`).
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLog {
+    peers: Mutex<HashMap<Option<u32>, Window>>,
+}
+
+#[derive(Debug)]
+struct Window {
+    logged: Instant,
+    held_back: u64,
+}
+
+impl RefusalLog {
+    /// `Some(refusals held back since the last line)` if this refusal of `peer` is to be
+    /// logged, `None` if it is counted instead.
+    pub(crate) fn admit(&self, peer: Option<u32>, now: Instant) -> Option<u64> {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if peers.len() >= REFUSAL_LOG_PEERS {
+            peers.retain(|_, w| now.duration_since(w.logged) < REFUSAL_LOG_INTERVAL);
+        }
+        match peers.entry(peer) {
+            Entry::Occupied(mut e) => {
+                let window = e.get_mut();
+                if now.duration_since(window.logged) < REFUSAL_LOG_INTERVAL {
+                    window.held_back += 1;
+                    return None;
+                }
+                let held_back = window.held_back;
+                *window = Window {
+                    logged: now,
+                    held_back: 0,
+                };
+                Some(held_back)
+            }
+            Entry::Vacant(e) => {
+                e.insert(Window {
+                    logged: now,
+                    held_back: 0,
+                });
+                Some(0)
+            }
+        }
+    }
 }
 
 impl AuthLayer {
@@ -96,6 +156,7 @@ impl AuthLayer {
                 env_keys,
                 daemon_uid,
                 cache: Mutex::new(None),
+                refusals: RefusalLog::default(),
             }),
         };
         let policy = layer.state.policy();
@@ -155,17 +216,20 @@ impl State {
             Err(denied) => Err(denied.clone()),
         };
         result.map_err(|denied| {
-            let user = match caller {
-                Ok(Caller::User(u)) => Some(u.sub.as_str()),
-                _ => None,
-            };
-            tracing::warn!(
-                peer_uid = peer,
-                method,
-                user,
-                reason = %denied,
-                "call refused"
-            );
+            if let Some(unlogged) = self.refusals.admit(peer, Instant::now()) {
+                let user = match caller {
+                    Ok(Caller::User(u)) => Some(u.sub.as_str()),
+                    _ => None,
+                };
+                tracing::warn!(
+                    peer_uid = peer,
+                    method,
+                    user,
+                    reason = %denied,
+                    unlogged,
+                    "call refused"
+                );
+            }
             ErrorObjectOwned::from(crate::Error::from(denied))
         })
     }

@@ -26,7 +26,7 @@ fn rs256_toml() -> String {
 }
 
 /// The uid the test (and so the daemon) runs as.
-fn own_uid() -> u32 {
+pub(crate) fn own_uid() -> u32 {
     // The owner of a fresh file is our effective uid (std's peer_cred is unstable).
     let file = tempfile::NamedTempFile::new().expect("a temp file");
     std::os::unix::fs::MetadataExt::uid(&file.as_file().metadata().expect("metadata"))

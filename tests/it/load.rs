@@ -28,7 +28,7 @@ const WS_CLIENTS: usize = 4;
 const USERS: usize = 500;
 const SLOW_CALL: Duration = Duration::from_secs(1);
 
-fn daemon_dir(prefsd_toml: &str) -> tempfile::TempDir {
+pub(crate) fn daemon_dir(prefsd_toml: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("prefsd-load")
         .tempdir()

@@ -16,6 +16,7 @@ mod jobs;
 mod lifecycle;
 mod load;
 mod methods;
+mod pressure;
 mod reload;
 mod support;
 mod transport;
