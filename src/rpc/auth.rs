@@ -4,6 +4,8 @@
 //!   `SO_PEERCRED` uid, read once at accept) and the request's [`Credentials`] (from its
 //!   headers) into the request extensions. jsonrpsee copies them into every call of the
 //!   request; for a WebSocket, the upgrade request's extensions go with every call on it.
+//!   A peer whose uid is refused at accept ([`AuthLayer::refusal`]) is not let upgrade: a
+//!   WebSocket would outlive the bounds the server puts on a refused peer's connections.
 //! - [`AuthLayer`], the RPC middleware, resolves the [`Caller`] from them (once per request;
 //!   once per batch) and calls [`auth::authorize`] for each call before it is dispatched. A
 //!   refused call is answered with the `unauthenticated` or `forbidden` error of rpc.md and
@@ -13,10 +15,12 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+use jsonrpsee::server::HttpBody;
 use jsonrpsee::server::middleware::rpc::{
     Batch, BatchEntry, BatchEntryErr, MethodResponse, Notification, Request, RpcServiceT,
 };
@@ -27,14 +31,20 @@ use crate::config::{Config, ConfigHandle};
 use crate::rpc::wire::Inner;
 
 /// Per connection: tags every HTTP request with the peer and its credentials.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PeerLayer {
     peer: Peer,
+    refused: Option<Arc<Denied>>,
 }
 
 impl PeerLayer {
-    pub fn new(peer: Peer) -> PeerLayer {
-        PeerLayer { peer }
+    /// `refused`: why the peer's uid may not use the socket, if it may not
+    /// ([`AuthLayer::refusal`]).
+    pub fn new(peer: Peer, refused: Option<Denied>) -> PeerLayer {
+        PeerLayer {
+            peer,
+            refused: refused.map(Arc::new),
+        }
     }
 }
 
@@ -44,6 +54,7 @@ impl<S> tower::Layer<S> for PeerLayer {
         PeerService {
             inner,
             peer: self.peer,
+            refused: self.refused.clone(),
         }
     }
 }
@@ -52,26 +63,49 @@ impl<S> tower::Layer<S> for PeerLayer {
 pub struct PeerService<S> {
     inner: S,
     peer: Peer,
+    refused: Option<Arc<Denied>>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for PeerService<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<HttpBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> S::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if let Some(denied) = &self.refused
+            && req.headers().contains_key(http::header::UPGRADE)
+        {
+            let response = refused_upgrade(denied);
+            return Box::pin(std::future::ready(Ok(response)));
+        }
         let credentials = Credentials::from_headers(req.headers());
         req.extensions_mut().insert(self.peer);
         req.extensions_mut().insert(credentials);
-        self.inner.call(req)
+        Box::pin(self.inner.call(req))
     }
+}
+
+/// The answer to a refused peer's upgrade request: 403 with the `unauthenticated` error its
+/// calls would get.
+fn refused_upgrade(denied: &Denied) -> http::Response<HttpBody> {
+    let error = ErrorObjectOwned::from(crate::Error::from(denied.clone()));
+    let body = serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": error }).to_string();
+    let mut response = http::Response::new(HttpBody::from(body));
+    *response.status_mut() = http::StatusCode::FORBIDDEN;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
 }
 
 /// The RPC middleware that checks every call (see the module doc).
@@ -167,6 +201,42 @@ impl AuthLayer {
             );
         }
         layer
+    }
+}
+
+impl AuthLayer {
+    /// Why `peer` may not use the socket at all under the config in force (its uid is not
+    /// allowed, or unknown), or `None`. Checked at accept, so that the server can bound what
+    /// refused peers hold; every call is still checked, since a reload can change the answer.
+    pub fn refusal(&self, peer: Peer) -> Option<Denied> {
+        let policy = self.state.policy();
+        if peer
+            .uid
+            .is_some_and(|uid| policy.allows_uid(uid, self.state.daemon_uid))
+        {
+            return None;
+        }
+        auth::resolve(
+            peer.uid,
+            &Credentials::default(),
+            &policy,
+            self.state.daemon_uid,
+            jiff::Timestamp::now(),
+        )
+        .err()
+    }
+
+    /// Logs, at most once a second per peer uid like the refused calls, that a refused peer's
+    /// connection was closed at accept.
+    pub fn log_closed_at_accept(&self, peer: Peer, denied: &Denied) {
+        if let Some(unlogged) = self.state.refusals.admit(peer.uid, Instant::now()) {
+            tracing::warn!(
+                peer_uid = peer.uid,
+                reason = %denied,
+                unlogged,
+                "connection closed at accept: too many connections from refused peers"
+            );
+        }
     }
 }
 

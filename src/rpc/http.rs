@@ -10,27 +10,42 @@
 //! - the body travels to the RPC middleware ([`RequestBody`]), which refuses a request whose
 //!   `id` jsonrpsee could not read instead of running it as a notification;
 //! - in a batch, a subscription method (which needs a WebSocket) is told so, as it is when
-//!   sent alone, instead of jsonrpsee's bare internal error.
+//!   sent alone, instead of jsonrpsee's bare internal error;
+//! - a body must arrive within [`BODY_READ_TIMEOUT`] of its headers, or the request is
+//!   answered 408 `limit_exceeded` and the connection closed; the connection's [`Exchange`]
+//!   tells the server whether a body is arriving, so that shedding can drop such a
+//!   connection at once instead of waiting for a body that may never come.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Bytes;
+use jsonrpsee::core::BoxError;
 use jsonrpsee::server::HttpBody;
 use serde_json::{Value, json};
+use tokio::time::{Instant, Sleep};
 
-use crate::rpc::error::{INTERNAL, OVERSIZED_REQUEST, add_type};
+use crate::rpc::error::{INTERNAL, LIMIT_EXCEEDED, OVERSIZED_REQUEST, add_type};
 use crate::rpc::wire::Typed;
 
-#[derive(Clone, Copy, Debug)]
+/// How long a request's body may take to arrive once its headers have. With the server's
+/// 10 s for the headers, a request arrives whole within 20 s or is refused: a client that
+/// sends headers and then stalls its body no longer holds its connection forever.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Made per connection (the [`Exchange`] is the connection's).
+#[derive(Clone, Debug)]
 pub struct JsonLayer {
     pub max_request_bytes: u32,
+    pub exchange: Arc<Exchange>,
 }
 
 impl<S> tower::Layer<S> for JsonLayer {
@@ -39,7 +54,23 @@ impl<S> tower::Layer<S> for JsonLayer {
         JsonService {
             inner,
             max_request_bytes: self.max_request_bytes,
+            exchange: Arc::clone(&self.exchange),
         }
+    }
+}
+
+/// Where a connection's request stands, for the server's shedding: while a body is still
+/// arriving nothing has run, so a shed connection can be dropped at once; once the body is
+/// in, the call runs and its answer is let out first.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    receiving: AtomicBool,
+}
+
+impl Exchange {
+    /// Whether a request has been started and its body is not all in yet.
+    pub fn receiving(&self) -> bool {
+        self.receiving.load(Ordering::Relaxed)
     }
 }
 
@@ -47,6 +78,7 @@ impl<S> tower::Layer<S> for JsonLayer {
 pub struct JsonService<S> {
     inner: S,
     max_request_bytes: u32,
+    exchange: Arc<Exchange>,
 }
 
 impl<S, B> tower::Service<Request<B>> for JsonService<S>
@@ -78,42 +110,86 @@ where
         }
         let max = self.max_request_bytes;
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let exchange = Arc::clone(&self.exchange);
+        exchange.receiving.store(true, Ordering::Relaxed);
         req.extensions_mut().insert(RequestBody(Arc::clone(&seen)));
         let req = req.map(|inner| TapBody {
             inner,
             seen: Arc::clone(&seen),
+            started: Instant::now(),
+            deadline: None,
+            timed_out: Arc::clone(&timed_out),
+            exchange: Arc::clone(&exchange),
         });
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let resp = fut.await?;
-            Ok(patch_errors(resp, max, &seen).await)
+            let resp = fut.await;
+            // A request whose body was never read (a GET, an upgrade) is not receiving either.
+            exchange.receiving.store(false, Ordering::Relaxed);
+            let timed_out = timed_out.load(Ordering::Relaxed);
+            Ok(patch_errors(resp?, max, &seen, timed_out).await)
         })
     }
 }
 
 /// The request body, recording the chunks jsonrpsee reads (reference-counted, not copied)
-/// so that a refused body can be classified afterwards.
+/// so that a refused body can be classified afterwards, and ending in an error if it has not
+/// all arrived [`BODY_READ_TIMEOUT`] after the headers.
 pub struct TapBody<B> {
     inner: B,
     seen: Arc<Mutex<Vec<Bytes>>>,
+    started: Instant,
+    /// Made the first time the body is not ready: most bodies come with their headers and
+    /// never need a timer.
+    deadline: Option<Pin<Box<Sleep>>>,
+    timed_out: Arc<AtomicBool>,
+    exchange: Arc<Exchange>,
 }
 
-impl<B: Body<Data = Bytes> + Unpin> Body for TapBody<B> {
+impl<B> Body for TapBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-            && let Ok(mut seen) = self.seen.lock()
-        {
-            seen.push(data.clone());
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref()
+                    && let Ok(mut seen) = this.seen.lock()
+                {
+                    seen.push(data.clone());
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.exchange.receiving.store(false, Ordering::Relaxed);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.exchange.receiving.store(false, Ordering::Relaxed);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let until = this.started + BODY_READ_TIMEOUT;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                if deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.timed_out.store(true, Ordering::Relaxed);
+                this.exchange.receiving.store(false, Ordering::Relaxed);
+                Poll::Ready(Some(Err("the request body did not arrive in time".into())))
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -173,6 +249,7 @@ async fn patch_errors(
     resp: Response<HttpBody>,
     max_request_bytes: u32,
     seen: &Mutex<Vec<Bytes>>,
+    timed_out: bool,
 ) -> Response<HttpBody> {
     // Single-call answers were typed by the RPC middleware: nothing to read.
     if resp.extensions().get::<Typed>().is_some() {
@@ -196,6 +273,20 @@ async fn patch_errors(
     // 413 a content-length over the limit gets. Anything else (broken chunked framing, say)
     // is a 400 and a parse error.
     if parts.status == http::StatusCode::INTERNAL_SERVER_ERROR
+        && value["error"]["code"] == json!(INTERNAL)
+        && timed_out
+    {
+        let message = format!(
+            "the request body did not arrive within {} s of its headers",
+            BODY_READ_TIMEOUT.as_secs()
+        );
+        value = json!({ "jsonrpc": "2.0", "id": null, "error": {
+            "code": LIMIT_EXCEEDED,
+            "message": format!("limit exceeded: {message}"),
+            "data": { "type": "limit_exceeded", "errors": [{ "field": "body", "message": message }] },
+        } });
+        parts.status = http::StatusCode::REQUEST_TIMEOUT;
+    } else if parts.status == http::StatusCode::INTERNAL_SERVER_ERROR
         && value["error"]["code"] == json!(INTERNAL)
     {
         let oversize = recorded_len(seen) > max_request_bytes as usize;

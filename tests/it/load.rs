@@ -543,10 +543,21 @@ async fn idle_connections_past_the_open_files_limit_do_not_lock_out_other_client
     for _ in 0..1500 {
         idle_conns.push(connect_retrying(&socket).await);
     }
-    for i in 0..50 {
+    new_clients_are_served(&daemon, 50).await;
+    eprintln!(
+        "1500 idle connections on a 1024-fd daemon: it holds {} fds",
+        daemon.open_fds()
+    );
+    drop(idle_conns);
+}
+
+/// `n` new clients, one after the other, each on a fresh connection: each is answered within
+/// [`SLOW_CALL`].
+pub(crate) async fn new_clients_are_served(daemon: &ChildDaemon, n: usize) {
+    for i in 0..n {
         let started = Instant::now();
         let call = async {
-            let mut conn = Conn::connect(&socket).await?;
+            let mut conn = Conn::connect(&daemon.socket).await?;
             conn.call("users.identify", json!({ "user_id": format!("late-{i}") }))
                 .await
         };
@@ -565,9 +576,4 @@ async fn idle_connections_past_the_open_files_limit_do_not_lock_out_other_client
             started.elapsed()
         );
     }
-    eprintln!(
-        "1500 idle connections on a 1024-fd daemon: it holds {} fds",
-        daemon.open_fds()
-    );
-    drop(idle_conns);
 }

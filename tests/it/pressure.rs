@@ -2,14 +2,44 @@
 //! retry in a loop, requests whose body never comes, answers nobody reads. Each runs against
 //! a child daemon (`child`), whose log, file descriptors and memory can be read from outside.
 
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 
 use crate::access::own_uid;
-use crate::child::{ChildDaemon, rpc};
-use crate::load::daemon_dir;
-use crate::support::wait_for;
+use crate::child::{ChildDaemon, TIMED, rpc};
+use crate::load::{daemon_dir, new_clients_are_served};
+use crate::support::{Daemon, RpcError, wait_for};
+
+/// The headers of a request and the first bytes of its 1000-byte body.
+const STALLED_REQUEST: &[u8] = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"jsonrpc\": \"2.0\", ";
+
+/// A connection that sends headers and the start of a body, then nothing: `None` if the
+/// daemon did not take it within 100 ms (its backlog is full).
+async fn stalled_body(socket: &Path) -> Option<UnixStream> {
+    let mut stream = tokio::time::timeout(Duration::from_millis(100), UnixStream::connect(socket))
+        .await
+        .ok()?
+        .ok()?;
+    // The daemon may close a refused peer's connection before this is written.
+    let _ = stream.write_all(STALLED_REQUEST).await;
+    Some(stream)
+}
+
+/// `n` connections with stalled bodies (those the daemon took).
+async fn stalled_bodies(socket: &Path, n: usize) -> Vec<UnixStream> {
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        streams.extend(stalled_body(socket).await);
+    }
+    streams
+}
 
 /// A uid other than the test's: allowed alone, it makes the test's own uid a refused peer.
 fn other_uid() -> u32 {
@@ -68,5 +98,101 @@ async fn refusals_of_one_peer_are_logged_once_a_second_with_a_count() {
     assert!(
         held_back > 0 && held_back < calls,
         "the second line counts the refusals held back: {lines:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_is_answered_408_limit_exceeded_after_10_s() {
+    let d = Daemon::start().await;
+    let started = Instant::now();
+    let mut stream = stalled_body(&d.socket).await.expect("connected");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("the daemon closes the connection")
+        .expect("reading the answer");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took <= Duration::from_secs(15),
+        "answered after {took:?}"
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let e = RpcError::split(serde_json::from_str(body).expect("a JSON body")).expect_err(body);
+    e.assert(-32004, "limit_exceeded");
+    assert_eq!(e.fields(), ["body"], "{e:?}");
+    d.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_past_the_open_files_limit_do_not_lock_out_other_clients() {
+    let dir = daemon_dir("durability = \"normal\"\n");
+    let daemon = ChildDaemon::spawn_with_fd_limit(dir.path(), 512);
+    let _turn = TIMED.lock().await;
+    // More connections than the daemon has file descriptors for, each stalled in its body:
+    // shedding must drop them, not wait for bodies that never come.
+    let stalled = stalled_bodies(&daemon.socket, 700).await;
+    new_clients_are_served(&daemon, 20).await;
+    eprintln!(
+        "{} stalled bodies on a 512-fd daemon: it holds {} fds",
+        stalled.len(),
+        daemon.open_fds()
+    );
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_of_a_refused_peer_do_not_lock_out_allowed_clients() {
+    // The test's own uid is the refused peer; the allowed client is the CLI run as the only
+    // allowed uid, which needs to reach the socket.
+    let other = other_uid();
+    let dir = daemon_dir(&allowing_only(other));
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("opening the daemon's directory to the other uid");
+    let daemon = ChildDaemon::spawn_with_fd_limit(dir.path(), 512);
+    let _turn = TIMED.lock().await;
+    let stalled = stalled_bodies(&daemon.socket, 700).await;
+    let socket = daemon.socket.clone();
+    let (took, output) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let output = Command::new(env!("CARGO_BIN_EXE_prefsd"))
+            .uid(other)
+            .current_dir("/")
+            .env_remove("PREFSD_SECRET_KEY")
+            .env_remove("PREFSD_SECRET_KEYS")
+            .arg("--socket")
+            .arg(&socket)
+            .args(["call", "daemon.ping"])
+            .output()
+            .expect("running the CLI as the other uid");
+        (started.elapsed(), output)
+    })
+    .await
+    .expect("the CLI thread");
+    assert!(
+        output.status.success(),
+        "the allowed client failed after {took:?} (the daemon holds {} fds): {}",
+        daemon.open_fds(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("pong"),
+        "{output:?}"
+    );
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    let fds = daemon.open_fds();
+    assert!(fds < 200, "the daemon holds {fds} fds for a refused peer");
+    eprintln!(
+        "700 stalled connections of a refused peer: the allowed client answered in {took:?}; \
+         the daemon holds {fds} fds"
+    );
+    drop(stalled);
+    // The refused connections closed at accept are logged like refused calls: a few lines.
+    let closed = lines_with(&daemon.log(), "closed at accept");
+    assert!(
+        !closed.is_empty() && closed.len() <= 3,
+        "{} lines for connections closed at accept",
+        closed.len()
     );
 }
