@@ -100,6 +100,9 @@
 //!   error, and past 32 such connections open it is closed at accept without an answer
 //!   (access.md says each call gets `unauthenticated`; a flood of them may not take every
 //!   file descriptor). Refusals are logged once per peer uid per second with a count.
+//! - Answers of 256 KiB or more share one 32 MiB budget until written to their clients; one
+//!   that does not fit is refused with `limit_exceeded` (the call has run: a write it made
+//!   stays). Calls with a body of 4 KiB or more run one at a time once their body is in.
 //! - A database damaged inside is refused at start (`PRAGMA quick_check`, about 1 s per GB)
 //!   rather than served with internal errors.
 //! - Relative paths in `prefsd.toml` (`socket`, `database`) are relative to the working

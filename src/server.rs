@@ -31,7 +31,7 @@ use crate::auth::Peer;
 use crate::config::ConfigWatcher;
 use crate::rpc;
 use crate::rpc::auth::{AuthLayer, PeerLayer};
-use crate::rpc::http::{Exchange, JsonLayer};
+use crate::rpc::http::{AnswerBudget, Exchange, JsonLayer};
 use crate::rpc::wire::WireLayer;
 
 /// How long a client may take to send a request's headers once it has started. It stops
@@ -41,6 +41,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest response: 1000 recipients × 6 channels of decisions fit many times over.
 const MAX_RESPONSE_BYTES: u32 = 64 * 1024 * 1024;
+
+/// The memory that answers not yet read by their clients may hold in all (see
+/// [`AnswerBudget`]): beside the daemon's own 30–60 MiB, it keeps it within 128 MiB.
+const UNREAD_ANSWERS_BYTES: usize = 32 * 1024 * 1024;
 
 /// How many connections one round of shedding asks to close (see [`Connections`]).
 const SHED_BATCH: usize = 16;
@@ -133,6 +137,7 @@ pub async fn run(
 
     let connections = Arc::new(Connections::default());
     let refused_open = Arc::new(AtomicUsize::new(0));
+    let budget = AnswerBudget::new(UNREAD_ANSWERS_BYTES);
     let max_connections = connection_cap(limits.max_connections);
     tokio::pin!(shutdown);
     loop {
@@ -177,6 +182,7 @@ pub async fn run(
                     .layer(JsonLayer {
                         max_request_bytes: limits.max_request_bytes,
                         exchange: Arc::clone(&exchange),
+                        budget: budget.clone(),
                     }),
             )
             .build(methods.clone(), stop_handle.clone());

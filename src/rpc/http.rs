@@ -14,7 +14,12 @@
 //! - a body must arrive within [`BODY_READ_TIMEOUT`] of its headers, or the request is
 //!   answered 408 `limit_exceeded` and the connection closed; the connection's [`Exchange`]
 //!   tells the server whether a body is arriving, so that shedding can drop such a
-//!   connection at once instead of waiting for a body that may never come.
+//!   connection at once instead of waiting for a body that may never come;
+//! - large answers count against one [`AnswerBudget`] for all connections until they have
+//!   left the process, so clients that do not read cannot make the daemon hold more than
+//!   that; an answer that does not fit is refused with `limit_exceeded`. Calls with large
+//!   bodies, which make the large answers, run [`LARGE_CALLS`] at a time once their body is
+//!   in, so that answers being made do not pile up either.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response};
@@ -41,11 +48,13 @@ use crate::rpc::wire::Typed;
 /// sends headers and then stalls its body no longer holds its connection forever.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Made per connection (the [`Exchange`] is the connection's).
+/// Made per connection (the [`Exchange`] is the connection's, the [`AnswerBudget`] the
+/// daemon's).
 #[derive(Clone, Debug)]
 pub struct JsonLayer {
     pub max_request_bytes: u32,
     pub exchange: Arc<Exchange>,
+    pub budget: AnswerBudget,
 }
 
 impl<S> tower::Layer<S> for JsonLayer {
@@ -55,6 +64,7 @@ impl<S> tower::Layer<S> for JsonLayer {
             inner,
             max_request_bytes: self.max_request_bytes,
             exchange: Arc::clone(&self.exchange),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -79,6 +89,7 @@ pub struct JsonService<S> {
     inner: S,
     max_request_bytes: u32,
     exchange: Arc<Exchange>,
+    budget: AnswerBudget,
 }
 
 impl<S, B> tower::Service<Request<B>> for JsonService<S>
@@ -112,6 +123,8 @@ where
         let seen = Arc::new(Mutex::new(Vec::new()));
         let timed_out = Arc::new(AtomicBool::new(false));
         let exchange = Arc::clone(&self.exchange);
+        let budget = self.budget.clone();
+        let large_call = Arc::new(Mutex::new(None));
         exchange.receiving.store(true, Ordering::Relaxed);
         req.extensions_mut().insert(RequestBody(Arc::clone(&seen)));
         let req = req.map(|inner| TapBody {
@@ -121,6 +134,10 @@ where
             deadline: None,
             timed_out: Arc::clone(&timed_out),
             exchange: Arc::clone(&exchange),
+            large_calls: Arc::clone(&budget.large_calls),
+            waiting: None,
+            turn_taken: false,
+            large_call: Arc::clone(&large_call),
         });
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -128,8 +145,149 @@ where
             // A request whose body was never read (a GET, an upgrade) is not receiving either.
             exchange.receiving.store(false, Ordering::Relaxed);
             let timed_out = timed_out.load(Ordering::Relaxed);
-            Ok(patch_errors(resp?, max, &seen, timed_out).await)
+            let resp = patch_errors(resp?, max, &seen, timed_out).await;
+            let resp = budget.hold(resp, &seen).await;
+            // The answer is held or refused: the next large call may run.
+            drop(large_call);
+            Ok(resp)
         })
+    }
+}
+
+/// Answers smaller than this are not counted: they fit in the socket's send buffer (about
+/// 200 KiB on Linux) and leave the process at once, read or not.
+const BUDGETED_ANSWER_BYTES: usize = 256 * 1024;
+
+/// A request body at least this large makes a large call: 50 recipients fit in a quarter
+/// of it, a 1000-recipient evaluation needs several times more.
+const LARGE_CALL_BODY_BYTES: usize = 4 * 1024;
+
+/// How many large calls run at once; the others wait, with their bodies read, until one
+/// has its answer (held or refused). A 1000-recipient evaluation keeps both cores busy by
+/// itself (it reads and decides on both reader threads), and each builds its answer in
+/// memory (about 18 MiB for 1000 × 64 decisions): 40 at once reached 374 MiB, two at once
+/// 117 MiB with the unread answers, one 99 MiB.
+pub const LARGE_CALLS: usize = 1;
+
+/// A counted answer is handed to hyper in copies of this size, so that what hyper has queued
+/// but not written (a few hundred KiB at most) never keeps the whole answer alive.
+const ANSWER_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The memory that answers not yet written to their clients may hold, all connections
+/// together. Without it, 40 clients that asked for 1000 × 64 evaluations and read nothing
+/// held 390 MB of answers.
+#[derive(Clone, Debug)]
+pub struct AnswerBudget {
+    kib: Arc<Semaphore>,
+    total_kib: u32,
+    large_calls: Arc<Semaphore>,
+}
+
+impl AnswerBudget {
+    pub fn new(bytes: usize) -> AnswerBudget {
+        let total_kib = u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1);
+        AnswerBudget {
+            kib: Arc::new(Semaphore::new(total_kib as usize)),
+            total_kib,
+            large_calls: Arc::new(Semaphore::new(LARGE_CALLS)),
+        }
+    }
+
+    /// `resp` if it is small or fits in the budget (then it holds its share until written),
+    /// else the `limit_exceeded` error in its place. An answer larger than the whole budget
+    /// takes all of it, so it is served when nothing else is held.
+    async fn hold(&self, resp: Response<HttpBody>, seen: &Mutex<Vec<Bytes>>) -> Response<HttpBody> {
+        let size = usize::try_from(resp.body().size_hint().lower()).unwrap_or(usize::MAX);
+        if size < BUDGETED_ANSWER_BYTES {
+            return resp;
+        }
+        let kib = u32::try_from(size.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(self.total_kib);
+        let Ok(permit) = Arc::clone(&self.kib).try_acquire_many_owned(kib) else {
+            return self.refuse(resp, size, seen);
+        };
+        let (parts, body) = resp.into_parts();
+        match body.collect().await {
+            Ok(collected) => Response::from_parts(
+                parts,
+                HttpBody::new(Held {
+                    rest: collected.to_bytes(),
+                    _permit: permit,
+                }),
+            ),
+            Err(_) => Response::from_parts(parts, HttpBody::from("")),
+        }
+    }
+
+    /// The `limit_exceeded` answer to the request whose answer (`size` bytes) does not fit.
+    fn refuse(
+        &self,
+        resp: Response<HttpBody>,
+        size: usize,
+        seen: &Mutex<Vec<Bytes>>,
+    ) -> Response<HttpBody> {
+        let held_mib =
+            (self.total_kib as usize).saturating_sub(self.kib.available_permits()) / 1024;
+        let message = format!(
+            "limit exceeded: the answer ({size} bytes) does not fit: the daemon already holds              {held_mib} MiB of answers that their clients have not read (at most {} MiB);              read answers as they come, or ask for less at a time",
+            self.total_kib / 1024
+        );
+        tracing::warn!(
+            size,
+            held_mib,
+            "an answer was refused: too many unread answers"
+        );
+        // The id of a single request (a batch's answer is refused whole, with a null id).
+        let id = serde_json::from_slice::<Value>(&recorded(seen))
+            .ok()
+            .and_then(|request| request.get("id").cloned())
+            .unwrap_or(Value::Null);
+        let text = json!({ "jsonrpc": "2.0", "id": id, "error": {
+            "code": LIMIT_EXCEEDED, "message": message, "data": { "type": "limit_exceeded" },
+        } })
+        .to_string();
+        let (mut parts, _) = resp.into_parts();
+        parts.headers.remove(CONTENT_LENGTH);
+        Response::from_parts(parts, HttpBody::from(text))
+    }
+}
+
+/// A counted answer: its share of the [`AnswerBudget`] is given back when hyper has taken
+/// the last chunk.
+struct Held {
+    rest: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Body for Held {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(ANSWER_CHUNK_BYTES);
+        let chunk = Bytes::copy_from_slice(&self.rest[..n]);
+        if n == self.rest.len() {
+            // Dropped here, not with the body: the whole answer is freed now.
+            self.rest = Bytes::new();
+        } else {
+            let _ = self.rest.split_to(n);
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 
@@ -145,6 +303,44 @@ pub struct TapBody<B> {
     deadline: Option<Pin<Box<Sleep>>>,
     timed_out: Arc<AtomicBool>,
     exchange: Arc<Exchange>,
+    large_calls: Arc<Semaphore>,
+    /// A large body, all in, waiting for its turn to run.
+    waiting: Option<Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>>,
+    turn_taken: bool,
+    /// The turn of a large call, kept by [`JsonService`] until its answer is held or refused
+    /// (jsonrpsee drops the body before it dispatches the call).
+    large_call: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+}
+
+impl<B> TapBody<B> {
+    /// At the end of the body: `Pending` while a large call waits for its turn.
+    fn take_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.turn_taken {
+            return Poll::Ready(());
+        }
+        if self.waiting.is_none() {
+            if recorded_len(&self.seen) < LARGE_CALL_BODY_BYTES {
+                self.turn_taken = true;
+                return Poll::Ready(());
+            }
+            let large_calls = Arc::clone(&self.large_calls);
+            self.waiting = Some(Box::pin(
+                async move { large_calls.acquire_owned().await.ok() },
+            ));
+        }
+        let Some(waiting) = self.waiting.as_mut() else {
+            return Poll::Ready(());
+        };
+        let Poll::Ready(permit) = waiting.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        if let Ok(mut turn) = self.large_call.lock() {
+            *turn = permit;
+        }
+        self.waiting = None;
+        self.turn_taken = true;
+        Poll::Ready(())
+    }
 }
 
 impl<B> Body for TapBody<B>
@@ -175,6 +371,9 @@ where
             }
             Poll::Ready(None) => {
                 this.exchange.receiving.store(false, Ordering::Relaxed);
+                if this.take_turn(cx).is_pending() {
+                    return Poll::Pending;
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => {

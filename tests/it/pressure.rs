@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -195,4 +195,108 @@ async fn stalled_connections_of_a_refused_peer_do_not_lock_out_allowed_clients()
         "{} lines for connections closed at accept",
         closed.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_nobody_reads_are_bounded_in_memory() {
+    let dir = daemon_dir("durability = \"normal\"\n");
+    let daemon = ChildDaemon::spawn(dir.path());
+    let _turn = TIMED.lock().await;
+    // 40 clients each ask for 1000 recipients × 64 channels (about 10 MB of answer) and do
+    // not read it.
+    let recipients: Vec<String> = (0..1000).map(|i| format!("r{i}")).collect();
+    let channels: Vec<Value> = (0..64)
+        .map(|i| json!({ "type": "email", "id": format!("c{i}") }))
+        .collect();
+    let body = json!({ "jsonrpc": "2.0", "id": 7, "method": "preferences.evaluate",
+                       "params": { "workflow": "new-comment", "recipients": recipients, "channels": channels } })
+    .to_string();
+    let request = format!(
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        let mut stream = UnixStream::connect(&daemon.socket)
+            .await
+            .expect("connecting");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("sending the request");
+        clients.push(stream);
+    }
+    // Each answer has begun (its status line is read, nothing more): the daemon holds the
+    // rest of each, or has refused it.
+    let mut peak_rss = 0;
+    for stream in &mut clients {
+        let mut status = [0; 12];
+        tokio::time::timeout(Duration::from_secs(120), stream.read_exact(&mut status))
+            .await
+            .expect("an answer begins within 120 s")
+            .expect("reading the status line");
+        assert_eq!(
+            &status,
+            b"HTTP/1.1 200",
+            "{:?}",
+            String::from_utf8_lossy(&status)
+        );
+        peak_rss = peak_rss.max(daemon.rss_kib());
+    }
+    let rss = daemon.rss_kib();
+    let hwm = crate::child::proc_status_kib(daemon.pid(), "VmHWM:");
+    // Then read them all: each is the whole answer or limit_exceeded.
+    let (mut whole, mut refused) = (0, 0);
+    for mut stream in clients {
+        let body = tokio::time::timeout(Duration::from_secs(30), read_answer(&mut stream))
+            .await
+            .expect("the rest of the answer");
+        match RpcError::split(serde_json::from_slice(&body).expect("a JSON answer")) {
+            Ok(result) => {
+                assert_eq!(result["results"].as_array().map(Vec::len), Some(1000));
+                whole += 1;
+            }
+            Err(e) => {
+                e.assert(-32004, "limit_exceeded");
+                refused += 1;
+            }
+        }
+    }
+    eprintln!(
+        "40 unread 1000 × 64 answers: {whole} held whole, {refused} refused; daemon RSS {} MiB \
+         (highest seen {} MiB), VmHWM {} MiB",
+        rss / 1024,
+        peak_rss / 1024,
+        hwm / 1024
+    );
+    assert!(
+        rss < 128 * 1024 && peak_rss < 128 * 1024 && hwm < 128 * 1024,
+        "the daemon holds {} MiB (highest seen {} MiB, VmHWM {} MiB) for unread answers",
+        rss / 1024,
+        peak_rss / 1024,
+        hwm / 1024
+    );
+    assert!(whole >= 1, "at least one answer fits the budget");
+    daemon.ok("daemon.ping", Value::Null).await;
+}
+
+/// The body of the answer whose status line has been read: the headers up to the blank
+/// line, then `content-length` bytes.
+async fn read_answer(stream: &mut UnixStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.expect("reading the headers"));
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0; length];
+    stream
+        .read_exact(&mut body)
+        .await
+        .expect("reading the body");
+    body
 }
