@@ -102,7 +102,8 @@
 //!   file descriptor). Refusals are logged once per peer uid per second with a count.
 //! - Answers of 256 KiB or more share one 32 MiB budget until written to their clients; one
 //!   that does not fit is refused with `limit_exceeded` (the call has run: a write it made
-//!   stays). Calls with a body of 4 KiB or more run one at a time once their body is in.
+//!   stays). Calls with a body of 4 KiB or more run one at a time once their body is in. A
+//!   client that reads nothing of such an answer for 10 s is disconnected.
 //! - A database damaged inside is refused at start (`PRAGMA quick_check`, about 1 s per GB)
 //!   rather than served with internal errors.
 //! - Relative paths in `prefsd.toml` (`socket`, `database`) are relative to the working

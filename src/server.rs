@@ -46,6 +46,11 @@ const MAX_RESPONSE_BYTES: u32 = 64 * 1024 * 1024;
 /// [`AnswerBudget`]): beside the daemon's own 30–60 MiB, it keeps it within 128 MiB.
 const UNREAD_ANSWERS_BYTES: usize = 32 * 1024 * 1024;
 
+/// How long a client may go without reading any of a large answer being written to it
+/// before its connection is closed, giving its share of the answer budget back: a client
+/// that never reads cannot keep the budget from everyone else.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many connections one round of shedding asks to close (see [`Connections`]).
 const SHED_BATCH: usize = 16;
 
@@ -240,6 +245,10 @@ async fn serve_connection<S, B>(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        () = write_stalled(&activity, &exchange) => {
+            tracing::debug!("a client stopped reading its answer: connection closed");
+            return;
+        }
         () = activity.close.notified() => {
             conn.as_mut().graceful_shutdown();
             if exchange.receiving() {
@@ -257,6 +266,23 @@ async fn serve_connection<S, B>(
     drop(refused_slot);
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Returns when a counted answer is being written on the connection and no byte has moved
+/// on it for [`WRITE_STALL_TIMEOUT`].
+async fn write_stalled(activity: &Activity, exchange: &Exchange) {
+    let stall_ms = u64::try_from(WRITE_STALL_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        exchange.write_begins().await;
+        while exchange.writing() {
+            let last = activity.last_ms.load(Ordering::Relaxed);
+            let left = last.saturating_add(stall_ms).saturating_sub(now_ms());
+            tokio::time::sleep(Duration::from_millis(left)).await;
+            if exchange.writing() && activity.last_ms.load(Ordering::Relaxed) == last {
+                return;
+            }
+        }
     }
 }
 

@@ -69,18 +69,42 @@ impl<S> tower::Layer<S> for JsonLayer {
     }
 }
 
-/// Where a connection's request stands, for the server's shedding: while a body is still
-/// arriving nothing has run, so a shed connection can be dropped at once; once the body is
-/// in, the call runs and its answer is let out first.
+/// Where a connection's request stands, for the server: while a body is still arriving
+/// nothing has run, so a shed connection can be dropped at once; once the body is in, the
+/// call runs and its answer is let out first. While a counted answer ([`AnswerBudget`]) is
+/// being written, the server cuts off a client that stops reading it.
 #[derive(Debug, Default)]
 pub struct Exchange {
     receiving: AtomicBool,
+    writing: AtomicBool,
+    write_began: tokio::sync::Notify,
 }
 
 impl Exchange {
     /// Whether a request has been started and its body is not all in yet.
     pub fn receiving(&self) -> bool {
         self.receiving.load(Ordering::Relaxed)
+    }
+
+    /// Whether a counted answer is being written.
+    pub fn writing(&self) -> bool {
+        self.writing.load(Ordering::Relaxed)
+    }
+
+    /// Returns once a counted answer is being written.
+    pub async fn write_begins(&self) {
+        // `notify_one` keeps a permit when nobody waits, so a start between the check and
+        // the wait is not missed; a stale permit only costs one more check.
+        while !self.writing() {
+            self.write_began.notified().await;
+        }
+    }
+
+    fn set_writing(&self, writing: bool) {
+        self.writing.store(writing, Ordering::Relaxed);
+        if writing {
+            self.write_began.notify_one();
+        }
     }
 }
 
@@ -146,7 +170,7 @@ where
             exchange.receiving.store(false, Ordering::Relaxed);
             let timed_out = timed_out.load(Ordering::Relaxed);
             let resp = patch_errors(resp?, max, &seen, timed_out).await;
-            let resp = budget.hold(resp, &seen).await;
+            let resp = budget.hold(resp, &seen, &exchange).await;
             // The answer is held or refused: the next large call may run.
             drop(large_call);
             Ok(resp)
@@ -196,7 +220,12 @@ impl AnswerBudget {
     /// `resp` if it is small or fits in the budget (then it holds its share until written),
     /// else the `limit_exceeded` error in its place. An answer larger than the whole budget
     /// takes all of it, so it is served when nothing else is held.
-    async fn hold(&self, resp: Response<HttpBody>, seen: &Mutex<Vec<Bytes>>) -> Response<HttpBody> {
+    async fn hold(
+        &self,
+        resp: Response<HttpBody>,
+        seen: &Mutex<Vec<Bytes>>,
+        exchange: &Arc<Exchange>,
+    ) -> Response<HttpBody> {
         let size = usize::try_from(resp.body().size_hint().lower()).unwrap_or(usize::MAX);
         if size < BUDGETED_ANSWER_BYTES {
             return resp;
@@ -211,10 +240,7 @@ impl AnswerBudget {
         match body.collect().await {
             Ok(collected) => Response::from_parts(
                 parts,
-                HttpBody::new(Held {
-                    rest: collected.to_bytes(),
-                    _permit: permit,
-                }),
+                HttpBody::new(Held::new(collected.to_bytes(), permit, exchange)),
             ),
             Err(_) => Response::from_parts(parts, HttpBody::from("")),
         }
@@ -254,10 +280,28 @@ impl AnswerBudget {
 }
 
 /// A counted answer: its share of the [`AnswerBudget`] is given back when hyper has taken
-/// the last chunk.
+/// the last chunk (or the connection is dropped); until then its connection is `writing`.
 struct Held {
     rest: Bytes,
     _permit: OwnedSemaphorePermit,
+    exchange: Arc<Exchange>,
+}
+
+impl Held {
+    fn new(rest: Bytes, permit: OwnedSemaphorePermit, exchange: &Arc<Exchange>) -> Held {
+        exchange.set_writing(true);
+        Held {
+            rest,
+            _permit: permit,
+            exchange: Arc::clone(exchange),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.exchange.set_writing(false);
+    }
 }
 
 impl Body for Held {

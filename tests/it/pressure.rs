@@ -197,13 +197,8 @@ async fn stalled_connections_of_a_refused_peer_do_not_lock_out_allowed_clients()
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_nobody_reads_are_bounded_in_memory() {
-    let dir = daemon_dir("durability = \"normal\"\n");
-    let daemon = ChildDaemon::spawn(dir.path());
-    let _turn = TIMED.lock().await;
-    // 40 clients each ask for 1000 recipients × 64 channels (about 10 MB of answer) and do
-    // not read it.
+/// A request for 1000 recipients × 64 channels: about 8 MB of answer.
+fn large_evaluation() -> String {
     let recipients: Vec<String> = (0..1000).map(|i| format!("r{i}")).collect();
     let channels: Vec<Value> = (0..64)
         .map(|i| json!({ "type": "email", "id": format!("c{i}") }))
@@ -211,60 +206,107 @@ async fn answers_nobody_reads_are_bounded_in_memory() {
     let body = json!({ "jsonrpc": "2.0", "id": 7, "method": "preferences.evaluate",
                        "params": { "workflow": "new-comment", "recipients": recipients, "channels": channels } })
     .to_string();
-    let request = format!(
+    format!(
         "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
-    );
+    )
+}
+
+/// A connection that has sent `request`.
+async fn send(socket: &Path, request: &str) -> UnixStream {
+    let mut stream = UnixStream::connect(socket).await.expect("connecting");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("sending the request");
+    stream
+}
+
+/// Reads the head of the answer (status line and headers, nothing of the body), which must
+/// be 200, and returns its `content-length`.
+async fn head(stream: &mut UnixStream) -> usize {
+    let read = async {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.expect("reading the head"));
+        }
+        String::from_utf8_lossy(&head).to_ascii_lowercase()
+    };
+    let head = tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .expect("an answer begins within 120 s");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a content-length")
+}
+
+/// How the rest of a large evaluation's answer came.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Whole,
+    Refused,
+    /// The connection closed before the whole answer.
+    Cut,
+}
+
+/// Reads the body of an answer whose head has been read.
+async fn rest_of_answer(stream: &mut UnixStream, length: usize) -> Answer {
+    let mut body = vec![0; length];
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut body))
+        .await
+        .expect("the rest of the answer or the end of the connection");
+    if read.is_err() {
+        return Answer::Cut;
+    }
+    match RpcError::split(serde_json::from_slice(&body).expect("a JSON answer")) {
+        Ok(result) => {
+            assert_eq!(result["results"].as_array().map(Vec::len), Some(1000));
+            Answer::Whole
+        }
+        Err(e) => {
+            e.assert(-32004, "limit_exceeded");
+            Answer::Refused
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_nobody_reads_are_bounded_in_memory() {
+    let dir = daemon_dir("durability = \"normal\"\n");
+    let daemon = ChildDaemon::spawn(dir.path());
+    let _turn = TIMED.lock().await;
+    // 40 clients each ask for 1000 recipients × 64 channels and do not read the answer.
+    let request = large_evaluation();
     let mut clients = Vec::new();
     for _ in 0..40 {
-        let mut stream = UnixStream::connect(&daemon.socket)
-            .await
-            .expect("connecting");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("sending the request");
-        clients.push(stream);
+        clients.push(send(&daemon.socket, &request).await);
     }
-    // Each answer has begun (its status line is read, nothing more): the daemon holds the
-    // rest of each, or has refused it.
+    // Each answer has begun: the daemon holds the rest of each, or has refused it.
     let mut peak_rss = 0;
+    let mut lengths = Vec::new();
     for stream in &mut clients {
-        let mut status = [0; 12];
-        tokio::time::timeout(Duration::from_secs(120), stream.read_exact(&mut status))
-            .await
-            .expect("an answer begins within 120 s")
-            .expect("reading the status line");
-        assert_eq!(
-            &status,
-            b"HTTP/1.1 200",
-            "{:?}",
-            String::from_utf8_lossy(&status)
-        );
+        lengths.push(head(stream).await);
         peak_rss = peak_rss.max(daemon.rss_kib());
     }
     let rss = daemon.rss_kib();
     let hwm = crate::child::proc_status_kib(daemon.pid(), "VmHWM:");
-    // Then read them all: each is the whole answer or limit_exceeded.
-    let (mut whole, mut refused) = (0, 0);
-    for mut stream in clients {
-        let body = tokio::time::timeout(Duration::from_secs(30), read_answer(&mut stream))
-            .await
-            .expect("the rest of the answer");
-        match RpcError::split(serde_json::from_slice(&body).expect("a JSON answer")) {
-            Ok(result) => {
-                assert_eq!(result["results"].as_array().map(Vec::len), Some(1000));
-                whole += 1;
-            }
-            Err(e) => {
-                e.assert(-32004, "limit_exceeded");
-                refused += 1;
-            }
-        }
+    // Then read them all: each is the whole answer or limit_exceeded (or, if the reading
+    // came too late, cut off for not reading).
+    let mut answers = Vec::new();
+    for (mut stream, length) in clients.into_iter().zip(lengths) {
+        answers.push(rest_of_answer(&mut stream, length).await);
     }
+    let count = |a: Answer| answers.iter().filter(|&b| *b == a).count();
+    let (whole, refused, cut) = (
+        count(Answer::Whole),
+        count(Answer::Refused),
+        count(Answer::Cut),
+    );
     eprintln!(
-        "40 unread 1000 × 64 answers: {whole} held whole, {refused} refused; daemon RSS {} MiB \
-         (highest seen {} MiB), VmHWM {} MiB",
+        "40 unread 1000 × 64 answers: {whole} held whole, {cut} held and cut off, {refused} \
+         refused; daemon RSS {} MiB (highest seen {} MiB), VmHWM {} MiB",
         rss / 1024,
         peak_rss / 1024,
         hwm / 1024
@@ -276,27 +318,42 @@ async fn answers_nobody_reads_are_bounded_in_memory() {
         peak_rss / 1024,
         hwm / 1024
     );
-    assert!(whole >= 1, "at least one answer fits the budget");
+    assert!(whole + cut >= 1, "at least one answer fits the budget");
     daemon.ok("daemon.ping", Value::Null).await;
 }
 
-/// The body of the answer whose status line has been read: the headers up to the blank
-/// line, then `content-length` bytes.
-async fn read_answer(stream: &mut UnixStream) -> Vec<u8> {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(stream.read_u8().await.expect("reading the headers"));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_its_share_given_back() {
+    let dir = daemon_dir("durability = \"normal\"\n");
+    let daemon = ChildDaemon::spawn(dir.path());
+    let _turn = TIMED.lock().await;
+    // Clients that read the first bytes of their answers and then stop, until the budget
+    // is full (an answer is refused).
+    let request = large_evaluation();
+    let mut stalled = Vec::new();
+    loop {
+        assert!(stalled.len() < 10, "10 unread answers and none refused");
+        let mut stream = send(&daemon.socket, &request).await;
+        let length = head(&mut stream).await;
+        if length < 64 * 1024 {
+            assert_eq!(rest_of_answer(&mut stream, length).await, Answer::Refused);
+            break;
+        }
+        stalled.push((stream, length));
     }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("a content-length");
-    let mut body = vec![0; length];
-    stream
-        .read_exact(&mut body)
-        .await
-        .expect("reading the body");
-    body
+    // They read nothing more for 12 s: after 10 s without reading they are cut off (what
+    // they read then ends early), and a client that reads gets its whole answer again.
+    let fds = daemon.open_fds();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let fds_after = daemon.open_fds();
+    for (stream, length) in &mut stalled {
+        assert_eq!(rest_of_answer(stream, *length).await, Answer::Cut);
+    }
+    let mut reader = send(&daemon.socket, &request).await;
+    let length = head(&mut reader).await;
+    assert_eq!(rest_of_answer(&mut reader, length).await, Answer::Whole);
+    eprintln!(
+        "{} clients that stopped reading were cut off: daemon fds {fds} → {fds_after}",
+        stalled.len()
+    );
 }
