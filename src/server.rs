@@ -210,7 +210,8 @@ pub async fn run(
 
 /// Serves one connection: HTTP/1.1 with keep-alive and the WebSocket upgrade (a refused
 /// peer's, holding `refused_slot`: one request, no upgrade). On shutdown the connection
-/// finishes the request in flight and then closes. When shed under pressure, a connection
+/// finishes the request in flight and then closes. A client that reads nothing of a large
+/// answer for [`WRITE_STALL_TIMEOUT`] is cut off. When shed under pressure, a connection
 /// whose request body is still arriving is dropped at once (nothing has run, and the body
 /// may never come); any other finishes its call and writes the answer within
 /// [`SHED_GRACE`]. (A WebSocket leaves [`Connections`] once upgraded; jsonrpsee's own
@@ -243,7 +244,11 @@ async fn serve_connection<S, B>(
         res = &mut conn => res,
         () = &mut stopped => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            // A client that has stopped reading its answer must not hold up the shutdown.
+            tokio::select! {
+                res = &mut conn => res,
+                () = write_stalled(&activity, &exchange) => return,
+            }
         }
         () = write_stalled(&activity, &exchange) => {
             tracing::debug!("a client stopped reading its answer: connection closed");

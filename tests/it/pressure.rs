@@ -357,3 +357,26 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_share_given_back() {
         stalled.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_hold_up_the_shutdown() {
+    let dir = daemon_dir("durability = \"normal\"\n");
+    let daemon = ChildDaemon::spawn(dir.path());
+    let mut stream = send(&daemon.socket, &large_evaluation()).await;
+    let length = head(&mut stream).await;
+    assert!(
+        length >= 64 * 1024,
+        "a large answer is held: {length} bytes"
+    );
+    let started = Instant::now();
+    let status = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || daemon.terminate()),
+    )
+    .await
+    .expect("the daemon stops within 30 s although a client does not read")
+    .expect("the waiting thread");
+    assert!(status.success(), "{status}");
+    eprintln!("stopped {:?} after SIGTERM", started.elapsed());
+    drop(stream);
+}
