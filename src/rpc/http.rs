@@ -190,7 +190,7 @@ const LARGE_CALL_BODY_BYTES: usize = 4 * 1024;
 /// has its answer (held or refused). A 1000-recipient evaluation keeps both cores busy by
 /// itself (it reads and decides on both reader threads), and each builds its answer in
 /// memory (about 18 MiB for 1000 × 64 decisions): 40 at once reached 374 MiB, two at once
-/// 117 MiB with the unread answers, one 99 MiB.
+/// 117 MiB with the unread answers, one 99–103 MiB.
 pub const LARGE_CALLS: usize = 1;
 
 /// A counted answer is handed to hyper in copies of this size, so that what hyper has queued
