@@ -107,8 +107,20 @@
 //! - A bulk job whose writes fail (e.g. the disk is full) is marked `failed` with the reason
 //!   in `error_items`; it is not retried.
 //! - Under connection pressure (at `limits.max_connections` or out of file descriptors) the
-//!   least recently active connections are closed after their call in flight, so idle
-//!   clients never lock out new ones.
+//!   least recently active connections are closed after their call in flight (10 s at
+//!   most), so idle clients never lock out new ones; one whose request body is still
+//!   arriving is closed at once.
+//! - A request body must arrive within 10 s of the headers (which have 10 s): a stalled one
+//!   is answered HTTP 408 `limit_exceeded`, field `body`.
+//! - A peer whose uid is refused is checked at accept as well as per call: its connection
+//!   serves one request, its WebSocket upgrade is answered 403 with the `unauthenticated`
+//!   error, and past 32 such connections open it is closed at accept without an answer
+//!   (access.md says each call gets `unauthenticated`; a flood of them may not take every
+//!   file descriptor). Refusals are logged once per peer uid per second with a count.
+//! - Answers of 256 KiB or more share one 32 MiB budget until written to their clients; one
+//!   that does not fit is refused with `limit_exceeded` (the call has run: a write it made
+//!   stays). Calls with a body of 4 KiB or more run one at a time once their body is in. A
+//!   client that reads nothing of such an answer for 10 s is disconnected.
 //! - A database damaged inside is refused at start (`PRAGMA quick_check`, about 1 s per GB)
 //!   rather than served with internal errors.
 //! - Relative paths in `prefsd.toml` (`socket`, `database`) are relative to the working

@@ -31,7 +31,7 @@ use crate::auth::Peer;
 use crate::config::ConfigWatcher;
 use crate::rpc;
 use crate::rpc::auth::{AuthLayer, PeerLayer};
-use crate::rpc::http::JsonLayer;
+use crate::rpc::http::{AnswerBudget, Exchange, JsonLayer};
 use crate::rpc::wire::WireLayer;
 
 /// How long a client may take to send a request's headers once it has started. It stops
@@ -42,8 +42,27 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest response: 1000 recipients × 6 channels of decisions fit many times over.
 const MAX_RESPONSE_BYTES: u32 = 64 * 1024 * 1024;
 
+/// The memory that answers not yet read by their clients may hold in all (see
+/// [`AnswerBudget`]): beside the daemon's own 30–60 MiB, it keeps it within 128 MiB.
+const UNREAD_ANSWERS_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long a client may go without reading any of a large answer being written to it
+/// before its connection is closed, giving its share of the answer budget back: a client
+/// that never reads cannot keep the budget from everyone else.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many connections one round of shedding asks to close (see [`Connections`]).
 const SHED_BATCH: usize = 16;
+
+/// How long a shed connection may take to finish its call in flight and write the answer.
+/// A client that does not read its answer is cut off after this, not kept forever.
+const SHED_GRACE: Duration = Duration::from_secs(10);
+
+/// How many connections of peers whose uid is refused may be open at once. They are served
+/// one request each (so that a misconfigured client reads why it is refused); past this
+/// many, a refused peer's connection is closed at accept, so that refused peers can never
+/// take the file descriptors allowed clients need.
+const REFUSED_CONNECTIONS: usize = 32;
 
 /// File descriptors kept for the database, the config watcher and the rest when the
 /// open-files limit caps the number of connections.
@@ -62,6 +81,11 @@ pub async fn run(
         .context("registering the RPC methods")?
         .into();
     let (stop_handle, server_handle) = stop_channel();
+    let auth = AuthLayer::new(
+        ctx.config.clone(),
+        crate::auth::env_secret_keys(),
+        own_uid().context("reading the daemon's own uid")?,
+    );
     // jsonrpsee's default of 100 connections is too few for a sidecar shared by many
     // worker processes; the limit is a setting (limits.max_connections).
     let builder = Server::builder()
@@ -78,16 +102,9 @@ pub async fn run(
         .set_rpc_middleware(
             RpcServiceBuilder::new()
                 .layer(WireLayer)
-                .layer(AuthLayer::new(
-                    ctx.config.clone(),
-                    crate::auth::env_secret_keys(),
-                    own_uid().context("reading the daemon's own uid")?,
-                )),
+                .layer(auth.clone()),
         )
         .to_service_builder();
-    let json_layer = JsonLayer {
-        max_request_bytes: limits.max_request_bytes,
-    };
 
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -125,6 +142,8 @@ pub async fn run(
     tasks.spawn(apply_store_limits(ctx.clone(), cancel.clone()));
 
     let connections = Arc::new(Connections::default());
+    let refused_open = Arc::new(AtomicUsize::new(0));
+    let budget = AnswerBudget::new(UNREAD_ANSWERS_BYTES);
     let max_connections = connection_cap(limits.max_connections);
     tokio::pin!(shutdown);
     loop {
@@ -149,17 +168,35 @@ pub async fn run(
         let peer = Peer {
             uid: stream.peer_cred().ok().map(|c| c.uid()),
         };
+        let refusal = auth.refusal(peer);
+        let refused_slot = match &refusal {
+            None => None,
+            Some(denied) => match RefusedSlot::take(&refused_open) {
+                Some(slot) => Some(slot),
+                None => {
+                    auth.log_closed_at_accept(peer, denied);
+                    continue;
+                }
+            },
+        };
+        let exchange = Arc::new(Exchange::default());
         let service = builder
             .clone()
             .set_http_middleware(
                 tower::ServiceBuilder::new()
-                    .layer(PeerLayer::new(peer))
-                    .layer(json_layer),
+                    .layer(PeerLayer::new(peer, refusal))
+                    .layer(JsonLayer {
+                        max_request_bytes: limits.max_request_bytes,
+                        exchange: Arc::clone(&exchange),
+                        budget: budget.clone(),
+                    }),
             )
             .build(methods.clone(), stop_handle.clone());
         tasks.spawn(serve_connection(
             connections.add(stream),
             service,
+            exchange,
+            refused_slot,
             stop_handle.clone().shutdown(),
         ));
     }
@@ -172,13 +209,19 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves one connection: HTTP/1.1 with keep-alive and the WebSocket upgrade. On shutdown,
-/// or when shed under pressure, the connection finishes the request in flight and then
-/// closes. (A WebSocket leaves [`Connections`] once upgraded; jsonrpsee's own
+/// Serves one connection: HTTP/1.1 with keep-alive and the WebSocket upgrade (a refused
+/// peer's, holding `refused_slot`: one request, no upgrade). On shutdown the connection
+/// finishes the request in flight and then closes. A client that reads nothing of a large
+/// answer for [`WRITE_STALL_TIMEOUT`] is cut off. When shed under pressure, a connection
+/// whose request body is still arriving is dropped at once (nothing has run, and the body
+/// may never come); any other finishes its call and writes the answer within
+/// [`SHED_GRACE`]. (A WebSocket leaves [`Connections`] once upgraded; jsonrpsee's own
 /// `max_connections` bounds those.)
 async fn serve_connection<S, B>(
     (stream, _registered): (Tracked, Registered),
     service: S,
+    exchange: Arc<Exchange>,
+    refused_slot: Option<RefusedSlot>,
     stopped: impl Future<Output = ()>,
 ) where
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
@@ -194,7 +237,7 @@ async fn serve_connection<S, B>(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true)
+        .keep_alive(refused_slot.is_none())
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
         .with_upgrades();
     tokio::pin!(conn, stopped);
@@ -202,15 +245,68 @@ async fn serve_connection<S, B>(
         res = &mut conn => res,
         () = &mut stopped => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            // A client that has stopped reading its answer must not hold up the shutdown.
+            tokio::select! {
+                res = &mut conn => res,
+                () = write_stalled(&activity, &exchange) => return,
+            }
+        }
+        () = write_stalled(&activity, &exchange) => {
+            tracing::debug!("a client stopped reading its answer: connection closed");
+            return;
         }
         () = activity.close.notified() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            if exchange.receiving() {
+                return;
+            }
+            match tokio::time::timeout(SHED_GRACE, conn).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!("a shed connection did not finish its answer in time");
+                    return;
+                }
+            }
         }
     };
+    drop(refused_slot);
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Returns when a counted answer is being written on the connection and no byte has moved
+/// on it for [`WRITE_STALL_TIMEOUT`].
+async fn write_stalled(activity: &Activity, exchange: &Exchange) {
+    let stall_ms = u64::try_from(WRITE_STALL_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        exchange.write_begins().await;
+        while exchange.writing() {
+            let last = activity.last_ms.load(Ordering::Relaxed);
+            let left = last.saturating_add(stall_ms).saturating_sub(now_ms());
+            tokio::time::sleep(Duration::from_millis(left)).await;
+            if exchange.writing() && activity.last_ms.load(Ordering::Relaxed) == last {
+                return;
+            }
+        }
+    }
+}
+
+/// One of the [`REFUSED_CONNECTIONS`] places for a refused peer's connection, given back on
+/// drop.
+struct RefusedSlot(Arc<AtomicUsize>);
+
+impl RefusedSlot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<RefusedSlot> {
+        let before = open.fetch_add(1, Ordering::Relaxed);
+        let slot = RefusedSlot(Arc::clone(open));
+        (before < REFUSED_CONNECTIONS).then_some(slot)
+    }
+}
+
+impl Drop for RefusedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

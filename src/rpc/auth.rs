@@ -4,15 +4,23 @@
 //!   `SO_PEERCRED` uid, read once at accept) and the request's [`Credentials`] (from its
 //!   headers) into the request extensions. jsonrpsee copies them into every call of the
 //!   request; for a WebSocket, the upgrade request's extensions go with every call on it.
+//!   A peer whose uid is refused at accept ([`AuthLayer::refusal`]) is not let upgrade: a
+//!   WebSocket would outlive the bounds the server puts on a refused peer's connections.
 //! - [`AuthLayer`], the RPC middleware, resolves the [`Caller`] from them (once per request;
 //!   once per batch) and calls [`auth::authorize`] for each call before it is dispatched. A
 //!   refused call is answered with the `unauthenticated` or `forbidden` error of rpc.md and
-//!   runs nothing; the refusal is logged with the peer uid, the method and the reason.
+//!   runs nothing; the refusal is logged with the peer uid, the method and the reason, at
+//!   most once per peer uid per second ([`RefusalLog`]).
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
+use jsonrpsee::server::HttpBody;
 use jsonrpsee::server::middleware::rpc::{
     Batch, BatchEntry, BatchEntryErr, MethodResponse, Notification, Request, RpcServiceT,
 };
@@ -23,14 +31,20 @@ use crate::config::{Config, ConfigHandle};
 use crate::rpc::wire::Inner;
 
 /// Per connection: tags every HTTP request with the peer and its credentials.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PeerLayer {
     peer: Peer,
+    refused: Option<Arc<Denied>>,
 }
 
 impl PeerLayer {
-    pub fn new(peer: Peer) -> PeerLayer {
-        PeerLayer { peer }
+    /// `refused`: why the peer's uid may not use the socket, if it may not
+    /// ([`AuthLayer::refusal`]).
+    pub fn new(peer: Peer, refused: Option<Denied>) -> PeerLayer {
+        PeerLayer {
+            peer,
+            refused: refused.map(Arc::new),
+        }
     }
 }
 
@@ -40,6 +54,7 @@ impl<S> tower::Layer<S> for PeerLayer {
         PeerService {
             inner,
             peer: self.peer,
+            refused: self.refused.clone(),
         }
     }
 }
@@ -48,26 +63,49 @@ impl<S> tower::Layer<S> for PeerLayer {
 pub struct PeerService<S> {
     inner: S,
     peer: Peer,
+    refused: Option<Arc<Denied>>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for PeerService<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<HttpBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> S::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if let Some(denied) = &self.refused
+            && req.headers().contains_key(http::header::UPGRADE)
+        {
+            let response = refused_upgrade(denied);
+            return Box::pin(std::future::ready(Ok(response)));
+        }
         let credentials = Credentials::from_headers(req.headers());
         req.extensions_mut().insert(self.peer);
         req.extensions_mut().insert(credentials);
-        self.inner.call(req)
+        Box::pin(self.inner.call(req))
     }
+}
+
+/// The answer to a refused peer's upgrade request: 403 with the `unauthenticated` error its
+/// calls would get.
+fn refused_upgrade(denied: &Denied) -> http::Response<HttpBody> {
+    let error = ErrorObjectOwned::from(crate::Error::from(denied.clone()));
+    let body = serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": error }).to_string();
+    let mut response = http::Response::new(HttpBody::from(body));
+    *response.status_mut() = http::StatusCode::FORBIDDEN;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
 }
 
 /// The RPC middleware that checks every call (see the module doc).
@@ -84,6 +122,62 @@ struct State {
     /// The policy of the config in force, made again when the config changes (which reads
     /// the user-token key file again).
     cache: Mutex<Option<(Arc<Config>, Arc<Policy>)>>,
+    refusals: RefusalLog,
+}
+
+/// How often a refusal is logged per peer uid at most.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Past this many peers in the log's table, the peers not refused in the last interval are
+/// forgotten, so the table stays small whatever the peers do.
+const REFUSAL_LOG_PEERS: usize = 1024;
+
+/// Rate-limits the refusal lines: a refused client that retries in a loop would otherwise
+/// write a line per call (30 MB in 5 s was measured) and fill the disk. One line per peer
+/// uid per interval is logged; the refusals held back in between are counted, and the count
+/// goes out with that peer's next line (`unlogged`).
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLog {
+    peers: Mutex<HashMap<Option<u32>, Window>>,
+}
+
+#[derive(Debug)]
+struct Window {
+    logged: Instant,
+    held_back: u64,
+}
+
+impl RefusalLog {
+    /// `Some(refusals held back since the last line)` if this refusal of `peer` is to be
+    /// logged, `None` if it is counted instead.
+    pub(crate) fn admit(&self, peer: Option<u32>, now: Instant) -> Option<u64> {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if peers.len() >= REFUSAL_LOG_PEERS {
+            peers.retain(|_, w| now.duration_since(w.logged) < REFUSAL_LOG_INTERVAL);
+        }
+        match peers.entry(peer) {
+            Entry::Occupied(mut e) => {
+                let window = e.get_mut();
+                if now.duration_since(window.logged) < REFUSAL_LOG_INTERVAL {
+                    window.held_back += 1;
+                    return None;
+                }
+                let held_back = window.held_back;
+                *window = Window {
+                    logged: now,
+                    held_back: 0,
+                };
+                Some(held_back)
+            }
+            Entry::Vacant(e) => {
+                e.insert(Window {
+                    logged: now,
+                    held_back: 0,
+                });
+                Some(0)
+            }
+        }
+    }
 }
 
 impl AuthLayer {
@@ -96,6 +190,7 @@ impl AuthLayer {
                 env_keys,
                 daemon_uid,
                 cache: Mutex::new(None),
+                refusals: RefusalLog::default(),
             }),
         };
         let policy = layer.state.policy();
@@ -106,6 +201,42 @@ impl AuthLayer {
             );
         }
         layer
+    }
+}
+
+impl AuthLayer {
+    /// Why `peer` may not use the socket at all under the config in force (its uid is not
+    /// allowed, or unknown), or `None`. Checked at accept, so that the server can bound what
+    /// refused peers hold; every call is still checked, since a reload can change the answer.
+    pub fn refusal(&self, peer: Peer) -> Option<Denied> {
+        let policy = self.state.policy();
+        if peer
+            .uid
+            .is_some_and(|uid| policy.allows_uid(uid, self.state.daemon_uid))
+        {
+            return None;
+        }
+        auth::resolve(
+            peer.uid,
+            &Credentials::default(),
+            &policy,
+            self.state.daemon_uid,
+            jiff::Timestamp::now(),
+        )
+        .err()
+    }
+
+    /// Logs, at most once a second per peer uid like the refused calls, that a refused peer's
+    /// connection was closed at accept.
+    pub fn log_closed_at_accept(&self, peer: Peer, denied: &Denied) {
+        if let Some(unlogged) = self.state.refusals.admit(peer.uid, Instant::now()) {
+            tracing::warn!(
+                peer_uid = peer.uid,
+                reason = %denied,
+                unlogged,
+                "connection closed at accept: too many connections from refused peers"
+            );
+        }
     }
 }
 
@@ -155,17 +286,20 @@ impl State {
             Err(denied) => Err(denied.clone()),
         };
         result.map_err(|denied| {
-            let user = match caller {
-                Ok(Caller::User(u)) => Some(u.sub.as_str()),
-                _ => None,
-            };
-            tracing::warn!(
-                peer_uid = peer,
-                method,
-                user,
-                reason = %denied,
-                "call refused"
-            );
+            if let Some(unlogged) = self.refusals.admit(peer, Instant::now()) {
+                let user = match caller {
+                    Ok(Caller::User(u)) => Some(u.sub.as_str()),
+                    _ => None,
+                };
+                tracing::warn!(
+                    peer_uid = peer,
+                    method,
+                    user,
+                    reason = %denied,
+                    unlogged,
+                    "call refused"
+                );
+            }
             ErrorObjectOwned::from(crate::Error::from(denied))
         })
     }

@@ -127,7 +127,7 @@ pub fn type_of_code(code: i64) -> &'static str {
 }
 
 /// jsonrpsee's code for an oversized request.
-const OVERSIZED_REQUEST: i64 = -32007;
+pub const OVERSIZED_REQUEST: i64 = -32007;
 
 /// jsonrpsee's code for a subscription past its limit per connection (the same number as
 /// `workflow_not_found`, which always carries its `data.type`).

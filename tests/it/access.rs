@@ -5,6 +5,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use prefsd::auth::mint::{SigningKey, sign, tenant_resource, user_claims, user_resource};
 use serde_json::{Value, json};
 
@@ -26,7 +28,7 @@ fn rs256_toml() -> String {
 }
 
 /// The uid the test (and so the daemon) runs as.
-fn own_uid() -> u32 {
+pub(crate) fn own_uid() -> u32 {
     // The owner of a fresh file is our effective uid (std's peer_cred is unstable).
     let file = tempfile::NamedTempFile::new().expect("a temp file");
     std::os::unix::fs::MetadataExt::uid(&file.as_file().metadata().expect("metadata"))
@@ -294,14 +296,34 @@ async fn a_peer_uid_not_allowed_gets_unauthenticated_for_every_call() {
     for item in items {
         assert_eq!(item["error"]["code"], UNAUTHENTICATED, "{item}");
     }
-    // The WebSocket upgrade is answered, and every call on it is refused.
-    let ws = d.ws().await;
-    let e = ws
-        .call("users.identify", json!({ "user_id": "u3" }))
+    // The WebSocket upgrade is refused with the same error (a refused peer's connection
+    // serves one request and cannot become a WebSocket, which would outlive that bound).
+    let e = prefsd::client::Client::connect(&d.socket)
         .await
-        .expect_err("refused");
-    assert!(format!("{e:#}").contains("unauthenticated"), "{e:#}");
-    drop(ws);
+        .err()
+        .expect("the upgrade is refused");
+    assert!(format!("{e:#}").contains("403"), "{e:#}");
+    let mut stream = tokio::net::UnixStream::connect(&d.socket)
+        .await
+        .expect("connecting");
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+              sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .expect("sending the upgrade request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::support::TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the answer, then the connection closed")
+        .expect("reading the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let e = RpcError::split(serde_json::from_str(body).expect("a JSON body")).expect_err(body);
+    e.assert(UNAUTHENTICATED, "unauthenticated");
+    assert!(e.message.contains(&format!("peer uid {me}")), "{e:?}");
 
     // Nothing was written: back on the default access, there is nobody.
     write_files(

@@ -738,6 +738,32 @@ async fn an_unmasked_websocket_frame_closes_the_connection() {
     d.assert_alive().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_chunked_body_is_limit_exceeded_like_an_oversize_content_length() {
+    let d = Daemon::start_with(&[("prefsd.toml", crate::support::SMALL_LIMITS_TOML)]).await;
+    // 70 000 bytes in 1000-byte chunks, past limits.max_request_bytes (65536), with no
+    // content-length to refuse it by.
+    let big = json!({ "jsonrpc": "2.0", "id": 1, "method": "users.identify",
+                      "params": { "user_id": "big", "properties": { "blob": "x".repeat(70_000) } } })
+    .to_string();
+    let mut request = b"POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for chunk in big.as_bytes().chunks(1000) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let (status, body) = exchange(&d, &request).await;
+    assert_eq!(status, 413, "{body}");
+    let e = RpcError::split(serde_json::from_str(&body).expect("a JSON body")).expect_err(&body);
+    e.assert(-32004, "limit_exceeded");
+    assert!(e.message.contains("65536"), "{e:?}");
+    d.call_err("users.get", json!({ "user_id": "big" }))
+        .await
+        .assert(-32001, "not_found");
+    d.assert_alive().await;
+}
+
 /// Past 1024 live subscriptions on one WebSocket, jsonrpsee refuses with its own -32006
 /// (the code of `workflow_not_found`); clients see rpc.md's `limit_exceeded` instead.
 /// Subscriptions stay live here because the client does not read: each one waits to send

@@ -30,7 +30,7 @@ const WS_CLIENTS: usize = 4;
 const USERS: usize = 500;
 const SLOW_CALL: Duration = Duration::from_secs(1);
 
-fn daemon_dir(prefsd_toml: &str) -> tempfile::TempDir {
+pub(crate) fn daemon_dir(prefsd_toml: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("prefsd-load")
         .tempdir()
@@ -522,10 +522,21 @@ async fn idle_connections_past_the_open_files_limit_do_not_lock_out_other_client
     for _ in 0..1500 {
         idle_conns.push(connect_retrying(&socket).await);
     }
-    for i in 0..50 {
+    new_clients_are_served(&daemon, 50).await;
+    eprintln!(
+        "1500 idle connections on a 1024-fd daemon: it holds {} fds",
+        daemon.open_fds()
+    );
+    drop(idle_conns);
+}
+
+/// `n` new clients, one after the other, each on a fresh connection: each is answered within
+/// [`SLOW_CALL`].
+pub(crate) async fn new_clients_are_served(daemon: &ChildDaemon, n: usize) {
+    for i in 0..n {
         let started = Instant::now();
         let call = async {
-            let mut conn = HttpConn::try_connect(&socket).await?;
+            let mut conn = HttpConn::try_connect(&daemon.socket).await?;
             conn.try_call("users.identify", json!({ "user_id": format!("late-{i}") }))
                 .await
         };
@@ -544,9 +555,4 @@ async fn idle_connections_past_the_open_files_limit_do_not_lock_out_other_client
             started.elapsed()
         );
     }
-    eprintln!(
-        "1500 idle connections on a 1024-fd daemon: it holds {} fds",
-        daemon.open_fds()
-    );
-    drop(idle_conns);
 }

@@ -17,6 +17,7 @@ mod knock;
 mod lifecycle;
 mod load;
 mod methods;
+mod pressure;
 mod readme;
 mod reload;
 mod support;
