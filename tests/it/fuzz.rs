@@ -66,11 +66,17 @@ fn request_target() {
     );
 }
 
-/// The saved inputs of `target` under `tests/fuzz/regressions/`.
+/// The saved inputs of `target` under `tests/fuzz/regressions/` (a target with none yet
+/// has no directory; the directory of all of them must be there, or the test would pass
+/// with nothing to replay).
 fn regressions(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fuzz/regressions")
-        .join(target);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/regressions");
+    assert!(
+        root.is_dir(),
+        "{} is missing: the fuzz regressions cannot be replayed",
+        root.display()
+    );
+    let dir = root.join(target);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
@@ -90,19 +96,24 @@ fn regressions(target: &str) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn fuzz_regressions_stay_fixed() {
+    let mut replayed = 0;
     for (name, data) in regressions("preference_set") {
         eprintln!("preference_set/{name}");
         targets::preference_set(&data);
+        replayed += 1;
     }
     for (name, data) in regressions("evaluate") {
         eprintln!("evaluate/{name}");
         targets::evaluate(&data);
+        replayed += 1;
     }
     let requests = targets::Requests::new();
     for (name, data) in regressions("request") {
         eprintln!("request/{name}");
         let _ = requests.run(&data);
+        replayed += 1;
     }
+    assert!(replayed > 0, "no fuzz regression was replayed");
 }
 
 /// Generated inputs, as a proptest runner would give them (deterministic per run).
