@@ -43,7 +43,8 @@
 //! - `rpc`: the JSON-RPC surface — method table, params parsing, the one error mapping,
 //!   HTTP shims, the envelope check (`id`s jsonrpsee cannot read), the WebSocket framing
 //!   read before jsonrpsee's (`rpc::ws`), the bulk progress subscription.
-//! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown.
+//! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown;
+//!   `server::connections` holds the open connections and sheds them under pressure.
 //! - `sched`: the scheduler hint (short time slices) for the threads that serve requests,
 //!   and the allocator's purge delay.
 //! - `client`: the client side of the protocol, shared by `cli` and `bench`: the socket to
