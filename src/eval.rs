@@ -13,10 +13,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::model::{
-    ArgumentKind, Channel, Condition, DEFAULT_SET, Operator, PreferenceSet, Workflow,
-    split_variable,
-};
+use crate::model::condition::{ArgumentKind, Condition, Operator, split_variable};
+use crate::model::{Channel, DEFAULT_SET, PreferenceSet, Workflow};
 use crate::resolve::{LayerId, Node, Stack};
 
 /// A recipient, actor or other entity whose properties conditions can read.

@@ -22,7 +22,9 @@
 //!
 //! - `duration`: the one syntax of durations on the command line (jiff's friendly format).
 //! - `model`: the nouns — `PreferenceSet` (validated, normalised JSON), write requests and
-//!   RFC 7396 merge, channels, workflows, condition operators, field-named validation errors.
+//!   RFC 7396 merge, channels, workflows, field-named validation errors; `model::condition`
+//!   is the condition language (operators, argument kinds, namespaces), `model::validate`
+//!   the walk that checks a set as written.
 //! - `resolve`: the default hierarchy (environment ⊕ tenant default ⊕ recipient set), admin
 //!   locks and provenance, as a lazy merged view (`Stack`, `Node`) and its materialisation.
 //! - `eval`: `decide(workflow, channel, stack, recipient default, context) -> Decision` with

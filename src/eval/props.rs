@@ -36,9 +36,10 @@ use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{Map, Value, json};
 
 use crate::eval::{Context, Decision, Entity, ReasonCode, decide, decide_channels};
+use crate::model::condition::{ArgumentKind, Operator};
 use crate::model::{
-    ArgumentKind, Channel, ChannelType, Operator, PreferenceSet, PreferenceSetRequest, SetKind,
-    Strategy as WriteStrategy, Workflow,
+    Channel, ChannelType, PreferenceSet, PreferenceSetRequest, SetKind, Strategy as WriteStrategy,
+    Workflow,
 };
 use crate::resolve::{LayerId, Sources, Stack};
 
