@@ -86,6 +86,9 @@
 //!   `resolved_argument` and, when a dynamic argument was unreadable, `error`.
 //! - Inline tenants and actors given as objects in `preferences.evaluate` are persisted
 //!   (merged), like inline recipients (Knock's inline identify).
+//! - A tenant-scoped user token reading a tenant with no tenant default and no stored set
+//!   gets `env` alone, not the §4.2 fallback `env ⊕ recipient["default"]`: the scope
+//!   forbids the `default` set (access.md), and an answer is friendlier than a refusal.
 //! - `users.bulkSetPreferences` always replaces; a body asking to merge is refused.
 //! - A bulk job whose writes fail (e.g. the disk is full) is marked `failed` with the reason
 //!   in `error_items`; it is not retried.

@@ -231,10 +231,15 @@ fn read_set_id(
 }
 
 /// `users.getPreferences` / `objects.getPreferences`: the effective set unless `raw`.
+///
+/// `may_read_default` is false for a tenant-scoped user token (access.md): the recipient's
+/// `default` set is then left out of the §4.2 fallback, so a tenant with no tenant default
+/// and no stored set reads as the environment default alone.
 pub async fn get_preferences(
     ctx: &Context,
     kind: Kind,
     p: GetPreferencesParams,
+    may_read_default: bool,
 ) -> Result<Box<RawValue>, Error> {
     let mut errors = Errors::default();
     let key = p.key(kind, &mut errors);
@@ -252,7 +257,7 @@ pub async fn get_preferences(
     }
     let config = ctx.config();
     if let Some(r) = inputs.memo.get::<Rendered>()
-        && r.is_for(&config, tenant_row.as_ref())
+        && r.is_for(&config, tenant_row.as_ref(), may_read_default)
     {
         return Ok(r.answer.clone());
     }
@@ -263,13 +268,14 @@ pub async fn get_preferences(
     let stack = Stack::for_recipient(&Sources {
         environment: &config.environment,
         tenant: tenant.map(|t| (t, tenant_default)),
-        recipient_default: inputs.default_set.as_ref(),
+        recipient_default: inputs.default_set.as_ref().filter(|_| may_read_default),
         recipient_tenant: inputs.tenant_set.as_ref(),
     });
     let answer = render(&stack.effective().into_response(&set_id))?;
     inputs.memo.set(Arc::new(Rendered {
         config,
         tenant: tenant_row,
+        with_default: may_read_default,
         answer: answer.clone(),
     }));
     Ok(answer)
@@ -287,12 +293,20 @@ fn render(answer: &Value) -> Result<Box<RawValue>, Error> {
 struct Rendered {
     config: Arc<Config>,
     tenant: Option<Arc<TenantRow>>,
+    /// Whether the `default` set could take part (see `get_preferences`).
+    with_default: bool,
     answer: Box<RawValue>,
 }
 
 impl Rendered {
-    fn is_for(&self, config: &Arc<Config>, tenant: Option<&Arc<TenantRow>>) -> bool {
+    fn is_for(
+        &self,
+        config: &Arc<Config>,
+        tenant: Option<&Arc<TenantRow>>,
+        with_default: bool,
+    ) -> bool {
         Arc::ptr_eq(&self.config, config)
+            && self.with_default == with_default
             && match (&self.tenant, tenant) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
