@@ -112,6 +112,14 @@
 //!   on both reader threads, each chunk in its own read transaction: consistent in itself,
 //!   as a call of its own would be, not across chunks (the spec asks nothing across
 //!   recipients).
+//! - List conditions (`contains` and its kin) compare through hash sets of normalised
+//!   values, so they cost the two lists' lengths. A literal list argument holds at most
+//!   1000 items (`eval::MAX_LIST_ITEMS`, refused at write time), and the conditions of one
+//!   `preferences.evaluate` may read at most `limits.max_list_items_per_call` list items
+//!   (default ten million, about a quarter of a second; not in config.md): past it the call
+//!   is refused with `limit_exceeded`, and the work stops when the caller goes away. A call
+//!   of at most 50 recipients whose lists pass 50 000 items leaves the async worker for a
+//!   blocking thread.
 //! - The config watch follows the directory's path, not the directory first found there:
 //!   one replaced by a rename is watched anew, and while the path is missing its parent is
 //!   watched (entries other than the config directory ignored) until one is back.

@@ -95,6 +95,9 @@ pub struct Limits {
     /// The read cache's budget in MiB of estimated memory; 0 turns it off. Default 8.
     /// Hot-reloaded. (Not in config.md: an addition, see the README's performance notes.)
     pub read_cache_mb: u32,
+    /// The list items one call's conditions may compare (`eval::Budget`); past it the call
+    /// is refused. Default ten million. (Not in config.md: an addition, issue 22.2.)
+    pub max_list_items_per_call: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -147,6 +150,7 @@ impl Default for Limits {
             max_connections: 4096,
             max_database_mb: None,
             read_cache_mb: 8,
+            max_list_items_per_call: 10_000_000,
         }
     }
 }
@@ -753,6 +757,11 @@ fn parse_limits(r: &mut TomlReader<'_>, table: &DeTable<'_>, limits: &mut Limits
             "read_cache_mb" => {
                 if let Some(n) = r.u32_in(&full, item, 0) {
                     limits.read_cache_mb = n;
+                }
+            }
+            "max_list_items_per_call" => {
+                if let Some(n) = r.u32_in(&full, item, 1) {
+                    limits.max_list_items_per_call = n.into();
                 }
             }
             _ => r.unknown_key(key, "[limits]"),

@@ -865,6 +865,7 @@ fn check_decisions(
         workflow: &workflow_value,
         audiences: &world.audiences,
         now: world.now,
+        budget: crate::eval::Budget::unlimited(),
     };
     let stack = parsed.stack();
     let effective = stack.effective();
@@ -1251,6 +1252,7 @@ proptest! {
             workflow: &workflow_value,
             audiences: &world.audiences,
             now: world.now,
+            budget: crate::eval::Budget::unlimited(),
         };
         let _ = stack.effective();
         for channel in &channels {

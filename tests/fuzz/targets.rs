@@ -628,6 +628,7 @@ pub fn evaluate(data: &[u8]) {
         workflow: &workflow_value,
         audiences: &audiences,
         now,
+        budget: prefsd::eval::Budget::unlimited(),
     };
     let stack = Stack::for_recipient(&Sources {
         environment: &environment,
