@@ -123,6 +123,10 @@
 //! - The config watch follows the directory's path, not the directory first found there:
 //!   one replaced by a rename is watched anew, and while the path is missing its parent is
 //!   watched (entries other than the config directory ignored) until one is back.
+//! - A config file may be at most 2 MiB (`config::MAX_FILE_BYTES`, not read past it) and
+//!   `workflows.toml` at most 10 000 workflows (`config::MAX_WORKFLOWS`); more is an
+//!   invalid config with a message, so a reload is bounded. The watcher stops waiting for a
+//!   reload in progress when the daemon shuts down.
 //! - The WAL is checkpointed by a thread of its own, woken by the writer past 1000 pages,
 //!   not inside a commit; a graceful stop still leaves no WAL behind.
 

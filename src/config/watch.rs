@@ -142,11 +142,32 @@ fn read_one(
     if !wanted {
         return;
     }
-    match std::fs::read_to_string(path) {
+    match read_bounded(path) {
         Ok(content) => files.push((relative, content)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => failures.push((relative, e)),
     }
+}
+
+/// A file's text, reading at most one byte past [`super::MAX_FILE_BYTES`]: a larger file is
+/// refused without being read whole into memory.
+fn read_bounded(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let max = super::MAX_FILE_BYTES;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the file is more than {max} bytes; config files may be at most {} MiB",
+                max / (1024 * 1024)
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// The command-line and environment values that win over `prefsd.toml` (flag > environment,
@@ -593,6 +614,20 @@ impl ConfigWatcher {
         }
     }
 
+    /// Reloads, unless `cancel` fires first: a shutdown does not wait for a reload in
+    /// progress (the blocking thread finishes it, bounded by the file size limit, and its
+    /// result is dropped with the daemon).
+    async fn reload_or_stop(
+        &self,
+        mode: Mode,
+        cancel: &CancellationToken,
+    ) -> std::ops::ControlFlow<()> {
+        tokio::select! {
+            _ = self.handle.reload_in_background(mode) => std::ops::ControlFlow::Continue(()),
+            () = cancel.cancelled() => std::ops::ControlFlow::Break(()),
+        }
+    }
+
     /// Reloads on every debounced change until `cancel` fires. Refused reloads are logged
     /// and shown in the status; the loop goes on.
     ///
@@ -619,12 +654,16 @@ impl ConfigWatcher {
                         self.rewatch();
                     }
                     // Errors are logged and recorded in the status by the reload.
-                    let _ = self.handle.reload_in_background(Mode::Always).await;
+                    if self.reload_or_stop(Mode::Always, &cancel).await.is_break() {
+                        break;
+                    }
                     second_look = Some(tokio::time::Instant::now() + 2 * DEBOUNCE);
                 }
                 () = look => {
                     second_look = None;
-                    let _ = self.handle.reload_in_background(Mode::IfChanged).await;
+                    if self.reload_or_stop(Mode::IfChanged, &cancel).await.is_break() {
+                        break;
+                    }
                 }
             }
         }
