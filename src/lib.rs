@@ -102,7 +102,10 @@
 //! - Reads of recipients read more than once come from a bounded in-memory cache
 //!   (`limits.read_cache_mb`, default 8, 0 turns it off, hot-reloaded; not in config.md).
 //!   An entry is admitted on its second read, so uniform reads over a large database do
-//!   not churn it. `daemon.status` shows it under `cache` (an addition to rpc.md's shape).
+//!   not churn it; one estimated at more than an eighth of the budget is never admitted.
+//! - `properties` (of users, objects, tenants, inline actors) are at most
+//!   `limits.max_properties_bytes` of JSON after the merge (default 64 KiB; not in
+//!   config.md), else `limit_exceeded` naming the field. `daemon.status` shows it under `cache` (an addition to rpc.md's shape).
 //! - `prefsd serve` runs one async worker fewer than the cores (at least one; tokio's
 //!   `TOKIO_WORKER_THREADS` overrides): the database threads and the app beside the daemon
 //!   need the rest, and on 2 cores a second worker quadrupled the p99.

@@ -17,7 +17,7 @@ use crate::Error;
 use crate::api::recipients::{parse_inline_sets, write_inline};
 use crate::api::tenants::TenantWrite;
 use crate::api::{Context, Errors, FieldPath, Json, now};
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::eval::{self, Entity};
 use crate::model::{
     Channel, ChannelType, DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, Strategy,
@@ -145,7 +145,7 @@ impl Snapshot {
 pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Json, Error> {
     let config = ctx.config();
     let req = parse(&config, p)?;
-    let max = config.settings.limits.max_preference_set_bytes;
+    let limits = config.settings.limits.clone();
     let inline = req.recipients.iter().any(RecipientParam::is_inline)
         || req
             .tenant
@@ -156,7 +156,7 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Json, Error> {
     let (req, snapshot) = if inline {
         ctx.db
             .write(move |w| {
-                persist(w, &req, max)?;
+                persist(w, &req, &limits)?;
                 let snapshot = load(w, &req, &req.recipients)?;
                 Ok::<_, Error>((req, snapshot))
             })
@@ -677,16 +677,17 @@ fn parse_actor(value: &Value, errors: &mut Errors) -> Option<ActorParam> {
 }
 
 /// Persists the inline identifies of a request (Knock's inline identify), merging.
-fn persist(w: &crate::store::Write<'_>, req: &Request, max_set_bytes: usize) -> Result<(), Error> {
+fn persist(w: &crate::store::Write<'_>, req: &Request, limits: &Limits) -> Result<(), Error> {
     let now = now();
     if let Some(t) = req.tenant.as_ref().filter(|t| t.changes_anything()) {
-        t.apply(w, max_set_bytes, "tenant.settings.preference_set", &now)?;
+        t.apply(w, limits, "tenant.", &now)?;
     }
     if let Some(actor) = &req.actor
         && let Some(props) = &actor.properties
     {
         let key = RecipientKey::user(&actor.id);
-        write_inline(w, &key, Some(props), &[], max_set_bytes, "actor", &now)?;
+        let properties = Some((props, "actor.properties"));
+        write_inline(w, &key, properties, &[], limits, "actor", &now)?;
     }
     for (i, r) in req
         .recipients
@@ -695,12 +696,15 @@ fn persist(w: &crate::store::Write<'_>, req: &Request, max_set_bytes: usize) -> 
         .filter(|(_, r)| r.is_inline())
     {
         let prefix = format!("recipients.{i}.preferences");
+        let properties_field = format!("recipients.{i}.properties");
         write_inline(
             w,
             &r.key,
-            r.properties.as_ref(),
+            r.properties
+                .as_ref()
+                .map(|p| (p, properties_field.as_str())),
             &r.sets,
-            max_set_bytes,
+            limits,
             &prefix,
             &now,
         )?;

@@ -8,8 +8,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::api::{Context, Deleted, Errors, merge_properties, now};
-use crate::config::Config;
+use crate::api::{Context, Deleted, Errors, check_properties_size, merge_properties, now};
+use crate::config::{Config, Limits};
 use crate::model::{
     DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind, Strategy,
 };
@@ -125,25 +125,28 @@ pub fn parse_inline_sets(
 }
 
 /// Writes inline properties and preference sets of one recipient, inside a transaction.
+/// `properties` is the patch with the field that names it in errors; `prefix` names the
+/// sets.
 pub fn write_inline(
     w: &crate::store::Write<'_>,
     key: &RecipientKey,
-    properties: Option<&Map<String, Value>>,
+    properties: Option<(&Map<String, Value>, &str)>,
     sets: &[(String, PreferenceSetRequest)],
-    max_set_bytes: usize,
+    limits: &Limits,
     prefix: &str,
     now: &str,
 ) -> Result<RecipientRow, Error> {
     let mut props = w.recipient(key)?.map(|r| r.properties).unwrap_or_default();
-    if let Some(patch) = properties {
+    if let Some((patch, field)) = properties {
         merge_properties(&mut props, patch);
+        check_properties_size(&props, limits.max_properties_bytes, field)?;
     }
     let row = w.put_recipient(key, &props, now)?;
     for (set_id, req) in sets {
         let field = format!("{prefix}.{set_id}");
         let stored = w.set(key, set_id)?;
         let set = req.apply(stored.as_ref(), SetKind::Recipient, &field)?;
-        check_size(&set, max_set_bytes, &field)?;
+        check_size(&set, limits.max_preference_set_bytes, &field)?;
         w.put_set(key, set_id, &set, now)?;
     }
     Ok(row)
@@ -159,16 +162,16 @@ pub async fn identify(ctx: &Context, kind: Kind, p: IdentifyParams) -> Result<Va
         .map(|s| parse_inline_sets(s, "preferences", &mut errors))
         .unwrap_or_default();
     errors.finish()?;
-    let max = ctx.config().settings.limits.max_preference_set_bytes;
+    let limits = ctx.config().settings.limits.clone();
     let row = ctx
         .db
         .write(move |w| {
             write_inline(
                 w,
                 &key,
-                p.properties.as_ref(),
+                p.properties.as_ref().map(|props| (props, "properties")),
                 &sets,
-                max,
+                &limits,
                 "preferences",
                 &now(),
             )

@@ -95,6 +95,9 @@ pub struct Limits {
     /// The read cache's budget in MiB of estimated memory; 0 turns it off. Default 8.
     /// Hot-reloaded. (Not in config.md: an addition, see the README's performance notes.)
     pub read_cache_mb: u32,
+    /// The largest `properties` of a user, object, tenant or actor, in bytes of JSON.
+    /// Default 64 KiB. (Not in config.md: an addition, issue 22.5.)
+    pub max_properties_bytes: usize,
     /// The list items one call's conditions may compare (`eval::Budget`); past it the call
     /// is refused. Default ten million. (Not in config.md: an addition, issue 22.2.)
     pub max_list_items_per_call: u64,
@@ -150,6 +153,7 @@ impl Default for Limits {
             max_connections: 4096,
             max_database_mb: None,
             read_cache_mb: 8,
+            max_properties_bytes: 64 * 1024,
             max_list_items_per_call: 10_000_000,
         }
     }
@@ -800,6 +804,11 @@ fn parse_limits(r: &mut TomlReader<'_>, table: &DeTable<'_>, limits: &mut Limits
             "read_cache_mb" => {
                 if let Some(n) = r.u32_in(&full, item, 0) {
                     limits.read_cache_mb = n;
+                }
+            }
+            "max_properties_bytes" => {
+                if let Some(n) = r.usize_in(&full, item, 1) {
+                    limits.max_properties_bytes = n;
                 }
             }
             "max_list_items_per_call" => {

@@ -149,6 +149,7 @@ hs256_secret = "shh"
             max_connections: 30,
             max_database_mb: None,
             read_cache_mb: 8,
+            max_properties_bytes: 64 * 1024,
             max_list_items_per_call: 10_000_000,
         }
     );
