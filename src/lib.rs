@@ -122,7 +122,8 @@
 //!   (default ten million, about a quarter of a second; not in config.md): past it the call
 //!   is refused with `limit_exceeded`, and the work stops when the caller goes away. A call
 //!   of at most 50 recipients whose lists pass 50 000 items leaves the async worker for a
-//!   blocking thread.
+//!   blocking thread. A graceful stop cancels the evaluations running off the async worker
+//!   (`Context::stopping`) instead of waiting for them; their callers get `internal_error`.
 //! - The config watch follows the directory's path, not the directory first found there:
 //!   one replaced by a rename is watched anew, and while the path is missing its parent is
 //!   watched (entries other than the config directory ignored) until one is back.

@@ -164,7 +164,7 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Json, Error> {
     } else if let Some(snapshot) = cache.lookup(|v| Snapshot::cached(v, &req)) {
         (req, snapshot)
     } else if req.recipients.len() > CHUNK_RECIPIENTS {
-        return evaluate_in_chunks(ctx, config, req).await;
+        return unless_stopping(ctx, evaluate_in_chunks(ctx, config, req)).await;
     } else {
         let ticket = cache.ticket();
         let (req, snapshot) = ctx
@@ -190,13 +190,32 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Json, Error> {
     }
     let budget = Arc::new(eval::Budget::new(max_items));
     let _cancel = CancelOnDrop(Arc::clone(&budget));
-    tokio::task::spawn_blocking(move || {
+    let work = tokio::task::spawn_blocking(move || {
         let evaluation = decide_all(&config, &req, &req.recipients, &snapshot, &budget);
         within(&budget, max_items)?;
         evaluation.render()
+    });
+    unless_stopping(ctx, async {
+        work.await
+            .map_err(|e| Error::Internal(format!("evaluation thread: {e}")))?
     })
     .await
-    .map_err(|e| Error::Internal(format!("evaluation thread: {e}")))?
+}
+
+/// Awaits `work`, unless the daemon begins to shut down first: then `work` is dropped,
+/// which cancels its budget ([`CancelOnDrop`]), so the decisions running for it on other
+/// threads stop at their next list condition or recipient instead of holding up the
+/// graceful stop, and the call is answered with an internal error.
+async fn unless_stopping<T>(
+    ctx: &Context,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::select! {
+        result = work => result,
+        () = ctx.stopping.cancelled() => Err(Error::Internal(
+            "the daemon is shutting down; the evaluation was stopped".into(),
+        )),
+    }
 }
 
 /// The most recipients decided on the async worker. A larger batch is milliseconds of pure

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::config::{Config, ConfigHandle};
@@ -24,13 +25,16 @@ use crate::jobs::Jobs;
 use crate::model::ValidationError;
 use crate::store::Db;
 
-/// What every method may use: the store, the live config, the bulk worker's handle and
-/// the daemon's start time.
+/// What every method may use: the store, the live config, the bulk worker's handle, the
+/// daemon's start time and its shutdown.
 pub struct Context {
     pub db: Db,
     pub config: ConfigHandle,
     pub jobs: Jobs,
     pub started: Instant,
+    /// Cancelled by `server::run` when the daemon begins to shut down, so that long
+    /// evaluations stop instead of holding up the graceful stop.
+    pub stopping: CancellationToken,
 }
 
 impl Context {
@@ -40,6 +44,7 @@ impl Context {
             config,
             jobs: Jobs::new(),
             started: Instant::now(),
+            stopping: CancellationToken::new(),
         }
     }
 

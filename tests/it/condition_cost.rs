@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, PREFSD_TOML};
+use crate::support::{Daemon, PREFSD_TOML, wait_for};
 
 /// `n` distinct list items.
 fn items(prefix: &str, n: usize) -> Vec<Value> {
@@ -117,4 +117,35 @@ async fn a_call_past_the_list_budget_is_refused() {
     assert!(e.fields().contains(&"recipients".to_string()), "{e:?}");
     assert!(e.data.to_string().contains("list items"), "{e:?}");
     d.assert_alive().await;
+}
+
+/// A graceful stop does not wait for a costly evaluation in flight: it is cancelled (its
+/// caller gets an error or a closed connection) and the daemon stops within seconds, where
+/// it would otherwise spend the whole list budget (ten million items, many seconds in a
+/// debug build) first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_costly_evaluation() {
+    let environment = costly_environment();
+    let mut d = Daemon::start_with(&[("environment.json", &environment)]).await;
+    let params = costly_call(1000);
+    let socket = d.socket.clone();
+    let call = tokio::spawn(async move {
+        let mut conn = crate::support::HttpConn::connect(&socket).await;
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "preferences.evaluate", "params": params });
+        conn.post_json(body.to_string()).await
+    });
+    // The call has begun once it has looked in the cache (and missed).
+    wait_for("the evaluation to begin", || async {
+        let cache = d.call("daemon.status", Value::Null).await["cache"].clone();
+        (cache["misses"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    d.stop().await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the stop took {elapsed:?}"
+    );
+    call.abort();
 }
