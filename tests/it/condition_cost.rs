@@ -149,3 +149,45 @@ async fn shutdown_does_not_wait_for_a_costly_evaluation() {
     );
     call.abort();
 }
+
+/// A costly evaluation whose caller goes away stops: the reader threads it ran on are free
+/// for the next call at once, where they would otherwise finish the chunks they hold (here
+/// with no budget to stop them: over ten seconds each in a debug build) for nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_costly_evaluation_stops_when_its_caller_goes_away() {
+    let environment = costly_environment();
+    let toml = format!("{PREFSD_TOML}\n[limits]\nmax_list_items_per_call = 4000000000\n");
+    let d = Daemon::start_with(&[("environment.json", &environment), ("prefsd.toml", &toml)]).await;
+    let mut params = costly_call(1000);
+    params["data"] = costly_data(60_000);
+    let socket = d.socket.clone();
+    let call = tokio::spawn(async move {
+        let mut conn = crate::support::HttpConn::connect(&socket).await;
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "preferences.evaluate", "params": params });
+        conn.post_json(body.to_string()).await
+    });
+    // Time for the daemon to read and parse the call and queue its first chunks. Nothing
+    // observable says so without a read, and a read would queue behind those chunks. (Were
+    // it not enough, nothing would be queued yet and the test would pass without showing
+    // anything; it cannot fail for it.)
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Aborting the task drops its connection; the daemon sees the end of the stream.
+    call.abort();
+    let _ = call.await;
+    // 150 recipients with no list to compare (no `data.have`), read and decided in chunks
+    // on the same reader threads, queued behind the abandoned call's.
+    let recipients: Vec<String> = (0..150).map(|i| format!("v{i}")).collect();
+    let started = Instant::now();
+    let result = d
+        .call(
+            "preferences.evaluate",
+            json!({ "workflow": "new-comment", "recipients": recipients, "channels": [{ "type": "email" }] }),
+        )
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(result["results"].as_array().map(Vec::len), Some(150));
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "the next call waited {elapsed:?} behind the abandoned one"
+    );
+}
