@@ -524,8 +524,7 @@ fn holds(
             let all = match var {
                 Value::Array(have) => {
                     charge(ctx.budget, have.len() + wanted.len())?;
-                    let have = Keys::of(have);
-                    wanted.iter().all(|w| have.holds(w))
+                    includes_all(have, &wanted)
                 }
                 _ => false,
             };
@@ -773,8 +772,7 @@ fn contains(variable: &Value, argument: &Value, budget: &Budget) -> Result<bool,
         Value::Array(have) => match list(argument) {
             Some(wanted) => {
                 charge(budget, have.len() + wanted.len())?;
-                let have = Keys::of(have);
-                wanted.iter().any(|w| have.holds(w))
+                intersects(have, &wanted)
             }
             None => {
                 charge(budget, have.len())?;
@@ -795,6 +793,28 @@ fn contains(variable: &Value, argument: &Value, budget: &Budget) -> Result<bool,
             },
         },
     })
+}
+
+/// Up to this many pairs, comparing every pair beats building a hash set: the common case,
+/// a few tags against a one- or two-item argument, measured 7% slower per decision hashed.
+const PAIRWISE_MAX: usize = 64;
+
+/// Whether some item of `wanted` is in `have` (under [`equal`]).
+fn intersects(have: &[Value], wanted: &[Value]) -> bool {
+    if have.len().saturating_mul(wanted.len()) <= PAIRWISE_MAX {
+        return wanted.iter().any(|w| have.iter().any(|h| equal(h, w)));
+    }
+    let have = Keys::of(have);
+    wanted.iter().any(|w| have.holds(w))
+}
+
+/// Whether every item of `wanted` is in `have` (under [`equal`]).
+fn includes_all(have: &[Value], wanted: &[Value]) -> bool {
+    if have.len().saturating_mul(wanted.len()) <= PAIRWISE_MAX {
+        return wanted.iter().all(|w| have.iter().any(|h| equal(h, w)));
+    }
+    let have = Keys::of(have);
+    wanted.iter().all(|w| have.holds(w))
 }
 
 /// Pays for reading `items` list items, or says why the condition cannot be evaluated.
