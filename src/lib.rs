@@ -116,7 +116,7 @@
 //!   as a call of its own would be, not across chunks (the spec asks nothing across
 //!   recipients).
 //! - List conditions (`contains` and its kin) compare through hash sets of normalised
-//!   values, so they cost the two lists' lengths. A literal list argument holds at most
+//!   values past 64 pairs (pair by pair below), so they cost the two lists' lengths. A literal list argument holds at most
 //!   1000 items (`eval::MAX_LIST_ITEMS`, refused at write time), and the conditions of one
 //!   `preferences.evaluate` may read at most `limits.max_list_items_per_call` list items
 //!   (default ten million, about a quarter of a second; not in config.md): past it the call
