@@ -34,7 +34,8 @@
 //!   what `preferences/read` and `preferences/write` grant, on its user or in the tenant of
 //!   the call. `users.get` counts as a read.
 //! - A tenant-scoped token may use only its tenants' set ids (as `tenant` or
-//!   `preference_set`), never the `"default"` set, and may not call `users.listPreferences`
+//!   `preference_set`), never the `"default"` set (not even through the fallback of
+//!   preferences.md §4.2, see [`NoDefaultSet`]), and may not call `users.listPreferences`
 //!   (which lists the sets of every tenant).
 
 use std::collections::BTreeMap;
@@ -76,6 +77,14 @@ pub struct Peer {
     pub uid: Option<u32>,
 }
 
+/// Put by the RPC middleware into the extensions of every call of a tenant-scoped user
+/// token. Such a call may not see the recipient's `default` set, and `authorize` keeps it
+/// from naming the set; this marker keeps the handler from reading it through the §4.2
+/// fallback (a tenant with no tenant default and no stored set falls back to
+/// `env ⊕ recipient["default"]`). Handlers see this marker, never the credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoDefaultSet;
+
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
@@ -92,6 +101,14 @@ pub struct UserCaller {
     /// The token's `sub`: the only user this caller may act on.
     pub sub: String,
     pub grants: Grants,
+}
+
+impl Caller {
+    /// Whether the caller is a user token scoped to tenants, which never sees the
+    /// recipient's `default` set (see [`NoDefaultSet`]).
+    pub fn tenant_scoped(&self) -> bool {
+        matches!(self, Caller::User(user) if !user.grants.tenants.is_empty())
+    }
 }
 
 /// What a user token's grants allow.

@@ -106,6 +106,9 @@
 //!   `resolved_argument` and, when a dynamic argument was unreadable, `error`.
 //! - Inline tenants and actors given as objects in `preferences.evaluate` are persisted
 //!   (merged), like inline recipients (Knock's inline identify).
+//! - A tenant-scoped user token reading a tenant with no tenant default and no stored set
+//!   gets `env` alone, not the §4.2 fallback `env ⊕ recipient["default"]`: the scope
+//!   forbids the `default` set (access.md), and an answer is friendlier than a refusal.
 //! - `users.bulkSetPreferences` always replaces; a body asking to merge is refused.
 //! - A bulk job whose writes fail (e.g. the disk is full) is marked `failed` with the reason
 //!   in `error_items`; it is not retried.
@@ -131,13 +134,31 @@
 //! - Reads of recipients read more than once come from a bounded in-memory cache
 //!   (`limits.read_cache_mb`, default 8, 0 turns it off, hot-reloaded; not in config.md).
 //!   An entry is admitted on its second read, so uniform reads over a large database do
-//!   not churn it. `daemon.status` shows it under `cache` (an addition to rpc.md's shape).
+//!   not churn it; one estimated at more than an eighth of the budget is never admitted.
+//!   `daemon.status` shows it under `cache` (an addition to rpc.md's shape).
+//! - `properties` (of users, objects, tenants, inline actors) are at most
+//!   `limits.max_properties_bytes` of JSON after the merge (default 64 KiB; not in
+//!   config.md), else `limit_exceeded` naming the field.
 //! - A `preferences.evaluate` of more than 100 recipients that the cache cannot answer whole
 //!   is read in chunks, each in its own read transaction: consistent in itself, as a call
 //!   of its own would be, not across chunks (the spec asks nothing across recipients).
 //! - `tenants.get` of a tenant that is not stored but has a template in the config returns
 //!   the template as the tenant, with `"source": "config"`, no name, no properties and no
 //!   timestamps: evaluation uses it, so a read must not say it does not exist.
+//! - List conditions (`contains` and its kin) compare through hash sets of normalised
+//!   values past 64 pairs (pair by pair below), so they cost the two lists' lengths. A
+//!   literal list argument holds at most 1000 items (`eval::MAX_LIST_ITEMS`, refused at
+//!   write time), and the conditions of one `preferences.evaluate` may read at most
+//!   `limits.max_list_items_per_call` list items (default ten million, about a quarter of a
+//!   second; not in config.md): past it the call is refused with `limit_exceeded`, and the
+//!   work stops when the caller goes away. A call of at most 50 recipients whose lists pass
+//!   50 000 items leaves the async worker for a blocking thread. A graceful stop cancels the
+//!   evaluations running off the async worker (`Context::stopping`) instead of waiting for
+//!   them; their callers get `internal_error`.
+//! - A config file may be at most 2 MiB (`config::MAX_FILE_BYTES`, not read past it) and
+//!   `workflows.toml` at most 10 000 workflows (`config::MAX_WORKFLOWS`); more is an
+//!   invalid config with a message, so a reload is bounded. The watcher stops waiting for a
+//!   reload in progress when the daemon shuts down.
 //! - The config watch follows the directory's path, not the directory first found there:
 //!   one replaced by a rename is watched anew, and while the path is missing its parent is
 //!   watched (entries other than the config directory ignored) until one is back.
@@ -162,8 +183,9 @@
 //!   set by each identify (`users.identify`, `objects.set`, an inline recipient of
 //!   `preferences.evaluate`), not by `setPreferences` and the other preference writes, as
 //!   in Knock, where preferences are a resource of their own. `__typename`, `updated_at`
-//!   and `created_at` read the same way for an `actor`, which is a stored user too. Both timestamps come from the `recipients`
-//!   row that the schema has kept since version 1, so no migration was needed.
+//!   and `created_at` read the same way for an `actor`, which is a stored user too. Both
+//!   timestamps come from the `recipients` row that the schema has kept since version 1,
+//!   so no migration was needed.
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.

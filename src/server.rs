@@ -190,6 +190,8 @@ pub async fn run(
         ));
     }
     tracing::info!("shutting down: no new connections; finishing in-flight calls");
+    // Long evaluations in flight stop rather than finish (`api::evaluate`).
+    ctx.stopping.cancel();
     drop(listener);
     let _ = server_handle.stop();
     cancel.cancel();

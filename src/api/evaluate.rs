@@ -17,7 +17,7 @@ use crate::Error;
 use crate::api::recipients::{parse_inline_sets, write_inline};
 use crate::api::tenants::TenantWrite;
 use crate::api::{Context, Errors, FieldPath, Json, strict};
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::eval::{self, Entity};
 use crate::model::{
     Channel, ChannelType, DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, Strategy,
@@ -155,7 +155,7 @@ impl Snapshot {
 pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Json, Error> {
     let config = ctx.config();
     let req = parse(&config, p)?;
-    let max = config.settings.limits.max_preference_set_bytes;
+    let limits = config.settings.limits.clone();
     let inline = req.recipients.iter().any(RecipientParam::is_inline)
         || req
             .tenant
@@ -166,7 +166,7 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Json, Error> {
     let (req, snapshot) = if inline {
         ctx.db
             .write(move |w| {
-                persist(w, &req, max)?;
+                persist(w, &req, &limits)?;
                 let snapshot = load(w, &req, &req.recipients)?;
                 Ok::<_, Error>((req, snapshot))
             })
@@ -174,7 +174,7 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Json, Error> {
     } else if let Some(snapshot) = cache.lookup(|v| Snapshot::cached(v, &req)) {
         (req, snapshot)
     } else if req.recipients.len() > CHUNK_RECIPIENTS {
-        return evaluate_in_chunks(ctx, config, req).await;
+        return unless_stopping(ctx, evaluate_in_chunks(ctx, config, req)).await;
     } else {
         let ticket = cache.ticket();
         let (req, snapshot) = ctx
@@ -187,20 +187,84 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Json, Error> {
         snapshot.remember(cache, ticket, &req, &req.recipients);
         (req, snapshot)
     };
+    let max_items = config.settings.limits.max_list_items_per_call;
     if req.recipients.len() <= ON_WORKER_RECIPIENTS {
-        return decide_all(&config, &req, &req.recipients, &snapshot).render();
+        // Tried on the worker with a small list budget: nearly every call fits, and one
+        // that does not is decided again on a blocking thread, having cost the worker at
+        // most ON_WORKER_LIST_ITEMS.
+        let budget = eval::Budget::new(ON_WORKER_LIST_ITEMS.min(max_items));
+        let evaluation = decide_all(&config, &req, &req.recipients, &snapshot, &budget);
+        if !budget.spent() {
+            return evaluation.render();
+        }
     }
-    tokio::task::spawn_blocking(move || {
-        decide_all(&config, &req, &req.recipients, &snapshot).render()
+    let budget = Arc::new(eval::Budget::new(max_items));
+    let _cancel = CancelOnDrop(Arc::clone(&budget));
+    let work = tokio::task::spawn_blocking(move || {
+        let evaluation = decide_all(&config, &req, &req.recipients, &snapshot, &budget);
+        within(&budget, max_items)?;
+        evaluation.render()
+    });
+    unless_stopping(ctx, async {
+        work.await
+            .map_err(|e| Error::Internal(format!("evaluation thread: {e}")))?
     })
     .await
-    .map_err(|e| Error::Internal(format!("evaluation thread: {e}")))?
+}
+
+/// Awaits `work`, unless the daemon begins to shut down first: then `work` is dropped,
+/// which cancels its budget ([`CancelOnDrop`]), so the decisions running for it on other
+/// threads stop at their next list condition or recipient instead of holding up the
+/// graceful stop, and the call is answered with an internal error.
+async fn unless_stopping<T>(
+    ctx: &Context,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::select! {
+        result = work => result,
+        () = ctx.stopping.cancelled() => Err(Error::Internal(
+            "the daemon is shutting down; the evaluation was stopped".into(),
+        )),
+    }
 }
 
 /// The most recipients decided on the async worker. A larger batch is milliseconds of pure
 /// CPU (about 3 µs per recipient and channel set), so it goes to a blocking thread and the
 /// worker, of which a small machine runs one, goes on answering other calls meanwhile.
 const ON_WORKER_RECIPIENTS: usize = 50;
+
+/// The list items (see [`eval::Budget`]) a call may compare on the async worker before it
+/// moves to a blocking thread: about a millisecond.
+const ON_WORKER_LIST_ITEMS: u64 = 50_000;
+
+/// Cancels a call's budget when the call's future is dropped (its caller went away, or the
+/// connection was closed), so the decisions still running for it on other threads stop at
+/// their next list condition and recipient instead of finishing for nobody.
+struct CancelOnDrop(Arc<eval::Budget>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// `Ok` unless the budget of `max_items` (`limits.max_list_items_per_call`) ran out, or
+/// was cancelled, in which case the decisions are not an answer and the call is refused.
+/// The budget bounds what stored conditions can cost (issue 22: two 14 000-item conditions
+/// stalled every client for 10 s) and how long a graceful shutdown waits for a call.
+fn within(budget: &eval::Budget, max_items: u64) -> Result<(), Error> {
+    if budget.spent() {
+        return Err(Error::limit(
+            "recipients",
+            format!(
+                "the conditions of this call compare more than {max_items} list items in \
+                 all (limits.max_list_items_per_call); evaluate fewer recipients per call \
+                 or shorten the lists"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// The recipients of one read in a large evaluation that is not served from the cache.
 const CHUNK_RECIPIENTS: usize = 100;
@@ -220,6 +284,9 @@ async fn evaluate_in_chunks(
     req: Request,
 ) -> Result<Json, Error> {
     let req = Arc::new(req);
+    let max_items = config.settings.limits.max_list_items_per_call;
+    let budget = Arc::new(eval::Budget::new(max_items));
+    let _cancel = CancelOnDrop(Arc::clone(&budget));
     let ticket = ctx.db.cache().ticket();
     let total = req.recipients.len();
     let mut starts = (0..total).step_by(CHUNK_RECIPIENTS);
@@ -233,13 +300,17 @@ async fn evaluate_in_chunks(
             && let Some(start) = starts.next()
         {
             let (req, config) = (Arc::clone(&req), Arc::clone(&config));
+            let budget = Arc::clone(&budget);
             let cache = Arc::clone(ctx.db.cache());
             let range = start..(start + CHUNK_RECIPIENTS).min(total);
             in_flight.push_back(ctx.db.read_queued(move |r| {
+                // A chunk queued for a call already refused or gone reads nothing.
+                within(&budget, max_items)?;
                 let recipients = req.recipients.get(range).unwrap_or_default();
                 let snapshot = load(r, &req, recipients)?;
                 let mut part = Vec::with_capacity(recipients.len() * per_recipient);
-                decide_all(&config, &req, recipients, &snapshot).write_results(&mut part);
+                decide_all(&config, &req, recipients, &snapshot, &budget).write_results(&mut part);
+                within(&budget, max_items)?;
                 // Offered to the cache and dropped here, on the thread that parsed it, so
                 // the allocator frees it where it was allocated and the async worker does
                 // none of it. (Peak RSS measured the same either way, 60 vs 62 MiB.)
@@ -642,16 +713,17 @@ fn parse_actor(value: &Value, errors: &mut Errors) -> Option<ActorParam> {
 }
 
 /// Persists the inline identifies of a request (Knock's inline identify), merging.
-fn persist(w: &crate::store::Write<'_>, req: &Request, max_set_bytes: usize) -> Result<(), Error> {
+fn persist(w: &crate::store::Write<'_>, req: &Request, limits: &Limits) -> Result<(), Error> {
     let now = now();
     if let Some(t) = req.tenant.as_ref().filter(|t| t.changes_anything()) {
-        t.apply(w, max_set_bytes, "tenant.settings.preference_set", &now)?;
+        t.apply(w, limits, "tenant.", &now)?;
     }
     if let Some(actor) = &req.actor
         && let Some(props) = &actor.properties
     {
         let key = RecipientKey::user(&actor.id);
-        write_inline(w, &key, Some(props), &[], max_set_bytes, "actor", &now)?;
+        let properties = Some((props, "actor.properties"));
+        write_inline(w, &key, properties, &[], limits, "actor", &now)?;
     }
     for (i, r) in req
         .recipients
@@ -660,12 +732,15 @@ fn persist(w: &crate::store::Write<'_>, req: &Request, max_set_bytes: usize) -> 
         .filter(|(_, r)| r.is_inline())
     {
         let prefix = format!("recipients.{i}.preferences");
+        let properties_field = format!("recipients.{i}.properties");
         write_inline(
             w,
             &r.key,
-            r.properties.as_ref(),
+            r.properties
+                .as_ref()
+                .map(|p| (p, properties_field.as_str())),
             &r.sets,
-            max_set_bytes,
+            limits,
             &prefix,
             &now,
         )?;
@@ -698,11 +773,15 @@ fn load(r: &Read<'_>, req: &Request, recipients: &[RecipientParam]) -> Result<Sn
 
 /// The pure part: every (recipient, channel) decision for `recipients` (the request's, or
 /// the ones `snapshot` was loaded for), in order.
+///
+/// Stops early, with the decisions made so far, once `budget` is spent: the caller then
+/// refuses the call.
 fn decide_all(
     config: &Config,
     req: &Request,
     recipients: &[RecipientParam],
     snapshot: &Snapshot,
+    budget: &eval::Budget,
 ) -> Evaluation {
     let tenant_id = req.tenant.as_ref().map(|t| t.id.as_str());
     let tenant_default = tenant_id.and_then(|t| {
@@ -735,6 +814,9 @@ fn decide_all(
     });
     let mut results = Vec::with_capacity(recipients.len());
     for (rp, loaded) in recipients.iter().zip(&snapshot.recipients) {
+        if budget.spent() {
+            break;
+        }
         let stack = Stack::for_recipient(&Sources {
             environment: &config.environment,
             tenant: tenant_id.map(|t| (t, tenant_default)),
@@ -757,6 +839,7 @@ fn decide_all(
             run: &req.run,
             audiences: &loaded.audiences,
             now: req.now,
+            budget,
         };
         let decisions = eval::decide_channels(
             &req.workflow,

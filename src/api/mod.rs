@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::config::{Config, ConfigHandle};
@@ -25,13 +26,16 @@ use crate::jobs::Jobs;
 use crate::model::ValidationError;
 use crate::store::Db;
 
-/// What every method may use: the store, the live config, the bulk worker's handle and
-/// the daemon's start time.
+/// What every method may use: the store, the live config, the bulk worker's handle, the
+/// daemon's start time and its shutdown.
 pub struct Context {
     pub db: Db,
     pub config: ConfigHandle,
     pub jobs: Jobs,
     pub started: Instant,
+    /// Cancelled by `server::run` when the daemon begins to shut down, so that long
+    /// evaluations stop instead of holding up the graceful stop.
+    pub stopping: CancellationToken,
 }
 
 impl Context {
@@ -41,6 +45,7 @@ impl Context {
             config,
             jobs: Jobs::new(),
             started: Instant::now(),
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -120,6 +125,24 @@ impl Errors {
             Err(Error::Invalid(ValidationError { errors: self.0 }))
         }
     }
+}
+
+/// Refuses `properties` larger than `limits.max_properties_bytes` of JSON (issue 22.5: large
+/// properties made the read cache hold 205 MB). Checked on the merged result, so a merge
+/// cannot grow them past it either.
+pub fn check_properties_size(
+    properties: &Map<String, Value>,
+    max: usize,
+    field: &str,
+) -> Result<(), Error> {
+    let len = serde_json::to_string(properties).map_or(usize::MAX, |s| s.len());
+    if len > max {
+        return Err(Error::limit(
+            field,
+            format!("is {len} bytes of JSON; the limit is {max} (limits.max_properties_bytes)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Shallow property merge (rpc.md `users.identify`): a `null` value deletes the property.

@@ -8,8 +8,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::api::{Context, Deleted, Errors, merge_properties, strict};
-use crate::config::Config;
+use crate::api::{Context, Deleted, Errors, check_properties_size, merge_properties, strict};
+use crate::config::{Config, Limits};
 use crate::model::{
     DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind, Strategy,
 };
@@ -131,25 +131,28 @@ pub fn parse_inline_sets(
 }
 
 /// Writes inline properties and preference sets of one recipient, inside a transaction.
+/// `properties` is the patch with the field that names it in errors; `prefix` names the
+/// sets.
 pub fn write_inline(
     w: &crate::store::Write<'_>,
     key: &RecipientKey,
-    properties: Option<&Map<String, Value>>,
+    properties: Option<(&Map<String, Value>, &str)>,
     sets: &[(String, PreferenceSetRequest)],
-    max_set_bytes: usize,
+    limits: &Limits,
     prefix: &str,
     now: &str,
 ) -> Result<RecipientRow, Error> {
     let mut props = w.recipient(key)?.map(|r| r.properties).unwrap_or_default();
-    if let Some(patch) = properties {
+    if let Some((patch, field)) = properties {
         merge_properties(&mut props, patch);
+        check_properties_size(&props, limits.max_properties_bytes, field)?;
     }
     let row = w.put_recipient(key, &props, now)?;
     for (set_id, req) in sets {
         let field = format!("{prefix}.{set_id}");
         let stored = w.set(key, set_id)?;
         let set = req.apply(stored.as_ref(), SetKind::Recipient, &field)?;
-        check_size(&set, max_set_bytes, &field)?;
+        check_size(&set, limits.max_preference_set_bytes, &field)?;
         w.put_set(key, set_id, &set, now)?;
     }
     Ok(row)
@@ -165,16 +168,16 @@ pub async fn identify(ctx: &Context, kind: Kind, p: IdentifyParams) -> Result<Va
         .map(|s| parse_inline_sets(s, "preferences", &mut errors))
         .unwrap_or_default();
     errors.finish()?;
-    let max = ctx.config().settings.limits.max_preference_set_bytes;
+    let limits = ctx.config().settings.limits.clone();
     let row = ctx
         .db
         .write(move |w| {
             write_inline(
                 w,
                 &key,
-                p.properties.as_ref(),
+                p.properties.as_ref().map(|props| (props, "properties")),
                 &sets,
-                max,
+                &limits,
                 "preferences",
                 &now(),
             )
@@ -237,10 +240,15 @@ fn read_set_id(
 }
 
 /// `users.getPreferences` / `objects.getPreferences`: the effective set unless `raw`.
+///
+/// `may_read_default` is false for a tenant-scoped user token (access.md): the recipient's
+/// `default` set is then left out of the §4.2 fallback, so a tenant with no tenant default
+/// and no stored set reads as the environment default alone.
 pub async fn get_preferences(
     ctx: &Context,
     kind: Kind,
     p: GetPreferencesParams,
+    may_read_default: bool,
 ) -> Result<Box<RawValue>, Error> {
     let mut errors = Errors::default();
     let key = p.key(kind, &mut errors);
@@ -258,7 +266,7 @@ pub async fn get_preferences(
     }
     let config = ctx.config();
     if let Some(r) = inputs.memo.get::<Rendered>()
-        && r.is_for(&config, tenant_row.as_ref())
+        && r.is_for(&config, tenant_row.as_ref(), may_read_default)
     {
         return Ok(r.answer.clone());
     }
@@ -269,13 +277,14 @@ pub async fn get_preferences(
     let stack = Stack::for_recipient(&Sources {
         environment: &config.environment,
         tenant: tenant.map(|t| (t, tenant_default)),
-        recipient_default: inputs.default_set.as_ref(),
+        recipient_default: inputs.default_set.as_ref().filter(|_| may_read_default),
         recipient_tenant: inputs.tenant_set.as_ref(),
     });
     let answer = render(&stack.effective().into_response(&set_id))?;
     inputs.memo.set(Arc::new(Rendered {
         config,
         tenant: tenant_row,
+        with_default: may_read_default,
         answer: answer.clone(),
     }));
     Ok(answer)
@@ -293,12 +302,20 @@ fn render(answer: &Value) -> Result<Box<RawValue>, Error> {
 struct Rendered {
     config: Arc<Config>,
     tenant: Option<Arc<TenantRow>>,
+    /// Whether the `default` set could take part (see `get_preferences`).
+    with_default: bool,
     answer: Box<RawValue>,
 }
 
 impl Rendered {
-    fn is_for(&self, config: &Arc<Config>, tenant: Option<&Arc<TenantRow>>) -> bool {
+    fn is_for(
+        &self,
+        config: &Arc<Config>,
+        tenant: Option<&Arc<TenantRow>>,
+        with_default: bool,
+    ) -> bool {
         Arc::ptr_eq(&self.config, config)
+            && self.with_default == with_default
             && match (&self.tenant, tenant) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),

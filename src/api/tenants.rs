@@ -5,7 +5,8 @@ use serde_json::{Map, Value, json};
 
 use crate::Error;
 use crate::api::recipients::check_size;
-use crate::api::{Context, Deleted, Errors, merge_properties, strict};
+use crate::api::{Context, Deleted, Errors, check_properties_size, merge_properties, strict};
+use crate::config::Limits;
 use crate::model::{PreferenceSetRequest, SetKind, Strategy};
 use crate::resolve::{LayerId, Stack};
 use crate::store::TenantRow;
@@ -83,12 +84,13 @@ impl TenantWrite {
 
     /// Applies the write inside the caller's transaction, creating the tenant if needed:
     /// properties merge shallowly, the default set merges (or replaces, as its request
-    /// says), and `field` names the set in errors.
+    /// says). `prefix` goes before `properties` and `settings.preference_set` in errors
+    /// (`""` for `tenants.set`, `"tenant."` inline).
     pub fn apply(
         &self,
         w: &crate::store::Write<'_>,
-        max_set_bytes: usize,
-        field: &str,
+        limits: &Limits,
+        prefix: &str,
         now: &str,
     ) -> Result<TenantRow, Error> {
         let mut row = w.tenant(&self.id)?.unwrap_or_else(|| TenantRow {
@@ -104,13 +106,16 @@ impl TenantWrite {
         }
         if let Some(patch) = &self.properties {
             merge_properties(&mut row.properties, patch);
+            let field = format!("{prefix}properties");
+            check_properties_size(&row.properties, limits.max_properties_bytes, &field)?;
         }
         match &self.preference_set {
             None => {}
             Some(None) => row.preference_set = None,
             Some(Some(req)) => {
-                let set = req.apply(row.preference_set.as_ref(), SetKind::Default, field)?;
-                check_size(&set, max_set_bytes, field)?;
+                let field = format!("{prefix}settings.preference_set");
+                let set = req.apply(row.preference_set.as_ref(), SetKind::Default, &field)?;
+                check_size(&set, limits.max_preference_set_bytes, &field)?;
                 row.preference_set = Some(set);
             }
         }
@@ -141,10 +146,10 @@ pub async fn set(ctx: &Context, p: SetParams) -> Result<Value, Error> {
         properties: p.properties,
         preference_set,
     };
-    let max = ctx.config().settings.limits.max_preference_set_bytes;
+    let limits = ctx.config().settings.limits.clone();
     let row = ctx
         .db
-        .write(move |w| write.apply(w, max, "settings.preference_set", &now()))
+        .write(move |w| write.apply(w, &limits, "", &now()))
         .await?;
     let set = row.preference_set.as_ref().map(|s| s.to_response(&row.id));
     Ok(tenant_json(&row, set))

@@ -132,11 +132,32 @@ fn read_one(
     if !wanted {
         return;
     }
-    match std::fs::read_to_string(path) {
+    match read_bounded(path) {
         Ok(content) => files.push((relative, content)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => failures.push((relative, e)),
     }
+}
+
+/// A file's text, reading at most one byte past [`super::MAX_FILE_BYTES`]: a larger file is
+/// refused without being read whole into memory.
+fn read_bounded(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let max = super::MAX_FILE_BYTES;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the file is more than {max} bytes; config files may be at most {} MiB",
+                max / (1024 * 1024)
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// The command-line and environment values that win over `prefsd.toml` (flag > environment,

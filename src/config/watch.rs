@@ -135,6 +135,20 @@ impl ConfigWatcher {
         }
     }
 
+    /// Reloads, unless `cancel` fires first: a shutdown does not wait for a reload in
+    /// progress (the blocking thread finishes it, bounded by the file size limit, and its
+    /// result is dropped with the daemon).
+    async fn reload_or_stop(
+        &self,
+        mode: Mode,
+        cancel: &CancellationToken,
+    ) -> std::ops::ControlFlow<()> {
+        tokio::select! {
+            _ = self.handle.reload_in_background(mode) => std::ops::ControlFlow::Continue(()),
+            () = cancel.cancelled() => std::ops::ControlFlow::Break(()),
+        }
+    }
+
     /// Reloads on every debounced change until `cancel` fires. Refused reloads are logged
     /// and shown in the status; the loop goes on.
     ///
@@ -161,12 +175,16 @@ impl ConfigWatcher {
                         self.rewatch();
                     }
                     // Errors are logged and recorded in the status by the reload.
-                    let _ = self.handle.reload_in_background(Mode::Always).await;
+                    if self.reload_or_stop(Mode::Always, &cancel).await.is_break() {
+                        break;
+                    }
                     second_look = Some(tokio::time::Instant::now() + 2 * DEBOUNCE);
                 }
                 () = look => {
                     second_look = None;
-                    let _ = self.handle.reload_in_background(Mode::IfChanged).await;
+                    if self.reload_or_stop(Mode::IfChanged, &cancel).await.is_break() {
+                        break;
+                    }
                 }
             }
         }

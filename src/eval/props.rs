@@ -869,6 +869,7 @@ fn check_decisions(
         run: &Value::Null,
         audiences: &world.audiences,
         now: world.now,
+        budget: crate::eval::Budget::unlimited(),
     };
     let stack = parsed.stack();
     let effective = stack.effective();
@@ -1256,6 +1257,7 @@ proptest! {
             run: &Value::Null,
             audiences: &world.audiences,
             now: world.now,
+            budget: crate::eval::Budget::unlimited(),
         };
         let _ = stack.effective();
         for channel in &channels {

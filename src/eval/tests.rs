@@ -251,6 +251,7 @@ fn evaluate(case: &Value) -> Result<Value, String> {
         run: case.get("run").unwrap_or(&null),
         audiences: &audiences,
         now,
+        budget: crate::eval::Budget::unlimited(),
     };
     let stack = sets.stack();
     let default_set = sets.recipient_set("default");
@@ -294,5 +295,53 @@ fn reason_codes_are_named_as_serde_names_them() {
     use crate::eval::ReasonCode;
     for code in ReasonCode::ALL {
         assert_eq!(serde_json::to_value(code).ok(), Some(json!(code.as_str())));
+    }
+}
+
+/// The hash keys that make list conditions O(n+m) (issue 22.2) must agree with `equal`, the
+/// pairwise comparison they replace, on every pair of a sample of the coercion's corners.
+#[test]
+fn list_keys_agree_with_equal() {
+    use super::{Key, equal};
+    let values = [
+        json!(null),
+        json!(""),
+        json!(" "),
+        json!(true),
+        json!(false),
+        json!("true"),
+        json!("false"),
+        json!(0),
+        json!(-0.0),
+        json!("0"),
+        json!("-0"),
+        json!(1),
+        json!(1.0),
+        json!("1"),
+        json!("1.0"),
+        json!(" 1 "),
+        json!("1e0"),
+        json!(2.5),
+        json!("2.5"),
+        json!("NaN"),
+        json!("inf"),
+        json!("abc"),
+        json!([]),
+        json!([1]),
+        json!([1.0]),
+        json!(["1"]),
+        json!({}),
+        json!({ "a": 1, "b": [true] }),
+        json!({ "b": [true], "a": 1 }),
+        json!({ "a": "1" }),
+    ];
+    for a in &values {
+        for b in &values {
+            assert_eq!(
+                equal(a, b),
+                Key::of(a) == Key::of(b),
+                "equal and the list keys disagree on {a} and {b}"
+            );
+        }
     }
 }

@@ -10,7 +10,8 @@
 //!   once per batch) and calls [`auth::authorize`] for each call before it is dispatched. A
 //!   refused call is answered with the `unauthenticated` or `forbidden` error of rpc.md and
 //!   runs nothing; the refusal is logged with the peer uid, the method and the reason, at
-//!   most once per peer uid per second ([`RefusalLog`]).
+//!   most once per peer uid per second ([`RefusalLog`]). The calls of a tenant-scoped user
+//!   token carry [`NoDefaultSet`] in their extensions.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -26,7 +27,7 @@ use jsonrpsee::server::middleware::rpc::{
 };
 use jsonrpsee::types::ErrorObjectOwned;
 
-use crate::auth::{self, Caller, Credentials, Denied, Peer, Policy, TokenPolicy};
+use crate::auth::{self, Caller, Credentials, Denied, NoDefaultSet, Peer, Policy, TokenPolicy};
 use crate::config::{Config, ConfigHandle};
 use crate::rpc::wire::Inner;
 
@@ -305,6 +306,13 @@ impl State {
     }
 }
 
+/// Tells the handler of a tenant-scoped token's call not to read the `default` set.
+fn mark_scope(caller: &Result<Caller, Denied>, ext: &mut http::Extensions) {
+    if caller.as_ref().is_ok_and(Caller::tenant_scoped) {
+        ext.insert(NoDefaultSet);
+    }
+}
+
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Auth<S> {
@@ -329,8 +337,9 @@ where
     type BatchResponse = MethodResponse;
     type NotificationResponse = MethodResponse;
 
-    fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+    fn call<'a>(&self, mut req: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let (peer, caller) = self.state.resolve(req.extensions());
+        mark_scope(&caller, req.extensions_mut());
         let verdict = self.state.check(
             peer,
             &caller,
@@ -352,7 +361,8 @@ where
         let entries: Vec<_> = batch
             .into_iter()
             .filter_map(|entry| match entry {
-                Ok(BatchEntry::Call(req)) => {
+                Ok(BatchEntry::Call(mut req)) => {
+                    mark_scope(&caller, req.extensions_mut());
                     let params = req.params.as_ref().map(|p| p.get());
                     match self.state.check(peer, &caller, req.method_name(), params) {
                         Ok(()) => Some(Ok(BatchEntry::Call(req))),

@@ -27,6 +27,7 @@ use crate::Error;
 use crate::api::daemon::NoParams;
 use crate::api::recipients::Kind;
 use crate::api::{self, Context};
+use crate::auth::NoDefaultSet;
 use crate::model::ValidationError;
 
 /// The version of this JSON-RPC protocol, shown by `daemon.status`; the CLI refuses to
@@ -38,6 +39,15 @@ pub const PROTOCOL: u32 = 1;
 macro_rules! method {
     ($module:ident, $name:literal, |$ctx:ident, $p:ident : $params:ty| $body:expr) => {
         $module.register_async_method($name, |params, ctx, _ext| async move {
+            let $p: $params = parse_params(&params)?;
+            let $ctx: &Context = &ctx;
+            let result: Result<_, Error> = $body;
+            to_wire(&result.map_err(ErrorObjectOwned::from)?)
+        })?;
+    };
+    // The same, for a body that reads the call's extensions too.
+    ($module:ident, $name:literal, |$ctx:ident, $p:ident : $params:ty, $ext:ident| $body:expr) => {
+        $module.register_async_method($name, |params, ctx, $ext| async move {
             let $p: $params = parse_params(&params)?;
             let $ctx: &Context = &ctx;
             let result: Result<_, Error> = $body;
@@ -64,7 +74,7 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     method!(m, "users.identify", |c, p: r::IdentifyParams| r::identify(c, Kind::User, p).await);
     method!(m, "users.get", |c, p: r::WhoParams| r::get(c, Kind::User, p).await);
     method!(m, "users.delete", |c, p: r::WhoParams| r::delete(c, Kind::User, p).await);
-    method!(m, "users.getPreferences", |c, p: r::GetPreferencesParams| r::get_preferences(c, Kind::User, p).await);
+    method!(m, "users.getPreferences", |c, p: r::GetPreferencesParams, ext| r::get_preferences(c, Kind::User, p, ext.get::<NoDefaultSet>().is_none()).await);
     method!(m, "users.setPreferences", |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::User, p).await);
     method!(m, "users.unsetPreferences", |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::User, p).await);
     method!(m, "users.listPreferences", |c, p: r::WhoParams| r::list_preferences(c, Kind::User, p).await);
@@ -73,7 +83,7 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     method!(m, "objects.set", |c, p: r::IdentifyParams| r::identify(c, Kind::Object, p).await);
     method!(m, "objects.get", |c, p: r::WhoParams| r::get(c, Kind::Object, p).await);
     method!(m, "objects.delete", |c, p: r::WhoParams| r::delete(c, Kind::Object, p).await);
-    method!(m, "objects.getPreferences", |c, p: r::GetPreferencesParams| r::get_preferences(c, Kind::Object, p).await);
+    method!(m, "objects.getPreferences", |c, p: r::GetPreferencesParams, ext| r::get_preferences(c, Kind::Object, p, ext.get::<NoDefaultSet>().is_none()).await);
     method!(m, "objects.setPreferences", |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::Object, p).await);
     method!(m, "objects.unsetPreferences", |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::Object, p).await);
     method!(m, "objects.listPreferences", |c, p: r::WhoParams| r::list_preferences(c, Kind::Object, p).await);

@@ -11,8 +11,9 @@
 //!   the invalidation removes the entry.
 //!
 //! Values are shared (`Arc`), never copied out. The cache is bounded by an estimate of
-//! the memory its parsed values hold; when that passes the budget a quarter of the
-//! entries, arbitrary ones, are dropped in one pass.
+//! the memory its parsed values hold, strictly: an entry that would take more than an
+//! eighth of the budget is never admitted, and when an insert passes the budget a quarter
+//! of the entries, arbitrary ones, are dropped per pass until it is under again.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -84,6 +85,11 @@ const PARSED_PER_TEXT_BYTE: usize = 13;
 /// What an entry costs besides its JSON: the key, the map slot, the `Arc`.
 const ENTRY_OVERHEAD: usize = 256;
 
+/// The largest share of the budget one entry may take: a larger one is not cached (issue
+/// 22.5: recipients with large properties took the cache to 205 MB against 8 MiB, since
+/// an entry was admitted whatever its size and one pass of trimming could miss it).
+const MAX_ENTRY_SHARE: usize = 8;
+
 impl Cache {
     /// A cache that holds at most about `budget` bytes of parsed values.
     pub fn new(budget: usize) -> Cache {
@@ -107,14 +113,7 @@ impl Cache {
             state.seen_once.clear();
             state.weight = 0;
         }
-        // Each pass drops at least one entry, so this ends (with an empty cache at worst).
-        while state.weight > budget {
-            if state.recipients.is_empty() && state.tenants.is_empty() {
-                state.weight = 0;
-                break;
-            }
-            self.trim(&mut state);
-        }
+        self.trim(&mut state);
     }
 
     fn budget(&self) -> usize {
@@ -185,12 +184,16 @@ impl Cache {
         if state.generation != ticket.0 || self.budget() == 0 {
             return;
         }
+        let weight = inputs_weight(key, inputs);
+        if weight > self.budget() / MAX_ENTRY_SHARE {
+            return;
+        }
         let entries = state.recipients.entry(key.clone()).or_default();
         if entries.iter().any(|(set, _)| set.as_deref() == tenant_set) {
             return;
         }
         entries.push((tenant_set.map(str::to_string), Arc::clone(inputs)));
-        state.weight += inputs_weight(key, inputs);
+        state.weight += weight;
         self.trim(&mut state);
     }
 
@@ -200,8 +203,12 @@ impl Cache {
         if state.generation != ticket.0 || state.tenants.contains_key(id) || self.budget() == 0 {
             return;
         }
+        let weight = tenant_weight(id, row.map(Arc::as_ref));
+        if weight > self.budget() / MAX_ENTRY_SHARE {
+            return;
+        }
         state.tenants.insert(id.to_string(), row.cloned());
-        state.weight += tenant_weight(id, row.map(Arc::as_ref));
+        state.weight += weight;
         self.trim(&mut state);
     }
 
@@ -240,12 +247,22 @@ impl Cache {
         }
     }
 
-    /// Over budget: drops every fourth entry, in the maps' own (arbitrary) order, which
-    /// costs one pass per quarter of the cache rather than a search per insert.
+    /// Over budget: drops a quarter of the entries per pass until under it (each pass drops
+    /// at least one, so this ends, with an empty cache at worst).
     fn trim(&self, state: &mut State) {
-        if state.weight <= self.budget() {
-            return;
+        let budget = self.budget();
+        while state.weight > budget {
+            if state.recipients.is_empty() && state.tenants.is_empty() {
+                state.weight = 0;
+                break;
+            }
+            Cache::drop_a_quarter(state);
         }
+    }
+
+    /// Drops every fourth entry, in the maps' own (arbitrary) order, which costs one pass
+    /// per quarter of the cache rather than a search per insert.
+    fn drop_a_quarter(state: &mut State) {
         // Every fourth entry counting from the first, so that a cache of one to three
         // entries over the budget still shrinks.
         let mut n = 0usize;
@@ -447,8 +464,9 @@ mod tests {
     #[test]
     fn a_budget_below_a_few_large_entries_empties_the_cache() {
         let cache = Cache::new(BUDGET);
+        // Each within the eighth of the budget an entry may take.
         let large = Arc::new(EvaluationInputs {
-            text_bytes: 100_000,
+            text_bytes: 50_000,
             ..EvaluationInputs::clone(&inputs("large"))
         });
         for id in ["u1", "u2", "u3"] {
@@ -463,6 +481,24 @@ mod tests {
         assert_eq!(cache.stats().recipients, 3);
         cache.set_budget(1);
         assert_eq!((cache.stats().recipients, cache.stats().bytes), (0, 0));
+    }
+
+    #[test]
+    fn an_entry_over_an_eighth_of_the_budget_is_not_cached() {
+        let u1 = RecipientKey::user("u1");
+        let large = Arc::new(EvaluationInputs {
+            text_bytes: 10_000,
+            ..EvaluationInputs::clone(&inputs("large"))
+        });
+        let weight = inputs_weight(&u1, &large);
+        let cache = Cache::new(weight * MAX_ENTRY_SHARE - 1);
+        admit(&cache, cache.ticket(), &u1, None, &large);
+        cache.put_tenant(cache.ticket(), "acme", Some(&tenant("acme")));
+        assert_eq!(cache.stats().recipients, 0);
+        assert_eq!(cache.stats().tenants, 1);
+        cache.set_budget(weight * MAX_ENTRY_SHARE);
+        admit(&cache, cache.ticket(), &u1, None, &large);
+        assert_eq!(cache.stats().recipients, 1);
     }
 
     #[test]

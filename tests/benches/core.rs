@@ -266,6 +266,7 @@ impl Fixture {
             run: &Value::Null,
             audiences: &self.audiences,
             now: self.now,
+            budget: prefsd::eval::Budget::unlimited(),
         }
     }
 
@@ -335,5 +336,78 @@ fn core(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, core);
+/// The list conditions at the caps (issue 22.2): one workflow whose two conditions each hold
+/// a literal list of `MAX_LIST_ITEMS` items, against a recipient property list of 1000 and
+/// of 8000 items (about what `limits.max_properties_bytes` allows for short items), the
+/// comparisons that took 0.5 s per decision pairwise. One channel: the conditions are the
+/// workflow's, decided once per recipient whatever the channels.
+fn list_conditions(c: &mut Criterion) {
+    use prefsd::eval::{Budget, MAX_LIST_ITEMS};
+    let wanted: Vec<Value> = (0..MAX_LIST_ITEMS)
+        .map(|i| json!(format!("t{i}")))
+        .collect();
+    let others: Vec<Value> = (0..MAX_LIST_ITEMS)
+        .map(|i| json!(format!("o{i}")))
+        .collect();
+    let set = PreferenceSet::parse(
+        &json!({ "workflows": { "w": { "conditions": [
+            { "variable": "recipient.tags", "operator": "contains_all", "argument": wanted },
+            { "variable": "recipient.tags", "operator": "not_contains", "argument": others },
+        ] } } }),
+        SetKind::Recipient,
+        "preferences",
+    )
+    .expect("the conditions are within the caps");
+    let environment = PreferenceSet::default();
+    let workflow = Workflow {
+        key: "w".into(),
+        categories: Vec::new(),
+        commercial: false,
+        override_preferences: false,
+    };
+    let workflow_value = workflow.to_value();
+    let channel = Channel {
+        channel_type: ChannelType::Email,
+        id: None,
+    };
+    for have in [1000, 8000] {
+        // Every wanted item, at the end of the list, after ones that match nothing.
+        let mut tags: Vec<Value> = (0..have - MAX_LIST_ITEMS)
+            .map(|i| json!(format!("x{i}")))
+            .collect();
+        tags.extend((0..MAX_LIST_ITEMS).map(|i| json!(format!("t{i}"))));
+        let properties = json!({ "tags": tags });
+        let ctx = Context {
+            recipient: Entity {
+                id: "u1",
+                collection: None,
+                properties: &properties,
+                created_at: None,
+                updated_at: None,
+            },
+            actor: None,
+            data: &Value::Null,
+            run: &Value::Null,
+            tenant: &Value::Null,
+            vars: &Value::Null,
+            workflow: &workflow_value,
+            audiences: &[],
+            now: Timestamp::UNIX_EPOCH,
+            budget: Budget::unlimited(),
+        };
+        let stack = Stack::for_recipient(&Sources {
+            environment: &environment,
+            tenant: None,
+            recipient_default: Some(&set),
+            recipient_tenant: None,
+        });
+        let d = decide(&workflow, &channel, &stack, Some(&set), &ctx);
+        assert!(d.send, "the conditions hold: {d:?}");
+        c.bench_function(&format!("decide_list_conditions_1000_vs_{have}"), |b| {
+            b.iter(|| decide(&workflow, &channel, black_box(&stack), Some(&set), &ctx))
+        });
+    }
+}
+
+criterion_group!(benches, core, list_conditions);
 criterion_main!(benches);

@@ -633,6 +633,7 @@ pub fn evaluate(data: &[u8]) {
         run: &Value::Null,
         audiences: &audiences,
         now,
+        budget: prefsd::eval::Budget::unlimited(),
     };
     let stack = Stack::for_recipient(&Sources {
         environment: &environment,

@@ -647,6 +647,34 @@ async fn a_tenant_scoped_token_stays_in_its_tenant() {
     assert_eq!(raw_set(&d, "u1", "default").await, default_before);
 }
 
+/// Issue 22.6: a tenant with no tenant default and no stored set falls back to
+/// `env ⊕ recipient["default"]` (§4.2), which a tenant-scoped token may not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_scoped_token_never_reads_the_default_set_through_the_fallback() {
+    let d = Daemon::start_with(&[("prefsd.toml", &rs256_toml())]).await;
+    seed(&d).await;
+    let scoped = token_with("u1", &[], &["newco"]);
+    let params = json!({ "user_id": "u1", "tenant": "newco" });
+    let got = as_user(&d, &scoped, "users.getPreferences", params.clone())
+        .await
+        .expect("reading in newco");
+    // u1's default set opts out of workflow w; the environment default is empty.
+    assert!(
+        got["workflows"]["w"].is_null(),
+        "the default set leaked: {got}"
+    );
+    // A server caller still gets the fallback, before and after (no shared cached answer).
+    let server = d.call("users.getPreferences", params.clone()).await;
+    assert_eq!(server["workflows"]["w"], false, "{server}");
+    let again = as_user(&d, &scoped, "users.getPreferences", params)
+        .await
+        .expect("reading in newco");
+    assert!(
+        again["workflows"]["w"].is_null(),
+        "the default set leaked: {again}"
+    );
+}
+
 // --- accepted paths ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

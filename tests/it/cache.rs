@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::jobs::follow;
-use crate::support::Daemon;
+use crate::support::{Daemon, PREFSD_TOML};
 
 /// `send` for one recipient on email, for `workflow`, with `extra` params.
 async fn sends(d: &Daemon, recipient: &str, workflow: &str, extra: Value) -> bool {
@@ -258,4 +258,112 @@ async fn a_large_batch_decides_every_recipient_in_order_cached_or_not() {
     let status = d.call("daemon.status", json!({})).await;
     assert_eq!(status["cache"]["recipients"], 450, "{status}");
     assert_eq!(status["cache"]["hits"], 1, "{status}");
+}
+
+/// `properties` of about `bytes` bytes of JSON.
+fn properties_of(bytes: usize) -> Value {
+    json!({ "blob": "x".repeat(bytes.saturating_sub(12)) })
+}
+
+/// Issue 22.5: recipients with large properties took the cache far past its budget (an
+/// entry was admitted whatever its size, and one pass of trimming per insert could leave
+/// the cache over). Now the estimate stays under the budget after the same reads, and the
+/// small entries are still cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_stays_within_its_budget_with_large_properties() {
+    let toml = format!("{PREFSD_TOML}\n[limits]\nread_cache_mb = 1\n");
+    let d = Daemon::start_with(&[("prefsd.toml", &toml)]).await;
+    let budget = 1 << 20;
+    let mut users = Vec::new();
+    for (prefix, count, bytes) in [("small", 40, 1_000), ("large", 8, 60_000)] {
+        for i in 0..count {
+            let user = format!("{prefix}{i}");
+            d.call(
+                "users.identify",
+                json!({ "user_id": user, "properties": properties_of(bytes) }),
+            )
+            .await;
+            users.push(user);
+        }
+    }
+    for user in &users {
+        // Twice: an entry is admitted on its second read.
+        workflows(&d, user, "default", false).await;
+    }
+    let cache = d.call("daemon.status", json!({})).await["cache"].clone();
+    assert_eq!(cache["budget"], budget, "{cache}");
+    let bytes = cache["bytes"].as_u64().expect("cache.bytes");
+    assert!(
+        bytes <= budget,
+        "the cache holds {bytes} bytes against {budget}: {cache}"
+    );
+    assert!(cache["recipients"].as_u64() > Some(10), "{cache}");
+}
+
+/// Issue 22.5: `properties` are bounded by `limits.max_properties_bytes` (64 KiB by
+/// default), checked on the merged result, wherever they are written; a refusal names the
+/// field and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn properties_past_the_limit_are_refused_and_write_nothing() {
+    let d = Daemon::start().await;
+    let big = properties_of(70_000);
+    let refused = |e: crate::support::RpcError, field: &str| {
+        e.assert(-32004, "limit_exceeded");
+        assert!(
+            e.fields().iter().any(|f| f == field),
+            "expected {field}: {e:?}"
+        );
+        assert!(e.data.to_string().contains("max_properties_bytes"), "{e:?}");
+    };
+    for (method, params) in [
+        (
+            "users.identify",
+            json!({ "user_id": "u1", "properties": big }),
+        ),
+        (
+            "objects.set",
+            json!({ "collection": "projects", "object_id": "p1", "properties": big }),
+        ),
+        (
+            "tenants.set",
+            json!({ "tenant_id": "t1", "properties": big }),
+        ),
+    ] {
+        refused(d.call_err(method, params).await, "properties");
+    }
+    // Two halves that fit one by one, merged past the limit.
+    d.call(
+        "users.identify",
+        json!({ "user_id": "u1", "properties": { "a": "x".repeat(40_000) } }),
+    )
+    .await;
+    let b = json!({ "user_id": "u1", "properties": { "b": "x".repeat(40_000) } });
+    refused(d.call_err("users.identify", b).await, "properties");
+    let u1 = d.call("users.get", json!({ "user_id": "u1" })).await;
+    assert!(u1["properties"].get("b").is_none(), "{u1}");
+    // Inline in an evaluation: a recipient, the actor, the tenant.
+    for (inline, field) in [
+        (
+            json!({ "recipients": [{ "id": "u2", "properties": big }] }),
+            "recipients.0.properties",
+        ),
+        (
+            json!({ "actor": { "id": "a1", "properties": big } }),
+            "actor.properties",
+        ),
+        (
+            json!({ "tenant": { "id": "t2", "properties": big } }),
+            "tenant.properties",
+        ),
+    ] {
+        let mut params = json!({ "workflow": "new-comment", "recipients": ["u1"] });
+        for (k, v) in inline.as_object().expect("an object") {
+            params[k] = v.clone();
+        }
+        refused(d.call_err("preferences.evaluate", params).await, field);
+    }
+    let counts = d.counts().await;
+    assert_eq!(counts["tenants"], 0, "{counts}");
+    assert_eq!(counts["users"], 1, "{counts}");
+    assert_eq!(counts["objects"], 0, "{counts}");
 }

@@ -7,6 +7,7 @@ mod bench;
 mod cache;
 mod child;
 mod cli;
+mod condition_cost;
 mod crash;
 mod crashloop;
 mod errors;
