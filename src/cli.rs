@@ -1003,13 +1003,15 @@ fn is_terminal(op: &Value) -> bool {
     matches!(op["status"].as_str(), Some("completed" | "failed"))
 }
 
-/// A readable table of `preferences.evaluate` results: one row per (recipient, channel).
+/// A readable table of `preferences.evaluate` results: one row per (recipient, channel),
+/// with the layers each decision considered last.
 pub fn decisions_table(result: &Value) -> String {
     let mut rows = vec![[
         "RECIPIENT".to_string(),
         "CHANNEL".into(),
         "SEND".into(),
         "REASON".into(),
+        "CONSIDERED".into(),
     ]];
     for r in result["results"].as_array().into_iter().flatten() {
         let recipient = match r["recipient"]["collection"].as_str() {
@@ -1038,24 +1040,30 @@ pub fn decisions_table(result: &Value) -> String {
             if let Some(error) = reason["condition"]["error"].as_str() {
                 why.push_str(&format!(": {error}"));
             }
-            rows.push([recipient.clone(), channel, send.into(), why]);
+            let considered: Vec<&str> = reason["considered"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let considered = match considered.is_empty() {
+                true => "-".to_string(),
+                false => considered.join(", "),
+            };
+            rows.push([recipient.clone(), channel, send.into(), why, considered]);
         }
     }
-    let widths: Vec<usize> = (0..3)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {
-        out.push_str(&format!(
-            "{:w0$}  {:w1$}  {:w2$}  {}\n",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        ));
+        for (i, cell) in row.iter().take(4).enumerate() {
+            out.push_str(cell);
+            out.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
+        }
+        out.push_str(&row[4]);
+        out.push('\n');
     }
     out
 }

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use jiff::{SignedDuration, Timestamp};
@@ -158,13 +159,22 @@ impl ReasonCode {
 }
 
 /// Why a decision came out as it did: which path of the effective set decided, from which
-/// layer, and the failing condition with its resolved values.
+/// layer, the failing condition with its resolved values, and the layers the hierarchy
+/// looked at (`Stack::considered`; none for `override_preferences`, which looks at none),
+/// so that an `opted_in` says which sets it did not find an opt-out in.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Reason {
     pub code: ReasonCode,
     pub path: Option<String>,
     pub layer: Option<String>,
     pub condition: Option<Value>,
+    /// Shared by the decisions of one recipient: made once per recipient, not per channel.
+    #[serde(serialize_with = "strings")]
+    pub considered: Arc<[String]>,
+}
+
+fn strings<S: serde::Serializer>(list: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter())
 }
 
 impl Decision {
@@ -176,6 +186,7 @@ impl Decision {
                 path: None,
                 layer: None,
                 condition: None,
+                considered: Arc::default(),
             },
         }
     }
@@ -218,6 +229,7 @@ pub fn decide_channels(
     if workflow.override_preferences {
         return all(Decision::send(ReasonCode::OverridePreferences));
     }
+    let considered: Arc<[String]> = stack.considered().into();
     let root = stack.root();
     if workflow.commercial {
         // Read through a one-layer stack so that `{conditions}` is an object node whose
@@ -231,10 +243,12 @@ pub fn decide_channels(
             });
         let setting = own.unwrap_or_else(|| root.child("commercial_subscribed"));
         if let Err(denial) = setting_allows(&setting, ctx) {
-            return all(denial.into_decision(
+            let mut decision = denial.into_decision(
                 ReasonCode::CommercialUnsubscribed,
                 "commercial_subscribed".into(),
-            ));
+            );
+            decision.reason.considered = Arc::clone(&considered);
+            return all(decision);
         }
     }
     // The scopes in the order §5 checks them: the top level, the workflow, its categories.
@@ -258,10 +272,12 @@ pub fn decide_channels(
     channels
         .iter()
         .map(|channel| {
-            scopes
+            let mut decision = scopes
                 .iter()
                 .find_map(|scope| scope.allows(channel, ctx).err())
-                .unwrap_or_else(|| Decision::send(ReasonCode::OptedIn))
+                .unwrap_or_else(|| Decision::send(ReasonCode::OptedIn));
+            decision.reason.considered = Arc::clone(&considered);
+            decision
         })
         .collect()
 }
@@ -286,6 +302,7 @@ impl Denial {
                 path: Some(path),
                 layer: self.layer,
                 condition: self.condition,
+                considered: Arc::default(),
             },
         }
     }

@@ -104,6 +104,11 @@
 //!   workflow or category itself to prevent that.
 //! - A condition's reason carries the condition as written plus `resolved_variable`,
 //!   `resolved_argument` and, when a dynamic argument was unreadable, `error`.
+//! - Every reason also lists `considered`: the layers §4.2 looked at, lowest first, as
+//!   `layer` names them, one without a set marked `(none)` (`["environment", "tenant:acme",
+//!   "recipient:acme (none)"]`); with a tenant that has neither, the fallback's four; none
+//!   for `override_preferences`. An addition to preferences.md's reason shape, so that an
+//!   `opted_in` says where it did not find an opt-out.
 //! - Inline tenants and actors given as objects in `preferences.evaluate` are persisted
 //!   (merged), like inline recipients (Knock's inline identify).
 //! - A tenant-scoped user token reading a tenant with no tenant default and no stored set

@@ -53,6 +53,10 @@ const MAX_LAYERS: usize = 3;
 #[derive(Clone, Copy, Debug)]
 pub struct Stack<'a> {
     layers: [Option<(LayerId<'a>, &'a PreferenceSet)>; MAX_LAYERS],
+    /// The layers §4.2 looked at, lowest first, and whether each had a set: what a reason
+    /// says was considered. With a tenant that has neither a default nor a recipient set,
+    /// the fallback looks at four.
+    consulted: [Option<(LayerId<'a>, bool)>; MAX_LAYERS + 1],
 }
 
 impl<'a> Stack<'a> {
@@ -60,37 +64,95 @@ impl<'a> Stack<'a> {
     /// either of the last two exists, otherwise (and with no tenant) `env ⊕ recipient["default"]`.
     pub fn for_recipient(sources: &Sources<'a>) -> Stack<'a> {
         let env = Some((LayerId::Environment, sources.environment));
-        if let Some((tenant, tenant_default)) = sources.tenant
-            && (tenant_default.is_some() || sources.recipient_tenant.is_some())
-        {
+        let default = (
+            LayerId::Recipient(DEFAULT_SET),
+            sources.recipient_default.is_some(),
+        );
+        if let Some((tenant, tenant_default)) = sources.tenant {
+            let tenant_layer = (LayerId::Tenant(tenant), tenant_default.is_some());
+            let recipient_layer = (
+                LayerId::Recipient(tenant),
+                sources.recipient_tenant.is_some(),
+            );
+            if tenant_default.is_some() || sources.recipient_tenant.is_some() {
+                return Stack {
+                    layers: [
+                        env,
+                        tenant_default.map(|s| (LayerId::Tenant(tenant), s)),
+                        sources
+                            .recipient_tenant
+                            .map(|s| (LayerId::Recipient(tenant), s)),
+                    ],
+                    consulted: [
+                        Some((LayerId::Environment, true)),
+                        Some(tenant_layer),
+                        Some(recipient_layer),
+                        None,
+                    ],
+                };
+            }
             return Stack {
-                layers: [
-                    env,
-                    tenant_default.map(|s| (LayerId::Tenant(tenant), s)),
-                    sources
-                        .recipient_tenant
-                        .map(|s| (LayerId::Recipient(tenant), s)),
+                layers: Stack::default_layers(env, sources),
+                consulted: [
+                    Some((LayerId::Environment, true)),
+                    Some(tenant_layer),
+                    Some(recipient_layer),
+                    Some(default),
                 ],
             };
         }
         Stack {
-            layers: [
-                env,
-                sources
-                    .recipient_default
-                    .map(|s| (LayerId::Recipient(DEFAULT_SET), s)),
+            layers: Stack::default_layers(env, sources),
+            consulted: [
+                Some((LayerId::Environment, true)),
+                Some(default),
+                None,
                 None,
             ],
         }
+    }
+
+    /// `env ⊕ recipient["default"]`.
+    fn default_layers(
+        env: Option<(LayerId<'a>, &'a PreferenceSet)>,
+        sources: &Sources<'a>,
+    ) -> [Option<(LayerId<'a>, &'a PreferenceSet)>; MAX_LAYERS] {
+        [
+            env,
+            sources
+                .recipient_default
+                .map(|s| (LayerId::Recipient(DEFAULT_SET), s)),
+            None,
+        ]
+    }
+
+    /// The layers the hierarchy looked at, lowest first, as reasons name them; one that had
+    /// no set is marked `(none)`: `["environment", "tenant:acme", "recipient:acme (none)"]`.
+    pub fn considered(&self) -> Vec<String> {
+        self.consulted
+            .iter()
+            .flatten()
+            .map(|(layer, present)| match present {
+                true => layer.to_string(),
+                false => format!("{layer} (none)"),
+            })
+            .collect()
     }
 
     /// Any layers, lowest first; `tenants.get` uses it for `env ⊕ tenant default`.
     pub fn from_layers(layers: &[(LayerId<'a>, &'a PreferenceSet)]) -> Stack<'a> {
         let mut stack = Stack {
             layers: [None; MAX_LAYERS],
+            consulted: [None; MAX_LAYERS + 1],
         };
-        for (slot, layer) in stack.layers.iter_mut().zip(layers) {
+        for ((slot, consulted), layer) in stack
+            .layers
+            .iter_mut()
+            .zip(stack.consulted.iter_mut())
+            .zip(layers)
+        {
             *slot = Some(*layer);
+            *consulted = Some((layer.0, true));
         }
         stack
     }

@@ -950,7 +950,14 @@ impl Evaluation {
                     }
                     None => out.extend_from_slice(b"null"),
                 }
-                out.extend_from_slice(b"}}");
+                out.extend_from_slice(br#","considered":["#);
+                for (k, layer) in c.reason.considered.iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    string(out, layer);
+                }
+                out.extend_from_slice(b"]}}");
             }
             out.extend_from_slice(b"]}");
         }
@@ -1013,12 +1020,14 @@ mod tests {
             path: None,
             layer: None,
             condition: None,
+            considered: ["environment".to_string(), "recipient:default (none)".into()].into(),
         };
         let odd = Reason {
             code: ReasonCode::ConditionFailed,
             path: Some("workflows.\"quoted\" \u{e9}\n".into()),
             layer: Some("recipient:default".into()),
             condition: Some(json!({ "variable": "recipient.x", "argument": [1, "a\u{1}"] })),
+            considered: std::sync::Arc::default(),
         };
         let codes = [
             ReasonCode::OptedOut,

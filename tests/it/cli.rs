@@ -252,7 +252,8 @@ async fn identify_and_evaluate() {
     .await
     .json();
 
-    // The table: one row per recipient and channel, with the reason.
+    // The table: one row per recipient and channel, with the reason and the layers
+    // considered (u2 has no set: "(none)").
     let run = client(&d, &["evaluate", "new-comment", "u1", "u2"]).await;
     assert_eq!(run.code, 0, "{run:?}");
     let rows: Vec<Vec<&str>> = run
@@ -260,7 +261,10 @@ async fn identify_and_evaluate() {
         .lines()
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(rows[0], ["RECIPIENT", "CHANNEL", "SEND", "REASON"]);
+    assert_eq!(
+        rows[0],
+        ["RECIPIENT", "CHANNEL", "SEND", "REASON", "CONSIDERED"]
+    );
     assert_eq!(
         rows[1],
         [
@@ -269,12 +273,25 @@ async fn identify_and_evaluate() {
             "no",
             "opted_out",
             "workflows.new-comment.channel_types.email",
-            "(recipient:default)"
+            "(recipient:default)",
+            "environment,",
+            "recipient:default"
         ]
     );
-    assert_eq!(rows[2], ["u1", "in_app_feed", "yes", "opted_in"]);
-    assert_eq!(rows[3], ["u2", "email", "yes", "opted_in"]);
-    assert_eq!(rows[4], ["u2", "in_app_feed", "yes", "opted_in"]);
+    let considered = ["environment,", "recipient:default"];
+    let none = ["environment,", "recipient:default", "(none)"];
+    assert_eq!(
+        rows[2],
+        [&["u1", "in_app_feed", "yes", "opted_in"][..], &considered].concat()
+    );
+    assert_eq!(
+        rows[3],
+        [&["u2", "email", "yes", "opted_in"][..], &none].concat()
+    );
+    assert_eq!(
+        rows[4],
+        [&["u2", "in_app_feed", "yes", "opted_in"][..], &none].concat()
+    );
     assert_eq!(rows.len(), 5, "{}", run.stdout);
 
     // Channels, objects (--object makes the ids objects) and --json.

@@ -23,8 +23,14 @@ fn decisions(result: &Value, recipient: usize) -> Vec<Decision> {
             let reason = &c["reason"];
             assert_eq!(
                 reason.as_object().map(|r| r.len()),
-                Some(4),
-                "a reason has code, path, layer, condition: {reason}"
+                Some(5),
+                "a reason has code, path, layer, condition, considered: {reason}"
+            );
+            assert!(
+                reason["considered"]
+                    .as_array()
+                    .is_some_and(|layers| layers.iter().all(Value::is_string)),
+                "considered is a list of layer names: {reason}"
             );
             (
                 c["type"].as_str().expect("type").to_string(),
@@ -1460,6 +1466,11 @@ async fn evaluate_with_a_tenant_uses_its_default() {
             "categories.marketing",
             "tenant:acme"
         )]
+    );
+    // The reason says which layers were looked at: not the user's default set.
+    assert_eq!(
+        result["results"][0]["channels"][0]["reason"]["considered"],
+        json!(["environment", "tenant:acme", "recipient:acme (none)"])
     );
     // The user's own acme set wins over the tenant default.
     d.call(
