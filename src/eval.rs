@@ -12,11 +12,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::model::condition::{ArgumentKind, Condition, Operator, split_variable};
+use crate::model::condition::{
+    Condition, Key, Operator, equal, list, number, split_variable, text, timestamp, utc_day,
+};
 use crate::model::{Channel, DEFAULT_SET, PreferenceSet, Workflow};
 use crate::resolve::{LayerId, Node, Stack};
 
@@ -53,11 +55,6 @@ pub struct Context<'a> {
     /// The work the call may still do comparing lists; see [`Budget`].
     pub budget: &'a Budget,
 }
-
-/// The most items a literal list argument may hold (a validation error at write time).
-/// Lists are compared through hash sets, so a condition costs its two lists' lengths; this
-/// and the set size limit bound what one stored condition can ask for.
-pub const MAX_LIST_ITEMS: usize = 1000;
 
 /// How much list work one call may do, in list items read (each item of both lists of a
 /// `contains`-family condition, each time it is evaluated), and whether its caller is
@@ -621,69 +618,6 @@ fn holds(
     })
 }
 
-/// Checks a literal argument at write time (preferences.md §6.2: an argument that cannot be
-/// read for its operator is a validation error when it is literal). Dynamic arguments are
-/// checked when they are read.
-pub fn check_literal_argument(op: Operator, argument: &Value) -> Result<(), String> {
-    if is_dynamic(argument) {
-        return Ok(());
-    }
-    // Any fixed instant will do: only the form of a relative time matters here.
-    let now = Timestamp::UNIX_EPOCH;
-    let literal_or_dynamic = |v: &Value, ok: &dyn Fn(&Value) -> bool| is_dynamic(v) || ok(v);
-    let name = op.as_str();
-    if matches!(op.argument_kind(), ArgumentKind::Any | ArgumentKind::List)
-        && let Some(items) = list(argument)
-        && items.len() > MAX_LIST_ITEMS
-    {
-        return Err(format!(
-            "{name} takes a list of at most {MAX_LIST_ITEMS} items; this one has {}",
-            items.len()
-        ));
-    }
-    let ok = match op.argument_kind() {
-        ArgumentKind::None | ArgumentKind::Any => true,
-        ArgumentKind::Number => number(argument).is_some(),
-        ArgumentKind::List => list(argument).is_some(),
-        ArgumentKind::Time => timestamp(argument, Some(now)).is_some(),
-        ArgumentKind::TimeRange => list(argument).is_some_and(|l| {
-            l.len() == 2
-                && l.iter()
-                    .all(|v| literal_or_dynamic(v, &|v| timestamp(v, Some(now)).is_some()))
-        }),
-        ArgumentKind::NumberRange => list(argument).is_some_and(|l| {
-            l.len() == 2
-                && l.iter()
-                    .all(|v| literal_or_dynamic(v, &|v| number(v).is_some()))
-        }),
-        ArgumentKind::Text => argument.as_str().is_some_and(|s| !s.is_empty()),
-    };
-    if ok {
-        return Ok(());
-    }
-    Err(match op.argument_kind() {
-        ArgumentKind::Number => format!("{name} needs a number"),
-        ArgumentKind::List => {
-            format!("{name} needs a list (a JSON array, or a string holding one)")
-        }
-        ArgumentKind::Time => {
-            format!(
-                "{name} needs a time: RFC 3339, a date (YYYY-MM-DD), unix seconds, or \"<n> <unit> ago|from now\""
-            )
-        }
-        ArgumentKind::TimeRange => format!("{name} needs a list of two times [start, end]"),
-        ArgumentKind::NumberRange => format!("{name} needs a list of two numbers [low, high]"),
-        _ => format!("{name} needs a non-empty audience key"),
-    })
-}
-
-/// A string argument that names a namespace path is read from the context.
-fn is_dynamic(argument: &Value) -> bool {
-    argument
-        .as_str()
-        .is_some_and(|s| split_variable(s).is_some())
-}
-
 fn argument_value<'v>(argument: &'v Value, ctx: &Context<'v>) -> Cow<'v, Value> {
     match argument {
         Value::String(s) if split_variable(s).is_some() => {
@@ -780,51 +714,6 @@ fn walk<'v, 's>(
     Some(value)
 }
 
-/// A number, or a string that parses as one.
-fn number(value: &Value) -> Option<f64> {
-    match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
-        _ => None,
-    }
-}
-
-/// The string a value compares as: `null` is `""`, booleans are `"true"`/`"false"`.
-fn text(value: &Value) -> Cow<'_, str> {
-    match value {
-        Value::String(s) => Cow::Borrowed(s),
-        Value::Null => Cow::Borrowed(""),
-        Value::Bool(true) => Cow::Borrowed("true"),
-        Value::Bool(false) => Cow::Borrowed("false"),
-        other => Cow::Owned(other.to_string()),
-    }
-}
-
-/// Equality after the coercions of §6.1.
-fn equal(a: &Value, b: &Value) -> bool {
-    if let (Some(x), Some(y)) = (number(a), number(b)) {
-        return x == y;
-    }
-    match (a, b) {
-        (Value::Array(_) | Value::Object(_), _) | (_, Value::Array(_) | Value::Object(_)) => a == b,
-        _ => text(a) == text(b),
-    }
-}
-
-/// A list argument: a JSON array, or a string holding one.
-fn list(value: &Value) -> Option<Cow<'_, [Value]>> {
-    match value {
-        Value::Array(items) => Some(Cow::Borrowed(items)),
-        Value::String(s) if s.trim_start().starts_with('[') => {
-            match serde_json::from_str::<Value>(s) {
-                Ok(Value::Array(items)) => Some(Cow::Owned(items)),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
 /// `contains`: string ⊇ substring; list ∋ item; text ∈ list; list ∩ list ≠ ∅. `Err` when the
 /// call's budget cannot pay for the lists.
 fn contains(variable: &Value, argument: &Value, budget: &Budget) -> Result<bool, String> {
@@ -886,33 +775,6 @@ fn charge(budget: &Budget, items: usize) -> Result<(), String> {
     }
 }
 
-/// What a value is equal to under [`equal`], as a hashable key: two values are `equal`
-/// exactly when their keys are. Numbers and numeric strings are their number (`0` and
-/// `-0` one key), arrays and objects their JSON text (serde_json's maps are sorted, so
-/// equal values write equal text), and every other scalar the text it compares as
-/// (`null` is `""`, booleans `"true"`/`"false"`). A numeric key never meets a text key
-/// that `equal` would match: a text that parses as a number is a number.
-#[derive(PartialEq, Eq, Hash)]
-enum Key<'v> {
-    Number(u64),
-    Text(Cow<'v, str>),
-    Json(String),
-}
-
-impl<'v> Key<'v> {
-    fn of(value: &'v Value) -> Key<'v> {
-        if let Some(x) = number(value) {
-            // +0.0 and -0.0 are equal but have different bits.
-            let x = if x == 0.0 { 0.0 } else { x };
-            return Key::Number(x.to_bits());
-        }
-        match value {
-            Value::Array(_) | Value::Object(_) => Key::Json(value.to_string()),
-            scalar => Key::Text(text(scalar)),
-        }
-    }
-}
-
 /// The items of a variable list, as a set of [`Key`]s: each lookup costs one key, not one
 /// comparison per item (issue 22: 4000 × 4000 items took half a second per decision).
 struct Keys<'v>(HashSet<Key<'v>>);
@@ -935,80 +797,6 @@ fn is_empty(variable: Option<&Value>) -> bool {
         Some(Value::Object(o)) => o.is_empty(),
         Some(_) => false,
     }
-}
-
-/// A time: RFC 3339, an ISO 8601 date (midnight UTC), unix seconds (a number or a numeric
-/// string), or, when `now` is given (arguments only), `"<n> <unit> ago"` /
-/// `"<n> <unit> from now"`.
-fn timestamp(value: &Value, now: Option<Timestamp>) -> Option<Timestamp> {
-    match value {
-        Value::Number(n) => from_unix(n.as_f64()?),
-        Value::String(s) => {
-            let s = s.trim();
-            if let Ok(t) = s.parse::<Timestamp>() {
-                return Some(t);
-            }
-            if let Ok(secs) = s.parse::<f64>() {
-                return from_unix(secs);
-            }
-            if let Some(t) = date(s) {
-                return Some(t);
-            }
-            relative(s, now?)
-        }
-        _ => None,
-    }
-}
-
-/// An ISO 8601 calendar date, `YYYY-MM-DD` exactly, as the instant it begins in UTC
-/// (preferences.md §6.1; Knock's own example is `is_timestamp_between ["2025-01-01",
-/// "2025-12-31"]`). Only the complete form: a date with a time but no offset stays
-/// unreadable, since which instant it names is unknown.
-fn date(s: &str) -> Option<Timestamp> {
-    let b = s.as_bytes();
-    let shape = b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
-    if !shape {
-        return None;
-    }
-    let day: jiff::civil::Date = s.parse().ok()?;
-    day.to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
-}
-
-fn from_unix(secs: f64) -> Option<Timestamp> {
-    if !secs.is_finite() {
-        return None;
-    }
-    Timestamp::from_millisecond((secs * 1000.0).round() as i64).ok()
-}
-
-fn relative(s: &str, now: Timestamp) -> Option<Timestamp> {
-    let words: Vec<&str> = s.split_whitespace().collect();
-    let (n, unit, sign) = match words.as_slice() {
-        [n, unit, "ago"] => (n, unit, -1),
-        [n, unit, "from", "now"] => (n, unit, 1),
-        _ => return None,
-    };
-    let n: i64 = n.parse().ok().filter(|n| *n >= 0)?;
-    let unit_secs = match unit.trim_end_matches('s') {
-        "minute" => 60,
-        "hour" => 3_600,
-        "day" => 86_400,
-        "week" => 604_800,
-        _ => return None,
-    };
-    let secs = n.checked_mul(unit_secs)?.checked_mul(sign)?;
-    now.checked_add(SignedDuration::from_secs(secs)).ok()
-}
-
-fn utc_day(t: Timestamp) -> i64 {
-    t.as_second().div_euclid(86_400)
 }
 
 /// An empty JSON object, for contexts with no data or vars.

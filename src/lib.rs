@@ -23,7 +23,8 @@
 //! - `duration`: the one syntax of durations on the command line (jiff's friendly format).
 //! - `model`: the nouns — `PreferenceSet` (validated, normalised JSON), write requests and
 //!   RFC 7396 merge, channels, workflows, field-named validation errors; `model::condition`
-//!   is the condition language (operators, argument kinds, namespaces), `model::validate`
+//!   is the condition language (operators, argument kinds, namespaces, the coercions of
+//!   §6.1, the literal-argument check), `model::validate`
 //!   the walk that checks a set as written.
 //! - `resolve`: the default hierarchy (environment ⊕ tenant default ⊕ recipient set), admin
 //!   locks and provenance, as a lazy merged view (`Stack`, `Node`) and its materialisation.
@@ -68,7 +69,9 @@
 //!   rows it touched, the writer drops them from the cache after commit and before the
 //!   caller is answered, and a read inserts only if no invalidation happened since it began
 //!   (`store::cache`). Nothing else writes the tables the cache mirrors.
-//! - Arrows run down the code map, never up: `jobs` never imports `api` (the stored time
+//! - Arrows run down the code map, never up: `model` imports nothing from the crate outside
+//!   `model` (the condition language and its coercions are `model::condition`, which `eval`
+//!   imports); `jobs` never imports `api` (the stored time
 //!   format is `store::time`); `cli` and `bench` share only `client`, and neither imports
 //!   `api` or `server` (`bench seed` writes through `store`'s `Write`, as the daemon does);
 //!   `api` never imports `rpc` (the protocol version is `rpc::PROTOCOL`, handed to
@@ -152,14 +155,14 @@
 //!   timestamps: evaluation uses it, so a read must not say it does not exist.
 //! - List conditions (`contains` and its kin) compare through hash sets of normalised
 //!   values past 64 pairs (pair by pair below), so they cost the two lists' lengths. A
-//!   literal list argument holds at most 1000 items (`eval::MAX_LIST_ITEMS`, refused at
-//!   write time), and the conditions of one `preferences.evaluate` may read at most
-//!   `limits.max_list_items_per_call` list items (default ten million, about a quarter of a
-//!   second; not in config.md): past it the call is refused with `limit_exceeded`, and the
-//!   work stops when the caller goes away. A call of at most 50 recipients whose lists pass
-//!   50 000 items leaves the async worker for a blocking thread. A graceful stop cancels the
-//!   evaluations running off the async worker (`Context::stopping`) instead of waiting for
-//!   them; their callers get `internal_error`.
+//!   literal list argument holds at most 1000 items (`model::condition::MAX_LIST_ITEMS`,
+//!   refused at write time), and the conditions of one `preferences.evaluate` may read at
+//!   most `limits.max_list_items_per_call` list items (default ten million, about a quarter
+//!   of a second; not in config.md): past it the call is refused with `limit_exceeded`, and
+//!   the work stops when the caller goes away. A call of at most 50 recipients whose lists
+//!   pass 50 000 items leaves the async worker for a blocking thread. A graceful stop
+//!   cancels the evaluations running off the async worker (`Context::stopping`) instead of
+//!   waiting for them; their callers get `internal_error`.
 //! - A config file may be at most 2 MiB (`config::MAX_FILE_BYTES`, not read past it) and
 //!   `workflows.toml` at most 10 000 workflows (`config::MAX_WORKFLOWS`); more is an
 //!   invalid config with a message, so a reload is bounded. The watcher stops waiting for a

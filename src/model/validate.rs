@@ -327,7 +327,9 @@ impl Validator {
             }
             None => {}
             Some(argument) => {
-                if let Err(message) = crate::eval::check_literal_argument(operator, argument) {
+                if let Err(message) =
+                    crate::model::condition::check_literal_argument(operator, argument)
+                {
                     self.err(&field, message);
                 }
             }

@@ -342,7 +342,8 @@ fn core(c: &mut Criterion) {
 /// comparisons that took 0.5 s per decision pairwise. One channel: the conditions are the
 /// workflow's, decided once per recipient whatever the channels.
 fn list_conditions(c: &mut Criterion) {
-    use prefsd::eval::{Budget, MAX_LIST_ITEMS};
+    use prefsd::eval::Budget;
+    use prefsd::model::condition::MAX_LIST_ITEMS;
     let wanted: Vec<Value> = (0..MAX_LIST_ITEMS)
         .map(|i| json!(format!("t{i}")))
         .collect();
