@@ -20,7 +20,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::UnixStream;
 
-use super::report::Report;
 use super::requests::Requests;
 use super::stats::Latency;
 use super::{LoadArgs, Mix, Rng, Transport, Users, Workload, procfs};
@@ -126,62 +125,9 @@ fn per_call(cpu: Option<Duration>, calls: u64) -> Option<f64> {
         .map(|d| d.as_secs_f64() * 1e6 / calls as f64)
 }
 
-/// Runs every round and prints the report; returns the number of failed calls.
-pub fn run(socket: &Path, args: &LoadArgs) -> anyhow::Result<u64> {
-    let mut config = LoadConfig::new(socket, args);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    if config.pid.is_none() {
-        config.pid = runtime.block_on(daemon_pid(&config.socket));
-    }
-    // Each run is reported on stderr as it ends: a benchmark of several rounds takes
-    // minutes, and the table comes only at the end.
-    let total = config.rounds * if config.compare.is_some() { 2 } else { 1 };
-    let mut done = 0;
-    let results = runtime.block_on(run_rounds_reporting(&config, |r| {
-        done += 1;
-        eprintln!(
-            "run {done}/{total}: {} round {}: {:.0} calls/s, p99 {:.0} µs, {} errors",
-            r.workload.as_str(),
-            r.round,
-            r.calls_per_s(),
-            r.latency.p99.as_secs_f64() * 1e6,
-            r.errors
-        );
-    }))?;
-    let peak_rss = config.pid.and_then(|p| procfs::status_kib(p, "VmHWM"));
-    let rss = config.pid.and_then(|p| procfs::status_kib(p, "VmRSS"));
-    let report = Report {
-        config: &config,
-        results: &results,
-        peak_rss_kib: peak_rss,
-        rss_kib: rss,
-    };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
-        );
-    } else {
-        print!("{}", report.table());
-    }
-    for r in results.iter().filter(|r| r.first_error.is_some()) {
-        eprintln!(
-            "{} round {}: {} error(s), the first: {}",
-            r.workload.as_str(),
-            r.round,
-            r.errors,
-            r.first_error.as_deref().unwrap_or("")
-        );
-    }
-    Ok(results.iter().map(|r| r.errors).sum())
-}
-
 /// The daemon's pid: the peer credentials of a connection to its socket (the process that
 /// listens), else the owner of the socket found through `/proc`.
-async fn daemon_pid(socket: &Path) -> Option<u32> {
+pub(super) async fn daemon_pid(socket: &Path) -> Option<u32> {
     let me = std::process::id();
     let from_peer = match UnixStream::connect(socket).await {
         Ok(stream) => stream

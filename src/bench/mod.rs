@@ -24,6 +24,8 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use clap::{Args, Subcommand, ValueEnum};
 
 pub use load::{LoadConfig, RunResult};
@@ -389,7 +391,7 @@ pub fn run(socket: Option<&Path>, config_dir: &Path, args: BenchArgs) -> anyhow:
         }
         None => {
             let socket = crate::client::socket_path(socket, config_dir);
-            match load::run(&socket, &args.load)? {
+            match load_run(&socket, &args.load)? {
                 0 => {}
                 errors => {
                     return Err(crate::client::Refused(format!("{errors} call(s) failed")).into());
@@ -398,6 +400,59 @@ pub fn run(socket: Option<&Path>, config_dir: &Path, args: BenchArgs) -> anyhow:
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs every round and prints the report; returns the number of failed calls.
+fn load_run(socket: &Path, args: &LoadArgs) -> anyhow::Result<u64> {
+    let mut config = load::LoadConfig::new(socket, args);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    if config.pid.is_none() {
+        config.pid = runtime.block_on(load::daemon_pid(&config.socket));
+    }
+    // Each run is reported on stderr as it ends: a benchmark of several rounds takes
+    // minutes, and the table comes only at the end.
+    let total = config.rounds * if config.compare.is_some() { 2 } else { 1 };
+    let mut done = 0;
+    let results = runtime.block_on(load::run_rounds_reporting(&config, |r| {
+        done += 1;
+        eprintln!(
+            "run {done}/{total}: {} round {}: {:.0} calls/s, p99 {:.0} µs, {} errors",
+            r.workload.as_str(),
+            r.round,
+            r.calls_per_s(),
+            r.latency.p99.as_secs_f64() * 1e6,
+            r.errors
+        );
+    }))?;
+    let peak_rss = config.pid.and_then(|p| procfs::status_kib(p, "VmHWM"));
+    let rss = config.pid.and_then(|p| procfs::status_kib(p, "VmRSS"));
+    let report = report::Report {
+        config: &config,
+        results: &results,
+        peak_rss_kib: peak_rss,
+        rss_kib: rss,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    for r in results.iter().filter(|r| r.first_error.is_some()) {
+        eprintln!(
+            "{} round {}: {} error(s), the first: {}",
+            r.workload.as_str(),
+            r.round,
+            r.errors,
+            r.first_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(results.iter().map(|r| r.errors).sum())
 }
 
 #[cfg(test)]
