@@ -40,7 +40,9 @@
 //!   the async worker).
 //! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk, in
 //!   smaller chunks while the daemon serves other calls.
-//! - `api`: the methods of rpc.md as plain async functions over `Context`.
+//! - `api`: the methods of rpc.md as plain async functions over `Context`;
+//!   `api::evaluate` orchestrates `preferences.evaluate` over `params` (validation) and
+//!   `answer` (the JSON writer).
 //! - `auth`: who may call what — the `Caller` from peer credentials, secret keys and user
 //!   tokens, and `authorize`; pure, applied by the RPC middleware `rpc::auth` before dispatch.
 //! - `rpc`: the JSON-RPC surface — method table, params parsing, the one error mapping,
