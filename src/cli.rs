@@ -438,7 +438,7 @@ const DEFAULT_CONFIG: [(&str, &str); 4] = [
     ),
 ];
 
-/// `prefsd init [DIR]`: writes [`DEFAULT_CONFIG`] into `dir`, creating it; refuses to
+/// `prefsd init [DIR]`: writes `DEFAULT_CONFIG` into `dir`, creating it; refuses to
 /// overwrite any file (nothing is written then).
 pub fn init(dir: &Path) -> anyhow::Result<ExitCode> {
     if let Some((name, _)) = DEFAULT_CONFIG

@@ -4,7 +4,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::model::{Channel, ChannelType};
+use crate::model::{Channel, ChannelType, Workflow};
 
 fn files(list: &[(&str, &str)]) -> Vec<(PathBuf, String)> {
     list.iter()

@@ -10,7 +10,7 @@
 //!   once per batch) and calls [`auth::authorize`] for each call before it is dispatched. A
 //!   refused call is answered with the `unauthenticated` or `forbidden` error of rpc.md and
 //!   runs nothing; the refusal is logged with the peer uid, the method and the reason, at
-//!   most once per peer uid per second ([`RefusalLog`]). The calls of a tenant-scoped user
+//!   most once per peer uid per second (`RefusalLog`). The calls of a tenant-scoped user
 //!   token carry [`NoDefaultSet`] in their extensions.
 
 use std::collections::HashMap;

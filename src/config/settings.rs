@@ -1,0 +1,372 @@
+//! `prefsd.toml`: the daemon's settings, their defaults, and their reading.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use toml::de::{DeTable, DeValue};
+
+use super::ConfigError;
+use super::reader::{Item, Lines, TomlReader, parse_toml};
+
+/// `prefsd.toml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Restart-only.
+    pub socket: PathBuf,
+    /// Restart-only; default 0o600.
+    pub socket_mode: u32,
+    /// Restart-only.
+    pub database: PathBuf,
+    pub durability: Durability,
+    pub strict_workflows: bool,
+    /// `[vars]`: the `vars` namespace of conditions (a JSON object).
+    pub vars: Value,
+    pub limits: Limits,
+    pub jobs: JobSettings,
+    pub access: Access,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit (`synchronous = FULL`): an acknowledged write survives power loss.
+    Full,
+    /// `synchronous = NORMAL` in WAL mode: survives a process crash, may lose the last
+    /// commits on power loss.
+    Normal,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Default 4 MiB.
+    pub max_request_bytes: u32,
+    /// Default 256 KiB.
+    pub max_preference_set_bytes: usize,
+    /// Default 1000.
+    pub max_recipients: usize,
+    /// Default 1000.
+    pub max_bulk_users: usize,
+    /// Default 4096.
+    pub max_connections: u32,
+    /// The largest the database may grow, in MiB (SQLite `max_page_count`); default none.
+    /// Past it writes fail as on a full disk. Hot-reloaded.
+    pub max_database_mb: Option<u64>,
+    /// The read cache's budget in MiB of estimated memory; 0 turns it off. Default 8.
+    /// Hot-reloaded. (Not in config.md: an addition, see the README's performance notes.)
+    pub read_cache_mb: u32,
+    /// The largest `properties` of a user, object, tenant or actor, in bytes of JSON.
+    /// Default 64 KiB. (Not in config.md: an addition, issue 22.5.)
+    pub max_properties_bytes: usize,
+    /// The list items one call's conditions may compare (`eval::Budget`); past it the call
+    /// is refused. Default ten million. (Not in config.md: an addition, issue 22.2.)
+    pub max_list_items_per_call: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSettings {
+    /// Default 7.
+    pub retention_days: u32,
+    /// Users written per transaction by the bulk worker. Default 250: small enough that
+    /// interactive writes wait at most a few milliseconds behind a chunk. While the daemon
+    /// serves other calls the worker writes a tenth of it per chunk (see `jobs`).
+    pub chunk_size: u32,
+}
+
+/// `[access]` (access.md).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Access {
+    /// Empty means the daemon's own uid and root.
+    pub allowed_uids: Vec<u32>,
+    pub require_credentials: bool,
+    pub secret_keys: Vec<String>,
+    pub user_token_public_key_file: Option<PathBuf>,
+    pub user_token_hs256_secret: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            socket: PathBuf::from("prefsd.sock"),
+            socket_mode: 0o600,
+            database: PathBuf::from("prefsd.db"),
+            durability: Durability::Full,
+            strict_workflows: false,
+            vars: Value::Object(Default::default()),
+            limits: Limits::default(),
+            jobs: JobSettings {
+                retention_days: 7,
+                chunk_size: 250,
+            },
+            access: Access::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_request_bytes: 4 * 1024 * 1024,
+            max_preference_set_bytes: 256 * 1024,
+            max_recipients: 1000,
+            max_bulk_users: 1000,
+            max_connections: 4096,
+            max_database_mb: None,
+            read_cache_mb: 8,
+            max_properties_bytes: 64 * 1024,
+            max_list_items_per_call: 10_000_000,
+        }
+    }
+}
+
+impl Settings {
+    /// Applies the command line and environment (`--socket`/`PREFSD_SOCKET`,
+    /// `--database`/`PREFSD_DATABASE`, already resolved flag over environment): a given value
+    /// wins over the file.
+    pub fn apply_overrides(&mut self, socket: Option<PathBuf>, database: Option<PathBuf>) {
+        if let Some(socket) = socket {
+            self.socket = socket;
+        }
+        if let Some(database) = database {
+            self.database = database;
+        }
+    }
+}
+
+/// `prefsd.toml`. Settings not given keep their defaults.
+pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigError>) -> Settings {
+    let mut settings = Settings::default();
+    let Some(table) = parse_toml(file, source, errors) else {
+        return settings;
+    };
+    let mut r = TomlReader {
+        file,
+        lines: Lines::of(source),
+        errors,
+    };
+    for (key, item) in table.iter() {
+        let name = key.get_ref().as_ref();
+        match name {
+            "socket" => {
+                if let Some(path) = r.path(name, item) {
+                    settings.socket = path;
+                }
+            }
+            "socket_mode" => {
+                if let Some(mode) = socket_mode(&mut r, item) {
+                    settings.socket_mode = mode;
+                }
+            }
+            "database" => {
+                if let Some(path) = r.path(name, item) {
+                    settings.database = path;
+                }
+            }
+            "durability" => match r.string(name, item).as_deref() {
+                Some("full") => settings.durability = Durability::Full,
+                Some("normal") => settings.durability = Durability::Normal,
+                Some(other) => r.err(
+                    item.span(),
+                    format!("`durability` must be \"full\" or \"normal\", got \"{other}\""),
+                ),
+                None => {}
+            },
+            "strict_workflows" => {
+                if let Some(b) = r.bool(name, item) {
+                    settings.strict_workflows = b;
+                }
+            }
+            "vars" => {
+                if r.table(name, item).is_some()
+                    && let Some(vars) = r.json(name, item)
+                {
+                    settings.vars = vars;
+                }
+            }
+            "limits" => {
+                if let Some(limits) = r.table(name, item) {
+                    parse_limits(&mut r, limits, &mut settings.limits);
+                }
+            }
+            "jobs" => {
+                if let Some(jobs) = r.table(name, item) {
+                    for (key, item) in jobs.iter() {
+                        match key.get_ref().as_ref() {
+                            "retention_days" => {
+                                if let Some(n) = r.u32_in("jobs.retention_days", item, 0) {
+                                    settings.jobs.retention_days = n;
+                                }
+                            }
+                            "chunk_size" => {
+                                if let Some(n) = r.u32_in("jobs.chunk_size", item, 1) {
+                                    settings.jobs.chunk_size = n;
+                                }
+                            }
+                            _ => r.unknown_key(key, "[jobs]"),
+                        }
+                    }
+                }
+            }
+            "access" => {
+                if let Some(access) = r.table(name, item) {
+                    parse_access(&mut r, access, &mut settings.access);
+                }
+            }
+            _ => r.unknown_key(key, ""),
+        }
+    }
+    settings
+}
+
+/// `socket_mode = 0o660` (or any integer up to 0o777), or `socket_mode = "0660"` (octal).
+fn socket_mode(r: &mut TomlReader<'_>, item: &Item<'_>) -> Option<u32> {
+    const HINT: &str = "a permission mode from 0 to 0o777, written 0o660 or \"0660\"";
+    let mode = match item.get_ref() {
+        DeValue::String(s) => {
+            let digits = s.strip_prefix("0o").unwrap_or(s);
+            let valid = !digits.is_empty() && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+            let parsed = if valid {
+                u32::from_str_radix(digits, 8).ok()
+            } else {
+                None
+            };
+            match parsed {
+                Some(mode) => mode,
+                None => {
+                    r.err(
+                        item.span(),
+                        format!("`socket_mode` must be {HINT}, got \"{s}\""),
+                    );
+                    return None;
+                }
+            }
+        }
+        DeValue::Integer(_) => {
+            let n = r.integer("socket_mode", item)?;
+            u32::try_from(n).unwrap_or(u32::MAX)
+        }
+        _ => {
+            r.wrong_type("socket_mode", item, HINT);
+            return None;
+        }
+    };
+    if mode > 0o777 {
+        r.err(
+            item.span(),
+            format!("`socket_mode` must be {HINT}, got {mode} (0o{mode:o})"),
+        );
+        return None;
+    }
+    Some(mode)
+}
+
+fn parse_limits(r: &mut TomlReader<'_>, table: &DeTable<'_>, limits: &mut Limits) {
+    for (key, item) in table.iter() {
+        let name = key.get_ref().as_ref();
+        let full = format!("limits.{name}");
+        match name {
+            "max_request_bytes" => {
+                if let Some(n) = r.u32_in(&full, item, 1) {
+                    limits.max_request_bytes = n;
+                }
+            }
+            "max_preference_set_bytes" => {
+                if let Some(n) = r.usize_in(&full, item, 1) {
+                    limits.max_preference_set_bytes = n;
+                }
+            }
+            "max_recipients" => {
+                if let Some(n) = r.usize_in(&full, item, 1) {
+                    limits.max_recipients = n;
+                }
+            }
+            "max_bulk_users" => {
+                if let Some(n) = r.usize_in(&full, item, 1) {
+                    limits.max_bulk_users = n;
+                }
+            }
+            "max_connections" => {
+                if let Some(n) = r.u32_in(&full, item, 1) {
+                    limits.max_connections = n;
+                }
+            }
+            "max_database_mb" => {
+                if let Some(n) = r.u32_in(&full, item, 1) {
+                    limits.max_database_mb = Some(n.into());
+                }
+            }
+            "read_cache_mb" => {
+                if let Some(n) = r.u32_in(&full, item, 0) {
+                    limits.read_cache_mb = n;
+                }
+            }
+            "max_properties_bytes" => {
+                if let Some(n) = r.usize_in(&full, item, 1) {
+                    limits.max_properties_bytes = n;
+                }
+            }
+            "max_list_items_per_call" => {
+                if let Some(n) = r.u32_in(&full, item, 1) {
+                    limits.max_list_items_per_call = n.into();
+                }
+            }
+            _ => r.unknown_key(key, "[limits]"),
+        }
+    }
+}
+
+fn parse_access(r: &mut TomlReader<'_>, table: &DeTable<'_>, access: &mut Access) {
+    for (key, item) in table.iter() {
+        let name = key.get_ref().as_ref();
+        match name {
+            "allowed_uids" => {
+                let Some(array) = r.array("access.allowed_uids", item) else {
+                    continue;
+                };
+                let mut uids = Vec::with_capacity(array.len());
+                for (i, element) in array.iter().enumerate() {
+                    if let Some(uid) = r.u32_in(&format!("access.allowed_uids[{i}]"), element, 0) {
+                        uids.push(uid);
+                    }
+                }
+                access.allowed_uids = uids;
+            }
+            "require_credentials" => {
+                if let Some(b) = r.bool("access.require_credentials", item) {
+                    access.require_credentials = b;
+                }
+            }
+            "secret_keys" => {
+                if let Some(keys) = r.string_array("access.secret_keys", item) {
+                    access.secret_keys = keys;
+                }
+            }
+            "user_token" => {
+                let Some(token) = r.table("access.user_token", item) else {
+                    continue;
+                };
+                for (key, item) in token.iter() {
+                    match key.get_ref().as_ref() {
+                        "public_key_file" => {
+                            access.user_token_public_key_file =
+                                r.path("access.user_token.public_key_file", item);
+                        }
+                        "hs256_secret" => {
+                            access.user_token_hs256_secret =
+                                r.non_empty_string("access.user_token.hs256_secret", item);
+                        }
+                        _ => r.unknown_key(key, "[access.user_token]"),
+                    }
+                }
+                if access.user_token_public_key_file.is_some()
+                    && access.user_token_hs256_secret.is_some()
+                {
+                    r.err(
+                        item.span(),
+                        "[access.user_token] takes either `public_key_file` or `hs256_secret`, not both",
+                    );
+                }
+            }
+            _ => r.unknown_key(key, "[access]"),
+        }
+    }
+}
