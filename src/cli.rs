@@ -632,42 +632,31 @@ async fn tenant(client: &Client, command: TenantCommand) -> anyhow::Result<()> {
 
 /// `prefsd audience add|remove|list`.
 async fn audience(client: &Client, command: AudienceCommand) -> anyhow::Result<()> {
-    let members = |ids: &[String], object: Option<&str>| -> Value {
-        ids.iter()
-            .map(|id| match object {
-                Some(collection) => json!({ "collection": collection, "object_id": id }),
-                None => json!({ "user_id": id }),
-            })
-            .collect()
-    };
-    match command {
+    let (method, audience, ids, object) = match command {
         AudienceCommand::Add {
             audience,
             ids,
             object,
-        } => {
-            let params =
-                json!({ "audience_key": audience, "members": members(&ids, object.as_deref()) });
-            print_call(client, "audiences.addMembers", params).await
-        }
+        } => ("audiences.addMembers", audience, ids, object),
         AudienceCommand::Remove {
             audience,
             ids,
             object,
-        } => {
-            let params =
-                json!({ "audience_key": audience, "members": members(&ids, object.as_deref()) });
-            print_call(client, "audiences.removeMembers", params).await
-        }
+        } => ("audiences.removeMembers", audience, ids, object),
         AudienceCommand::List { audience } => {
-            print_call(
-                client,
-                "audiences.listMembers",
-                json!({ "audience_key": audience }),
-            )
-            .await
+            let params = json!({ "audience_key": audience });
+            return print_call(client, "audiences.listMembers", params).await;
         }
-    }
+    };
+    let members: Vec<Value> = ids
+        .iter()
+        .map(|id| match &object {
+            Some(collection) => json!({ "collection": collection, "object_id": id }),
+            None => json!({ "user_id": id }),
+        })
+        .collect();
+    let params = json!({ "audience_key": audience, "members": members });
+    print_call(client, method, params).await
 }
 
 /// Reads a JSON argument: inline text, @FILE, or - for standard input.
