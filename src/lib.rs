@@ -37,7 +37,9 @@
 //!   thread (commits never wait for the WAL to be copied back), the domain
 //!   operations on one transaction (`Read`, `Write`), the job table, and the read cache
 //!   (`Cache`: parsed recipient inputs and tenant rows, bounded, so hot reads never leave
-//!   the async worker).
+//!   the async worker) with its protocol for the two shapes of read the methods make
+//!   (`store::reads`: `Db::cached_snapshot`, `read_snapshot`, `snapshot_queued`,
+//!   `recipient_for_read`).
 //! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk, in
 //!   smaller chunks while the daemon serves other calls.
 //! - `api`: the methods of rpc.md as plain async functions over `Context`;
@@ -70,7 +72,8 @@
 //! - The read cache never serves what a write replaced: every `Write` operation records the
 //!   rows it touched, the writer drops them from the cache after commit and before the
 //!   caller is answered, and a read inserts only if no invalidation happened since it began
-//!   (`store::cache`). Nothing else writes the tables the cache mirrors.
+//!   (`store::cache`). Nothing else writes the tables the cache mirrors, and only
+//!   `store::reads` takes tickets and offers reads to the cache: `api` asks for a read.
 //! - Arrows run down the code map, never up: `model` imports nothing from the crate outside
 //!   `model` (the condition language and its coercions are `model::condition`, which `eval`
 //!   imports); `jobs` never imports `api` (the stored time

@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::resolve::{Sources, Stack};
 use crate::store::time::now;
-use crate::store::{EvaluationInputs, RecipientRow, TenantRow};
+use crate::store::{RecipientRow, TenantRow};
 
 /// Which namespace a method is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,7 +256,10 @@ pub async fn get_preferences(
     errors.finish()?;
     let tenant = (set_id != DEFAULT_SET).then_some(set_id.as_str());
     let raw = p.raw.unwrap_or(false);
-    let (inputs, tenant_row) = stored_for_read(ctx, key, tenant, tenant.filter(|_| !raw)).await?;
+    let (inputs, tenant_row) = ctx
+        .db
+        .recipient_for_read(key, tenant, tenant.filter(|_| !raw))
+        .await?;
     if raw {
         let set = match tenant {
             None => inputs.default_set.as_ref(),
@@ -322,65 +325,6 @@ impl Rendered {
                 _ => false,
             }
     }
-}
-
-/// A recipient's stored inputs with its set `tenant_set`, and the stored row of tenant
-/// `tenant` when asked: from the cache when it holds both, otherwise from one read
-/// transaction whose result is offered to the cache.
-async fn stored_for_read(
-    ctx: &Context,
-    key: RecipientKey,
-    tenant_set: Option<&str>,
-    tenant: Option<&str>,
-) -> Result<(Arc<EvaluationInputs>, Option<Arc<TenantRow>>), Error> {
-    let cache = ctx.db.cache();
-    let cached = cache.lookup(|v| {
-        let inputs = v.inputs(&key, tenant_set)?;
-        let row = match tenant {
-            Some(t) => v.tenant(t)?,
-            None => None,
-        };
-        Some((inputs, row))
-    });
-    if let Some(hit) = cached {
-        return Ok(hit);
-    }
-    let ticket = cache.ticket();
-    let admit = cache.admit(&key, tenant_set);
-    let (set, id) = (tenant_set.map(str::to_string), tenant.map(str::to_string));
-    let (key, inputs, row) = ctx
-        .db
-        .read(move |r| {
-            let inputs = if admit {
-                r.evaluation_inputs(&key, set.as_deref())?
-            } else {
-                // Not to be cached: only the sets this method reads (a quarter of the
-                // B-tree descents on a large database), so this value is incomplete
-                // and must never reach the cache.
-                EvaluationInputs {
-                    default_set: r.set(&key, DEFAULT_SET)?,
-                    tenant_set: set
-                        .as_deref()
-                        .map(|s| r.set(&key, s))
-                        .transpose()?
-                        .flatten(),
-                    ..EvaluationInputs::default()
-                }
-            };
-            let row = match &id {
-                Some(t) => r.tenant(t)?.map(Arc::new),
-                None => None,
-            };
-            Ok::<_, Error>((key, Arc::new(inputs), row))
-        })
-        .await?;
-    if admit {
-        cache.put_inputs(ticket, &key, tenant_set, &inputs);
-    }
-    if let Some(t) = tenant {
-        cache.put_tenant(ticket, t, row.as_ref());
-    }
-    Ok((inputs, row))
 }
 
 recipient_params!(SetPreferencesParams {

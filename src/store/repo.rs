@@ -26,8 +26,9 @@ pub struct RecipientRow {
     pub updated_at: String,
 }
 
-/// What evaluating one recipient reads ([`Read::evaluation_inputs`]).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// What evaluating one recipient reads ([`Read::evaluation_inputs`]). A copy starts with
+/// an empty [`Memo`] and a comparison ignores it: the memo is derived from the rest.
+#[derive(Debug, Default)]
 pub struct EvaluationInputs {
     /// The recipient's properties, an object; `Null` when the recipient is not stored
     /// (evaluation reads it as the recipient's properties either way).
@@ -46,11 +47,38 @@ pub struct EvaluationInputs {
     pub memo: Memo,
 }
 
+impl Clone for EvaluationInputs {
+    fn clone(&self) -> EvaluationInputs {
+        EvaluationInputs {
+            properties: self.properties.clone(),
+            created_at: self.created_at.clone(),
+            updated_at: self.updated_at.clone(),
+            default_set: self.default_set.clone(),
+            tenant_set: self.tenant_set.clone(),
+            audiences: self.audiences.clone(),
+            text_bytes: self.text_bytes,
+            memo: Memo::default(),
+        }
+    }
+}
+
+impl PartialEq for EvaluationInputs {
+    fn eq(&self, other: &EvaluationInputs) -> bool {
+        self.properties == other.properties
+            && self.created_at == other.created_at
+            && self.updated_at == other.updated_at
+            && self.default_set == other.default_set
+            && self.tenant_set == other.tenant_set
+            && self.audiences == other.audiences
+            && self.text_bytes == other.text_bytes
+    }
+}
+
 /// One value derived from the [`EvaluationInputs`] it sits in (the rendered answer of
 /// `getPreferences`), kept by whoever computed it. It lives and dies with its inputs, so
 /// a write, which replaces cached inputs, drops it too; whatever else it depends on (the
-/// config, the tenant row) its owner records inside and checks. Copies and comparisons of
-/// inputs ignore it.
+/// config, the tenant row) its owner records inside and checks. It is neither copied nor
+/// compared: [`EvaluationInputs`] says what its copies and comparisons do with it.
 #[derive(Default)]
 pub struct Memo(std::sync::Mutex<Option<Arc<dyn Any + Send + Sync>>>);
 
@@ -65,18 +93,6 @@ impl Memo {
         if let Ok(mut slot) = self.0.lock() {
             *slot = Some(value);
         }
-    }
-}
-
-impl Clone for Memo {
-    fn clone(&self) -> Memo {
-        Memo::default()
-    }
-}
-
-impl PartialEq for Memo {
-    fn eq(&self, _: &Memo) -> bool {
-        true
     }
 }
 

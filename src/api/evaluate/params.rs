@@ -26,6 +26,12 @@ pub(super) struct RecipientParam {
     pub(super) sets: Vec<(String, PreferenceSetRequest)>,
 }
 
+impl AsRef<RecipientKey> for RecipientParam {
+    fn as_ref(&self) -> &RecipientKey {
+        &self.key
+    }
+}
+
 impl RecipientParam {
     pub(super) fn is_inline(&self) -> bool {
         self.properties.is_some() || !self.sets.is_empty()
