@@ -56,8 +56,9 @@
 //!   and the allocator's purge delay.
 //! - `client`: the client side of the protocol, shared by `cli` and `bench`: the socket to
 //!   talk to, credential headers, a JSON-RPC client over a WebSocket on the socket.
-//! - `cli`: the command line client (and `check-config`), one function per subcommand, and
-//!   the one mapping of outcomes to exit codes; `main.rs` only dispatches.
+//! - `cli`: the command line client (and `check-config`, `init`), one function per
+//!   subcommand, and the one mapping of outcomes to exit codes; `cli::args` is the grammar
+//!   clap reads; `main.rs` only dispatches.
 //! - `bench`: `prefsd bench`, a load generator against a running daemon, and `bench seed`,
 //!   which fills a database with deterministic data through `store`.
 //! - `Error` (in `error.rs`): the crate's one error type; `rpc::error` maps it to the wire.

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use prefsd::cli::{Cli, Command};
+use prefsd::cli::args::{Cli, Command};
 
 fn main() -> ExitCode {
     // SAFETY: this is the first thing the process does; no other thread exists yet.

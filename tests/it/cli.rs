@@ -745,7 +745,7 @@ fn every_argument_and_subcommand_has_help_and_an_example_and_the_environment_is_
             walk(sub, &name);
         }
     }
-    let command = prefsd::cli::Cli::command();
+    let command = prefsd::cli::args::Cli::command();
     walk(&command, "prefsd");
     let help = command.clone().render_long_help().to_string();
     for var in [

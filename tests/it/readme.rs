@@ -178,7 +178,7 @@ fn reference_table() -> String {
         }
     }
     let mut out = String::from("| command | what it does |\n|---|---|\n");
-    rows(&prefsd::cli::Cli::command(), "prefsd", &mut out);
+    rows(&prefsd::cli::args::Cli::command(), "prefsd", &mut out);
     out
 }
 
@@ -190,8 +190,8 @@ fn the_readme_command_reference_is_claps() {
         "the README's command-line reference differs from clap's; it should be:\n{table}"
     );
     assert!(
-        README.contains(prefsd::cli::ENVIRONMENT_HELP),
+        README.contains(prefsd::cli::args::ENVIRONMENT_HELP),
         "the README lists the environment and exit codes as `prefsd --help` does:\n{}",
-        prefsd::cli::ENVIRONMENT_HELP
+        prefsd::cli::args::ENVIRONMENT_HELP
     );
 }
