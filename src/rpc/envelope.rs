@@ -5,12 +5,20 @@
 //! unanswered. This module finds such requests in the message text, the way jsonrpsee would
 //! read them, so that `rpc::wire` can refuse them with `invalid_request` instead: over HTTP
 //! from the recorded body, over WebSocket from the message (`rpc::ws`).
+//!
+//! It also holds what those outer layers hand `rpc::wire` about a request — the recorded
+//! body ([`RequestBody`]) and the stand-in call for a refused message ([`REFUSED`],
+//! [`Refusal`]) — so that the layers import downwards only: `http` and `ws` and `wire` all
+//! import this module, and `wire` imports neither of the other two.
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
+use hyper::body::Bytes;
 use jsonrpsee::types::Id;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::json;
 use serde_json::value::RawValue;
 
 /// What is wrong with a request's `id`.
@@ -114,6 +122,76 @@ impl<'de> Visitor<'de> for IsId {
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
         Ok(key == "id")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What the outer layers (`rpc::http`, `rpc::ws`) hand the RPC middleware (`rpc::wire`) about
+// a request: they sit in the request's extensions or stand in for a refused message.
+
+/// The body of the HTTP request a call came in, as jsonrpsee read it (the chunks are shared,
+/// not copied), for the RPC middleware: it travels in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct RequestBody(pub Arc<Mutex<Vec<Bytes>>>);
+
+impl RequestBody {
+    /// The problem with the `id` of a body that is one request object (`rpc::envelope`).
+    pub fn id_problem(&self) -> Option<IdProblem> {
+        id_problem(&recorded(&self.0))
+    }
+
+    /// The problems with the `id`s in a batch body, by position (`rpc::envelope`).
+    pub fn batch_id_problems(&self) -> Vec<(usize, IdProblem)> {
+        batch_id_problems(&recorded(&self.0))
+            .into_iter()
+            .map(|(i, _, problem)| (i, problem))
+            .collect()
+    }
+}
+
+/// The recorded body in one piece (empty if the lock was poisoned).
+pub fn recorded(seen: &Mutex<Vec<Bytes>>) -> Vec<u8> {
+    seen.lock()
+        .map(|chunks| chunks.iter().flat_map(|c| c.iter().copied()).collect())
+        .unwrap_or_default()
+}
+
+/// The method of the call that stands for a refused message (`rpc.` names are reserved by
+/// JSON-RPC 2.0 for the protocol itself, so no method of ours can collide with it).
+/// `rpc::wire` answers it with the error its params name and runs nothing.
+pub const REFUSED: &str = "rpc.prefsd.refused";
+
+/// Why a message was refused, as [`REFUSED`]'s params.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Id(IdProblem),
+    /// Larger than this many bytes.
+    TooLarge(u32),
+}
+
+impl Refusal {
+    /// The [`REFUSED`] call for this refusal.
+    pub fn call(self) -> String {
+        let params = match self {
+            Refusal::Id(IdProblem::Unreadable) => json!({ "id": "unreadable" }),
+            Refusal::Id(IdProblem::Repeated) => json!({ "id": "repeated" }),
+            Refusal::TooLarge(limit) => json!({ "too_large": limit }),
+        };
+        json!({ "jsonrpc": "2.0", "id": null, "method": REFUSED, "params": params }).to_string()
+    }
+
+    /// Reads the params of a [`REFUSED`] call; `None` if they are not one of ours.
+    pub fn from_params(params: Option<&str>) -> Option<Refusal> {
+        let params: serde_json::Value = serde_json::from_str(params?).ok()?;
+        match (
+            params.get("id").and_then(|v| v.as_str()),
+            params.get("too_large"),
+        ) {
+            (Some("unreadable"), None) => Some(Refusal::Id(IdProblem::Unreadable)),
+            (Some("repeated"), None) => Some(Refusal::Id(IdProblem::Repeated)),
+            (None, Some(limit)) => Some(Refusal::TooLarge(u32::try_from(limit.as_u64()?).ok()?)),
+            _ => None,
+        }
     }
 }
 

@@ -43,7 +43,7 @@ use jsonrpsee::server::HttpBody;
 use serde_json::{Value, json};
 use tokio::time::{Instant, Sleep};
 
-use crate::rpc::envelope::{self, IdProblem};
+use crate::rpc::envelope::{RequestBody, recorded};
 use crate::rpc::error::{INTERNAL, LIMIT_EXCEEDED, OVERSIZED_REQUEST, add_type};
 use crate::rpc::wire::Typed;
 use crate::rpc::ws;
@@ -157,7 +157,13 @@ impl<S: Jsonrpsee> tower::Service<Request<Incoming>> for JsonService<S> {
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         if let Some(accepted) = ws::accept(&req) {
-            let response = ws::upgrade(req, accepted, self.inner.clone(), self.max_request_bytes);
+            let response = ws::upgrade(
+                req,
+                accepted,
+                self.inner.clone(),
+                TapBody::new,
+                self.max_request_bytes,
+            );
             return Box::pin(async move { Ok(response) });
         }
         if req.method() == Method::POST {
@@ -487,33 +493,6 @@ where
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// The body of the HTTP request a call came in, as jsonrpsee read it (the chunks are shared,
-/// not copied), for the RPC middleware: it travels in the request's extensions.
-#[derive(Clone, Debug)]
-pub struct RequestBody(Arc<Mutex<Vec<Bytes>>>);
-
-impl RequestBody {
-    /// The problem with the `id` of a body that is one request object (`rpc::envelope`).
-    pub fn id_problem(&self) -> Option<IdProblem> {
-        envelope::id_problem(&recorded(&self.0))
-    }
-
-    /// The problems with the `id`s in a batch body, by position (`rpc::envelope`).
-    pub fn batch_id_problems(&self) -> Vec<(usize, IdProblem)> {
-        envelope::batch_id_problems(&recorded(&self.0))
-            .into_iter()
-            .map(|(i, _, problem)| (i, problem))
-            .collect()
-    }
-}
-
-/// The recorded body in one piece (empty if the lock was poisoned).
-fn recorded(seen: &Mutex<Vec<Bytes>>) -> Vec<u8> {
-    seen.lock()
-        .map(|chunks| chunks.iter().flat_map(|c| c.iter().copied()).collect())
-        .unwrap_or_default()
 }
 
 /// How many bytes of the body jsonrpsee has read.

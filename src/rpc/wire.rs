@@ -20,10 +20,8 @@ use jsonrpsee::types::{ErrorObjectOwned, Id};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::rpc::envelope::IdProblem;
+use crate::rpc::envelope::{IdProblem, REFUSED, Refusal, RequestBody};
 use crate::rpc::error::{INTERNAL, add_type, invalid_request, oversized};
-use crate::rpc::http::RequestBody;
-use crate::rpc::ws::{REFUSED, Refusal};
 
 /// The service a middleware layer of ours wraps: jsonrpsee's RPC service with every
 /// response a `MethodResponse`, shareable across tasks. Both layers (`wire`, `rpc::auth`)

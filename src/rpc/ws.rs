@@ -10,7 +10,7 @@
 //! - a message larger than `limits.max_request_bytes` is dropped unread and answered
 //!   `limit_exceeded`, as an HTTP body would be;
 //! - a request whose `id` jsonrpsee cannot read (`rpc::envelope`), alone or in a batch, is
-//!   replaced by a [`REFUSED`] call, which `rpc::wire` answers with `invalid_request` and
+//!   replaced by a `envelope::REFUSED` call, which `rpc::wire` answers with `invalid_request` and
 //!   which runs nothing.
 //!
 //! Everything else passes unchanged, one message per frame. jsonrpsee gets its WebSocket
@@ -27,50 +27,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use jsonrpsee::server::HttpBody;
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::rpc::envelope::{self, IdProblem};
-use crate::rpc::http::{Jsonrpsee, TapBody};
-
-/// The method of the call that stands for a refused message (`rpc.` names are reserved by
-/// JSON-RPC 2.0 for the protocol itself, so no method of ours can collide with it).
-/// `rpc::wire` answers it with the error its params name and runs nothing.
-pub const REFUSED: &str = "rpc.prefsd.refused";
-
-/// Why a message was refused, as [`REFUSED`]'s params.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    Id(IdProblem),
-    /// Larger than this many bytes.
-    TooLarge(u32),
-}
-
-impl Refusal {
-    /// The [`REFUSED`] call for this refusal.
-    fn call(self) -> String {
-        let params = match self {
-            Refusal::Id(IdProblem::Unreadable) => json!({ "id": "unreadable" }),
-            Refusal::Id(IdProblem::Repeated) => json!({ "id": "repeated" }),
-            Refusal::TooLarge(limit) => json!({ "too_large": limit }),
-        };
-        json!({ "jsonrpc": "2.0", "id": null, "method": REFUSED, "params": params }).to_string()
-    }
-
-    /// Reads the params of a [`REFUSED`] call; `None` if they are not one of ours.
-    pub fn from_params(params: Option<&str>) -> Option<Refusal> {
-        let params: serde_json::Value = serde_json::from_str(params?).ok()?;
-        match (
-            params.get("id").and_then(|v| v.as_str()),
-            params.get("too_large"),
-        ) {
-            (Some("unreadable"), None) => Some(Refusal::Id(IdProblem::Unreadable)),
-            (Some("repeated"), None) => Some(Refusal::Id(IdProblem::Repeated)),
-            (None, Some(limit)) => Some(Refusal::TooLarge(u32::try_from(limit.as_u64()?).ok()?)),
-            _ => None,
-        }
-    }
-}
+use crate::rpc::envelope::{self, Refusal};
 
 /// jsonrpsee's answer to `req` if it is a valid WebSocket upgrade request (soketto's
 /// handshake, as jsonrpsee makes it); `None` otherwise, and jsonrpsee answers it itself.
@@ -86,16 +45,29 @@ pub fn accept(req: &Request<Incoming>) -> Option<Response<()>> {
 /// Serves the WebSocket that `req` asked for and [`accept`] accepted, through [`Frames`];
 /// the answer is the upgrade's.
 ///
-/// `inner` is jsonrpsee's own service for this connection. The task spawned here lives
+/// `inner` is jsonrpsee's own service for this connection, and `wrap` makes the body it
+/// takes of the upgrade request it is handed. The task spawned here lives
 /// until jsonrpsee has taken the upgraded connection (a made-up request and answer in
 /// memory) or the client has gone; jsonrpsee's task, which then serves the connection,
 /// is stopped by its stop handle like every other.
-pub fn upgrade<S: Jsonrpsee>(
+pub fn upgrade<B, S>(
     mut req: Request<Incoming>,
     accepted: Response<()>,
     inner: S,
+    wrap: fn(Incoming) -> B,
     max_message_bytes: u32,
-) -> Response<HttpBody> {
+) -> Response<HttpBody>
+where
+    B: Send + 'static,
+    S: tower::Service<
+            Request<B>,
+            Response = Response<HttpBody>,
+            Future: Send + 'static,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+{
     // `accept` has checked it is there.
     let key = req
         .headers()
@@ -118,7 +90,7 @@ pub fn upgrade<S: Jsonrpsee>(
         };
         let frames = Frames::new(client, handshake.into_bytes(), max_message_bytes);
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let mut req = req.map(TapBody::new);
+            let mut req = req.map(wrap);
             // The made-up request's own extensions hold its upgrade; the real request's
             // (peer, credentials) are added.
             req.extensions_mut().extend(extensions.clone());
@@ -458,7 +430,7 @@ impl Decoder {
     }
 }
 
-/// The message with each request whose `id` cannot be read replaced by a [`REFUSED`] call.
+/// The message with each request whose `id` cannot be read replaced by a `envelope::REFUSED` call.
 fn checked_message(message: Vec<u8>) -> Vec<u8> {
     match message.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => match envelope::id_problem(&message) {
@@ -557,6 +529,7 @@ fn emit(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpc::envelope::IdProblem;
 
     /// A masked client frame.
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
