@@ -81,7 +81,8 @@
 //!   format is `store::time`); `cli` and `bench` share only `client`, and neither imports
 //!   `api` or `server` (`bench seed` writes through `store`'s `Write`, as the daemon does);
 //!   `api` never imports `rpc` (the protocol version is `rpc::PROTOCOL`, handed to
-//!   `api::daemon::status`).
+//!   `api::daemon::status`); inside `rpc`, the outer layers (`http`, `ws`) import the inner
+//!   (`wire`) and what they hand it (`envelope`), never the reverse.
 //! - Only `store` names rusqlite. Only `rpc` and `server` name jsonrpsee server types; the
 //!   CLI uses jsonrpsee's client.
 //! - No SQL outside `store/` and `sql/`; no preference rule outside `model`, `resolve` and
