@@ -46,6 +46,7 @@ use serde_json::{Map, Value};
 use crate::auth::token::Verifier;
 use crate::config::Access;
 use crate::model::DEFAULT_SET;
+use crate::model::change::Actor;
 
 pub mod mint;
 #[cfg(test)]
@@ -104,6 +105,20 @@ pub struct UserCaller {
 }
 
 impl Caller {
+    /// Who the change log says made a change this caller asked for (history.md §1): the
+    /// token's `sub`, the secret key's id (never the key), or the peer's uid.
+    pub fn actor(&self, credentials: &Credentials) -> Actor {
+        match (self, &credentials.secret_key) {
+            (Caller::User(user), _) => Actor::UserToken {
+                sub: user.sub.clone(),
+            },
+            (Caller::Server { .. }, Presented::Value(key)) => Actor::SecretKey {
+                key_id: crate::model::change::key_id(key),
+            },
+            (Caller::Server { uid }, _) => Actor::Peer { uid: *uid },
+        }
+    }
+
     /// Whether the caller is a user token scoped to tenants, which never sees the
     /// recipient's `default` set (see [`NoDefaultSet`]).
     pub fn tenant_scoped(&self) -> bool {

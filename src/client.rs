@@ -170,6 +170,31 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Follows the change log: every change after `after` (by default the newest), then
+    /// each one as it commits. A subscriber that falls behind gets an error and resumes
+    /// with `after` = the last `seq` it processed.
+    pub async fn subscribe_changes(
+        &self,
+        after: Option<i64>,
+    ) -> anyhow::Result<jsonrpsee::core::client::Subscription<Value>> {
+        use jsonrpsee::core::client::SubscriptionClientT;
+        let params = match after {
+            Some(after) => json!({ "after": after }),
+            None => json!({}),
+        };
+        let params = serde_json::value::to_raw_value(&params)?;
+        Ok(self
+            .inner
+            .subscribe::<Value, _>(
+                "changes.subscribe",
+                RawParams(Some(params)),
+                "changes.unsubscribe",
+            )
+            .await?)
+    }
+}
+
 /// The environment variables a client (the CLI) takes its credentials from.
 pub const CLIENT_SECRET_KEY_ENV: &str = "PREFSD_SECRET_KEY";
 pub const CLIENT_USER_TOKEN_ENV: &str = "PREFSD_USER_TOKEN";

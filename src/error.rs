@@ -25,6 +25,15 @@ pub enum Error {
     Unauthenticated(String),
     #[error("{0}")]
     Forbidden(String),
+    /// `as_of` or `after` older than what the change log retains (history.md §4).
+    #[error("{what} is older than the history this daemon retains (from {retained_from})")]
+    HistoryTruncated {
+        what: String,
+        /// The earliest instant (RFC 3339) that can be answered.
+        retained_from: String,
+        /// The smallest `after` that can be answered.
+        retained_seq: i64,
+    },
     /// The config directory does not validate.
     #[error("the config is invalid: {}", .0.first().map(ToString::to_string).unwrap_or_default())]
     Config(Vec<ConfigError>),

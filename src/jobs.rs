@@ -34,11 +34,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::config::ConfigHandle;
+use crate::model::change::{Actor, Origin};
 use crate::model::{PreferenceSet, RecipientKey, SetKind};
 use crate::store::{ChunkOutcome, Db, JobRow};
 
 /// The name of the only job kind, as Knock names it.
 pub const SET_PREFERENCES: &str = "users.set_preferences";
+
+/// The method a bulk job's changes name in the change log: the one that queued it.
+const BULK_SET_METHOD: &str = "users.bulkSetPreferences";
 
 /// What a job does: replace `preference_set` with `preferences` for every user.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -251,8 +255,11 @@ async fn run_next(
         let payload = Arc::clone(&payload);
         let chunk = sharing.chunk();
         let started = std::time::Instant::now();
+        let origin = Origin::new(Actor::BulkOperation { id: id.clone() }, BULK_SET_METHOD);
         let result = db
-            .write(move |w| run_chunk(w, &id, &payload.0, &payload.1, chunk))
+            .write_as(origin, move |w| {
+                run_chunk(w, &id, &payload.0, &payload.1, chunk)
+            })
             .await;
         sharing.observe(db.calls());
         if sharing.shared {

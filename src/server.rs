@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::Context;
 use crate::auth::Peer;
 use crate::config::ConfigWatcher;
+use crate::model::change::{Actor, Origin};
 use crate::rpc;
 use crate::rpc::auth::{AuthLayer, PeerLayer};
 use crate::rpc::http::{AnswerBudget, Exchange, JsonLayer};
@@ -65,6 +66,7 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    record_configs(&ctx).await?;
     let limits = ctx.config().settings.limits.clone();
     let methods: Methods = rpc::module(Arc::clone(&ctx))
         .context("registering the RPC methods")?
@@ -544,6 +546,33 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .context("closing the database")?;
     tracing::info!("stopped");
     result
+}
+
+/// Records the config in force in the change log (history.md §1), and every config a
+/// reload applies from now on, before it is in force: a point-in-time answer then finds
+/// the config of its instant. A reload whose record cannot be written (a full disk) still
+/// applies, with a warning: the config on disk is what the operator asked for.
+async fn record_configs(ctx: &Context) -> anyhow::Result<()> {
+    fn origin() -> Origin {
+        Origin::new(Actor::Config, "config.reload")
+    }
+    let config = ctx.config();
+    let (version, files) = (ctx.config.version(), config.sources.clone());
+    ctx.db
+        .write_as(origin(), move |w| {
+            w.config_applied(version, &files).map(drop)
+        })
+        .await
+        .context("recording the config in the change log")?;
+    let db = ctx.db.clone();
+    ctx.config.on_applied(Box::new(move |config, version| {
+        let files = config.sources.clone();
+        let recorded = db.write_blocking(origin(), move |w| w.config_applied(version, &files).map(drop));
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, version, "could not record the reloaded config in the change log");
+        }
+    }));
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not when

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::Error;
 use crate::api::{Context, Errors};
 use crate::model::RecipientKey;
+use crate::model::change::Origin;
 use crate::store::time::now;
 use crate::store::{MemberPage, decode_cursor};
 
@@ -67,25 +68,33 @@ pub struct Count {
 }
 
 /// `audiences.addMembers`: members that do not exist yet are created.
-pub async fn add_members(ctx: &Context, p: MembersParams) -> Result<Count, Error> {
+pub async fn add_members(ctx: &Context, origin: Origin, p: MembersParams) -> Result<Count, Error> {
     let mut errors = Errors::default();
     let members = parse_members(&p, &mut errors);
     errors.finish()?;
     let count = ctx
         .db
-        .write(move |w| Ok::<_, Error>(w.add_members(&p.audience_key, &members, &now())?))
+        .write_as(origin, move |w| {
+            Ok::<_, Error>(w.add_members(&p.audience_key, &members, &now())?)
+        })
         .await?;
     Ok(Count { count })
 }
 
 /// `audiences.removeMembers`.
-pub async fn remove_members(ctx: &Context, p: MembersParams) -> Result<Count, Error> {
+pub async fn remove_members(
+    ctx: &Context,
+    origin: Origin,
+    p: MembersParams,
+) -> Result<Count, Error> {
     let mut errors = Errors::default();
     let members = parse_members(&p, &mut errors);
     errors.finish()?;
     let count = ctx
         .db
-        .write(move |w| Ok::<_, Error>(w.remove_members(&p.audience_key, &members)?))
+        .write_as(origin, move |w| {
+            Ok::<_, Error>(w.remove_members(&p.audience_key, &members)?)
+        })
         .await?;
     Ok(Count { count })
 }

@@ -22,6 +22,7 @@ use crate::api::tenants::TenantWrite;
 use crate::api::{Context, Json, strict};
 use crate::config::{Config, Limits};
 use crate::eval::{self, Entity};
+use crate::model::change::Origin;
 use crate::model::{PreferenceSet, RecipientKey};
 use crate::resolve::{Sources, Stack};
 use crate::store::time::now;
@@ -63,7 +64,7 @@ fn wanted(req: &Request) -> Wanted<'_, RecipientParam> {
     }
 }
 
-pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Json, Error> {
+pub async fn evaluate(ctx: &Context, origin: Origin, p: EvaluateParams) -> Result<Json, Error> {
     let config = ctx.config();
     let req = parse(&config, p)?;
     let limits = config.settings.limits.clone();
@@ -77,7 +78,7 @@ pub async fn evaluate(ctx: &Context, p: EvaluateParams) -> Result<Json, Error> {
     let snapshot = if inline {
         let req = Arc::clone(&req);
         ctx.db
-            .write(move |w| {
+            .write_as(origin, move |w| {
                 persist(w, &req, &limits)?;
                 Ok::<_, Error>(w.snapshot(&wanted(&req))?)
             })

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::Error;
 use crate::api::{Context, Deleted, Errors, check_properties_size, merge_properties, strict};
 use crate::config::{Config, Limits};
+use crate::model::change::Origin;
 use crate::model::{
     DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind, Strategy,
 };
@@ -159,7 +160,12 @@ pub fn write_inline(
 }
 
 /// `users.identify` / `objects.set`.
-pub async fn identify(ctx: &Context, kind: Kind, p: IdentifyParams) -> Result<Value, Error> {
+pub async fn identify(
+    ctx: &Context,
+    origin: Origin,
+    kind: Kind,
+    p: IdentifyParams,
+) -> Result<Value, Error> {
     let mut errors = Errors::default();
     let key = p.key(kind, &mut errors);
     let sets = p
@@ -171,7 +177,7 @@ pub async fn identify(ctx: &Context, kind: Kind, p: IdentifyParams) -> Result<Va
     let limits = ctx.config().settings.limits.clone();
     let row = ctx
         .db
-        .write(move |w| {
+        .write_as(origin, move |w| {
             write_inline(
                 w,
                 &key,
@@ -204,13 +210,18 @@ pub async fn get(ctx: &Context, kind: Kind, p: WhoParams) -> Result<Value, Error
 }
 
 /// `users.delete` / `objects.delete`.
-pub async fn delete(ctx: &Context, kind: Kind, p: WhoParams) -> Result<Deleted, Error> {
+pub async fn delete(
+    ctx: &Context,
+    origin: Origin,
+    kind: Kind,
+    p: WhoParams,
+) -> Result<Deleted, Error> {
     let mut errors = Errors::default();
     let key = p.key(kind, &mut errors);
     errors.finish()?;
     let deleted = ctx
         .db
-        .write(move |w| Ok::<_, Error>(w.delete_recipient(&key)?))
+        .write_as(origin, move |w| Ok::<_, Error>(w.delete_recipient(&key)?))
         .await?;
     Ok(Deleted { deleted })
 }
@@ -350,6 +361,7 @@ pub fn check_size(set: &PreferenceSet, max: usize, field: &str) -> Result<(), Er
 /// `users.setPreferences` / `objects.setPreferences`: replace, or merge on request.
 pub async fn set_preferences(
     ctx: &Context,
+    origin: Origin,
     kind: Kind,
     p: SetPreferencesParams,
 ) -> Result<Value, Error> {
@@ -376,7 +388,7 @@ pub async fn set_preferences(
     let id = set_id.clone();
     let set = ctx
         .db
-        .write(move |w| {
+        .write_as(origin, move |w| {
             let stored = w.set(&key, &id)?;
             let set = req.apply(stored.as_ref(), SetKind::Recipient, "preferences")?;
             check_size(&set, max, "preferences")?;
@@ -392,6 +404,7 @@ recipient_params!(UnsetPreferencesParams { preference_set: Option<String>, });
 /// `users.unsetPreferences` / `objects.unsetPreferences`: deletes the stored set.
 pub async fn unset_preferences(
     ctx: &Context,
+    origin: Origin,
     kind: Kind,
     p: UnsetPreferencesParams,
 ) -> Result<Deleted, Error> {
@@ -405,7 +418,9 @@ pub async fn unset_preferences(
     let set_id = p.preference_set.unwrap_or_default();
     let deleted = ctx
         .db
-        .write(move |w| Ok::<_, Error>(w.delete_set(&key, &set_id)?))
+        .write_as(origin, move |w| {
+            Ok::<_, Error>(w.delete_set(&key, &set_id)?)
+        })
         .await?;
     Ok(Deleted { deleted })
 }

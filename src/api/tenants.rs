@@ -7,6 +7,7 @@ use crate::Error;
 use crate::api::recipients::check_size;
 use crate::api::{Context, Deleted, Errors, check_properties_size, merge_properties, strict};
 use crate::config::Limits;
+use crate::model::change::Origin;
 use crate::model::{PreferenceSetRequest, SetKind, Strategy};
 use crate::resolve::{LayerId, Stack};
 use crate::store::TenantRow;
@@ -127,7 +128,7 @@ impl TenantWrite {
 
 /// `tenants.set`: creates or updates a tenant; its default set is merged unless
 /// `__persistence_strategy__: "replace"`, and `null` removes it (preferences.md §3).
-pub async fn set(ctx: &Context, p: SetParams) -> Result<Value, Error> {
+pub async fn set(ctx: &Context, origin: Origin, p: SetParams) -> Result<Value, Error> {
     let mut errors = Errors::default();
     errors.id("tenant_id", &p.tenant_id);
     let preference_set = match p.settings.and_then(|s| s.preference_set) {
@@ -149,7 +150,7 @@ pub async fn set(ctx: &Context, p: SetParams) -> Result<Value, Error> {
     let limits = ctx.config().settings.limits.clone();
     let row = ctx
         .db
-        .write(move |w| write.apply(w, &limits, "", &now()))
+        .write_as(origin, move |w| write.apply(w, &limits, "", &now()))
         .await?;
     let set = row.preference_set.as_ref().map(|s| s.to_response(&row.id));
     Ok(tenant_json(&row, set))
@@ -207,13 +208,15 @@ pub struct DeleteParams {
 }
 
 /// `tenants.delete`. Recipients' sets for the tenant stay: they are the recipients' own.
-pub async fn delete(ctx: &Context, p: DeleteParams) -> Result<Deleted, Error> {
+pub async fn delete(ctx: &Context, origin: Origin, p: DeleteParams) -> Result<Deleted, Error> {
     let mut errors = Errors::default();
     errors.id("tenant_id", &p.tenant_id);
     errors.finish()?;
     let deleted = ctx
         .db
-        .write(move |w| Ok::<_, Error>(w.delete_tenant(&p.tenant_id)?))
+        .write_as(origin, move |w| {
+            Ok::<_, Error>(w.delete_tenant(&p.tenant_id)?)
+        })
         .await?;
     Ok(Deleted { deleted })
 }

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ALERTS, CATEGORIES, CHANNEL_TYPES, Rng, SeedArgs, WORKFLOWS, tenant_id, user_id};
 use crate::config::Durability;
+use crate::model::change::{Actor, Origin};
 use crate::model::{PreferenceSet, RecipientKey, SetKind};
 use crate::store::{Db, TenantRow, Write};
 
@@ -342,6 +343,14 @@ fn write_chunk(
     Ok((sets, added))
 }
 
+/// The origin of the changes a seed writes: the seeding user, through `bench seed`.
+fn seed_origin() -> Origin {
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to this process's uid: getuid without `unsafe`.
+    let uid = std::fs::metadata("/proc/self").map_or(0, |p| p.uid());
+    Origin::new(Actor::Peer { uid }, "bench.seed")
+}
+
 /// Seeds `db` by the plan; `progress` is called after every committed chunk with the
 /// recipients written so far and the total.
 pub fn seed_db(
@@ -356,7 +365,7 @@ pub fn seed_db(
         .map(|t| tenant(plan, t))
         .collect::<anyhow::Result<_>>()?;
     summary.tenants = tenants.len() as u64;
-    db.write_blocking(move |w| {
+    db.write_blocking(seed_origin(), move |w| {
         for t in &tenants {
             w.put_tenant(t)?;
         }
@@ -399,7 +408,7 @@ pub fn seed_db(
         let (is_user, chunk) = chunk?;
         let n = chunk.len() as u64;
         let (sets, members) = db
-            .write_blocking(move |w| write_chunk(w, &chunk))
+            .write_blocking(seed_origin(), move |w| write_chunk(w, &chunk))
             .context("writing a chunk")?;
         if is_user {
             summary.users += n;

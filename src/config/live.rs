@@ -224,7 +224,22 @@ struct Inner {
     /// The check beyond the directory's own rules that every config passes, the first
     /// one included: see [`Check`].
     check: Option<Check>,
+    /// Told of every config a reload applies, before it is in force: see
+    /// [`ConfigHandle::on_applied`].
+    on_applied: OnApplied,
 }
+
+#[derive(Default)]
+struct OnApplied(std::sync::OnceLock<Box<AppliedFn>>);
+
+impl std::fmt::Debug for OnApplied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnApplied")
+    }
+}
+
+/// What [`ConfigHandle::on_applied`] calls: the config and the version it will have.
+pub type AppliedFn = dyn Fn(&Config, u64) + Send + Sync;
 
 /// A check every config must pass beyond the directory's own rules, given when the live
 /// config is made: `Err` with the reason refuses a config. The daemon uses it to refuse a
@@ -281,6 +296,7 @@ impl ConfigHandle {
                 status,
                 reload: Mutex::new(()),
                 check,
+                on_applied: OnApplied::default(),
             }),
         })
     }
@@ -299,6 +315,13 @@ impl ConfigHandle {
     /// or job chunk and use that snapshot throughout.
     pub fn current(&self) -> Arc<Config> {
         self.inner.config.borrow().clone()
+    }
+
+    /// Calls `f` with every config a reload applies, on the reloading thread, before the
+    /// config is in force (so the daemon records a config in its change log before any call
+    /// uses it). Set once; a second call is ignored and answers `false`.
+    pub fn on_applied(&self, f: Box<AppliedFn>) -> bool {
+        self.inner.on_applied.0.set(f).is_ok()
     }
 
     /// Notified on every applied reload.
@@ -423,6 +446,9 @@ impl ConfigHandle {
         let files = config.files.clone();
         let workflows = config.workflows.len();
         let tenant_templates = config.tenant_templates.len();
+        if let Some(hook) = self.inner.on_applied.0.get() {
+            hook(&config, self.status().version + 1);
+        }
         self.inner.config.send_replace(Arc::new(config));
         let mut applied = None;
         self.inner.status.send_modify(|status| {

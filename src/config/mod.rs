@@ -48,6 +48,9 @@ pub struct Config {
     pub workflows: BTreeMap<String, CatalogWorkflow>,
     /// The files read, relative to the directory, sorted.
     pub files: Vec<String>,
+    /// Those files' contents, by name: the change log stores them once per content, so that
+    /// a point-in-time answer can parse the config that was in force (history.md §1).
+    pub sources: Vec<(String, String)>,
 }
 
 /// One problem in the config directory.
@@ -178,9 +181,11 @@ impl Config {
                     continue;
                 }
             }
-            config.files.push(name);
+            config.files.push(name.clone());
+            config.sources.push((name, content));
         }
         config.files.sort();
+        config.sources.sort();
         check_set_sizes(&config, &mut errors);
         if errors.is_empty() {
             Ok(config)

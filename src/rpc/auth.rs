@@ -306,11 +306,16 @@ impl State {
     }
 }
 
-/// Tells the handler of a tenant-scoped token's call not to read the `default` set.
+/// Tells the handler who is calling, as the change log names it ([`Actor`]), and a
+/// tenant-scoped token's call not to read the `default` set.
 fn mark_scope(caller: &Result<Caller, Denied>, ext: &mut http::Extensions) {
-    if caller.as_ref().is_ok_and(Caller::tenant_scoped) {
+    let Ok(caller) = caller else { return };
+    if caller.tenant_scoped() {
         ext.insert(NoDefaultSet);
     }
+    let none = Credentials::default();
+    let actor = caller.actor(ext.get::<Credentials>().unwrap_or(&none));
+    ext.insert(actor);
 }
 
 impl<S> tower::Layer<S> for AuthLayer {
@@ -369,8 +374,9 @@ where
                         Err(error) => Some(Err(BatchEntryErr::new(req.id, error))),
                     }
                 }
-                Ok(BatchEntry::Notification(n)) => {
+                Ok(BatchEntry::Notification(mut n)) => {
                     notifications = true;
+                    mark_scope(&caller, n.extensions_mut());
                     let params = n.params.as_ref().map(|p| p.get());
                     self.state
                         .check(peer, &caller, n.method_name(), params)
@@ -392,9 +398,10 @@ where
 
     fn notification<'a>(
         &self,
-        n: Notification<'a>,
+        mut n: Notification<'a>,
     ) -> impl Future<Output = MethodResponse> + Send + 'a {
         let (peer, caller) = self.state.resolve(n.extensions());
+        mark_scope(&caller, n.extensions_mut());
         let params = n.params.as_ref().map(|p| p.get());
         let allowed = self
             .state

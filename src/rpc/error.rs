@@ -12,6 +12,7 @@ pub const FORBIDDEN: i32 = -32003;
 pub const LIMIT_EXCEEDED: i32 = -32004;
 pub const CONFLICT: i32 = -32005;
 pub const WORKFLOW_NOT_FOUND: i32 = -32006;
+pub const HISTORY_TRUNCATED: i32 = -32007;
 pub const INVALID_REQUEST: i32 = -32600;
 pub const INVALID_PARAMS: i32 = -32602;
 pub const INTERNAL: i32 = -32603;
@@ -59,6 +60,17 @@ impl From<Error> for ErrorObjectOwned {
                 json!({ "type": "unauthenticated" }),
             ),
             Error::Forbidden(message) => object(FORBIDDEN, message, json!({ "type": "forbidden" })),
+            Error::HistoryTruncated {
+                what,
+                retained_from,
+                retained_seq,
+            } => object(
+                HISTORY_TRUNCATED,
+                format!(
+                    "{what} is older than the history this daemon retains (from {retained_from}, seq {retained_seq})"
+                ),
+                json!({ "type": "history_truncated", "retained_from": retained_from, "retained_seq": retained_seq }),
+            ),
             Error::Config(errors) => {
                 let fields: Vec<Value> = errors
                     .iter()
@@ -156,7 +168,8 @@ pub fn add_type(response: &mut Value, max_request_bytes: u32) {
     let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
     let typed = error.get("data").and_then(|d| d.get("type")).is_some();
     let limit = match code {
-        OVERSIZED_REQUEST => Some(oversized("the request body", max_request_bytes)),
+        // `history_truncated` has the same number, and always its `data.type`.
+        OVERSIZED_REQUEST if !typed => Some(oversized("the request body", max_request_bytes)),
         TOO_MANY_SUBSCRIPTIONS if !typed => {
             // jsonrpsee says "Exceeded max limit of N".
             let detail = error

@@ -29,6 +29,7 @@ use crate::api::recipients::Kind;
 use crate::api::{self, Context};
 use crate::auth::NoDefaultSet;
 use crate::model::ValidationError;
+use crate::model::change::{Actor, Origin};
 
 /// The version of this JSON-RPC protocol, shown by `daemon.status`; the CLI refuses to
 /// talk to a daemon that speaks another.
@@ -45,6 +46,16 @@ macro_rules! method {
             to_wire(&result.map_err(ErrorObjectOwned::from)?)
         })?;
     };
+    // The same, for a method that writes: its changes carry the call's origin.
+    ($module:ident, $name:literal, |$ctx:ident, $p:ident : $params:ty, origin $o:ident| $body:expr) => {
+        $module.register_async_method($name, |params, ctx, ext| async move {
+            let $p: $params = parse_params(&params)?;
+            let $ctx: &Context = &ctx;
+            let $o = origin(&ext, $name)?;
+            let result: Result<_, Error> = $body;
+            to_wire(&result.map_err(ErrorObjectOwned::from)?)
+        })?;
+    };
     // The same, for a body that reads the call's extensions too.
     ($module:ident, $name:literal, |$ctx:ident, $p:ident : $params:ty, $ext:ident| $body:expr) => {
         $module.register_async_method($name, |params, ctx, $ext| async move {
@@ -54,6 +65,16 @@ macro_rules! method {
             to_wire(&result.map_err(ErrorObjectOwned::from)?)
         })?;
     };
+}
+
+/// The origin of a call's changes: the actor `rpc::auth` put into its extensions, and the
+/// method. Every call passes that middleware, so a missing actor is a bug, refused rather
+/// than logged without one.
+fn origin(ext: &jsonrpsee::Extensions, method: &'static str) -> Result<Origin, ErrorObjectOwned> {
+    match ext.get::<Actor>() {
+        Some(actor) => Ok(Origin::new(actor.clone(), method)),
+        None => Err(error::internal("the call has no actor")),
+    }
 }
 
 /// Serialises a method's result once, into one buffer. jsonrpsee then writes it into the
@@ -68,39 +89,44 @@ fn to_wire<T: serde::Serialize>(result: &T) -> Result<Box<RawValue>, ErrorObject
 /// it as one.)
 #[rustfmt::skip]
 pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::RegisterMethodError> {
-    use api::{audiences, bulk, daemon, evaluate, recipients as r, tenants};
+    use api::{audiences, bulk, daemon, evaluate, history, recipients as r, tenants};
     let mut m = RpcModule::from_arc(ctx);
 
-    method!(m, "users.identify", |c, p: r::IdentifyParams| r::identify(c, Kind::User, p).await);
+    method!(m, "users.identify", |c, p: r::IdentifyParams, origin o| r::identify(c, o, Kind::User, p).await);
     method!(m, "users.get", |c, p: r::WhoParams| r::get(c, Kind::User, p).await);
-    method!(m, "users.delete", |c, p: r::WhoParams| r::delete(c, Kind::User, p).await);
+    method!(m, "users.delete", |c, p: r::WhoParams, origin o| r::delete(c, o, Kind::User, p).await);
     method!(m, "users.getPreferences", |c, p: r::GetPreferencesParams, ext| r::get_preferences(c, Kind::User, p, ext.get::<NoDefaultSet>().is_none()).await);
-    method!(m, "users.setPreferences", |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::User, p).await);
-    method!(m, "users.unsetPreferences", |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::User, p).await);
+    method!(m, "users.setPreferences", |c, p: r::SetPreferencesParams, origin o| r::set_preferences(c, o, Kind::User, p).await);
+    method!(m, "users.unsetPreferences", |c, p: r::UnsetPreferencesParams, origin o| r::unset_preferences(c, o, Kind::User, p).await);
     method!(m, "users.listPreferences", |c, p: r::WhoParams| r::list_preferences(c, Kind::User, p).await);
     method!(m, "users.bulkSetPreferences", |c, p: bulk::BulkSetParams| bulk::bulk_set(c, p).await);
 
-    method!(m, "objects.set", |c, p: r::IdentifyParams| r::identify(c, Kind::Object, p).await);
+    method!(m, "objects.set", |c, p: r::IdentifyParams, origin o| r::identify(c, o, Kind::Object, p).await);
     method!(m, "objects.get", |c, p: r::WhoParams| r::get(c, Kind::Object, p).await);
-    method!(m, "objects.delete", |c, p: r::WhoParams| r::delete(c, Kind::Object, p).await);
+    method!(m, "objects.delete", |c, p: r::WhoParams, origin o| r::delete(c, o, Kind::Object, p).await);
     method!(m, "objects.getPreferences", |c, p: r::GetPreferencesParams, ext| r::get_preferences(c, Kind::Object, p, ext.get::<NoDefaultSet>().is_none()).await);
-    method!(m, "objects.setPreferences", |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::Object, p).await);
-    method!(m, "objects.unsetPreferences", |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::Object, p).await);
+    method!(m, "objects.setPreferences", |c, p: r::SetPreferencesParams, origin o| r::set_preferences(c, o, Kind::Object, p).await);
+    method!(m, "objects.unsetPreferences", |c, p: r::UnsetPreferencesParams, origin o| r::unset_preferences(c, o, Kind::Object, p).await);
     method!(m, "objects.listPreferences", |c, p: r::WhoParams| r::list_preferences(c, Kind::Object, p).await);
 
-    method!(m, "tenants.set", |c, p: tenants::SetParams| tenants::set(c, p).await);
+    method!(m, "tenants.set", |c, p: tenants::SetParams, origin o| tenants::set(c, o, p).await);
     method!(m, "tenants.get", |c, p: tenants::GetParams| tenants::get(c, p).await);
-    method!(m, "tenants.delete", |c, p: tenants::DeleteParams| tenants::delete(c, p).await);
+    method!(m, "tenants.delete", |c, p: tenants::DeleteParams, origin o| tenants::delete(c, o, p).await);
 
-    method!(m, "audiences.addMembers", |c, p: audiences::MembersParams| audiences::add_members(c, p).await);
-    method!(m, "audiences.removeMembers", |c, p: audiences::MembersParams| audiences::remove_members(c, p).await);
+    method!(m, "audiences.addMembers", |c, p: audiences::MembersParams, origin o| audiences::add_members(c, o, p).await);
+    method!(m, "audiences.removeMembers", |c, p: audiences::MembersParams, origin o| audiences::remove_members(c, o, p).await);
     method!(m, "audiences.listMembers", |c, p: audiences::ListParams| audiences::list_members(c, p).await);
+
+    method!(m, "changes.list", |c, p: history::ListParams| history::list(c, p).await);
+    method!(m, "users.getPreferenceHistory", |c, p: history::HistoryParams| history::preference_history(c, Kind::User, p).await);
+    method!(m, "objects.getPreferenceHistory", |c, p: history::HistoryParams| history::preference_history(c, Kind::Object, p).await);
+    subscription::register_changes(&mut m)?;
 
     method!(m, "bulkOperations.get", |c, p: bulk::GetParams| bulk::get(c, p).await);
     method!(m, "bulkOperations.list", |c, p: bulk::ListParams| bulk::list(c, p).await);
     subscription::register(&mut m)?;
 
-    method!(m, "preferences.evaluate", |c, p: evaluate::EvaluateParams| evaluate::evaluate(c, p).await);
+    method!(m, "preferences.evaluate", |c, p: evaluate::EvaluateParams, origin o| evaluate::evaluate(c, o, p).await);
 
     method!(m, "config.status", |c, _p: NoParams| Ok(daemon::config_status(c)));
     method!(m, "config.reload", |c, _p: NoParams| daemon::config_reload(c).await);

@@ -111,3 +111,123 @@ async fn follow(
         }
     }
 }
+
+/// How long a `changes.subscribe` notification may wait for room in the connection's send
+/// buffer before the subscriber counts as too slow (history.md §2).
+const SLOW_SUBSCRIBER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Changes read per page while catching up.
+const CHANGES_PAGE: u32 = 500;
+
+/// `changes.subscribe` params.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesParams {
+    pub after: Option<i64>,
+}
+
+pub fn register_changes(
+    m: &mut RpcModule<Context>,
+) -> Result<(), jsonrpsee::core::RegisterMethodError> {
+    m.register_subscription(
+        "changes.subscribe",
+        "changes.change",
+        "changes.unsubscribe",
+        |params, pending, ctx, _ext| async move { follow_changes(params, pending, ctx).await },
+    )?;
+    Ok(())
+}
+
+/// The backlog after `after` from the log, then each change as it commits: the log is
+/// read page by page from the last `seq` sent, woken by the store's head, so nothing is
+/// skipped or sent twice, however the commits and wake-ups interleave.
+async fn follow_changes(
+    params: jsonrpsee::types::Params<'static>,
+    pending: PendingSubscriptionSink,
+    ctx: Arc<Context>,
+) -> SubscriptionCloseResponse {
+    use crate::api::history::check_after;
+    use crate::store::log::ChangeFilter;
+    use jsonrpsee::core::server::SendTimeoutError;
+
+    // Watch the head before reading anything, so no commit falls between the two.
+    let mut head = ctx.db.head();
+    let checked = async {
+        let p: ChangesParams = parse_params(&params)?;
+        if p.after.is_some_and(|a| a < 0) {
+            return Err(Error::invalid("after", "must be a seq, 0 or more"));
+        }
+        let after = p.after.unwrap_or_else(|| *head.borrow_and_update());
+        let retained = ctx.db.read(|r| Ok::<_, Error>(r.log().retained()?)).await?;
+        check_after(after, retained)?;
+        Ok(after)
+    };
+    let mut after = match checked.await {
+        Ok(after) => after,
+        Err(e) => {
+            pending
+                .reject(jsonrpsee::types::ErrorObjectOwned::from(e))
+                .await;
+            return SubscriptionCloseResponse::None;
+        }
+    };
+    let Ok(sink) = pending.accept().await else {
+        return SubscriptionCloseResponse::None;
+    };
+    loop {
+        // Catch up with the log.
+        loop {
+            let from = after;
+            let page = ctx
+                .db
+                .read(move |r| {
+                    Ok::<_, Error>(r.log().list(from, CHANGES_PAGE, &ChangeFilter::default())?)
+                })
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "changes.subscribe: reading the log failed");
+                    return SubscriptionCloseResponse::NotifErr(
+                        "the daemon could not read its change log; resubscribe with `after`".into(),
+                    );
+                }
+            };
+            let full = page.len() == CHANGES_PAGE as usize;
+            for change in page {
+                let Ok(msg) = serde_json::value::to_raw_value(&change.to_json()) else {
+                    continue;
+                };
+                match sink.send_timeout(msg, SLOW_SUBSCRIBER).await {
+                    Ok(()) => after = change.seq,
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        return SubscriptionCloseResponse::NotifErr(
+                            format!(
+                                "too slow: the changes could not be sent for {} s; resubscribe with after = {after}",
+                                SLOW_SUBSCRIBER.as_secs()
+                            )
+                            .into(),
+                        );
+                    }
+                    Err(SendTimeoutError::Closed(_)) => return SubscriptionCloseResponse::None,
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        // Then wait for the next commit that appends.
+        loop {
+            tokio::select! {
+                () = sink.closed() => return SubscriptionCloseResponse::None,
+                () = ctx.stopping.cancelled() => return SubscriptionCloseResponse::None,
+                changed = head.changed() => if changed.is_err() {
+                    return SubscriptionCloseResponse::None;
+                },
+            }
+            if *head.borrow_and_update() > after {
+                break;
+            }
+        }
+    }
+}

@@ -30,6 +30,7 @@
 
 mod cache;
 mod jobs;
+pub mod log;
 mod migrate;
 mod reads;
 mod repo;
@@ -42,6 +43,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use tokio::sync::watch;
 
 pub use cache::{Cache, CacheStats, Ticket, Touched, View};
 pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob};
@@ -52,6 +54,7 @@ pub use repo::{
 };
 
 use crate::config::Durability;
+use crate::model::change::Origin;
 
 /// What can go wrong below the domain: all of it is internal to clients, except a full disk.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,12 @@ pub enum Error {
     Damaged(String),
     #[error("could not start a database thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// A write that changed stored state was made without an [`Origin`]: a bug, refused
+    /// so that no change enters the log without its actor.
+    #[error("a {0} change was written without an origin")]
+    NoOrigin(&'static str),
+    #[error("the change log holds an unknown kind {0:?}")]
+    UnknownChangeKind(String),
 }
 
 impl Error {
@@ -108,6 +117,8 @@ struct Inner {
     cache: Arc<Cache>,
     /// The checkpointer's queue, for [`Db::wait_for_checkpoints`].
     checkpoint_barrier: Mutex<mpsc::SyncSender<Wake>>,
+    /// The change log's newest `seq`: see [`Db::head`].
+    head: Arc<watch::Sender<i64>>,
 }
 
 /// The database threads, joined by [`Db::close`] in an order that leaves a read-write
@@ -141,6 +152,7 @@ impl Db {
             set_max_size(&writer, Some(mb))?;
         }
         let schema_version = migrate::migrate(&mut writer)?;
+        let head = Read::new(&writer).log().head()?;
         let cache = Arc::new(Cache::new(options.read_cache_mb as usize * MIB));
         let checkpoints = Checkpointer::start(path, durability, &mut writer)?;
         let (writer_tx, writer_rx) = crossbeam_channel::unbounded::<Job>();
@@ -182,8 +194,21 @@ impl Db {
                 calls: AtomicU64::new(0),
                 cache,
                 checkpoint_barrier: Mutex::new(checkpoints.wakes),
+                head: Arc::new(watch::channel(head).0),
             }),
         })
+    }
+
+    /// What a write tells once it has committed: the cache, and the log's head.
+    fn after_commit(&self) -> (Arc<Cache>, Arc<watch::Sender<i64>>) {
+        (Arc::clone(&self.inner.cache), Arc::clone(&self.inner.head))
+    }
+
+    /// The newest `seq` of the change log, watched: it moves on after each commit that
+    /// appended changes, so a follower of the log (`changes.subscribe`) wakes on it instead
+    /// of polling.
+    pub fn head(&self) -> watch::Receiver<i64> {
+        self.inner.head.subscribe()
     }
 
     /// The read cache: see [`Cache`]. A caller takes a [`Cache::ticket`] before a read whose
@@ -261,7 +286,27 @@ impl Db {
 
     /// Runs `f` in one write transaction on the writer thread: committed if `f` returns
     /// `Ok`, rolled back otherwise. The reply is sent only after the commit, so an
-    /// acknowledged write is durable (to the configured `durability`).
+    /// acknowledged write is durable (to the configured `durability`). The changes `f`
+    /// makes to stored state are appended to the change log with `origin`, in the same
+    /// transaction.
+    pub async fn write_as<R, E>(
+        &self,
+        origin: Origin,
+        f: impl FnOnce(&Write<'_>) -> Result<R, E> + Send + 'static,
+    ) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let (cache, head) = self.after_commit();
+        self.run(&self.inner.writer, move |conn| {
+            in_write_transaction(conn, &cache, &head, Some(origin), f)
+        })
+        .await
+    }
+
+    /// [`Db::write_as`] for the store's own bookkeeping (the job table), which changes no
+    /// state the log records: a change made through it is refused ([`Error::NoOrigin`]).
     pub async fn write<R, E>(
         &self,
         f: impl FnOnce(&Write<'_>) -> Result<R, E> + Send + 'static,
@@ -270,9 +315,9 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        let cache = Arc::clone(&self.inner.cache);
+        let (cache, head) = self.after_commit();
         self.run(&self.inner.writer, move |conn| {
-            in_write_transaction(conn, &cache, f)
+            in_write_transaction(conn, &cache, &head, None, f)
         })
         .await
     }
@@ -281,6 +326,7 @@ impl Db {
     /// seed` and tests).
     pub fn write_blocking<R, E>(
         &self,
+        origin: Origin,
         f: impl FnOnce(&Write<'_>) -> Result<R, E> + Send + 'static,
     ) -> Result<R, E>
     where
@@ -288,9 +334,9 @@ impl Db {
         E: From<Error> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel();
-        let cache = Arc::clone(&self.inner.cache);
+        let (cache, head) = self.after_commit();
         let job: Job = Box::new(move |conn| {
-            let _ = tx.send(in_write_transaction(conn, &cache, f));
+            let _ = tx.send(in_write_transaction(conn, &cache, &head, Some(origin), f));
         });
         self.inner.writer.send(job).map_err(|_| Error::Closed)?;
         rx.recv().map_err(|_| E::from(Error::Closed))?
@@ -378,10 +424,13 @@ impl Db {
 }
 
 /// Runs `f` in an immediate write transaction, committed only if `f` returns `Ok`. What it
-/// touched leaves the cache after the commit and before the caller is answered.
+/// touched leaves the cache after the commit and before the caller is answered; the changes
+/// it appended to the log move [`Db::head`] on, after the commit too.
 fn in_write_transaction<R, E>(
     conn: &mut Connection,
     cache: &Cache,
+    head: &watch::Sender<i64>,
+    origin: Option<Origin>,
     f: impl FnOnce(&Write<'_>) -> Result<R, E>,
 ) -> Result<R, E>
 where
@@ -390,11 +439,14 @@ where
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(Error::from)?;
-    let write = Write::new(&tx);
+    let write = Write::new(&tx, origin);
     let result = f(&write)?;
-    let touched = write.into_touched();
+    let (touched, seq) = write.finish()?;
     tx.commit().map_err(Error::from)?;
     cache.invalidate(&touched);
+    if let Some(seq) = seq {
+        head.send_replace(seq);
+    }
     Ok(result)
 }
 
@@ -588,7 +640,8 @@ mod tests {
         let before = size();
         // About 8 MB in one transaction: twice the WAL size that wakes the checkpointer.
         // In WAL mode only a checkpoint writes to the database file.
-        db.write_blocking(|w| {
+        let origin = super::Origin::new(crate::model::change::Actor::Config, "test");
+        db.write_blocking(origin, |w| {
             let mut properties = Map::new();
             properties.insert("note".into(), Value::String("x".repeat(4000)));
             for i in 0..2000 {

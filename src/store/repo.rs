@@ -13,9 +13,11 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
+use crate::model::change::{ChangeKind, Origin};
 use crate::model::{PreferenceSet, RecipientKey};
 use crate::store::Error;
 use crate::store::cache::Touched;
+use crate::store::log::{self, Log, LogRead, Pending};
 
 /// A stored user or object.
 #[derive(Clone, Debug, PartialEq)]
@@ -137,10 +139,13 @@ pub struct Read<'c> {
 }
 
 /// Writes (and reads) inside the writer's transaction. Every write records the rows it
-/// touched, which the store drops from its cache once the transaction commits.
+/// touched, which the store drops from its cache once the transaction commits, and the
+/// changes it made, which the store appends to the change log just before the commit.
 pub struct Write<'c> {
     read: Read<'c>,
     touched: RefCell<Vec<Touched>>,
+    origin: Option<Origin>,
+    log: Log,
 }
 
 impl<'c> Deref for Write<'c> {
@@ -176,6 +181,11 @@ fn to_text<T: serde::Serialize>(value: &T) -> Result<String, Error> {
 impl<'c> Read<'c> {
     pub(super) fn new(conn: &'c Connection) -> Read<'c> {
         Read { conn }
+    }
+
+    /// The change log, as of this transaction.
+    pub fn log(&self) -> LogRead<'c> {
+        LogRead { conn: self.conn }
     }
 
     /// The transaction's connection, for the store's other modules.
@@ -400,16 +410,36 @@ pub fn decode_cursor(cursor: &str) -> Option<RecipientKey> {
 }
 
 impl<'c> Write<'c> {
-    pub(super) fn new(conn: &'c Connection) -> Write<'c> {
+    pub(super) fn new(conn: &'c Connection, origin: Option<Origin>) -> Write<'c> {
         Write {
             read: Read::new(conn),
             touched: RefCell::new(Vec::new()),
+            origin,
+            log: Log::default(),
         }
     }
 
-    /// What this transaction's writes touched, for the cache.
-    pub(super) fn into_touched(self) -> Vec<Touched> {
-        self.touched.into_inner()
+    /// Appends the changes made to the log, then answers what the writes touched, for the
+    /// cache, and the `seq` of the last change appended.
+    pub(super) fn finish(self) -> Result<(Vec<Touched>, Option<i64>), Error> {
+        let seq = self.log.flush(self.read.conn, self.origin.as_ref())?;
+        Ok((self.touched.into_inner(), seq))
+    }
+
+    /// Appends a `config.applied` change for a config with these files (stored once per
+    /// content); answers the config's hash.
+    pub fn config_applied(
+        &self,
+        version: u64,
+        files: &[(String, String)],
+    ) -> Result<String, Error> {
+        log::config_applied(self.read.conn, &self.log, version, files)
+    }
+
+    fn change(&self, kind: ChangeKind, key: &RecipientKey) -> Pending {
+        let mut change = Pending::new(kind);
+        change.recipient = Some(key.clone());
+        change
     }
 
     fn touch_recipient(&self, key: &RecipientKey) {
@@ -443,15 +473,28 @@ impl<'c> Write<'c> {
         now: &str,
     ) -> Result<RecipientRow, Error> {
         self.touch_recipient(key);
+        let before: Option<String> = self
+            .read
+            .conn
+            .prepare_cached("SELECT properties FROM recipients WHERE collection = ?1 AND id = ?2")?
+            .query_row(params![collection(key), key.id], |r| r.get(0))
+            .optional()?;
+        let text = to_text(properties)?;
         let mut stmt = self.read.conn.prepare_cached(
             "INSERT INTO recipients (collection, id, properties, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
              ON CONFLICT (collection, id) DO UPDATE SET properties = excluded.properties, updated_at = excluded.updated_at
              RETURNING created_at",
         )?;
-        let created_at: String = stmt.query_row(
-            params![collection(key), key.id, to_text(properties)?, now],
-            |r| r.get(0),
-        )?;
+        let created_at: String =
+            stmt.query_row(params![collection(key), key.id, text, now], |r| r.get(0))?;
+        // A new recipient is a change even with no properties (it now exists); an existing
+        // one only if its properties differ.
+        if before.as_deref() != Some(text.as_str()) {
+            let mut change = self.change(ChangeKind::RecipientSet, key);
+            change.value = Some(text);
+            change.before = before;
+            self.log.push(change);
+        }
         Ok(RecipientRow {
             key: key.clone(),
             properties: properties.clone(),
@@ -460,14 +503,22 @@ impl<'c> Write<'c> {
         })
     }
 
-    /// Deletes a recipient with its sets and memberships.
+    /// Deletes a recipient with its sets and memberships, and erases its history: every
+    /// change about it leaves the log, and one id-only `recipient.delete` is appended
+    /// (history.md §4).
     pub fn delete_recipient(&self, key: &RecipientKey) -> Result<bool, Error> {
         self.touch_recipient(key);
         let mut stmt = self
             .read
             .conn
             .prepare_cached("DELETE FROM recipients WHERE collection = ?1 AND id = ?2")?;
-        Ok(stmt.execute(params![collection(key), key.id])? > 0)
+        let deleted = stmt.execute(params![collection(key), key.id])? > 0;
+        if deleted {
+            log::erase(self.read.conn, key)?;
+            self.log.forget(key);
+            self.log.push(self.change(ChangeKind::RecipientDelete, key));
+        }
+        Ok(deleted)
     }
 
     /// Stores a recipient's set, creating the recipient if needed.
@@ -479,31 +530,63 @@ impl<'c> Write<'c> {
         now: &str,
     ) -> Result<(), Error> {
         self.ensure_recipient(key, now)?;
+        let text = to_text(set.as_map())?;
+        let before: Option<String> = self
+            .read
+            .conn
+            .prepare_cached(
+                "SELECT preferences FROM preference_sets WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3",
+            )?
+            .query_row(params![collection(key), key.id, set_id], |r| r.get(0))
+            .optional()?;
+        // Writing the set it already is changes nothing, and appends nothing.
+        if before.as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
         let mut stmt = self.read.conn.prepare_cached(
             "INSERT INTO preference_sets (collection, recipient_id, set_id, preferences, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (collection, recipient_id, set_id) DO UPDATE SET preferences = excluded.preferences, updated_at = excluded.updated_at",
         )?;
-        stmt.execute(params![
-            collection(key),
-            key.id,
-            set_id,
-            to_text(set.as_map())?,
-            now
-        ])?;
+        stmt.execute(params![collection(key), key.id, set_id, text, now])?;
+        let mut change = self.change(ChangeKind::PreferencesSet, key);
+        change.preference_set = Some(set_id.to_string());
+        change.value = Some(text);
+        change.before = before;
+        self.log.push(change);
         Ok(())
     }
 
     pub fn delete_set(&self, key: &RecipientKey, set_id: &str) -> Result<bool, Error> {
         self.touch_recipient(key);
         let mut stmt = self.read.conn.prepare_cached(
-            "DELETE FROM preference_sets WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3",
+            "DELETE FROM preference_sets WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3
+             RETURNING preferences",
         )?;
-        Ok(stmt.execute(params![collection(key), key.id, set_id])? > 0)
+        let before: Option<String> = stmt
+            .query_row(params![collection(key), key.id, set_id], |r| r.get(0))
+            .optional()?;
+        let deleted = before.is_some();
+        if deleted {
+            let mut change = self.change(ChangeKind::PreferencesUnset, key);
+            change.preference_set = Some(set_id.to_string());
+            change.before = before;
+            self.log.push(change);
+        }
+        Ok(deleted)
     }
 
     /// Creates or replaces a tenant row (keeping its `created_at`).
     pub fn put_tenant(&self, tenant: &TenantRow) -> Result<(), Error> {
         self.touch_tenant(&tenant.id);
+        let before = self.tenant(&tenant.id)?.map(|t| tenant_value(&t));
+        let value = tenant_value(tenant);
+        if before.as_ref() != Some(&value) {
+            let mut change = Pending::new(ChangeKind::TenantSet);
+            change.tenant = Some(tenant.id.clone());
+            change.value = Some(value.to_string());
+            change.before = before.map(|b| b.to_string());
+            self.log.push(change);
+        }
         let set = tenant
             .preference_set
             .as_ref()
@@ -527,11 +610,20 @@ impl<'c> Write<'c> {
 
     pub fn delete_tenant(&self, id: &str) -> Result<bool, Error> {
         self.touch_tenant(id);
+        let before = self.tenant(id)?;
+        let Some(before) = before else {
+            return Ok(false);
+        };
         let mut stmt = self
             .read
             .conn
             .prepare_cached("DELETE FROM tenants WHERE id = ?1")?;
-        Ok(stmt.execute(params![id])? > 0)
+        stmt.execute(params![id])?;
+        let mut change = Pending::new(ChangeKind::TenantDelete);
+        change.tenant = Some(id.to_string());
+        change.before = Some(tenant_value(&before).to_string());
+        self.log.push(change);
+        Ok(true)
     }
 
     /// Adds members (creating recipients that do not exist); returns the audience's size.
@@ -547,7 +639,11 @@ impl<'c> Write<'c> {
         )?;
         for member in members {
             self.ensure_recipient(member, now)?;
-            stmt.execute(params![audience, collection(member), member.id, now])?;
+            if stmt.execute(params![audience, collection(member), member.id, now])? > 0 {
+                let mut change = self.change(ChangeKind::AudienceAdd, member);
+                change.audience = Some(audience.to_string());
+                self.log.push(change);
+            }
         }
         self.count_members(audience)
     }
@@ -559,8 +655,21 @@ impl<'c> Write<'c> {
         )?;
         for member in members {
             self.touch_recipient(member);
-            stmt.execute(params![audience, collection(member), member.id])?;
+            if stmt.execute(params![audience, collection(member), member.id])? > 0 {
+                let mut change = self.change(ChangeKind::AudienceRemove, member);
+                change.audience = Some(audience.to_string());
+                self.log.push(change);
+            }
         }
         self.count_members(audience)
     }
+}
+
+/// A stored tenant as the log keeps it (history.md §1: `name`, `properties`, `settings`).
+fn tenant_value(tenant: &TenantRow) -> Value {
+    serde_json::json!({
+        "name": tenant.name,
+        "properties": tenant.properties,
+        "settings": { "preference_set": tenant.preference_set.as_ref().map(PreferenceSet::as_map) },
+    })
 }

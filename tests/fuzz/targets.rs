@@ -720,7 +720,12 @@ impl Requests {
         )
         .expect("opening the database");
         let ctx = Arc::new(prefsd::api::Context::new(db, config));
-        let module = prefsd::rpc::module(ctx).expect("the method table");
+        let mut module = prefsd::rpc::module(ctx).expect("the method table");
+        // In process, no call passes `rpc::auth`, which names each call's actor for the
+        // change log; the module's own extensions go with every call instead.
+        module
+            .extensions_mut()
+            .insert(prefsd::model::change::Actor::Peer { uid: 0 });
         let methods = module.method_names().collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

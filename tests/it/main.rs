@@ -13,6 +13,7 @@ mod crashloop;
 mod errors;
 mod faults;
 mod fuzz;
+mod history;
 mod jobs;
 mod knock;
 mod lifecycle;

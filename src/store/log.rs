@@ -1,0 +1,515 @@
+//! The change log (history.md): appended inside every write transaction, read by
+//! `changes.list`, the history methods and point-in-time answers.
+//!
+//! A [`Write`](super::Write) buffers the changes its operations make ([`Log`]) and the store
+//! appends them just before the commit ([`Log::flush`]), all with one `at`, so a change is in
+//! the log if and only if its transaction committed. Values are stored once per content
+//! (`change_values`, counted by `refs`).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Value, json};
+
+use crate::model::RecipientKey;
+use crate::model::change::{ChangeKind, Origin, hex};
+use crate::store::Error;
+
+/// One change not yet appended.
+#[derive(Clone, Debug)]
+pub(super) struct Pending {
+    pub kind: ChangeKind,
+    pub recipient: Option<RecipientKey>,
+    pub preference_set: Option<String>,
+    pub tenant: Option<String>,
+    pub audience: Option<String>,
+    /// The JSON text of the state after the change (`None`: removed, or no value).
+    pub value: Option<String>,
+    /// The JSON text of the state before it, for the keyed kinds (`None`: there was none).
+    pub before: Option<String>,
+}
+
+impl Pending {
+    pub fn new(kind: ChangeKind) -> Pending {
+        Pending {
+            kind,
+            recipient: None,
+            preference_set: None,
+            tenant: None,
+            audience: None,
+            value: None,
+            before: None,
+        }
+    }
+}
+
+/// The changes one write transaction has made so far, in order.
+#[derive(Default)]
+pub(super) struct Log {
+    pending: RefCell<Vec<Pending>>,
+}
+
+impl Log {
+    pub fn push(&self, change: Pending) {
+        self.pending.borrow_mut().push(change);
+    }
+
+    /// Drops the pending changes of a recipient that is being erased.
+    pub fn forget(&self, key: &RecipientKey) {
+        self.pending
+            .borrow_mut()
+            .retain(|p| p.recipient.as_ref() != Some(key));
+    }
+
+    /// Appends the pending changes, all with one `at`: now, or the newest stored `at` if
+    /// the clock has stepped back. A write without an origin that changed something is a
+    /// bug in the caller, refused rather than logged without an actor.
+    /// Answers the `seq` of the last change appended, if any was.
+    pub fn flush(self, conn: &Connection, origin: Option<&Origin>) -> Result<Option<i64>, Error> {
+        let pending = self.pending.into_inner();
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        let Some(origin) = origin else {
+            return Err(Error::NoOrigin(pending[0].kind.as_str()));
+        };
+        if skip_for_benchmark() {
+            return Ok(None);
+        }
+        let last: Option<i64> = conn
+            .prepare_cached("SELECT at FROM changes ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        let at = jiff::Timestamp::now()
+            .as_millisecond()
+            .max(last.unwrap_or(i64::MIN));
+        let mut values = Values::default();
+        for change in &pending {
+            values.count(change.value.as_deref());
+            values.count(change.before.as_deref());
+        }
+        let ids = values.store(conn)?;
+        let actor = serde_json::to_string(&origin.actor)?;
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
+                                  actor, method, bulk_operation, value, before)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        let id_of = |text: &Option<String>| text.as_deref().map(|t| ids[&hash(t)]);
+        for change in &pending {
+            let (collection, id) = match &change.recipient {
+                Some(key) => (Some(key.collection.as_deref().unwrap_or("")), Some(&key.id)),
+                None => (None, None),
+            };
+            insert.execute(params![
+                at,
+                change.kind.as_str(),
+                collection,
+                id,
+                change.preference_set,
+                change.tenant,
+                change.audience,
+                actor,
+                origin.method,
+                origin.bulk_operation(),
+                id_of(&change.value),
+                id_of(&change.before),
+            ])?;
+        }
+        Ok(Some(conn.last_insert_rowid()))
+    }
+}
+
+/// `PREFSD_BENCH_SKIP_CHANGE_LOG=1`: a benchmark-only switch that appends nothing, to
+/// measure what the log costs a write (history.md §6). Never for a real daemon: history,
+/// point-in-time answers and `changes.subscribe` then miss every change.
+fn skip_for_benchmark() -> bool {
+    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SKIP.get_or_init(|| std::env::var_os("PREFSD_BENCH_SKIP_CHANGE_LOG").is_some_and(|v| v == "1"))
+}
+
+type Hash = [u8; 32];
+
+fn hash(text: &str) -> Hash {
+    crate::model::change::sha256(text.as_bytes())
+}
+
+/// The values of one flush, counted by content.
+#[derive(Default)]
+struct Values<'a> {
+    counts: HashMap<Hash, (&'a str, i64)>,
+}
+
+impl<'a> Values<'a> {
+    fn count(&mut self, text: Option<&'a str>) {
+        if let Some(text) = text {
+            self.counts.entry(hash(text)).or_insert((text, 0)).1 += 1;
+        }
+    }
+
+    /// Stores each value once (or adds to its count) and answers the ids by hash.
+    fn store(self, conn: &Connection) -> Result<HashMap<Hash, i64>, Error> {
+        let mut upsert = conn.prepare_cached(
+            "INSERT INTO change_values (hash, refs, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (hash) DO UPDATE SET refs = refs + excluded.refs
+             RETURNING id",
+        )?;
+        let mut ids = HashMap::with_capacity(self.counts.len());
+        for (hash, (text, count)) in self.counts {
+            let id: i64 = upsert.query_row(params![&hash[..], count, text], |r| r.get(0))?;
+            ids.insert(hash, id);
+        }
+        Ok(ids)
+    }
+}
+
+/// Releases the values of changes about to be deleted: each loses one reference per
+/// change that named it, and a value with none left is deleted.
+fn release(conn: &Connection, value_ids: &[i64]) -> Result<(), Error> {
+    let mut counts: HashMap<i64, i64> = HashMap::new();
+    for id in value_ids {
+        *counts.entry(*id).or_default() += 1;
+    }
+    let mut update = conn
+        .prepare_cached("UPDATE change_values SET refs = refs - ?2 WHERE id = ?1 RETURNING refs")?;
+    let mut delete = conn.prepare_cached("DELETE FROM change_values WHERE id = ?1")?;
+    for (id, count) in counts {
+        let left: Option<i64> = update
+            .query_row(params![id, count], |r| r.get(0))
+            .optional()?;
+        if left.is_some_and(|n| n <= 0) {
+            delete.execute(params![id])?;
+        }
+    }
+    Ok(())
+}
+
+/// Erasure (history.md §4): deletes every change about a recipient, and the values only
+/// those changes held.
+pub(super) fn erase(conn: &Connection, key: &RecipientKey) -> Result<(), Error> {
+    let collection = key.collection.as_deref().unwrap_or("");
+    let mut ids = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "DELETE FROM changes WHERE collection = ?1 AND recipient_id = ?2 RETURNING value, before",
+        )?;
+        let rows = stmt.query_map(params![collection, key.id], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+        })?;
+        for row in rows {
+            let (value, before) = row?;
+            ids.extend(value);
+            ids.extend(before);
+        }
+    }
+    release(conn, &ids)
+}
+
+/// A stored change, as the wire shows it (history.md §1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub seq: i64,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub kind: ChangeKind,
+    pub recipient: Option<RecipientKey>,
+    pub preference_set: Option<String>,
+    pub tenant: Option<String>,
+    pub audience: Option<String>,
+    pub actor: Value,
+    pub method: String,
+    pub bulk_operation: Option<String>,
+    pub value: Option<Value>,
+    pub before: Option<Value>,
+}
+
+impl Change {
+    /// The wire shape of history.md §1 (without `before`, which only history entries show).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "seq": self.seq,
+            "at": format_millis(self.at),
+            "kind": self.kind.as_str(),
+            "recipient": self.recipient.as_ref().map(recipient_json),
+            "preference_set": self.preference_set,
+            "tenant": self.tenant,
+            "audience": self.audience,
+            "actor": self.actor,
+            "method": self.method,
+            "bulk_operation": self.bulk_operation,
+            "value": self.value,
+        })
+    }
+}
+
+fn recipient_json(key: &RecipientKey) -> Value {
+    match &key.collection {
+        Some(collection) => json!({ "id": key.id, "collection": collection }),
+        None => json!({ "id": key.id }),
+    }
+}
+
+/// Milliseconds since the epoch as the store's RFC 3339 text.
+pub fn format_millis(at: i64) -> String {
+    let t = jiff::Timestamp::from_millisecond(at).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    super::time::format_time(t)
+}
+
+/// Which changes a list asks for.
+#[derive(Clone, Debug, Default)]
+pub struct ChangeFilter {
+    pub kinds: Vec<ChangeKind>,
+    pub recipient: Option<RecipientKey>,
+}
+
+/// The columns every change read selects, in [`row_to_change`]'s order.
+const CHANGE_COLUMNS: &str =
+    "c.seq, c.at, c.kind, c.collection, c.recipient_id, c.preference_set, c.tenant,
+     c.audience, c.actor, c.method, c.bulk_operation,
+     (SELECT value FROM change_values WHERE id = c.value),
+     (SELECT value FROM change_values WHERE id = c.before)";
+
+fn row_to_change(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawChange> {
+    Ok(RawChange {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        kind: r.get(2)?,
+        collection: r.get(3)?,
+        recipient_id: r.get(4)?,
+        preference_set: r.get(5)?,
+        tenant: r.get(6)?,
+        audience: r.get(7)?,
+        actor: r.get(8)?,
+        method: r.get(9)?,
+        bulk_operation: r.get(10)?,
+        value: r.get(11)?,
+        before: r.get(12)?,
+    })
+}
+
+/// A row as read, parsed off the database thread's hot loop by [`RawChange::parse`].
+struct RawChange {
+    seq: i64,
+    at: i64,
+    kind: String,
+    collection: Option<String>,
+    recipient_id: Option<String>,
+    preference_set: Option<String>,
+    tenant: Option<String>,
+    audience: Option<String>,
+    actor: String,
+    method: String,
+    bulk_operation: Option<String>,
+    value: Option<String>,
+    before: Option<String>,
+}
+
+impl RawChange {
+    fn parse(self) -> Result<Change, Error> {
+        let kind = ChangeKind::parse(&self.kind).ok_or(Error::UnknownChangeKind(self.kind))?;
+        let recipient = match (self.collection, self.recipient_id) {
+            (Some(collection), Some(id)) => Some(RecipientKey {
+                collection: (!collection.is_empty()).then_some(collection),
+                id,
+            }),
+            _ => None,
+        };
+        let parse = |t: Option<String>| -> Result<Option<Value>, Error> {
+            Ok(t.map(|t| serde_json::from_str(&t)).transpose()?)
+        };
+        Ok(Change {
+            seq: self.seq,
+            at: self.at,
+            kind,
+            recipient,
+            preference_set: self.preference_set,
+            tenant: self.tenant,
+            audience: self.audience,
+            actor: serde_json::from_str(&self.actor)?,
+            method: self.method,
+            bulk_operation: self.bulk_operation,
+            value: parse(self.value)?,
+            before: parse(self.before)?,
+        })
+    }
+}
+
+fn collect(rows: impl Iterator<Item = rusqlite::Result<RawChange>>) -> Result<Vec<Change>, Error> {
+    rows.map(|row| row.map_err(Error::from).and_then(RawChange::parse))
+        .collect()
+}
+
+/// How far back the log reaches, after pruning (history.md §4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// Changes with a smaller `seq` may have been pruned: an `after` below it is truncated.
+    pub from_seq: i64,
+    /// The earliest instant (ms) a point-in-time answer can give; `None`: from the start.
+    pub from_at: Option<i64>,
+}
+
+/// The log's reading side, on a read or write transaction.
+pub struct LogRead<'c> {
+    pub(super) conn: &'c Connection,
+}
+
+impl LogRead<'_> {
+    /// The newest `seq` ever committed (0 when none): erased changes count, so a reader
+    /// never sees `head` go back.
+    pub fn head(&self) -> Result<i64, Error> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")?
+            .query_row([], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    pub fn retained(&self) -> Result<Retained, Error> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT pruned_seq, pruned_at FROM change_log_state WHERE id = 1")?
+            .query_row([], |r| {
+                Ok(Retained {
+                    from_seq: r.get(0)?,
+                    from_at: r.get(1)?,
+                })
+            })
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// Up to `limit` changes after `after`, in ascending `seq`, that pass `filter`.
+    pub fn list(
+        &self,
+        after: i64,
+        limit: u32,
+        filter: &ChangeFilter,
+    ) -> Result<Vec<Change>, Error> {
+        let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+        let kinds = serde_json::to_string(&kinds)?;
+        let any_kind = filter.kinds.is_empty();
+        match &filter.recipient {
+            Some(key) => {
+                let sql = format!(
+                    "SELECT {CHANGE_COLUMNS} FROM changes c
+                     WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq > ?3
+                       AND (?4 OR c.kind IN (SELECT value FROM json_each(?5)))
+                     ORDER BY c.seq LIMIT ?6"
+                );
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(
+                    params![
+                        key.collection.as_deref().unwrap_or(""),
+                        key.id,
+                        after,
+                        any_kind,
+                        kinds,
+                        limit
+                    ],
+                    row_to_change,
+                )?;
+                collect(rows)
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {CHANGE_COLUMNS} FROM changes c
+                     WHERE c.seq > ?1 AND (?2 OR c.kind IN (SELECT value FROM json_each(?3)))
+                     ORDER BY c.seq LIMIT ?4"
+                );
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![after, any_kind, kinds, limit], row_to_change)?;
+                collect(rows)
+            }
+        }
+    }
+
+    /// A recipient's `preferences.set`/`unset` changes, newest first, before `before`,
+    /// optionally of one set.
+    pub fn preference_history(
+        &self,
+        key: &RecipientKey,
+        set: Option<&str>,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<Change>, Error> {
+        let sql = format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes c
+             WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
+               AND c.kind IN ('preferences.set', 'preferences.unset')
+               AND (?4 IS NULL OR c.preference_set = ?4)
+             ORDER BY c.seq DESC LIMIT ?5"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![
+                key.collection.as_deref().unwrap_or(""),
+                key.id,
+                before,
+                set,
+                limit
+            ],
+            row_to_change,
+        )?;
+        collect(rows)
+    }
+
+    /// Every change about a recipient, in ascending `seq` (point-in-time reads).
+    pub fn recipient_changes(&self, key: &RecipientKey) -> Result<Vec<Change>, Error> {
+        let sql = format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes c
+             WHERE c.collection = ?1 AND c.recipient_id = ?2 ORDER BY c.seq"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(
+            params![key.collection.as_deref().unwrap_or(""), key.id],
+            row_to_change,
+        )?;
+        collect(rows)
+    }
+
+    /// Every change about a tenant, in ascending `seq`.
+    pub fn tenant_changes(&self, id: &str) -> Result<Vec<Change>, Error> {
+        let sql = format!(
+            "SELECT {CHANGE_COLUMNS} FROM changes c
+             WHERE c.tenant = ?1 AND c.kind IN ('tenant.set', 'tenant.delete') ORDER BY c.seq"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![id], row_to_change)?;
+        collect(rows)
+    }
+
+    /// The config in force at `at` (ms): the files of the newest config applied at or
+    /// before it, else of the oldest one stored (the log does not reach further back).
+    pub fn config_files_at(&self, at: i64) -> Result<Option<String>, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.files FROM changes c
+               JOIN change_values v ON v.id = c.value
+               JOIN configs f ON f.hash = json_extract(v.value, '$.hash')
+             WHERE c.kind = 'config.applied' AND c.recipient_id IS NULL
+             ORDER BY (c.at > ?1), CASE WHEN c.at > ?1 THEN c.seq ELSE -c.seq END
+             LIMIT 1",
+        )?;
+        Ok(stmt.query_row(params![at], |r| r.get(0)).optional()?)
+    }
+}
+
+/// Stores a config's files once per content and appends its `config.applied` change.
+pub(super) fn config_applied(
+    conn: &Connection,
+    log: &Log,
+    version: u64,
+    files: &[(String, String)],
+) -> Result<String, Error> {
+    let text = serde_json::to_string(files)?;
+    let hash = format!("sha256:{}", hex(&hash(&text)));
+    conn.prepare_cached(
+        "INSERT INTO configs (hash, files) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![hash, text])?;
+    let mut change = Pending::new(ChangeKind::ConfigApplied);
+    change.value = Some(json!({ "version": version, "hash": hash }).to_string());
+    log.push(change);
+    Ok(hash)
+}

@@ -1,0 +1,550 @@
+//! The change log (history.md): every kind and write path, `changes.list` paging and
+//! filters, the preference history, erasure, and `changes.subscribe` across a restart.
+
+use serde_json::{Value, json};
+
+use crate::support::Daemon;
+
+/// Every change after `after`, in order, through `changes.list` pages of `limit`.
+async fn all_changes(d: &Daemon, after: i64, limit: u32) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = after;
+    loop {
+        let page = d
+            .call("changes.list", json!({ "after": after, "limit": limit }))
+            .await;
+        let items = page["items"].as_array().expect("items").clone();
+        assert!(
+            items.len() <= limit as usize,
+            "a page holds at most limit: {page}"
+        );
+        out.extend(items);
+        match page["next"].as_i64() {
+            Some(next) => after = next,
+            None => return out,
+        }
+    }
+}
+
+/// `(kind, recipient id or tenant or "", method)` of each change.
+fn summary(changes: &[Value]) -> Vec<(String, String, String)> {
+    changes
+        .iter()
+        .map(|c| {
+            let who = c["recipient"]["id"]
+                .as_str()
+                .or(c["tenant"].as_str())
+                .unwrap_or("")
+                .to_string();
+            (
+                c["kind"].as_str().expect("kind").to_string(),
+                who,
+                c["method"].as_str().expect("method").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn s(kind: &str, who: &str, method: &str) -> (String, String, String) {
+    (kind.into(), who.into(), method.into())
+}
+
+async fn head(d: &Daemon) -> i64 {
+    d.call("changes.list", json!({ "limit": 1 })).await["head"]
+        .as_i64()
+        .expect("head")
+}
+
+#[tokio::test]
+async fn every_write_path_appends_its_changes_and_a_call_that_changes_nothing_appends_none() {
+    let d = Daemon::start().await;
+    // The config in force at start-up is the first change.
+    let start = all_changes(&d, 0, 100).await;
+    assert_eq!(
+        summary(&start),
+        vec![s("config.applied", "", "config.reload")]
+    );
+    assert_eq!(start[0]["actor"], json!({ "type": "config" }));
+    assert!(
+        start[0]["value"]["hash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("sha256:"))
+    );
+    let after = head(&d).await;
+
+    let set = json!({ "user_id": "dana", "preferences": { "categories": { "marketing": false } } });
+    d.call("users.setPreferences", set.clone()).await;
+    // The same set again, a merge that changes nothing, an unset of what is absent, a
+    // delete of an absent user and an identify with the same properties: nothing.
+    d.call("users.setPreferences", set).await;
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "dana", "preferences": { "__persistence_strategy__": "merge", "categories": { "marketing": false } } }),
+    )
+    .await;
+    d.call(
+        "users.unsetPreferences",
+        json!({ "user_id": "dana", "preference_set": "acme" }),
+    )
+    .await;
+    d.call("users.delete", json!({ "user_id": "nobody" })).await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "dana", "properties": { "country": "DE" } }),
+    )
+    .await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "dana", "properties": { "country": "DE" } }),
+    )
+    .await;
+    // A refused call appends nothing either.
+    d.call_err(
+        "users.setPreferences",
+        json!({ "user_id": "dana", "preferences": { "channel_types": { "fax": true } } }),
+    )
+    .await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "eli", "properties": { "plan": "pro" }, "preferences": { "default": { "workflows": { "w": false } } } }),
+    )
+    .await;
+    d.call(
+        "objects.set",
+        json!({ "collection": "projects", "object_id": "p1", "properties": { "name": "P" } }),
+    )
+    .await;
+    d.call(
+        "tenants.set",
+        json!({ "tenant_id": "acme", "name": "Acme" }),
+    )
+    .await;
+    d.call(
+        "tenants.set",
+        json!({ "tenant_id": "acme", "name": "Acme" }),
+    )
+    .await;
+    d.call(
+        "audiences.addMembers",
+        json!({ "audience_key": "beta", "members": [{ "user_id": "dana" }, { "user_id": "eli" }] }),
+    )
+    .await;
+    d.call(
+        "audiences.addMembers",
+        json!({ "audience_key": "beta", "members": [{ "user_id": "dana" }] }),
+    )
+    .await;
+    d.call(
+        "audiences.removeMembers",
+        json!({ "audience_key": "beta", "members": [{ "user_id": "eli" }] }),
+    )
+    .await;
+    d.call(
+        "users.unsetPreferences",
+        json!({ "user_id": "eli", "preference_set": "default" }),
+    )
+    .await;
+    d.call("tenants.delete", json!({ "tenant_id": "acme" }))
+        .await;
+    // Inline identify at evaluation: properties, a set and a tenant.
+    d.call(
+        "preferences.evaluate",
+        json!({
+            "workflow": "new-comment",
+            "recipients": [{ "id": "fay", "properties": { "tz": "UTC" }, "preferences": { "default": { "channel_types": { "sms": false } } } }],
+            "tenant": { "id": "globex", "name": "Globex" },
+            "channels": [{ "type": "email" }],
+        }),
+    )
+    .await;
+
+    let changes = all_changes(&d, after, 3).await;
+    assert_eq!(
+        summary(&changes),
+        vec![
+            s("preferences.set", "dana", "users.setPreferences"),
+            s("recipient.set", "dana", "users.identify"),
+            s("recipient.set", "eli", "users.identify"),
+            s("preferences.set", "eli", "users.identify"),
+            s("recipient.set", "p1", "objects.set"),
+            s("tenant.set", "acme", "tenants.set"),
+            s("audience.add", "dana", "audiences.addMembers"),
+            s("audience.add", "eli", "audiences.addMembers"),
+            s("audience.remove", "eli", "audiences.removeMembers"),
+            s("preferences.unset", "eli", "users.unsetPreferences"),
+            s("tenant.delete", "acme", "tenants.delete"),
+            s("tenant.set", "globex", "preferences.evaluate"),
+            s("recipient.set", "fay", "preferences.evaluate"),
+            s("preferences.set", "fay", "preferences.evaluate"),
+        ]
+    );
+    // seq strictly increasing, at never backwards; one call's changes share one `at`.
+    for pair in changes.windows(2) {
+        assert!(
+            pair[0]["seq"].as_i64() < pair[1]["seq"].as_i64(),
+            "{pair:?}"
+        );
+        assert!(pair[0]["at"].as_str() <= pair[1]["at"].as_str(), "{pair:?}");
+    }
+    assert_eq!(
+        changes[2]["at"], changes[3]["at"],
+        "one transaction, one at"
+    );
+    // The values are the state after the change.
+    assert_eq!(
+        changes[0]["value"],
+        json!({ "categories": { "marketing": false } })
+    );
+    assert_eq!(changes[0]["preference_set"], "default");
+    assert_eq!(changes[1]["value"], json!({ "country": "DE" }));
+    assert_eq!(
+        changes[4]["recipient"],
+        json!({ "id": "p1", "collection": "projects" })
+    );
+    assert_eq!(changes[5]["value"]["name"], "Acme");
+    assert_eq!(changes[6]["audience"], "beta");
+    assert_eq!(changes[9]["value"], Value::Null);
+    assert_eq!(changes[10]["value"], Value::Null);
+    assert_eq!(
+        changes[13]["value"],
+        json!({ "channel_types": { "sms": false } })
+    );
+    // An allowed peer without credentials.
+    assert_eq!(changes[0]["actor"]["type"], "peer");
+    assert!(changes[0]["actor"]["uid"].is_u64());
+    assert_eq!(changes[0]["bulk_operation"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_secret_key_is_named_by_its_hash_prefix_never_by_the_key() {
+    let d = Daemon::start_with(&[(
+        "prefsd.toml",
+        "[access]\nsecret_keys = [\"sk_test_history\"]\n",
+    )])
+    .await;
+    let mut http = d.http().await;
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "users.setPreferences",
+        "params": { "user_id": "kim", "preferences": { "workflows": { "w": false } } } });
+    let response = http
+        .post(
+            body.to_string(),
+            &[
+                ("authorization", "Bearer sk_test_history"),
+                ("content-type", "application/json"),
+            ],
+        )
+        .await;
+    response.rpc().expect("the keyed call succeeds");
+    let page = d
+        .call("changes.list", json!({ "kinds": ["preferences.set"] }))
+        .await;
+    let actor = &page["items"][0]["actor"];
+    // printf 'sk_test_history' | sha256sum | cut -c1-12
+    let expected = format!(
+        "sha256:{}",
+        &prefsd::model::change::hex(&prefsd::model::change::sha256(b"sk_test_history"))[..12]
+    );
+    assert_eq!(*actor, json!({ "type": "secret_key", "key_id": expected }));
+    assert!(!page.to_string().contains("sk_test_history"));
+}
+
+#[tokio::test]
+async fn a_bulk_job_writes_one_change_per_user_with_its_operation_as_actor() {
+    let d = Daemon::start().await;
+    let after = head(&d).await;
+    let users: Vec<String> = (0..25).map(|i| format!("bulk-{i}")).collect();
+    let op = d
+        .call(
+            "users.bulkSetPreferences",
+            json!({ "user_ids": users, "preferences": { "channel_types": { "sms": false } } }),
+        )
+        .await;
+    let id = op["id"].as_str().expect("an operation id").to_string();
+    crate::support::wait_for("the job to complete", || async {
+        let op = d.call("bulkOperations.get", json!({ "id": id })).await;
+        (op["status"] == "completed").then_some(())
+    })
+    .await;
+    let changes = all_changes(&d, after, 1000).await;
+    assert_eq!(changes.len(), 25);
+    for (i, c) in changes.iter().enumerate() {
+        assert_eq!(c["kind"], "preferences.set");
+        assert_eq!(
+            c["recipient"]["id"],
+            format!("bulk-{i}"),
+            "in the order of user_ids"
+        );
+        assert_eq!(c["actor"], json!({ "type": "bulk_operation", "id": id }));
+        assert_eq!(c["bulk_operation"], json!(id));
+        assert_eq!(c["method"], "users.bulkSetPreferences");
+    }
+}
+
+#[tokio::test]
+async fn a_config_reload_appends_config_applied_with_the_new_hash() {
+    let d = Daemon::start().await;
+    let before = d
+        .call("changes.list", json!({ "kinds": ["config.applied"] }))
+        .await;
+    assert_eq!(before["items"].as_array().map(Vec::len), Some(1));
+    std::fs::write(
+        d.config_dir.join("environment.json"),
+        r#"{ "channel_types": { "sms": false } }"#,
+    )
+    .expect("writing the environment default");
+    d.call("config.reload", Value::Null).await;
+    let after = d
+        .call("changes.list", json!({ "kinds": ["config.applied"] }))
+        .await;
+    let items = after["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{after}");
+    assert_ne!(items[0]["value"]["hash"], items[1]["value"]["hash"]);
+    assert_eq!(items[1]["actor"], json!({ "type": "config" }));
+}
+
+#[tokio::test]
+async fn filters_and_pages_name_what_they_select() {
+    let d = Daemon::start().await;
+    for i in 0..5 {
+        d.call("users.setPreferences", json!({ "user_id": format!("u{i}"), "preferences": { "workflows": { "w": i % 2 == 0 } } }))
+            .await;
+        d.call(
+            "users.identify",
+            json!({ "user_id": "u0", "properties": { "n": i } }),
+        )
+        .await;
+    }
+    let u0 = d
+        .call("changes.list", json!({ "recipient": { "id": "u0" } }))
+        .await;
+    assert_eq!(u0["items"].as_array().map(Vec::len), Some(6), "{u0}");
+    let sets = d
+        .call(
+            "changes.list",
+            json!({ "kinds": ["preferences.set"], "limit": 2 }),
+        )
+        .await;
+    assert_eq!(sets["items"].as_array().map(Vec::len), Some(2));
+    let next = sets["next"].as_i64().expect("a next page");
+    let rest = d
+        .call(
+            "changes.list",
+            json!({ "kinds": ["preferences.set"], "after": next }),
+        )
+        .await;
+    assert_eq!(rest["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(rest["next"], Value::Null);
+    assert_eq!(rest["head"], sets["head"]);
+    // Bad params name the field.
+    d.call_err("changes.list", json!({ "kinds": ["preferences.changed"] }))
+        .await
+        .assert_invalid("kinds.0");
+    d.call_err("changes.list", json!({ "limit": 1001 }))
+        .await
+        .assert_invalid("limit");
+    d.call_err("changes.list", json!({ "recipient": { "id": "" } }))
+        .await
+        .assert_invalid("recipient.id");
+}
+
+#[tokio::test]
+async fn the_preference_history_shows_each_set_before_and_after_newest_first() {
+    let d = Daemon::start().await;
+    let set = |prefs: Value| json!({ "user_id": "lee", "preferences": prefs });
+    d.call(
+        "users.setPreferences",
+        set(json!({ "workflows": { "a": false } })),
+    )
+    .await;
+    d.call(
+        "users.setPreferences",
+        set(json!({ "__persistence_strategy__": "merge", "workflows": { "b": false } })),
+    )
+    .await;
+    d.call("users.setPreferences", json!({ "user_id": "lee", "preference_set": "acme", "preferences": { "channel_types": { "sms": false } } }))
+        .await;
+    d.call(
+        "users.unsetPreferences",
+        json!({ "user_id": "lee", "preference_set": "default" }),
+    )
+    .await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "lee", "properties": { "x": 1 } }),
+    )
+    .await;
+
+    let all = d
+        .call("users.getPreferenceHistory", json!({ "user_id": "lee" }))
+        .await;
+    let items = all["items"].as_array().expect("items");
+    let kinds: Vec<(&str, &str)> = items
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or(""),
+                e["preference_set"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("preferences.unset", "default"),
+            ("preferences.set", "acme"),
+            ("preferences.set", "default"),
+            ("preferences.set", "default"),
+        ]
+    );
+    assert_eq!(
+        items[0]["before"],
+        json!({ "workflows": { "a": false, "b": false } })
+    );
+    assert_eq!(items[0]["after"], Value::Null);
+    assert_eq!(items[2]["before"], json!({ "workflows": { "a": false } }));
+    assert_eq!(
+        items[2]["after"],
+        json!({ "workflows": { "a": false, "b": false } })
+    );
+    assert_eq!(items[3]["before"], Value::Null);
+    // One set, a page at a time.
+    let page = d
+        .call(
+            "users.getPreferenceHistory",
+            json!({ "user_id": "lee", "preference_set": "default", "limit": 2 }),
+        )
+        .await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    let older = d
+        .call(
+            "users.getPreferenceHistory",
+            json!({ "user_id": "lee", "preference_set": "default", "before": page["next"] }),
+        )
+        .await;
+    assert_eq!(older["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(older["next"], Value::Null);
+    // Objects too; nobody's history is empty, not an error.
+    d.call(
+        "objects.setPreferences",
+        json!({ "collection": "projects", "object_id": "p", "preferences": {} }),
+    )
+    .await;
+    let object = d
+        .call(
+            "objects.getPreferenceHistory",
+            json!({ "collection": "projects", "object_id": "p" }),
+        )
+        .await;
+    assert_eq!(object["items"].as_array().map(Vec::len), Some(1));
+    let nobody = d
+        .call("users.getPreferenceHistory", json!({ "user_id": "nobody" }))
+        .await;
+    assert_eq!(nobody, json!({ "items": [], "next": null }));
+}
+
+#[tokio::test]
+async fn deleting_a_recipient_erases_its_history_and_leaves_one_id_only_change() {
+    let d = Daemon::start().await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "gone", "properties": { "email": "gone@example.com" }, "preferences": { "default": { "commercial_subscribed": false } } }),
+    )
+    .await;
+    d.call(
+        "audiences.addMembers",
+        json!({ "audience_key": "a", "members": [{ "user_id": "gone" }] }),
+    )
+    .await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "stays", "properties": { "email": "stays@example.com" } }),
+    )
+    .await;
+    d.call("users.delete", json!({ "user_id": "gone" })).await;
+    let changes = all_changes(&d, 0, 1000).await;
+    let about: Vec<&Value> = changes
+        .iter()
+        .filter(|c| c["recipient"]["id"] == "gone")
+        .collect();
+    assert_eq!(about.len(), 1, "{about:?}");
+    assert_eq!(about[0]["kind"], "recipient.delete");
+    assert_eq!(about[0]["value"], Value::Null);
+    assert_eq!(about[0]["recipient"], json!({ "id": "gone" }));
+    let text = serde_json::to_string(&changes).expect("json");
+    assert!(!text.contains("gone@example.com"), "erased: {text}");
+    assert!(text.contains("stays@example.com"), "others keep theirs");
+    let history = d
+        .call("users.getPreferenceHistory", json!({ "user_id": "gone" }))
+        .await;
+    assert_eq!(history["items"], json!([]));
+}
+
+#[tokio::test]
+async fn a_subscriber_gets_the_backlog_then_live_changes_and_resumes_by_seq_across_a_restart() {
+    let mut d = Daemon::start().await;
+    let start = head(&d).await;
+    for i in 0..3 {
+        d.call(
+            "users.setPreferences",
+            json!({ "user_id": format!("s{i}"), "preferences": {} }),
+        )
+        .await;
+    }
+    let mut seen: Vec<i64> = Vec::new();
+    {
+        let client = d.ws().await;
+        let mut sub = client
+            .subscribe_changes(Some(start))
+            .await
+            .expect("subscribing");
+        for i in 3..6 {
+            d.call(
+                "users.setPreferences",
+                json!({ "user_id": format!("s{i}"), "preferences": {} }),
+            )
+            .await;
+        }
+        while seen.len() < 6 {
+            let change = sub
+                .next()
+                .await
+                .expect("a change")
+                .expect("a change object");
+            seen.push(change["seq"].as_i64().expect("seq"));
+        }
+    }
+    let last = *seen.last().expect("changes");
+    d.restart().await;
+    // Written while nobody listened (the restart's config.applied among them).
+    for i in 6..8 {
+        d.call(
+            "users.setPreferences",
+            json!({ "user_id": format!("s{i}"), "preferences": {} }),
+        )
+        .await;
+    }
+    let client = d.ws().await;
+    let mut sub = client
+        .subscribe_changes(Some(last))
+        .await
+        .expect("resubscribing");
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "s8", "preferences": {} }),
+    )
+    .await;
+    let expected: Vec<i64> = all_changes(&d, start, 1000)
+        .await
+        .iter()
+        .map(|c| c["seq"].as_i64().expect("seq"))
+        .collect();
+    while seen.len() < expected.len() {
+        let change = sub
+            .next()
+            .await
+            .expect("a change")
+            .expect("a change object");
+        seen.push(change["seq"].as_i64().expect("seq"));
+    }
+    assert_eq!(seen, expected, "no gap, no repeat");
+}
