@@ -17,9 +17,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Error;
+use crate::api::past::{config_at, parse_as_of};
 use crate::api::recipients::write_inline;
 use crate::api::tenants::TenantWrite;
-use crate::api::{Context, Json, strict};
+use crate::api::{Context, Errors, Json, strict};
 use crate::config::{Config, Limits};
 use crate::eval::{self, Entity};
 use crate::model::change::Origin;
@@ -51,6 +52,7 @@ pub struct EvaluateParams {
     pub actor: Option<Value>,
     pub run: Option<Value>,
     pub now: Option<String>,
+    pub as_of: Option<String>,
 }
 
 /// What a request reads: its tenant's row, its actor, and its recipients with their sets
@@ -65,8 +67,28 @@ fn wanted(req: &Request) -> Wanted<'_, RecipientParam> {
 }
 
 pub async fn evaluate(ctx: &Context, origin: Origin, p: EvaluateParams) -> Result<Json, Error> {
-    let config = ctx.config();
-    let req = parse(&config, p)?;
+    let mut errors = Errors::default();
+    let as_of = parse_as_of(p.as_of.as_deref(), &mut errors);
+    errors.finish()?;
+    let config = match as_of {
+        None => ctx.config(),
+        Some(as_of) => config_at(ctx, as_of).await?,
+    };
+    let now_given = p.now.is_some();
+    let mut req = parse(&config, p)?;
+    if let Some(as_of) = as_of {
+        refuse_inline(&req)?;
+        if !now_given {
+            req.now = as_of.timestamp;
+        }
+        let req = Arc::new(req);
+        let past = Arc::clone(&req);
+        let snapshot = ctx
+            .db
+            .read(move |r| Ok::<_, Error>(r.past(as_of.at).snapshot(&wanted(&past))?))
+            .await?;
+        return decide_and_answer(ctx, config, req, snapshot).await;
+    }
     let limits = config.settings.limits.clone();
     let inline = req.recipients.iter().any(RecipientParam::is_inline)
         || req
@@ -90,6 +112,43 @@ pub async fn evaluate(ctx: &Context, origin: Origin, p: EvaluateParams) -> Resul
     } else {
         ctx.db.read_snapshot(Arc::clone(&req), wanted).await?
     };
+    decide_and_answer(ctx, config, req, snapshot).await
+}
+
+/// With `as_of`, nothing is written at a past instant: recipients, the tenant and the actor
+/// must be named by id alone (history.md §3).
+fn refuse_inline(req: &Request) -> Result<(), Error> {
+    let mut errors = Errors::default();
+    const WHY: &str = "must be named by id alone with as_of: nothing is written at a past instant";
+    for (i, r) in req.recipients.iter().enumerate() {
+        if r.properties.is_some() {
+            errors.push(format!("recipients.{i}.properties"), WHY);
+        }
+        if !r.sets.is_empty() {
+            errors.push(format!("recipients.{i}.preferences"), WHY);
+        }
+    }
+    if req
+        .tenant
+        .as_ref()
+        .is_some_and(TenantWrite::changes_anything)
+    {
+        errors.push("tenant", WHY);
+    }
+    if req.actor.as_ref().is_some_and(|a| a.properties.is_some()) {
+        errors.push("actor.properties", WHY);
+    }
+    errors.finish()
+}
+
+/// Decides every (recipient, channel) of `req` on `snapshot` and writes the answer: on the
+/// worker when the call is small, else on a blocking thread with the call's list budget.
+async fn decide_and_answer(
+    ctx: &Context,
+    config: Arc<Config>,
+    req: Arc<Request>,
+    snapshot: Snapshot,
+) -> Result<Json, Error> {
     let max_items = config.settings.limits.max_list_items_per_call;
     if req.recipients.len() <= ON_WORKER_RECIPIENTS {
         // Tried on the worker with a small list budget: nearly every call fits, and one

@@ -11,6 +11,7 @@ pub mod bulk;
 pub mod daemon;
 pub mod evaluate;
 pub mod history;
+pub mod past;
 pub mod recipients;
 pub mod strict;
 pub mod tenants;
@@ -37,6 +38,8 @@ pub struct Context {
     /// Cancelled by `server::run` when the daemon begins to shut down, so that long
     /// evaluations stop instead of holding up the graceful stop.
     pub stopping: CancellationToken,
+    /// Configs of the past, parsed for `as_of` reads.
+    pub past_configs: past::PastConfigs,
 }
 
 impl Context {
@@ -47,6 +50,7 @@ impl Context {
             jobs: Jobs::new(),
             started: Instant::now(),
             stopping: CancellationToken::new(),
+            past_configs: past::PastConfigs::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
+use crate::api::past::{config_at, parse_as_of};
 use crate::api::{Context, Deleted, Errors, check_properties_size, merge_properties, strict};
 use crate::config::{Config, Limits};
 use crate::model::change::Origin;
@@ -194,15 +195,27 @@ pub async fn identify(
 
 recipient_params!(WhoParams {});
 
-/// `users.get` / `objects.get`.
-pub async fn get(ctx: &Context, kind: Kind, p: WhoParams) -> Result<Value, Error> {
+recipient_params!(ReadParams { as_of: Option<String> });
+
+/// `users.get` / `objects.get`; with `as_of`, as the recipient was then.
+pub async fn get(ctx: &Context, kind: Kind, p: ReadParams) -> Result<Value, Error> {
     let mut errors = Errors::default();
     let key = p.key(kind, &mut errors);
+    let as_of = parse_as_of(p.as_of.as_deref(), &mut errors);
     errors.finish()?;
-    let row = ctx
-        .db
-        .read(move |r| Ok::<_, Error>((r.recipient(&key)?, key)))
-        .await?;
+    let row = match as_of {
+        None => {
+            ctx.db
+                .read(move |r| Ok::<_, Error>((r.recipient(&key)?, key)))
+                .await?
+        }
+        Some(as_of) => {
+            config_at(ctx, as_of).await?;
+            ctx.db
+                .read(move |r| Ok::<_, Error>((r.past(as_of.at).recipient(&key)?.row, key)))
+                .await?
+        }
+    };
     match row {
         (Some(row), _) => Ok(recipient_json(&row)),
         (None, key) => Err(not_found(&key)),
@@ -226,7 +239,7 @@ pub async fn delete(
     Ok(Deleted { deleted })
 }
 
-recipient_params!(GetPreferencesParams { preference_set: Option<String>, tenant: Option<String>, raw: Option<bool>, });
+recipient_params!(GetPreferencesParams { preference_set: Option<String>, tenant: Option<String>, raw: Option<bool>, as_of: Option<String>, });
 
 /// The set id a read names: `preference_set`, or `tenant` (which means the same).
 fn read_set_id(
@@ -264,13 +277,36 @@ pub async fn get_preferences(
     let mut errors = Errors::default();
     let key = p.key(kind, &mut errors);
     let set_id = read_set_id(p.preference_set, p.tenant, &mut errors);
+    let as_of = parse_as_of(p.as_of.as_deref(), &mut errors);
     errors.finish()?;
     let tenant = (set_id != DEFAULT_SET).then_some(set_id.as_str());
     let raw = p.raw.unwrap_or(false);
-    let (inputs, tenant_row) = ctx
-        .db
-        .recipient_for_read(key, tenant, tenant.filter(|_| !raw))
-        .await?;
+    let (config, inputs, tenant_row) = match as_of {
+        None => {
+            let (inputs, row) = ctx
+                .db
+                .recipient_for_read(key, tenant, tenant.filter(|_| !raw))
+                .await?;
+            (ctx.config(), inputs, row)
+        }
+        Some(as_of) => {
+            let config = config_at(ctx, as_of).await?;
+            let (set, row) = (
+                tenant.map(str::to_string),
+                tenant.filter(|_| !raw).map(str::to_string),
+            );
+            let (inputs, row) = ctx
+                .db
+                .read(move |r| {
+                    let past = r.past(as_of.at);
+                    let inputs = past.evaluation_inputs(&key, set.as_deref())?;
+                    let row = row.map(|t| past.tenant(&t)).transpose()?.flatten();
+                    Ok::<_, Error>((Arc::new(inputs), row.map(Arc::new)))
+                })
+                .await?;
+            (config, inputs, row)
+        }
+    };
     if raw {
         let set = match tenant {
             None => inputs.default_set.as_ref(),
@@ -278,7 +314,6 @@ pub async fn get_preferences(
         };
         return render(&set.cloned().unwrap_or_default().into_response(&set_id));
     }
-    let config = ctx.config();
     if let Some(r) = inputs.memo.get::<Rendered>()
         && r.is_for(&config, tenant_row.as_ref(), may_read_default)
     {
@@ -425,15 +460,25 @@ pub async fn unset_preferences(
     Ok(Deleted { deleted })
 }
 
-/// `users.listPreferences` / `objects.listPreferences`: the stored sets, raw.
+/// `users.listPreferences` / `objects.listPreferences`: the stored sets, raw; with `as_of`,
+/// as they were then.
 pub async fn list_preferences(
     ctx: &Context,
     kind: Kind,
-    p: WhoParams,
+    p: ReadParams,
 ) -> Result<Vec<Value>, Error> {
     let mut errors = Errors::default();
     let key = p.key(kind, &mut errors);
+    let as_of = parse_as_of(p.as_of.as_deref(), &mut errors);
     errors.finish()?;
-    let sets = ctx.db.read(move |r| Ok::<_, Error>(r.sets(&key)?)).await?;
+    let sets = match as_of {
+        None => ctx.db.read(move |r| Ok::<_, Error>(r.sets(&key)?)).await?,
+        Some(as_of) => {
+            config_at(ctx, as_of).await?;
+            ctx.db
+                .read(move |r| Ok::<_, Error>(r.past(as_of.at).recipient(&key)?.sets))
+                .await?
+        }
+    };
     Ok(sets.iter().map(|(id, set)| set.to_response(id)).collect())
 }

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
+use crate::api::past::{config_at, parse_as_of};
 use crate::api::recipients::check_size;
 use crate::api::{Context, Deleted, Errors, check_properties_size, merge_properties, strict};
 use crate::config::Limits;
@@ -161,6 +162,7 @@ pub async fn set(ctx: &Context, origin: Origin, p: SetParams) -> Result<Value, E
 pub struct GetParams {
     pub tenant_id: String,
     pub resolve_full_preference_settings: Option<bool>,
+    pub as_of: Option<String>,
 }
 
 /// `tenants.get`; with `resolve_full_preference_settings`, the environment default is
@@ -171,10 +173,23 @@ pub struct GetParams {
 pub async fn get(ctx: &Context, p: GetParams) -> Result<Value, Error> {
     let mut errors = Errors::default();
     errors.id("tenant_id", &p.tenant_id);
+    let as_of = parse_as_of(p.as_of.as_deref(), &mut errors);
     errors.finish()?;
     let id = p.tenant_id.clone();
-    let row = ctx.db.read(move |r| Ok::<_, Error>(r.tenant(&id)?)).await?;
-    let config = ctx.config();
+    let (row, config) = match as_of {
+        None => (
+            ctx.db.read(move |r| Ok::<_, Error>(r.tenant(&id)?)).await?,
+            ctx.config(),
+        ),
+        Some(as_of) => {
+            let config = config_at(ctx, as_of).await?;
+            let row = ctx
+                .db
+                .read(move |r| Ok::<_, Error>(r.past(as_of.at).tenant(&id)?))
+                .await?;
+            (row, config)
+        }
+    };
     let template = config.tenant_templates.get(&p.tenant_id);
     if row.is_none() && template.is_none() {
         return Err(Error::NotFound(format!("tenant {:?}", p.tenant_id)));

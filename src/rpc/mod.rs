@@ -93,21 +93,21 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     let mut m = RpcModule::from_arc(ctx);
 
     method!(m, "users.identify", |c, p: r::IdentifyParams, origin o| r::identify(c, o, Kind::User, p).await);
-    method!(m, "users.get", |c, p: r::WhoParams| r::get(c, Kind::User, p).await);
+    method!(m, "users.get", |c, p: r::ReadParams| r::get(c, Kind::User, p).await);
     method!(m, "users.delete", |c, p: r::WhoParams, origin o| r::delete(c, o, Kind::User, p).await);
     method!(m, "users.getPreferences", |c, p: r::GetPreferencesParams, ext| r::get_preferences(c, Kind::User, p, ext.get::<NoDefaultSet>().is_none()).await);
     method!(m, "users.setPreferences", |c, p: r::SetPreferencesParams, origin o| r::set_preferences(c, o, Kind::User, p).await);
     method!(m, "users.unsetPreferences", |c, p: r::UnsetPreferencesParams, origin o| r::unset_preferences(c, o, Kind::User, p).await);
-    method!(m, "users.listPreferences", |c, p: r::WhoParams| r::list_preferences(c, Kind::User, p).await);
+    method!(m, "users.listPreferences", |c, p: r::ReadParams| r::list_preferences(c, Kind::User, p).await);
     method!(m, "users.bulkSetPreferences", |c, p: bulk::BulkSetParams| bulk::bulk_set(c, p).await);
 
     method!(m, "objects.set", |c, p: r::IdentifyParams, origin o| r::identify(c, o, Kind::Object, p).await);
-    method!(m, "objects.get", |c, p: r::WhoParams| r::get(c, Kind::Object, p).await);
+    method!(m, "objects.get", |c, p: r::ReadParams| r::get(c, Kind::Object, p).await);
     method!(m, "objects.delete", |c, p: r::WhoParams, origin o| r::delete(c, o, Kind::Object, p).await);
     method!(m, "objects.getPreferences", |c, p: r::GetPreferencesParams, ext| r::get_preferences(c, Kind::Object, p, ext.get::<NoDefaultSet>().is_none()).await);
     method!(m, "objects.setPreferences", |c, p: r::SetPreferencesParams, origin o| r::set_preferences(c, o, Kind::Object, p).await);
     method!(m, "objects.unsetPreferences", |c, p: r::UnsetPreferencesParams, origin o| r::unset_preferences(c, o, Kind::Object, p).await);
-    method!(m, "objects.listPreferences", |c, p: r::WhoParams| r::list_preferences(c, Kind::Object, p).await);
+    method!(m, "objects.listPreferences", |c, p: r::ReadParams| r::list_preferences(c, Kind::Object, p).await);
 
     method!(m, "tenants.set", |c, p: tenants::SetParams, origin o| tenants::set(c, o, p).await);
     method!(m, "tenants.get", |c, p: tenants::GetParams| tenants::get(c, p).await);

@@ -81,7 +81,12 @@ impl Log {
             .prepare_cached("SELECT at FROM changes ORDER BY seq DESC LIMIT 1")?
             .query_row([], |r| r.get(0))
             .optional()?;
-        let at = jiff::Timestamp::now()
+        // Rounded as the store's other times are (`time::format_time`), so that a row
+        // created in this transaction never has a `created_at` after its change's `at`.
+        let now = jiff::Timestamp::now();
+        let at = now
+            .round(jiff::Unit::Millisecond)
+            .unwrap_or(now)
             .as_millisecond()
             .max(last.unwrap_or(i64::MIN));
         let mut values = Values::default();
@@ -482,16 +487,19 @@ impl LogRead<'_> {
 
     /// The config in force at `at` (ms): the files of the newest config applied at or
     /// before it, else of the oldest one stored (the log does not reach further back).
-    pub fn config_files_at(&self, at: i64) -> Result<Option<String>, Error> {
+    /// Answers its hash and its files (a JSON array of `[path, content]`).
+    pub fn config_files_at(&self, at: i64) -> Result<Option<(String, String)>, Error> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT f.files FROM changes c
+            "SELECT f.hash, f.files FROM changes c
                JOIN change_values v ON v.id = c.value
                JOIN configs f ON f.hash = json_extract(v.value, '$.hash')
              WHERE c.kind = 'config.applied' AND c.recipient_id IS NULL
              ORDER BY (c.at > ?1), CASE WHEN c.at > ?1 THEN c.seq ELSE -c.seq END
              LIMIT 1",
         )?;
-        Ok(stmt.query_row(params![at], |r| r.get(0)).optional()?)
+        Ok(stmt
+            .query_row(params![at], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
     }
 }
 

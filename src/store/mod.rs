@@ -32,6 +32,7 @@ mod cache;
 mod jobs;
 pub mod log;
 mod migrate;
+pub mod past;
 mod reads;
 mod repo;
 pub mod time;

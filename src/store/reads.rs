@@ -38,21 +38,34 @@ impl Read<'_> {
         &self,
         wanted: &Wanted<'_, K>,
     ) -> Result<Snapshot, Error> {
+        Snapshot::read(
+            wanted,
+            |t| self.tenant(t),
+            |k, s| self.evaluation_inputs(k, s),
+        )
+    }
+}
+
+impl Snapshot {
+    /// The snapshot `wanted` describes, read with these two reads (of the state now, or of
+    /// a past instant: `store::past`).
+    pub(super) fn read<K: AsRef<RecipientKey>>(
+        wanted: &Wanted<'_, K>,
+        tenant: impl Fn(&str) -> Result<Option<TenantRow>, Error>,
+        inputs: impl Fn(&RecipientKey, Option<&str>) -> Result<EvaluationInputs, Error>,
+    ) -> Result<Snapshot, Error> {
         let tenant = match wanted.tenant {
-            Some(t) => self.tenant(t)?.map(Arc::new),
+            Some(t) => tenant(t)?.map(Arc::new),
             None => None,
         };
         let actor = match &wanted.actor {
-            Some(key) => Some(Arc::new(self.evaluation_inputs(key, None)?)),
+            Some(key) => Some(Arc::new(inputs(key, None)?)),
             None => None,
         };
         let recipients = wanted
             .recipients
             .iter()
-            .map(|k| {
-                self.evaluation_inputs(k.as_ref(), wanted.tenant_set)
-                    .map(Arc::new)
-            })
+            .map(|k| inputs(k.as_ref(), wanted.tenant_set).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Snapshot {
             tenant,

@@ -548,3 +548,191 @@ async fn a_subscriber_gets_the_backlog_then_live_changes_and_resumes_by_seq_acro
     }
     assert_eq!(seen, expected, "no gap, no repeat");
 }
+
+/// The `at` of the newest change, after a pause that gives the next write a later `at`
+/// (the log's clock has millisecond steps).
+async fn instant(d: &Daemon) -> String {
+    let head = head(d).await;
+    let page = d.call("changes.list", json!({ "after": head - 1 })).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    page["items"][0]["at"].as_str().expect("an at").to_string()
+}
+
+/// `(send, reason code)` of one recipient's one channel.
+async fn decide(d: &Daemon, params: Value) -> (bool, String) {
+    let result = d.call("preferences.evaluate", params).await;
+    let channel = &result["results"][0]["channels"][0];
+    (
+        channel["send"].as_bool().expect("send"),
+        channel["reason"]["code"]
+            .as_str()
+            .expect("code")
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn as_of_answers_as_the_daemon_would_have_then() {
+    let d = Daemon::start_with(&[(
+        "workflows.toml",
+        "[[workflow]]\nkey = \"digest\"\ncategories = [\"news\"]\n",
+    )])
+    .await;
+    let eval = |as_of: &str| json!({ "workflow": "digest", "recipients": ["ann"], "channels": [{ "type": "email" }], "as_of": as_of });
+    d.call(
+        "users.identify",
+        json!({ "user_id": "ann", "properties": { "plan": "free" } }),
+    )
+    .await;
+    let t0 = instant(&d).await;
+    // A set: opted out of the workflow's category.
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "ann", "preferences": { "categories": { "news": false } } }),
+    )
+    .await;
+    let t1 = instant(&d).await;
+    assert!(decide(&d, eval(&t0)).await.0);
+    assert_eq!(decide(&d, eval(&t1)).await, (false, "opted_out".into()));
+    // The set as it was, in every read.
+    let sets = d
+        .call(
+            "users.listPreferences",
+            json!({ "user_id": "ann", "as_of": t0 }),
+        )
+        .await;
+    assert_eq!(sets, json!([]));
+    let get = d
+        .call(
+            "users.getPreferences",
+            json!({ "user_id": "ann", "as_of": t1, "raw": true }),
+        )
+        .await;
+    assert_eq!(get["categories"], json!({ "news": false }));
+
+    // A property used by a condition.
+    d.call("users.setPreferences", json!({ "user_id": "ann", "preferences": { "__persistence_strategy__": "merge",
+        "channel_types": { "email": { "conditions": [{ "variable": "recipient.plan", "operator": "equal_to", "argument": "pro" }] } } } }))
+        .await;
+    let t2 = instant(&d).await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "ann", "properties": { "plan": "pro" } }),
+    )
+    .await;
+    let t3 = instant(&d).await;
+    let email = |as_of: &str| json!({ "workflow": "other", "recipients": ["ann"], "channels": [{ "type": "email" }], "as_of": as_of });
+    assert!(!decide(&d, email(&t2)).await.0);
+    assert!(decide(&d, email(&t3)).await.0);
+    let then = d
+        .call("users.get", json!({ "user_id": "ann", "as_of": t2 }))
+        .await;
+    assert_eq!(then["properties"], json!({ "plan": "free" }));
+
+    // An audience membership used by a condition.
+    d.call("users.setPreferences", json!({ "user_id": "ann", "preferences": { "__persistence_strategy__": "merge",
+        "channel_types": { "sms": { "conditions": [{ "variable": "recipient.id", "operator": "is_audience_member", "argument": "beta" }] } } } }))
+        .await;
+    let t4 = instant(&d).await;
+    d.call(
+        "audiences.addMembers",
+        json!({ "audience_key": "beta", "members": [{ "user_id": "ann" }] }),
+    )
+    .await;
+    let t5 = instant(&d).await;
+    let sms = |as_of: &str| json!({ "workflow": "other", "recipients": ["ann"], "channels": [{ "type": "sms" }], "as_of": as_of });
+    assert!(!decide(&d, sms(&t4)).await.0);
+    assert!(decide(&d, sms(&t5)).await.0);
+
+    // A tenant default.
+    d.call("tenants.set", json!({ "tenant_id": "initech", "settings": { "preference_set": { "channel_types": { "push": false } } } }))
+        .await;
+    let t6 = instant(&d).await;
+    d.call(
+        "tenants.set",
+        json!({ "tenant_id": "initech", "settings": { "preference_set": null } }),
+    )
+    .await;
+    let t7 = instant(&d).await;
+    let push = |as_of: &str| json!({ "workflow": "other", "recipients": ["ann"], "tenant": "initech", "channels": [{ "type": "push" }], "as_of": as_of });
+    assert!(!decide(&d, push(&t6)).await.0);
+    assert!(decide(&d, push(&t7)).await.0);
+    let tenant = d
+        .call(
+            "tenants.get",
+            json!({ "tenant_id": "initech", "as_of": t6 }),
+        )
+        .await;
+    assert_eq!(
+        tenant["settings"]["preference_set"]["channel_types"],
+        json!({ "push": false })
+    );
+    d.call_err(
+        "tenants.get",
+        json!({ "tenant_id": "initech", "as_of": t0 }),
+    )
+    .await
+    .assert(-32001, "not_found");
+
+    // The config: the workflow's categories changed by a reload.
+    std::fs::write(
+        d.config_dir.join("workflows.toml"),
+        "[[workflow]]\nkey = \"digest\"\ncategories = [\"product\"]\n",
+    )
+    .expect("writing the catalog");
+    d.call("config.reload", Value::Null).await;
+    let t8 = instant(&d).await;
+    assert_eq!(decide(&d, eval(&t7)).await, (false, "opted_out".into()));
+    assert!(decide(&d, eval(&t8)).await.0, "digest is no longer in news");
+    // Without as_of, as now.
+    let now =
+        json!({ "workflow": "digest", "recipients": ["ann"], "channels": [{ "type": "email" }] });
+    assert!(decide(&d, now).await.0);
+}
+
+#[tokio::test]
+async fn as_of_refuses_the_future_inline_writes_and_answers_nothing_of_an_erased_recipient() {
+    let d = Daemon::start().await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "zed", "properties": { "a": 1 } }),
+    )
+    .await;
+    let t0 = instant(&d).await;
+    d.call("users.delete", json!({ "user_id": "zed" })).await;
+    d.call_err("users.get", json!({ "user_id": "zed", "as_of": t0 }))
+        .await
+        .assert(-32001, "not_found");
+    let future = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+    d.call_err(
+        "users.get",
+        json!({ "user_id": "zed", "as_of": future.to_string() }),
+    )
+    .await
+    .assert_invalid("as_of");
+    d.call_err(
+        "users.get",
+        json!({ "user_id": "zed", "as_of": "yesterday" }),
+    )
+    .await
+    .assert_invalid("as_of");
+    let inline = d
+        .call_err(
+            "preferences.evaluate",
+            json!({ "workflow": "w", "recipients": [{ "id": "zed", "properties": { "a": 2 } }], "as_of": t0 }),
+        )
+        .await;
+    inline.assert_invalid("recipients.0.properties");
+    // Nothing was written.
+    d.call_err("users.get", json!({ "user_id": "zed" }))
+        .await
+        .assert(-32001, "not_found");
+    // `now` defaults to as_of.
+    let at = d
+        .call(
+            "preferences.evaluate",
+            json!({ "workflow": "w", "recipients": ["zed"], "channels": [{ "type": "email" }], "as_of": t0, "data": {} }),
+        )
+        .await;
+    assert!(at["results"][0]["channels"][0]["send"].as_bool().is_some());
+}
