@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::client::{Client, Refused, socket_path};
 
 pub mod args;
+mod history;
 
 use args::{
     AudienceCommand, BulkCommand, ClientCommand, ConfigCommand, EvaluateArgs, RecipientCommand,
@@ -151,7 +152,27 @@ pub fn run(
                 recipient,
                 target,
                 raw,
-            } => get(&client, &recipient, target, raw).await,
+                as_of,
+            } => get(&client, &recipient, target, raw, as_of).await,
+            ClientCommand::History {
+                recipient,
+                target,
+                limit,
+                before,
+            } => {
+                let mut params = who(&recipient, target.object.as_deref());
+                if let Some(set) = target.set {
+                    params.insert("preference_set".into(), json!(set));
+                }
+                if let Some(before) = before {
+                    params.insert("before".into(), json!(before));
+                }
+                let namespace = namespace(target.object.as_deref());
+                history::history(&client, params, namespace, limit).await
+            }
+            ClientCommand::Changes { after, follow } => {
+                history::changes(&client, after, follow).await
+            }
             ClientCommand::Set {
                 recipient,
                 preferences,
@@ -364,12 +385,21 @@ async fn call(client: &Client, method: &str, params: Option<&str>) -> anyhow::Re
 }
 
 /// `prefsd get`: a recipient's preferences, effective unless raw.
-async fn get(client: &Client, recipient: &str, target: Target, raw: bool) -> anyhow::Result<()> {
+async fn get(
+    client: &Client,
+    recipient: &str,
+    target: Target,
+    raw: bool,
+    as_of: Option<String>,
+) -> anyhow::Result<()> {
     let mut params = who(recipient, target.object.as_deref());
     if let Some(set) = target.set {
         params.insert("preference_set".into(), json!(set));
     }
     params.insert("raw".into(), json!(raw));
+    if let Some(as_of) = as_of {
+        params.insert("as_of".into(), json!(as_of));
+    }
     let method = format!("{}.getPreferences", namespace(target.object.as_deref()));
     print_json(&client.call(&method, Value::Object(params)).await?);
     Ok(())
@@ -528,6 +558,9 @@ async fn evaluate(client: &Client, args: EvaluateArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.now {
         params.insert("now".into(), json!(n));
+    }
+    if let Some(as_of) = args.as_of {
+        params.insert("as_of".into(), json!(as_of));
     }
     let result = client
         .call("preferences.evaluate", Value::Object(params))

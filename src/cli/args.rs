@@ -97,7 +97,7 @@ pub enum ClientCommand {
     },
     /// Show a recipient's preferences (effective unless --raw).
     #[command(
-        after_help = "Examples:\n  prefsd get dana\n  prefsd get dana --raw --set acme\n  prefsd get p1 --object projects"
+        after_help = "Examples:\n  prefsd get dana\n  prefsd get dana --raw --set acme\n  prefsd get p1 --object projects\n  prefsd get dana --as-of 2026-12-01T09:00:00Z"
     )]
     Get {
         /// A user id, or an object id with --object.
@@ -107,6 +107,37 @@ pub enum ClientCommand {
         /// Show only what is stored.
         #[arg(long)]
         raw: bool,
+        /// As they were at this instant (RFC 3339), from the change log.
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+    },
+    /// Show a recipient's preference history: when, who, through what, and what changed.
+    #[command(
+        after_help = "Examples:\n  prefsd history dana\n  prefsd history dana --set acme\n  prefsd history p1 --object projects"
+    )]
+    History {
+        /// A user id, or an object id with --object.
+        recipient: String,
+        #[command(flatten)]
+        target: Target,
+        /// How many changes, newest first (at most 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only changes older than this seq (the next page).
+        #[arg(long, value_name = "SEQ")]
+        before: Option<i64>,
+    },
+    /// Print the change log as JSON lines; --follow keeps printing changes as they commit.
+    #[command(
+        after_help = "Examples:\n  prefsd changes --after 0\n  prefsd changes --follow --after 1234 >> changes.ndjson"
+    )]
+    Changes {
+        /// Start after this seq (default: from the start; with --follow, from now).
+        #[arg(long, value_name = "SEQ")]
+        after: Option<i64>,
+        /// Keep printing each new change as it commits.
+        #[arg(long)]
+        follow: bool,
     },
     /// Set a recipient's preference set (replaces it unless --merge).
     #[command(
@@ -356,9 +387,13 @@ pub struct EvaluateArgs {
     /// The actor's user id.
     #[arg(long)]
     pub actor: Option<String>,
-    /// The evaluation time (RFC 3339). Default: the daemon's clock.
+    /// The evaluation time (RFC 3339). Default: the daemon's clock, or --as-of.
     #[arg(long)]
     pub now: Option<String>,
+    /// Decide as the daemon would have at this instant (RFC 3339): the preferences,
+    /// properties, tenant and config in force then.
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
     /// Print the raw JSON result instead of a table.
     #[arg(long)]
     pub json: bool,

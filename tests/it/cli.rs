@@ -760,3 +760,99 @@ fn every_argument_and_subcommand_has_help_and_an_example_and_the_environment_is_
         assert!(help.contains(var), "prefsd --help lists {var}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_shows_a_diff_and_changes_prints_resumable_json_lines() {
+    let d = Daemon::start().await;
+    client(
+        &d,
+        &["set", "dana", r#"{"workflows":{"a":false,"b":true}}"#],
+    )
+    .await
+    .json();
+    // The instant between the two writes, from the log.
+    let first = d
+        .call("changes.list", json!({ "kinds": ["preferences.set"] }))
+        .await;
+    let t1 = first["items"][0]["at"].as_str().expect("at").to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    client(
+        &d,
+        &[
+            "set",
+            "dana",
+            r#"{"workflows":{"a":true},"categories":{"news":false}}"#,
+        ],
+    )
+    .await
+    .json();
+
+    let history = client(&d, &["history", "dana"]).await;
+    assert_eq!(history.code, 0, "{history:?}");
+    for line in [
+        "~workflows.a: false -> true",
+        "-workflows.b (was true)",
+        "+categories.news = false",
+        "+workflows.a = false",
+        "users.setPreferences",
+    ] {
+        assert!(
+            history.stdout.contains(line),
+            "{line:?} in {}",
+            history.stdout
+        );
+    }
+    // Newest first: the second change's lines come before the first's.
+    let newest = history
+        .stdout
+        .find("~workflows.a")
+        .expect("the newest change");
+    let oldest = history
+        .stdout
+        .find("+workflows.a = false")
+        .expect("the first change");
+    assert!(newest < oldest, "{}", history.stdout);
+
+    let then = client(&d, &["get", "dana", "--raw", "--as-of", &t1])
+        .await
+        .json();
+    assert_eq!(then["workflows"], json!({ "a": false, "b": true }));
+    let decided = client(
+        &d,
+        &[
+            "evaluate",
+            "new-comment",
+            "dana",
+            "--channel",
+            "email",
+            "--as-of",
+            &t1,
+            "--json",
+        ],
+    )
+    .await
+    .json();
+    assert!(decided["results"][0]["channels"][0]["send"].is_boolean());
+
+    let all = client(&d, &["changes", "--after", "0"]).await;
+    assert_eq!(all.code, 0, "{all:?}");
+    let seqs: Vec<i64> = all
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("one JSON object per line")["seq"]
+                .as_i64()
+                .expect("seq")
+        })
+        .collect();
+    assert!(
+        seqs.len() >= 3,
+        "config.applied and two sets: {}",
+        all.stdout
+    );
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    // Resumed after the second-to-last: only the last.
+    let after = seqs[seqs.len() - 2].to_string();
+    let rest = client(&d, &["changes", "--after", &after]).await;
+    assert_eq!(rest.stdout.lines().count(), 1, "{rest:?}");
+}
