@@ -131,6 +131,7 @@ pub async fn run(
         cancel.clone(),
     ));
     tasks.spawn(apply_store_limits(ctx.clone(), cancel.clone()));
+    tasks.spawn(prune_history(ctx.clone(), cancel.clone()));
 
     let connections = Arc::new(Connections::default());
     let refused_open = Arc::new(AtomicUsize::new(0));
@@ -281,6 +282,32 @@ async fn write_stalled(activity: &Activity, exchange: &Exchange) {
             if exchange.writing() && activity.last_ms.load(Ordering::Relaxed) == last {
                 return;
             }
+        }
+    }
+}
+
+/// How often the change log is pruned to `[history] retention_days`, besides at start-up
+/// and after every reload.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes the change log to `[history] retention_days` (0 keeps everything) now, after
+/// every reload and every [`PRUNE_EVERY`].
+async fn prune_history(ctx: Arc<Context>, cancel: CancellationToken) {
+    let mut configs = ctx.config.subscribe();
+    loop {
+        let days = configs.borrow_and_update().settings.history_retention_days;
+        if days > 0 {
+            let horizon = jiff::Timestamp::now().as_millisecond() - i64::from(days) * 86_400_000;
+            match ctx.db.prune_history(horizon).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, days, "pruned the change log"),
+                Err(e) => tracing::warn!(error = %e, "could not prune the change log"),
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+            changed = configs.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -91,9 +91,10 @@ impl ListParams {
     }
 }
 
-/// `after` below what pruning kept is refused: changes between it and the horizon are gone.
+/// `after` below the newest change pruning deleted is refused: a reader going on from it
+/// would miss what was deleted.
 pub fn check_after(after: i64, retained: Retained) -> Result<(), Error> {
-    if after + 1 < retained.from_seq {
+    if after < retained.from_seq {
         return Err(truncated("after", retained));
     }
     Ok(())

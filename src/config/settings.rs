@@ -25,6 +25,9 @@ pub struct Settings {
     pub limits: Limits,
     pub jobs: JobSettings,
     pub access: Access,
+    /// `[history] retention_days`: how long the change log keeps changes (history.md §4);
+    /// 0 (the default) keeps everything. Hot-reloaded.
+    pub history_retention_days: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +101,7 @@ impl Default for Settings {
                 chunk_size: 250,
             },
             access: Access::default(),
+            history_retention_days: 0,
         }
     }
 }
@@ -202,6 +206,20 @@ pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigEr
                                 }
                             }
                             _ => r.unknown_key(key, "[jobs]"),
+                        }
+                    }
+                }
+            }
+            "history" => {
+                if let Some(history) = r.table(name, item) {
+                    for (key, item) in history.iter() {
+                        match key.get_ref().as_ref() {
+                            "retention_days" => {
+                                if let Some(n) = r.u32_in("history.retention_days", item, 0) {
+                                    settings.history_retention_days = n;
+                                }
+                            }
+                            _ => r.unknown_key(key, "[history]"),
                         }
                     }
                 }

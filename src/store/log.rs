@@ -521,3 +521,137 @@ pub(super) fn config_applied(
     log.push(change);
     Ok(hash)
 }
+
+/// Changes deleted per pruning transaction, so that pruning a long log never holds the
+/// writer for long.
+const PRUNE_BATCH: usize = 5000;
+
+/// The key a change is the state of: pruning keeps the newest change of each key older
+/// than the horizon.
+fn key_of(c: &PruneRow) -> String {
+    let r = format!(
+        "{}\u{0}{}",
+        c.collection.as_deref().unwrap_or(""),
+        c.recipient_id.as_deref().unwrap_or("")
+    );
+    match c.kind.as_str() {
+        "preferences.set" | "preferences.unset" => {
+            format!(
+                "p\u{0}{r}\u{0}{}",
+                c.preference_set.as_deref().unwrap_or("")
+            )
+        }
+        "recipient.set" => format!("r\u{0}{r}"),
+        "recipient.delete" => format!("d\u{0}{r}"),
+        "audience.add" | "audience.remove" => {
+            format!("a\u{0}{r}\u{0}{}", c.audience.as_deref().unwrap_or(""))
+        }
+        "tenant.set" | "tenant.delete" => format!("t\u{0}{}", c.tenant.as_deref().unwrap_or("")),
+        other => other.to_string(),
+    }
+}
+
+struct PruneRow {
+    seq: i64,
+    kind: String,
+    collection: Option<String>,
+    recipient_id: Option<String>,
+    preference_set: Option<String>,
+    tenant: Option<String>,
+    audience: Option<String>,
+}
+
+/// What one pruning step found: the changes to delete, and where to go on from.
+pub struct PrunePlan {
+    seqs: Vec<i64>,
+    /// The smallest seq scanned: the next step scans below it.
+    pub below: i64,
+    pub done: bool,
+}
+
+/// Pruning (history.md §4), a step at a time: scanning down from `below` among changes
+/// older than `horizon` (ms), every change that is not the newest of its key older than the
+/// horizon is deleted. `seen` carries the keys met so far across steps.
+pub(super) fn prune_step(
+    conn: &Connection,
+    horizon: i64,
+    below: i64,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<(usize, PrunePlan), Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, kind, collection, recipient_id, preference_set, tenant, audience
+         FROM changes WHERE at < ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![horizon, below, (PRUNE_BATCH * 4) as i64], |r| {
+        Ok(PruneRow {
+            seq: r.get(0)?,
+            kind: r.get(1)?,
+            collection: r.get(2)?,
+            recipient_id: r.get(3)?,
+            preference_set: r.get(4)?,
+            tenant: r.get(5)?,
+            audience: r.get(6)?,
+        })
+    })?;
+    let mut plan = PrunePlan {
+        seqs: Vec::new(),
+        below,
+        done: true,
+    };
+    for row in rows {
+        let row = row?;
+        plan.done = false;
+        plan.below = row.seq;
+        if !seen.insert(key_of(&row)) {
+            plan.seqs.push(row.seq);
+            if plan.seqs.len() >= PRUNE_BATCH {
+                break;
+            }
+        }
+    }
+    let deleted = plan.seqs.len();
+    if deleted > 0 {
+        let mut ids = Vec::new();
+        let mut delete =
+            conn.prepare_cached("DELETE FROM changes WHERE seq = ?1 RETURNING value, before")?;
+        for seq in &plan.seqs {
+            let (value, before): (Option<i64>, Option<i64>) =
+                delete.query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            ids.extend(value);
+            ids.extend(before);
+        }
+        release(conn, &ids)?;
+        let max = plan.seqs.iter().copied().max().unwrap_or(0);
+        conn.prepare_cached(
+            "INSERT INTO change_log_state (id, pruned_seq, pruned_at) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET pruned_seq = max(pruned_seq, excluded.pruned_seq),
+                                            pruned_at = max(pruned_at, excluded.pruned_at)",
+        )?
+        .execute(params![max, horizon])?;
+    }
+    Ok((deleted, plan))
+}
+
+impl super::Db {
+    /// Prunes the change log to `horizon` (ms since the epoch), in steps of its own
+    /// transaction each; answers how many changes were deleted.
+    pub async fn prune_history(&self, horizon: i64) -> Result<usize, Error> {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let mut below = i64::MAX;
+        let mut total = 0;
+        loop {
+            let seen = std::sync::Arc::clone(&seen);
+            let (deleted, plan) = self
+                .write(move |w| {
+                    let mut seen = seen.lock().map_err(|_| Error::Closed)?;
+                    prune_step(w.conn(), horizon, below, &mut seen)
+                })
+                .await?;
+            total += deleted;
+            if plan.done {
+                return Ok(total);
+            }
+            below = plan.below;
+        }
+    }
+}

@@ -736,3 +736,78 @@ async fn as_of_refuses_the_future_inline_writes_and_answers_nothing_of_an_erased
         .await;
     assert!(at["results"][0]["channels"][0]["send"].as_bool().is_some());
 }
+
+#[tokio::test]
+async fn retention_prunes_all_but_the_newest_change_of_each_key_and_refuses_what_it_cut() {
+    let mut d = Daemon::start_with(&[("prefsd.toml", "[history]\nretention_days = 1\n")]).await;
+    let set =
+        |id: &str, on: bool| json!({ "user_id": id, "preferences": { "workflows": { "w": on } } });
+    d.call("users.setPreferences", set("old", false)).await;
+    d.call("users.setPreferences", set("old", true)).await;
+    d.call("users.setPreferences", set("other", false)).await;
+    let old_head = head(&d).await;
+    d.stop().await;
+    // Ten days pass for those changes.
+    {
+        let conn = rusqlite::Connection::open(&d.database).expect("opening the database");
+        conn.execute(
+            "UPDATE changes SET at = at - 864000000 WHERE seq <= ?1",
+            [old_head],
+        )
+        .expect("ageing the changes");
+        conn.execute_batch(
+            "UPDATE recipients SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, '-10 days'),
+                                   updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', updated_at, '-10 days');",
+        )
+        .expect("ageing the recipients");
+    }
+    d.restart().await;
+    d.call("users.setPreferences", set("new", false)).await;
+    // Pruning runs at start-up, beside the calls.
+    let kept = crate::support::wait_for("the log to be pruned", || async {
+        let page = d.call("changes.list", json!({ "after": old_head })).await;
+        let retained = d.try_call("changes.list", json!({ "after": 0 })).await;
+        retained.is_err().then_some(page)
+    })
+    .await;
+    assert!(kept["items"].as_array().is_some_and(|i| !i.is_empty()));
+    let truncated = d.call_err("changes.list", json!({ "after": 0 })).await;
+    truncated.assert(-32007, "history_truncated");
+    let conn = rusqlite::Connection::open(&d.database).expect("opening the database");
+    let mut stmt = conn
+        .prepare("SELECT kind, recipient_id FROM changes WHERE seq <= ?1 ORDER BY seq")
+        .expect("a query");
+    let old: Vec<(String, Option<String>)> = stmt
+        .query_map([old_head], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("the old changes")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    // The newest of each key stays: old's second set, other's set, the first config.
+    assert_eq!(
+        old,
+        vec![
+            ("config.applied".to_string(), None),
+            ("preferences.set".to_string(), Some("old".to_string())),
+            ("preferences.set".to_string(), Some("other".to_string())),
+        ]
+    );
+    // An instant inside the window is answered from what was kept; one before it is not.
+    let inside = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).to_string();
+    let sets = d
+        .call(
+            "users.getPreferences",
+            json!({ "user_id": "old", "raw": true, "as_of": inside }),
+        )
+        .await;
+    assert_eq!(sets["workflows"], json!({ "w": true }));
+    let before = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48)).to_string();
+    let error = d
+        .call_err("users.get", json!({ "user_id": "old", "as_of": before }))
+        .await;
+    error.assert(-32007, "history_truncated");
+    assert!(
+        error.data["retained_from"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+}
