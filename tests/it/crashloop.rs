@@ -11,6 +11,10 @@
 //!   `completed_at`; at the end every job is completed exactly once with exact counters and
 //!   every one of its users has its set; a submission whose reply was lost, retried with the
 //!   same `idempotency_key`, makes no second job;
+//! - the change log holds the changes of every acknowledged write, in commit order, and of
+//!   the write in flight exactly when it landed: for each key, the `preferences.set` values
+//!   in `seq` order are the states after each of its writes; and `seq` runs 1, 2, 3… with no
+//!   gap a reader could fall into (nothing here deletes or prunes);
 //! - the database passes `PRAGMA integrity_check`.
 //!
 //! The writers: replacing `users.setPreferences`, merging `users.setPreferences`,
@@ -178,6 +182,9 @@ struct Writer {
     model: BTreeMap<String, State>,
     /// The write whose reply was lost in the last cycle.
     in_flight: Option<Op>,
+    /// For each key, the `workflows` of its set after each of its writes that landed: what
+    /// its `preferences.set` changes must hold, in order.
+    logged: BTreeMap<String, Vec<Value>>,
     seq: u64,
     acked: u64,
     lost_replies_landed: u64,
@@ -196,6 +203,7 @@ impl Writer {
                 .collect(),
             users,
             in_flight: None,
+            logged: BTreeMap::new(),
             seq: 0,
             acked: 0,
             lost_replies_landed: 0,
@@ -229,6 +237,7 @@ impl Writer {
                     }
                     let before = &self.model[&op.user];
                     let after = op.apply(before);
+                    self.log(&op.user, &after);
                     self.model.insert(op.user.clone(), after);
                     self.acked += 1;
                 }
@@ -267,7 +276,78 @@ impl Writer {
                 self.kind
             );
             self.lost_replies_landed += 1;
+            self.log(&user, &stored);
             self.model.insert(user, stored);
+        }
+        for user in self.users.clone() {
+            let logged = logged_sets(conn, &user).await;
+            let expected = self.logged.get(&user).cloned().unwrap_or_default();
+            assert_eq!(
+                logged, expected,
+                "cycle {cycle}: the change log of {user} ({:?}) is not its acknowledged writes in order",
+                self.kind
+            );
+        }
+    }
+
+    fn log(&mut self, user: &str, after: &State) {
+        let workflows = after
+            .workflows
+            .clone()
+            .map(Value::Object)
+            .unwrap_or(Value::Null);
+        self.logged
+            .entry(user.to_string())
+            .or_default()
+            .push(workflows);
+    }
+}
+
+/// The `workflows` of every `preferences.set` change of `user`'s default set, in order.
+async fn logged_sets(conn: &mut HttpConn, user: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = conn
+            .try_call(
+                "changes.list",
+                json!({ "after": after, "limit": 1000, "kinds": ["preferences.set"], "recipient": { "id": user } }),
+            )
+            .await
+            .expect("the daemon answers")
+            .expect("changes.list");
+        for change in page["items"].as_array().into_iter().flatten() {
+            assert_eq!(change["preference_set"], "default", "{change}");
+            out.push(change["value"]["workflows"].clone());
+        }
+        match page["next"].as_i64() {
+            Some(next) => after = next,
+            None => return out,
+        }
+    }
+}
+
+/// Every `seq` from 1 to the head is there, once, in order: nothing here deletes changes,
+/// so a gap would be a change a reader skipped.
+async fn check_seq_has_no_gaps(conn: &mut HttpConn, cycle: u64) {
+    let mut expected = 1;
+    let mut after = 0;
+    loop {
+        let page = conn
+            .try_call("changes.list", json!({ "after": after, "limit": 1000 }))
+            .await
+            .expect("the daemon answers")
+            .expect("changes.list");
+        for change in page["items"].as_array().into_iter().flatten() {
+            assert_eq!(change["seq"], expected, "cycle {cycle}: a gap in seq");
+            expected += 1;
+        }
+        match page["next"].as_i64() {
+            Some(next) => after = next,
+            None => {
+                assert_eq!(page["head"], expected - 1, "cycle {cycle}: head");
+                return;
+            }
         }
     }
 }
@@ -502,6 +582,7 @@ async fn crash_loop(durability: &str, stream: u64) {
             writer.check(&mut conn, cycle).await;
         }
         bulk.check(&mut conn, cycle).await;
+        check_seq_has_no_gaps(&mut conn, cycle).await;
         let status = conn
             .try_call("daemon.status", Value::Null)
             .await
