@@ -25,7 +25,8 @@
 //!   RFC 7396 merge, channels, workflows, field-named validation errors; `model::condition`
 //!   is the condition language (operators, argument kinds, namespaces, the coercions of
 //!   §6.1, the literal-argument check), `model::validate`
-//!   the walk that checks a set as written.
+//!   the walk that checks a set as written; `model::change` the nouns of the change log
+//!   (`Actor`, `Origin`, `ChangeKind`).
 //! - `resolve`: the default hierarchy (environment ⊕ tenant default ⊕ recipient set), admin
 //!   locks and provenance, as a lazy merged view (`Stack`, `Node`) and its materialisation.
 //! - `eval`: `decide(workflow, channel, stack, recipient default, context) -> Decision` with
@@ -39,12 +40,15 @@
 //!   (`Cache`: parsed recipient inputs and tenant rows, bounded, so hot reads never leave
 //!   the async worker) with its protocol for the two shapes of read the methods make
 //!   (`store::reads`: `Db::cached_snapshot`, `read_snapshot`, `snapshot_queued`,
-//!   `recipient_for_read`).
+//!   `recipient_for_read`); `store::log` the change log (appended by every `Write`
+//!   operation, read by `changes.*` and the history methods, pruned, erased) and
+//!   `store::past` the state at an instant, from the state now and the log.
 //! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk, in
 //!   smaller chunks while the daemon serves other calls.
 //! - `api`: the methods of rpc.md as plain async functions over `Context`;
 //!   `api::evaluate` orchestrates `preferences.evaluate` over `params` (validation) and
-//!   `answer` (the JSON writer).
+//!   `answer` (the JSON writer); `api::history` the change log's methods, `api::past` the
+//!   `as_of` param and the config of the past.
 //! - `auth`: who may call what — the `Caller` from peer credentials, secret keys and user
 //!   tokens, and `authorize`; pure, applied by the RPC middleware `rpc::auth` before dispatch.
 //! - `rpc`: the JSON-RPC surface — method table, params parsing, the one error mapping,
@@ -70,6 +74,11 @@
 //!   with a reason that says why.
 //! - SQLite never runs on an async worker thread: the store's own threads run every query
 //!   and the caller awaits a oneshot reply.
+//! - A change is in the log if and only if it committed: every `Write` operation that
+//!   changes stored state records its change, and the store appends them, with the call's
+//!   `Origin`, just before the commit of the same transaction (`Db::write_as`). A write
+//!   without an origin that changes something is refused (`store::Error::NoOrigin`), so no
+//!   change is logged without its actor; `Db::write` is for the job table alone.
 //! - The read cache never serves what a write replaced: every `Write` operation records the
 //!   rows it touched, the writer drops them from the cache after commit and before the
 //!   caller is answered, and a read inserts only if no invalidation happened since it began
@@ -146,6 +155,17 @@
 //!   rather than served with internal errors.
 //! - Relative paths in `prefsd.toml` (`socket`, `database`) are relative to the working
 //!   directory of `prefsd serve`.
+//! - The change log's notifications are `changes.change` (unsubscribe:
+//!   `changes.unsubscribe`); a subscriber blocked for 5 s is ended with an error.
+//! - A change's `at` is the time its transaction appended it (just before the commit),
+//!   rounded to the millisecond like the store's other times. `config.applied` is appended
+//!   at every start (method `config.reload`, actor `config`) and before each reloaded config
+//!   is in force, so a point-in-time answer never uses a config before its change.
+//! - `as_of` answers use the limits in force now; everything else of the config is the
+//!   one in force then. `getPreferenceHistory` returns the stored sets raw (no `id`,
+//!   `__typename`), as `changes.list` does.
+//! - `history_truncated` also carries `data.retained_seq`: the smallest `after` that can be
+//!   answered.
 //! - Reads of recipients read more than once come from a bounded in-memory cache
 //!   (`limits.read_cache_mb`, default 8, 0 turns it off, hot-reloaded; not in config.md).
 //!   An entry is admitted on its second read, so uniform reads over a large database do

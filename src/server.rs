@@ -534,6 +534,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         durability: settings.durability,
         max_database_mb: settings.limits.max_database_mb,
         read_cache_mb: settings.limits.read_cache_mb,
+        skip_change_log: false,
     };
     parent_must_exist(
         &settings.database,

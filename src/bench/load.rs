@@ -216,6 +216,7 @@ async fn run_once(
             config.seed ^ u64::from(round).wrapping_mul(0x1000_0000_01B3),
             i as u64,
         ),
+        as_of: None,
     };
     let mut http = Vec::new();
     let mut ws = None;

@@ -131,6 +131,10 @@ pub struct SeedArgs {
     /// Users per write transaction.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub chunk: u64,
+    /// Extra changes for the change log's benchmarks: rewrites of random users' `default`
+    /// sets, after the users are written (each seeded user has already made two changes).
+    #[arg(long, default_value_t = 0)]
+    pub history: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -158,6 +162,9 @@ pub enum Workload {
     Get,
     /// users.setPreferences of a random user (a small set with varied values).
     Set,
+    /// users.getPreferences of a random user as of the run's start (`as_of`): the state
+    /// now and the change log read for every call, no cache.
+    GetAsOf,
     /// preferences.evaluate: 1 recipient × 6 channels.
     Evaluate,
     /// preferences.evaluate: --batch recipients × 6 channels in one call.
@@ -172,6 +179,7 @@ impl Workload {
             Workload::Ping => "ping",
             Workload::Get => "get",
             Workload::Set => "set",
+            Workload::GetAsOf => "get-as-of",
             Workload::Evaluate => "evaluate",
             Workload::EvaluateBatch => "evaluate-batch",
             Workload::Mixed => "mixed",

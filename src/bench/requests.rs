@@ -36,6 +36,8 @@ pub struct Requests {
     pub mix: Mix,
     pub users: Users,
     pub rng: Rng,
+    /// The instant of `get-as-of` calls: the first call's time.
+    pub as_of: Option<String>,
 }
 
 impl Requests {
@@ -58,6 +60,16 @@ impl Requests {
                 }
             }
             Workload::Set => self.set_call(),
+            Workload::GetAsOf => {
+                let user = user_id(self.users.draw(&mut self.rng));
+                let as_of = self
+                    .as_of
+                    .get_or_insert_with(|| jiff::Timestamp::now().to_string());
+                Call {
+                    method: "users.getPreferences",
+                    params: Some(format!(r#"{{"user_id":"{user}","as_of":"{as_of}"}}"#)),
+                }
+            }
             Workload::Evaluate => self.evaluate_call(1),
             Workload::EvaluateBatch => self.evaluate_call(self.batch),
         }
@@ -148,6 +160,7 @@ mod tests {
                 .expect("a valid mix"),
             users: users(0.0),
             rng: Rng::new(9),
+            as_of: None,
         }
     }
 
@@ -193,6 +206,7 @@ mod tests {
             Workload::Ping,
             Workload::Get,
             Workload::Set,
+            Workload::GetAsOf,
             Workload::Evaluate,
             Workload::EvaluateBatch,
             Workload::Mixed,

@@ -28,6 +28,9 @@ pub struct SeedPlan {
     pub objects: u64,
     /// Users (or objects) per transaction.
     pub chunk: u64,
+    /// Rewrites of random users' `default` sets after the users are written: changes for
+    /// the change log's benchmarks.
+    pub history: u64,
 }
 
 impl SeedPlan {
@@ -39,6 +42,7 @@ impl SeedPlan {
             tenants: args.tenants,
             objects: args.objects.unwrap_or(args.users / 10),
             chunk: args.chunk.max(1),
+            history: args.history,
         };
         plan.check()?;
         Ok(plan)
@@ -65,6 +69,8 @@ pub struct SeedSummary {
     pub tenants: u64,
     pub preference_sets: u64,
     pub memberships: u64,
+    /// The changes `history` added.
+    pub changes: u64,
     pub elapsed: Duration,
 }
 
@@ -110,6 +116,7 @@ const TWO_YEARS: u64 = 2 * 365 * 86_400;
 const USER_STREAM: u64 = 1;
 const OBJECT_STREAM: u64 = 2;
 const TENANT_STREAM: u64 = 3;
+const HISTORY_STREAM: u64 = 4;
 
 fn stream(seed: u64, kind: u64) -> u64 {
     Rng::new(seed).next_u64() ^ Rng::new(kind).next_u64()
@@ -312,6 +319,41 @@ pub fn tenant(plan: &SeedPlan, t: u64) -> anyhow::Result<TenantRow> {
     })
 }
 
+/// Rewrites `plan.history` random users' `default` sets, a chunk per transaction: each
+/// write changes the set (a counter in it), so each appends one change.
+fn write_history(db: &Db, plan: &SeedPlan) -> anyhow::Result<u64> {
+    if plan.users == 0 {
+        return Ok(0);
+    }
+    let mut rng = Rng::for_item(stream(plan.seed, HISTORY_STREAM), 0);
+    let mut done = 0;
+    while done < plan.history {
+        let n = plan.chunk.min(plan.history - done);
+        let writes: Vec<(RecipientKey, PreferenceSet)> = (0..n)
+            .map(|k| {
+                let user = RecipientKey::user(user_id(rng.below(plan.users)));
+                let (workflow, category) = *rng.pick(&WORKFLOWS);
+                let set = json!({
+                    "channel_types": { "email": rng.chance(80), *rng.pick(&CHANNEL_TYPES): rng.bool() },
+                    "workflows": { workflow: rng.bool() },
+                    "categories": { category: (done + k) % 2 == 0 },
+                });
+                Ok((user, parse(set, SetKind::Recipient)?))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let now = crate::store::time::now();
+        db.write_blocking(seed_origin(), move |w| {
+            for (user, set) in &writes {
+                w.put_set(user, "default", set, &now)?;
+            }
+            Ok::<_, crate::store::Error>(())
+        })
+        .context("writing history")?;
+        done += n;
+    }
+    Ok(done)
+}
+
 /// Writes one chunk of recipients (and their audience memberships) in the transaction.
 fn write_chunk(
     w: &Write<'_>,
@@ -423,6 +465,7 @@ pub fn seed_db(
     generator
         .join()
         .map_err(|_| anyhow::anyhow!("the generator thread panicked"))?;
+    summary.changes = write_history(db, plan)?;
     summary.elapsed = start.elapsed();
     Ok(summary)
 }
@@ -462,13 +505,14 @@ fn seed_path(path: &Path, plan: &SeedPlan) -> anyhow::Result<SeedSummary> {
     let mut summary = result?;
     summary.elapsed = start.elapsed();
     println!(
-        "seeded {}: {} users, {} objects, {} tenants, {} preference sets, {} audience memberships in {:.1} s ({:.0} users/s)",
+        "seeded {}: {} users, {} objects, {} tenants, {} preference sets, {} audience memberships, {} extra changes in {:.1} s ({:.0} users/s)",
         path.display(),
         summary.users,
         summary.objects,
         summary.tenants,
         summary.preference_sets,
         summary.memberships,
+        summary.changes,
         summary.elapsed.as_secs_f64(),
         summary.users as f64 / summary.elapsed.as_secs_f64().max(1e-9)
     );
@@ -487,6 +531,7 @@ mod tests {
             tenants: 4,
             objects: users / 10,
             chunk: 7,
+            history: 0,
         }
     }
 

@@ -66,7 +66,13 @@ impl Log {
     /// the clock has stepped back. A write without an origin that changed something is a
     /// bug in the caller, refused rather than logged without an actor.
     /// Answers the `seq` of the last change appended, if any was.
-    pub fn flush(self, conn: &Connection, origin: Option<&Origin>) -> Result<Option<i64>, Error> {
+    /// With `skip` (benchmarks only: `store::Options::skip_change_log`) nothing is appended.
+    pub fn flush(
+        self,
+        conn: &Connection,
+        origin: Option<&Origin>,
+        skip: bool,
+    ) -> Result<Option<i64>, Error> {
         let pending = self.pending.into_inner();
         if pending.is_empty() {
             return Ok(None);
@@ -74,7 +80,7 @@ impl Log {
         let Some(origin) = origin else {
             return Err(Error::NoOrigin(pending[0].kind.as_str()));
         };
-        if skip_for_benchmark() {
+        if skip {
             return Ok(None);
         }
         let last: Option<i64> = conn
@@ -124,14 +130,6 @@ impl Log {
         }
         Ok(Some(conn.last_insert_rowid()))
     }
-}
-
-/// `PREFSD_BENCH_SKIP_CHANGE_LOG=1`: a benchmark-only switch that appends nothing, to
-/// measure what the log costs a write (history.md §6). Never for a real daemon: history,
-/// point-in-time answers and `changes.subscribe` then miss every change.
-fn skip_for_benchmark() -> bool {
-    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SKIP.get_or_init(|| std::env::var_os("PREFSD_BENCH_SKIP_CHANGE_LOG").is_some_and(|v| v == "1"))
 }
 
 type Hash = [u8; 32];

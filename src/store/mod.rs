@@ -118,8 +118,17 @@ struct Inner {
     cache: Arc<Cache>,
     /// The checkpointer's queue, for [`Db::wait_for_checkpoints`].
     checkpoint_barrier: Mutex<mpsc::SyncSender<Wake>>,
-    /// The change log's newest `seq`: see [`Db::head`].
-    head: Arc<watch::Sender<i64>>,
+    /// What every write transaction tells after its commit.
+    commits: Arc<Commits>,
+}
+
+/// What a write transaction tells once it has committed: the cache (which drops what it
+/// touched) and the change log's head (see [`Db::head`]); and whether it appends to the log
+/// at all ([`Options::skip_change_log`]).
+struct Commits {
+    cache: Arc<Cache>,
+    head: watch::Sender<i64>,
+    skip_log: bool,
 }
 
 /// The database threads, joined by [`Db::close`] in an order that leaves a read-write
@@ -140,6 +149,7 @@ impl Db {
                 durability,
                 max_database_mb: None,
                 read_cache_mb: crate::config::Limits::default().read_cache_mb,
+                skip_change_log: false,
             },
         )
     }
@@ -193,23 +203,27 @@ impl Db {
                 threads: Mutex::new(threads),
                 schema_version,
                 calls: AtomicU64::new(0),
-                cache,
+                cache: Arc::clone(&cache),
                 checkpoint_barrier: Mutex::new(checkpoints.wakes),
-                head: Arc::new(watch::channel(head).0),
+                commits: Arc::new(Commits {
+                    cache,
+                    head: watch::channel(head).0,
+                    skip_log: options.skip_change_log,
+                }),
             }),
         })
     }
 
-    /// What a write tells once it has committed: the cache, and the log's head.
-    fn after_commit(&self) -> (Arc<Cache>, Arc<watch::Sender<i64>>) {
-        (Arc::clone(&self.inner.cache), Arc::clone(&self.inner.head))
+    /// What a write transaction needs beyond its connection.
+    fn after_commit(&self) -> Arc<Commits> {
+        Arc::clone(&self.inner.commits)
     }
 
     /// The newest `seq` of the change log, watched: it moves on after each commit that
     /// appended changes, so a follower of the log (`changes.subscribe`) wakes on it instead
     /// of polling.
     pub fn head(&self) -> watch::Receiver<i64> {
-        self.inner.head.subscribe()
+        self.inner.commits.head.subscribe()
     }
 
     /// The read cache: see [`Cache`]. A caller takes a [`Cache::ticket`] before a read whose
@@ -299,9 +313,9 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        let (cache, head) = self.after_commit();
+        let commits = self.after_commit();
         self.run(&self.inner.writer, move |conn| {
-            in_write_transaction(conn, &cache, &head, Some(origin), f)
+            in_write_transaction(conn, &commits, Some(origin), f)
         })
         .await
     }
@@ -316,9 +330,9 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        let (cache, head) = self.after_commit();
+        let commits = self.after_commit();
         self.run(&self.inner.writer, move |conn| {
-            in_write_transaction(conn, &cache, &head, None, f)
+            in_write_transaction(conn, &commits, None, f)
         })
         .await
     }
@@ -335,9 +349,9 @@ impl Db {
         E: From<Error> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel();
-        let (cache, head) = self.after_commit();
+        let commits = self.after_commit();
         let job: Job = Box::new(move |conn| {
-            let _ = tx.send(in_write_transaction(conn, &cache, &head, Some(origin), f));
+            let _ = tx.send(in_write_transaction(conn, &commits, Some(origin), f));
         });
         self.inner.writer.send(job).map_err(|_| Error::Closed)?;
         rx.recv().map_err(|_| E::from(Error::Closed))?
@@ -429,8 +443,7 @@ impl Db {
 /// it appended to the log move [`Db::head`] on, after the commit too.
 fn in_write_transaction<R, E>(
     conn: &mut Connection,
-    cache: &Cache,
-    head: &watch::Sender<i64>,
+    commits: &Commits,
     origin: Option<Origin>,
     f: impl FnOnce(&Write<'_>) -> Result<R, E>,
 ) -> Result<R, E>
@@ -442,11 +455,11 @@ where
         .map_err(Error::from)?;
     let write = Write::new(&tx, origin);
     let result = f(&write)?;
-    let (touched, seq) = write.finish()?;
+    let (touched, seq) = write.finish(commits.skip_log)?;
     tx.commit().map_err(Error::from)?;
-    cache.invalidate(&touched);
+    commits.cache.invalidate(&touched);
     if let Some(seq) = seq {
-        head.send_replace(seq);
+        commits.head.send_replace(seq);
     }
     Ok(result)
 }
@@ -491,6 +504,10 @@ pub struct Options {
     pub max_database_mb: Option<u64>,
     /// `limits.read_cache_mb`: the read cache's budget; 0 for no cache.
     pub read_cache_mb: u32,
+    /// Benchmarks only: append nothing to the change log, to measure what it costs a write
+    /// (history.md §6). Never for a daemon: history, point-in-time answers and the change
+    /// feed would miss every change.
+    pub skip_change_log: bool,
 }
 
 /// One mebibyte, for the settings given in MiB.

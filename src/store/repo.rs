@@ -421,8 +421,10 @@ impl<'c> Write<'c> {
 
     /// Appends the changes made to the log, then answers what the writes touched, for the
     /// cache, and the `seq` of the last change appended.
-    pub(super) fn finish(self) -> Result<(Vec<Touched>, Option<i64>), Error> {
-        let seq = self.log.flush(self.read.conn, self.origin.as_ref())?;
+    pub(super) fn finish(self, skip_log: bool) -> Result<(Vec<Touched>, Option<i64>), Error> {
+        let seq = self
+            .log
+            .flush(self.read.conn, self.origin.as_ref(), skip_log)?;
         Ok((self.touched.into_inner(), seq))
     }
 

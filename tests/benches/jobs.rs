@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             tenants: 2,
             objects: 0,
             chunk: 10_000,
+            history: 0,
         };
         seed_db(&db, &plan, |_, _| {})?;
         db.close();

@@ -164,6 +164,7 @@ impl Daemon {
             durability: settings.durability,
             max_database_mb: settings.limits.max_database_mb,
             read_cache_mb: settings.limits.read_cache_mb,
+            skip_change_log: false,
         };
         let db = Db::open_with(&self.database, options).expect("opening the database");
         let listener =
