@@ -160,12 +160,6 @@ async fn the_legacy_granular_set_replaces_a_section_or_one_key_and_answers_the_e
             json!({ "user_id": "u1", "raw": true }),
         )
     };
-    let raw = || {
-        d.call(
-            "users.getPreferences",
-            json!({ "user_id": "u1", "raw": true }),
-        )
-    };
     d.call(
         "users.setPreferences",
         json!({ "user_id": "u1", "preferences": {
