@@ -213,6 +213,12 @@
 //!   and `created_at` read the same way for an `actor`, which is a stored user too. Both
 //!   timestamps come from the `recipients` row that the schema has kept since version 1,
 //!   so no migration was needed.
+//! - `users.merge` answers `limit_exceeded` naming `from_user_id` when the merged
+//!   properties pass `limits.max_properties_bytes`, and changes nothing. A source that is
+//!   also in an audience the target is in leaves one membership, the target's.
+//! - The legacy granular set (rest.md A7, `api::recipients::granular_set`) names its errors
+//!   under `preferences.` as `setPreferences` does; `{"subscribed": b}` is recognised only
+//!   as the whole body of a one-key write.
 //! - `users.list`, `objects.list` and `tenants.list` page in insertion order as
 //!   `(created_at, id)`: rows inserted in the same millisecond (a bulk chunk) list by id. A
 //!   cursor is the key of a row, so rows inserted or deleted meanwhile never make a page

@@ -169,7 +169,7 @@ fn check_count(
         ));
     }
     if len == 0 {
-        errors.push(field, format!("must list at least one {what}"));
+        errors.push(field, "must not be empty");
     }
     Ok(())
 }
