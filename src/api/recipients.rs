@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 
 use crate::Error;
 use crate::api::past::{config_at, parse_as_of};
-use crate::api::{Context, Deleted, Errors, check_properties_size, merge_properties, strict};
-use crate::config::{Config, Limits};
+use crate::api::{Context, Deleted, Errors, strict};
+use crate::config::Config;
 use crate::model::change::Origin;
 use crate::model::{
     DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind, Strategy,
@@ -18,6 +18,8 @@ use crate::model::{
 use crate::resolve::{Sources, Stack};
 use crate::store::time::now;
 use crate::store::{RecipientRow, TenantRow};
+use crate::writes::inline_sets;
+pub use crate::writes::{check_size, write_inline};
 
 /// Which namespace a method is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,43 +123,7 @@ pub fn parse_inline_sets(
     prefix: &str,
     errors: &mut Errors,
 ) -> Vec<(String, PreferenceSetRequest)> {
-    let mut out = Vec::new();
-    for (set_id, body) in sets {
-        let field = format!("{prefix}.{set_id}");
-        errors.id(&field, set_id);
-        if let Some(req) = errors.take(PreferenceSetRequest::parse(body, Strategy::Merge, &field)) {
-            out.push((set_id.clone(), req));
-        }
-    }
-    out
-}
-
-/// Writes inline properties and preference sets of one recipient, inside a transaction.
-/// `properties` is the patch with the field that names it in errors; `prefix` names the
-/// sets.
-pub fn write_inline(
-    w: &crate::store::Write<'_>,
-    key: &RecipientKey,
-    properties: Option<(&Map<String, Value>, &str)>,
-    sets: &[(String, PreferenceSetRequest)],
-    limits: &Limits,
-    prefix: &str,
-    now: &str,
-) -> Result<RecipientRow, Error> {
-    let mut props = w.recipient(key)?.map(|r| r.properties).unwrap_or_default();
-    if let Some((patch, field)) = properties {
-        merge_properties(&mut props, patch);
-        check_properties_size(&props, limits.max_properties_bytes, field)?;
-    }
-    let row = w.put_recipient(key, &props, now)?;
-    for (set_id, req) in sets {
-        let field = format!("{prefix}.{set_id}");
-        let stored = w.set(key, set_id)?;
-        let set = req.apply(stored.as_ref(), SetKind::Recipient, &field)?;
-        check_size(&set, limits.max_preference_set_bytes, &field)?;
-        w.put_set(key, set_id, &set, now)?;
-    }
-    Ok(row)
+    errors.take(inline_sets(sets, prefix)).unwrap_or_default()
 }
 
 /// `users.identify` / `objects.set`.
@@ -379,20 +345,6 @@ recipient_params!(SetPreferencesParams {
     preferences: Option<Value>,
 });
 
-/// Refuses a set larger than `limits.max_preference_set_bytes` of JSON.
-pub fn check_size(set: &PreferenceSet, max: usize, field: &str) -> Result<(), Error> {
-    let len = serde_json::to_string(set.as_map())
-        .map(|s| s.len())
-        .unwrap_or(usize::MAX);
-    if len > max {
-        return Err(Error::limit(
-            field,
-            format!("is {len} bytes of JSON; the limit is {max}"),
-        ));
-    }
-    Ok(())
-}
-
 /// `users.setPreferences` / `objects.setPreferences`: replace, or merge on request.
 pub async fn set_preferences(
     ctx: &Context,
@@ -481,4 +433,174 @@ pub async fn list_preferences(
         }
     };
     Ok(sets.iter().map(|(id, set)| set.to_response(id)).collect())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeParams {
+    pub user_id: String,
+    pub from_user_id: String,
+}
+
+/// `users.merge` (rest.md §4.2), in one transaction: the target is created if absent; the
+/// source's properties go under the target's (shallow, the target wins); each stored set
+/// of the source whose set id the target lacks is copied; the source's audience
+/// memberships are added to the target; then the source is deleted as by `users.delete`.
+pub async fn merge(ctx: &Context, origin: Origin, p: MergeParams) -> Result<Value, Error> {
+    let mut errors = Errors::default();
+    errors.id("user_id", &p.user_id);
+    errors.id("from_user_id", &p.from_user_id);
+    if p.user_id == p.from_user_id {
+        errors.push(
+            "from_user_id",
+            "names the target user; a user cannot merge into itself",
+        );
+    }
+    errors.finish()?;
+    let limits = ctx.config().settings.limits.clone();
+    let row = ctx
+        .db
+        .write_as(origin, move |w| {
+            let from = RecipientKey::user(&p.from_user_id);
+            let into = RecipientKey::user(&p.user_id);
+            let Some(source) = w.recipient(&from)? else {
+                return Err(not_found(&from));
+            };
+            let mut properties = source.properties;
+            let target = w
+                .recipient(&into)?
+                .map(|r| r.properties)
+                .unwrap_or_default();
+            properties.extend(target);
+            crate::writes::check_properties_size(
+                &properties,
+                limits.max_properties_bytes,
+                "from_user_id",
+            )?;
+            let now = now();
+            let row = w.put_recipient(&into, &properties, &now)?;
+            let has: Vec<String> = w.sets(&into)?.into_iter().map(|(id, _)| id).collect();
+            for (set_id, set) in w.sets(&from)? {
+                if !has.contains(&set_id) {
+                    w.put_set(&into, &set_id, &set, &now)?;
+                }
+            }
+            for audience in w.audiences_of(&from)? {
+                w.add_members(&audience, std::slice::from_ref(&into), &now)?;
+            }
+            w.delete_recipient(&from)?;
+            Ok::<_, Error>(row)
+        })
+        .await?;
+    Ok(recipient_json(&row))
+}
+
+/// The section a legacy granular preference write replaces (rest.md A7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    ChannelTypes,
+    Workflows,
+    Categories,
+}
+
+impl Section {
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::ChannelTypes => "channel_types",
+            Section::Workflows => "workflows",
+            Section::Categories => "categories",
+        }
+    }
+}
+
+recipient_params!(
+    /// A legacy granular write (rest.md A7, routes #10–15): `value` replaces the whole
+    /// `section` of set `preference_set`, or with `key` that one entry of it.
+    GranularParams {
+        preference_set: Option<String>,
+        key: Option<String>,
+        value: Value,
+    }
+);
+
+/// The legacy granular set (rest.md A7; no JSON-RPC method, for the REST layer): in one
+/// transaction, load the stored set (empty when none), assign the whole section or the one
+/// key — `{"subscribed": b}` stores `b`, any other object is stored as given as a setting
+/// object — validate the whole set and store it (replace). Answers as a `getPreferences` of
+/// the same set id (A2), read after the commit.
+pub async fn granular_set(
+    ctx: &Context,
+    origin: Origin,
+    kind: Kind,
+    section: Section,
+    p: GranularParams,
+    may_read_default: bool,
+) -> Result<Box<RawValue>, Error> {
+    let mut errors = Errors::default();
+    let key = p.key(kind, &mut errors);
+    let set_id = p
+        .preference_set
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SET.to_string());
+    errors.id("preference_set", &set_id);
+    let field = match &p.key {
+        Some(k) => format!("preferences.{}.{k}", section.key()),
+        None => format!("preferences.{}", section.key()),
+    };
+    let value = match (&p.key, p.value) {
+        (Some(_), Value::Object(body)) if body.len() == 1 && body.contains_key("subscribed") => {
+            match body.get("subscribed") {
+                Some(Value::Bool(b)) => Value::Bool(*b),
+                _ => {
+                    errors.push(format!("{field}.subscribed"), "must be true or false");
+                    Value::Null
+                }
+            }
+        }
+        (_, Value::Object(body)) => Value::Object(body),
+        (_, _) => {
+            errors.push(&field, "must be an object");
+            Value::Null
+        }
+    };
+    errors.finish()?;
+    let max = ctx.config().settings.limits.max_preference_set_bytes;
+    let (write_key, id) = (key.clone(), set_id.clone());
+    ctx.db
+        .write_as(origin, move |w| {
+            let stored = w.set(&write_key, &id)?;
+            let mut body = stored.map(|s| s.as_map().clone()).unwrap_or_default();
+            match &p.key {
+                None => {
+                    body.insert(section.key().to_string(), value);
+                }
+                Some(k) => {
+                    let entry = body
+                        .entry(section.key().to_string())
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if !entry.is_object() {
+                        *entry = Value::Object(Map::new());
+                    }
+                    if let Value::Object(map) = entry {
+                        map.insert(k.clone(), value);
+                    }
+                }
+            }
+            let set =
+                PreferenceSet::parse(&Value::Object(body), SetKind::Recipient, "preferences")?;
+            check_size(&set, max, "preferences")?;
+            w.put_set(&write_key, &id, &set, &now())?;
+            Ok::<_, Error>(())
+        })
+        .await?;
+    let read = GetPreferencesParams {
+        user_id: p.user_id,
+        collection: p.collection,
+        object_id: p.object_id,
+        preference_set: Some(set_id),
+        tenant: None,
+        raw: None,
+        as_of: None,
+    };
+    get_preferences(ctx, kind, read, may_read_default).await
 }

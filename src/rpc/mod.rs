@@ -89,7 +89,7 @@ fn to_wire<T: serde::Serialize>(result: &T) -> Result<Box<RawValue>, ErrorObject
 /// it as one.)
 #[rustfmt::skip]
 pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::RegisterMethodError> {
-    use api::{audiences, bulk, daemon, evaluate, history, recipients as r, tenants};
+    use api::{audiences, bulk, daemon, evaluate, history, lists, recipients as r, tenants};
     let mut m = RpcModule::from_arc(ctx);
 
     method!(m, "users.identify", |c, p: r::IdentifyParams, origin o| r::identify(c, o, Kind::User, p).await);
@@ -99,7 +99,11 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     method!(m, "users.setPreferences", |c, p: r::SetPreferencesParams, origin o| r::set_preferences(c, o, Kind::User, p).await);
     method!(m, "users.unsetPreferences", |c, p: r::UnsetPreferencesParams, origin o| r::unset_preferences(c, o, Kind::User, p).await);
     method!(m, "users.listPreferences", |c, p: r::ReadParams| r::list_preferences(c, Kind::User, p).await);
+    method!(m, "users.list", |c, p: lists::RecipientsParams| lists::recipients(c, Kind::User, p).await);
+    method!(m, "users.merge", |c, p: r::MergeParams, origin o| r::merge(c, o, p).await);
     method!(m, "users.bulkSetPreferences", |c, p: bulk::BulkSetParams| bulk::bulk_set(c, p).await);
+    method!(m, "users.bulkIdentify", |c, p: bulk::BulkIdentifyParams| bulk::bulk_identify(c, p).await);
+    method!(m, "users.bulkDelete", |c, p: bulk::BulkDeleteUsersParams| bulk::bulk_delete_users(c, p).await);
 
     method!(m, "objects.set", |c, p: r::IdentifyParams, origin o| r::identify(c, o, Kind::Object, p).await);
     method!(m, "objects.get", |c, p: r::ReadParams| r::get(c, Kind::Object, p).await);
@@ -108,10 +112,16 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     method!(m, "objects.setPreferences", |c, p: r::SetPreferencesParams, origin o| r::set_preferences(c, o, Kind::Object, p).await);
     method!(m, "objects.unsetPreferences", |c, p: r::UnsetPreferencesParams, origin o| r::unset_preferences(c, o, Kind::Object, p).await);
     method!(m, "objects.listPreferences", |c, p: r::ReadParams| r::list_preferences(c, Kind::Object, p).await);
+    method!(m, "objects.list", |c, p: lists::RecipientsParams| lists::recipients(c, Kind::Object, p).await);
+    method!(m, "objects.bulkSet", |c, p: bulk::BulkSetObjectsParams| bulk::bulk_set_objects(c, p).await);
+    method!(m, "objects.bulkDelete", |c, p: bulk::BulkDeleteObjectsParams| bulk::bulk_delete_objects(c, p).await);
 
     method!(m, "tenants.set", |c, p: tenants::SetParams, origin o| tenants::set(c, o, p).await);
     method!(m, "tenants.get", |c, p: tenants::GetParams| tenants::get(c, p).await);
     method!(m, "tenants.delete", |c, p: tenants::DeleteParams, origin o| tenants::delete(c, o, p).await);
+    method!(m, "tenants.list", |c, p: lists::TenantsParams| lists::tenants(c, p).await);
+    method!(m, "tenants.bulkSet", |c, p: bulk::BulkSetTenantsParams| bulk::bulk_set_tenants(c, p).await);
+    method!(m, "tenants.bulkDelete", |c, p: bulk::BulkDeleteTenantsParams| bulk::bulk_delete_tenants(c, p).await);
 
     method!(m, "audiences.addMembers", |c, p: audiences::MembersParams, origin o| audiences::add_members(c, o, p).await);
     method!(m, "audiences.removeMembers", |c, p: audiences::MembersParams, origin o| audiences::remove_members(c, o, p).await);

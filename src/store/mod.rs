@@ -32,6 +32,7 @@ mod cache;
 mod jobs;
 pub mod log;
 mod migrate;
+mod pages;
 pub mod past;
 mod reads;
 mod repo;
@@ -49,6 +50,7 @@ use tokio::sync::watch;
 pub use cache::{Cache, CacheStats, Ticket, Touched, View};
 pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob};
 pub use migrate::latest as latest_schema_version;
+pub use pages::{Cursor, Page, PageQuery};
 pub use reads::{Snapshot, Wanted};
 pub use repo::{
     Counts, EvaluationInputs, MemberPage, Memo, Read, RecipientRow, TenantRow, Write, decode_cursor,

@@ -272,6 +272,10 @@ fn tenant_from(id: &str, value: &Value, created_at: String) -> TenantRow {
             .map(str::to_string),
         properties,
         preference_set,
+        branding: match value.pointer("/settings/branding") {
+            Some(Value::Object(map)) => Some(map.clone()),
+            _ => None,
+        },
         updated_at: created_at.clone(),
         created_at,
     }

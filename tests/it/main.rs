@@ -2,8 +2,10 @@
 //! area. `support` starts an in-process daemon on a temp socket.
 
 mod access;
+mod amendments;
 mod badinput;
 mod bench;
+mod bulk_kinds;
 mod cache;
 mod child;
 mod cli;
@@ -17,7 +19,9 @@ mod history;
 mod jobs;
 mod knock;
 mod lifecycle;
+mod lists;
 mod load;
+mod merge;
 mod methods;
 mod pressure;
 mod readme;
