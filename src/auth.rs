@@ -317,6 +317,8 @@ pub struct Policy {
     pub allowed_uids: Vec<u32>,
     pub require_credentials: bool,
     secret_keys: Vec<Vec<u8>>,
+    /// `access.public_keys`: public keys besides any `pk_…` Bearer.
+    public_keys: Vec<String>,
     pub user_tokens: TokenPolicy,
 }
 
@@ -357,6 +359,7 @@ impl Policy {
             allowed_uids: access.allowed_uids.clone(),
             require_credentials: access.require_credentials,
             secret_keys,
+            public_keys: access.public_keys.clone(),
             user_tokens,
         }
     }
@@ -368,6 +371,12 @@ impl Policy {
         } else {
             self.allowed_uids.contains(&uid)
         }
+    }
+
+    /// Whether a Bearer is a public key: Knock's `pk_` prefix, or one of
+    /// `access.public_keys`. The browser client sends one with a user token.
+    pub fn is_public_key(&self, key: &str) -> bool {
+        key.starts_with("pk_") || self.public_keys.iter().any(|k| k == key)
     }
 
     pub fn has_secret_keys(&self) -> bool {
@@ -392,12 +401,6 @@ impl Policy {
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq as _;
     bool::from(a.ct_eq(b))
-}
-
-/// Whether a Bearer is a public key (Knock's `pk_` prefix), which the browser client
-/// sends with a user token.
-pub fn is_public_key(key: &str) -> bool {
-    key.starts_with("pk_")
 }
 
 /// The caller of a request from peer `peer_uid` with `credentials`, under `policy`; the
@@ -428,12 +431,20 @@ pub fn resolve(
     // in front of the socket would otherwise turn every browser request into one. With a
     // user token it is the browser client's Bearer and stands in for the secret key: the
     // token says who calls.
-    let public_key = matches!(&credentials.secret_key, Presented::Value(key) if is_public_key(key));
-    if public_key {
+    let public_key = match &credentials.secret_key {
+        Presented::Value(key) if policy.is_public_key(key) => Some(key),
+        _ => None,
+    };
+    if let Some(key) = public_key {
         if credentials.user_token == Presented::Absent {
             return Err(Denied::unauthenticated(
                 "a public key (pk_…) never makes a server caller: send a user token with it \
                  (X-Knock-User-Token), or a secret key",
+            ));
+        }
+        if !policy.public_keys.is_empty() && !policy.public_keys.contains(key) {
+            return Err(Denied::unauthenticated(
+                "the public key sent with the user token is not one of access.public_keys",
             ));
         }
     } else if policy.require_credentials {

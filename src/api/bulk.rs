@@ -324,16 +324,26 @@ pub struct BulkDeleteUsersParams {
 /// `users.bulkDelete`: each user as `users.delete` would, as a job; an absent user counts
 /// as deleted.
 pub async fn bulk_delete_users(ctx: &Context, p: BulkDeleteUsersParams) -> Result<Value, Error> {
+    let ids = ("user_ids", "users", p.user_ids);
+    queue_deletes(ctx, ids, None, p.idempotency_key, Work::DeleteRecipients).await
+}
+
+/// The bulk deletes: checks the ids (`field`, of `what`) and, for objects, the collection;
+/// then queues `work` of them.
+async fn queue_deletes(
+    ctx: &Context,
+    (field, what, ids_param): (&str, &str, Option<Vec<String>>),
+    collection_param: Option<&Option<String>>,
+    key: Option<String>,
+    work: fn(DeletePayload) -> Work,
+) -> Result<Value, Error> {
     let max = ctx.config().settings.limits.max_bulk_users;
     let mut errors = Errors::default();
-    let ids = ids(p.user_ids, "user_ids", "users", max, &mut errors)?;
-    check_key(&p.idempotency_key, &mut errors);
+    let collection = collection_param.map(|c| collection(c, &mut errors));
+    let ids = ids(ids_param, field, what, max, &mut errors)?;
+    check_key(&key, &mut errors);
     errors.finish()?;
-    let work = Work::DeleteRecipients(DeletePayload {
-        collection: None,
-        ids,
-    });
-    queue(ctx, work, p.idempotency_key).await
+    queue(ctx, work(DeletePayload { collection, ids }), key).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,17 +359,16 @@ pub async fn bulk_delete_objects(
     ctx: &Context,
     p: BulkDeleteObjectsParams,
 ) -> Result<Value, Error> {
-    let max = ctx.config().settings.limits.max_bulk_users;
-    let mut errors = Errors::default();
-    let collection = collection(&p.collection, &mut errors);
-    let ids = ids(p.object_ids, "object_ids", "objects", max, &mut errors)?;
-    check_key(&p.idempotency_key, &mut errors);
-    errors.finish()?;
-    let work = Work::DeleteRecipients(DeletePayload {
-        collection: Some(collection),
+    let ids = ("object_ids", "objects", p.object_ids);
+    let collection = Some(&p.collection);
+    queue_deletes(
+        ctx,
         ids,
-    });
-    queue(ctx, work, p.idempotency_key).await
+        collection,
+        p.idempotency_key,
+        Work::DeleteRecipients,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,16 +454,8 @@ pub async fn bulk_delete_tenants(
     ctx: &Context,
     p: BulkDeleteTenantsParams,
 ) -> Result<Value, Error> {
-    let max = ctx.config().settings.limits.max_bulk_users;
-    let mut errors = Errors::default();
-    let ids = ids(p.tenant_ids, "tenant_ids", "tenants", max, &mut errors)?;
-    check_key(&p.idempotency_key, &mut errors);
-    errors.finish()?;
-    let work = Work::DeleteTenants(DeletePayload {
-        collection: None,
-        ids,
-    });
-    queue(ctx, work, p.idempotency_key).await
+    let ids = ("tenant_ids", "tenants", p.tenant_ids);
+    queue_deletes(ctx, ids, None, p.idempotency_key, Work::DeleteTenants).await
 }
 
 #[derive(Debug, Deserialize)]

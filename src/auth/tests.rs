@@ -1004,4 +1004,31 @@ fn a_public_key_never_makes_a_server_caller() {
         resolve(Some(DAEMON), &credentials, &policy, DAEMON, now()),
         Ok(Caller::User(_))
     ));
+    // With access.public_keys set: a listed key (any prefix) is public, and the Bearer of a
+    // user-token request must be one of them.
+    let access = Access {
+        public_keys: vec!["browser-key".into()],
+        ..Access::default()
+    };
+    let verifier = Verifier::from_public_key_pem(RSA_PUBLIC).expect("the RSA test key");
+    let policy = Policy::new(&access, &[], TokenPolicy::On(verifier));
+    unauthenticated(
+        resolve(
+            Some(DAEMON),
+            &with_key("browser-key"),
+            &policy,
+            DAEMON,
+            now(),
+        ),
+        "never makes a server caller",
+    );
+    unauthenticated(
+        resolve(Some(DAEMON), &credentials, &policy, DAEMON, now()),
+        "not one of access.public_keys",
+    );
+    credentials.secret_key = Presented::Value("browser-key".into());
+    assert!(matches!(
+        resolve(Some(DAEMON), &credentials, &policy, DAEMON, now()),
+        Ok(Caller::User(_))
+    ));
 }

@@ -82,6 +82,9 @@ pub struct Access {
     pub allowed_uids: Vec<u32>,
     pub require_credentials: bool,
     pub secret_keys: Vec<String>,
+    /// Public keys (besides any `pk_…` Bearer): never a server caller; when set, the Bearer
+    /// of a user-token request must be one of them (access.md).
+    pub public_keys: Vec<String>,
     pub user_token_public_key_file: Option<PathBuf>,
     pub user_token_hs256_secret: Option<String>,
 }
@@ -356,6 +359,11 @@ fn parse_access(r: &mut TomlReader<'_>, table: &DeTable<'_>, access: &mut Access
             "secret_keys" => {
                 if let Some(keys) = r.string_array("access.secret_keys", item) {
                     access.secret_keys = keys;
+                }
+            }
+            "public_keys" => {
+                if let Some(keys) = r.string_array("access.public_keys", item) {
+                    access.public_keys = keys;
                 }
             }
             "user_token" => {

@@ -116,6 +116,7 @@ retention_days = 0
 allowed_uids = [0, 1000]
 require_credentials = true
 secret_keys = ["sk_one", "sk_two"]
+public_keys = ["pk_one"]
 
 [access.user_token]
 hs256_secret = "shh"
@@ -160,6 +161,7 @@ hs256_secret = "shh"
             allowed_uids: vec![0, 1000],
             require_credentials: true,
             secret_keys: vec!["sk_one".into(), "sk_two".into()],
+            public_keys: vec!["pk_one".into()],
             user_token_public_key_file: None,
             user_token_hs256_secret: Some("shh".into()),
         }
