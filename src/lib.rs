@@ -224,6 +224,9 @@ pub mod auth;
 
 pub mod rpc;
 
+/// The Knock-compatible REST API over `api` (rest.md).
+pub mod rest;
+
 pub mod server;
 
 pub mod sched;

@@ -1,0 +1,349 @@
+//! The routes of rest.md §4.1, each a handler that builds the params of its JSON-RPC
+//! method, authorizes the call, calls the method's `api` function and shapes the answer.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::{get, post, put};
+use http::{Response, StatusCode};
+use serde_json::{Map, Value, json};
+
+use crate::api::recipients::{self as r, Kind};
+use crate::api::{bulk, tenants};
+use crate::rest::Rest;
+use crate::rest::shapes;
+use crate::rest::wire::{Call, RestError, json_response, no_content, ok, params};
+
+type Answer = Result<Response<Body>, RestError>;
+
+/// The route table (rest.md §4.1, numbers in the comments). Paths match on the raw path;
+/// axum percent-decodes each captured segment (rest.md §3). Anything else is Knock's 404.
+pub fn router(rest: Arc<Rest>) -> Router {
+    Router::new()
+        // #1 #2 #3
+        .route(
+            "/v1/users/{user_id}",
+            put(identify_user).get(get_user).delete(delete_user),
+        )
+        // #6
+        .route("/v1/users/{user_id}/preferences", get(list_user_sets))
+        // #7 #8 #9
+        .route(
+            "/v1/users/{user_id}/preferences/{id}",
+            get(get_user_set).put(set_user_set).delete(unset_user_set),
+        )
+        // #16
+        .route("/v1/users/bulk/preferences", post(bulk_set_preferences))
+        // #19 #20 #21
+        .route(
+            "/v1/objects/{collection}/{object_id}",
+            put(set_object).get(get_object).delete(delete_object),
+        )
+        // #23
+        .route(
+            "/v1/objects/{collection}/{object_id}/preferences",
+            get(list_object_sets),
+        )
+        // #24 #25 #26
+        .route(
+            "/v1/objects/{collection}/{object_id}/preferences/{id}",
+            get(get_object_set)
+                .put(set_object_set)
+                .delete(unset_object_set),
+        )
+        // #29 #30 #31
+        .route(
+            "/v1/tenants/{tenant_id}",
+            put(set_tenant).get(get_tenant).delete(delete_tenant),
+        )
+        // #35
+        .route("/v1/bulk_operations/{id}", get(get_bulk_operation))
+        .fallback(|| async { RestError::no_route() })
+        .with_state(rest)
+}
+
+/// The params naming the recipient of a users or objects route (its first path params).
+fn who(kind: Kind, call: &Call) -> Map<String, Value> {
+    let mut p = Map::new();
+    match kind {
+        Kind::User => {
+            p.insert("user_id".into(), json!(call.param(0)));
+        }
+        Kind::Object => {
+            p.insert("collection".into(), json!(call.param(0)));
+            p.insert("object_id".into(), json!(call.param(1)));
+        }
+    }
+    p
+}
+
+/// The set id path param of a preference route: after the recipient's ids.
+fn set_id(kind: Kind, call: &Call) -> String {
+    call.param(match kind {
+        Kind::User => 1,
+        Kind::Object => 2,
+    })
+}
+
+/// The JSON-RPC name of a method shared by users and objects.
+fn method(kind: Kind, users: &'static str, objects: &'static str) -> &'static str {
+    match kind {
+        Kind::User => users,
+        Kind::Object => objects,
+    }
+}
+
+/// Shapes a recipient as Knock does: users flattened, objects nested.
+fn recipient_shape(kind: Kind) -> fn(Value) -> Value {
+    match kind {
+        Kind::User => shapes::user,
+        Kind::Object => shapes::object,
+    }
+}
+
+// --- Recipients: #1-3, #19-21 ---
+
+async fn identify(kind: Kind, call: Call) -> Answer {
+    let ignored: &[&str] = match kind {
+        Kind::User => &[],
+        Kind::Object => &["collection"],
+    };
+    let mut p = who(kind, &call);
+    p.extend(shapes::recipient_body(call.body_object()?, ignored)?);
+    let p = Value::Object(p);
+    call.authorize(method(kind, "users.identify", "objects.set"), &p)?;
+    let row = r::identify(&call.rest.ctx, kind, params(&p)?)
+        .await
+        .map_err(|e| RestError::renamed(e, "properties", ""))?;
+    Ok(ok(&recipient_shape(kind)(row)))
+}
+
+async fn get_recipient(kind: Kind, call: Call) -> Answer {
+    let p = Value::Object(who(kind, &call));
+    call.authorize(method(kind, "users.get", "objects.get"), &p)?;
+    let row = r::get(&call.rest.ctx, kind, params(&p)?).await?;
+    Ok(ok(&recipient_shape(kind)(row)))
+}
+
+async fn delete_recipient(kind: Kind, call: Call) -> Answer {
+    let p = Value::Object(who(kind, &call));
+    call.authorize(method(kind, "users.delete", "objects.delete"), &p)?;
+    r::delete(&call.rest.ctx, kind, params(&p)?).await?;
+    Ok(no_content())
+}
+
+async fn identify_user(call: Call) -> Answer {
+    identify(Kind::User, call).await
+}
+async fn get_user(call: Call) -> Answer {
+    get_recipient(Kind::User, call).await
+}
+async fn delete_user(call: Call) -> Answer {
+    delete_recipient(Kind::User, call).await
+}
+async fn set_object(call: Call) -> Answer {
+    identify(Kind::Object, call).await
+}
+async fn get_object(call: Call) -> Answer {
+    get_recipient(Kind::Object, call).await
+}
+async fn delete_object(call: Call) -> Answer {
+    delete_recipient(Kind::Object, call).await
+}
+
+// --- Preference sets: #6-9, #23-26 ---
+
+async fn list_sets(kind: Kind, call: Call) -> Answer {
+    let p = Value::Object(who(kind, &call));
+    call.authorize(
+        method(kind, "users.listPreferences", "objects.listPreferences"),
+        &p,
+    )?;
+    let sets = r::list_preferences(&call.rest.ctx, kind, params(&p)?).await?;
+    Ok(ok(&Value::Array(sets)))
+}
+
+/// The effective set (A1), as #7/#24 answer and #8/#25 answer after a write (A2).
+async fn effective_set(kind: Kind, call: &Call, tenant: Option<&str>) -> Answer {
+    let mut p = who(kind, call);
+    p.insert("preference_set".into(), json!(set_id(kind, call)));
+    if let Some(tenant) = tenant {
+        p.insert("tenant".into(), json!(tenant));
+    }
+    let p = Value::Object(p);
+    call.authorize(
+        method(kind, "users.getPreferences", "objects.getPreferences"),
+        &p,
+    )?;
+    let answer = r::get_preferences(&call.rest.ctx, kind, params(&p)?, call.may_read_default())
+        .await
+        .map_err(|e| RestError::renamed(e, "preference_set", "id"))?;
+    Ok(json_response(StatusCode::OK, answer.get().to_string()))
+}
+
+async fn get_set(kind: Kind, call: Call) -> Answer {
+    let tenant = call.query("tenant").map(str::to_string);
+    effective_set(kind, &call, tenant.as_deref()).await
+}
+
+async fn set_set(kind: Kind, call: Call) -> Answer {
+    let mut p = who(kind, &call);
+    p.insert("preference_set".into(), json!(set_id(kind, &call)));
+    p.insert(
+        "preferences".into(),
+        shapes::preference_body(call.body_object()?),
+    );
+    let p = Value::Object(p);
+    call.authorize(
+        method(kind, "users.setPreferences", "objects.setPreferences"),
+        &p,
+    )?;
+    r::set_preferences(&call.rest.ctx, kind, params(&p)?)
+        .await
+        .map_err(|e| RestError::renamed(e, "preferences", ""))?;
+    effective_set(kind, &call, None).await
+}
+
+async fn unset_set(kind: Kind, call: Call) -> Answer {
+    let mut p = who(kind, &call);
+    p.insert("preference_set".into(), json!(set_id(kind, &call)));
+    let p = Value::Object(p);
+    call.authorize(
+        method(kind, "users.unsetPreferences", "objects.unsetPreferences"),
+        &p,
+    )?;
+    r::unset_preferences(&call.rest.ctx, kind, params(&p)?)
+        .await
+        .map_err(|e| RestError::renamed(e, "preference_set", "id"))?;
+    Ok(no_content())
+}
+
+async fn list_user_sets(call: Call) -> Answer {
+    list_sets(Kind::User, call).await
+}
+async fn get_user_set(call: Call) -> Answer {
+    get_set(Kind::User, call).await
+}
+async fn set_user_set(call: Call) -> Answer {
+    set_set(Kind::User, call).await
+}
+async fn unset_user_set(call: Call) -> Answer {
+    unset_set(Kind::User, call).await
+}
+async fn list_object_sets(call: Call) -> Answer {
+    list_sets(Kind::Object, call).await
+}
+async fn get_object_set(call: Call) -> Answer {
+    get_set(Kind::Object, call).await
+}
+async fn set_object_set(call: Call) -> Answer {
+    set_set(Kind::Object, call).await
+}
+async fn unset_object_set(call: Call) -> Answer {
+    unset_set(Kind::Object, call).await
+}
+
+// --- Bulk: #16, #35 ---
+
+/// The bulk POSTs' `Idempotency-Key` header as the RPC's `idempotency_key` (§9).
+fn with_idempotency_key(call: &Call, p: &mut Map<String, Value>) {
+    if let Some(key) = &call.idempotency_key {
+        p.insert("idempotency_key".into(), json!(key));
+    }
+}
+
+async fn bulk_set_preferences(call: Call) -> Answer {
+    let mut body = call.body_object()?;
+    let mut p = Map::new();
+    if let Some(ids) = body.remove("user_ids") {
+        p.insert("user_ids".into(), ids);
+    }
+    match body.remove("preferences") {
+        Some(Value::Object(mut prefs)) => {
+            let set = prefs
+                .remove("id")
+                .unwrap_or_else(|| json!(crate::model::DEFAULT_SET));
+            p.insert("preference_set".into(), set);
+            p.insert("preferences".into(), shapes::preference_body(prefs));
+        }
+        Some(other) => {
+            p.insert("preferences".into(), other);
+        }
+        None => {}
+    }
+    with_idempotency_key(&call, &mut p);
+    let p = Value::Object(p);
+    call.authorize("users.bulkSetPreferences", &p)?;
+    let operation = bulk::bulk_set(&call.rest.ctx, params(&p)?)
+        .await
+        .map_err(|e| RestError::renamed(e, "preference_set", "preferences.id"))?;
+    Ok(ok(&operation))
+}
+
+async fn get_bulk_operation(call: Call) -> Answer {
+    let p = json!({ "id": call.param(0) });
+    call.authorize("bulkOperations.get", &p)?;
+    // An id that could never name an operation is as absent as an unknown one (#35).
+    let got = match params(&p) {
+        Ok(p) => bulk::get(&call.rest.ctx, p).await,
+        Err(e) => Err(e),
+    };
+    match got {
+        Ok(operation) => Ok(ok(&operation)),
+        Err(crate::Error::Invalid(_)) => Err(RestError::from(crate::Error::NotFound(format!(
+            "bulk operation {:?}",
+            call.param(0)
+        )))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+// --- Tenants: #29-31 ---
+
+async fn set_tenant(call: Call) -> Answer {
+    let resolve = call.query_bool("resolve_full_preference_settings")?;
+    let mut p = Map::new();
+    p.insert("tenant_id".into(), json!(call.param(0)));
+    p.extend(shapes::tenant_body(call.body_object()?)?);
+    let p = Value::Object(p);
+    call.authorize("tenants.set", &p)?;
+    let tenant = tenants::set(&call.rest.ctx, params(&p)?)
+        .await
+        .map_err(|e| RestError::renamed(e, "properties", ""))?;
+    if resolve != Some(true) {
+        return Ok(ok(&shapes::tenant(tenant)));
+    }
+    read_tenant(&call, resolve).await
+}
+
+async fn get_tenant(call: Call) -> Answer {
+    let resolve = call.query_bool("resolve_full_preference_settings")?;
+    read_tenant(&call, resolve).await
+}
+
+/// #30: a stored tenant; one that is only a config template is 404 here (A6).
+async fn read_tenant(call: &Call, resolve: Option<bool>) -> Answer {
+    let mut p = Map::new();
+    p.insert("tenant_id".into(), json!(call.param(0)));
+    if let Some(resolve) = resolve {
+        p.insert("resolve_full_preference_settings".into(), json!(resolve));
+    }
+    let p = Value::Object(p);
+    call.authorize("tenants.get", &p)?;
+    let tenant = tenants::get(&call.rest.ctx, params(&p)?).await?;
+    if tenant.get("source").is_some() {
+        return Err(RestError::from(crate::Error::NotFound(format!(
+            "tenant {:?}",
+            call.param(0)
+        ))));
+    }
+    Ok(ok(&shapes::tenant(tenant)))
+}
+
+async fn delete_tenant(call: Call) -> Answer {
+    let p = json!({ "tenant_id": call.param(0) });
+    call.authorize("tenants.delete", &p)?;
+    tenants::delete(&call.rest.ctx, params(&p)?).await?;
+    Ok(no_content())
+}
