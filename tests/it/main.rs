@@ -21,5 +21,6 @@ mod methods;
 mod pressure;
 mod readme;
 mod reload;
+mod rest;
 mod support;
 mod transport;

@@ -1,0 +1,583 @@
+//! The Knock-compatible REST API end to end (rest.md): routing and decoding on the raw path,
+//! Knock's representations, status codes and error envelope, auth as Knock does it, the TCP
+//! listener and CORS. (The real SDKs drive it in `sdk`.)
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use prefsd::auth::mint::{SigningKey, sign, user_claims};
+
+use crate::support::{Daemon, HttpConn, HttpResponse};
+
+const RSA_PRIVATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa-private.pem");
+const RSA_PUBLIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa-public.pem");
+
+const ORIGIN: &str = "https://app.example.com";
+
+/// `prefsd.toml` with a secret key, RS256 user tokens and one CORS origin.
+fn rest_toml() -> String {
+    format!(
+        "durability = \"normal\"\n\n[access]\nsecret_keys = [\"sk_test\"]\n\n\
+         [access.user_token]\npublic_key_file = \"{RSA_PUBLIC}\"\n\n\
+         [rest.cors]\nallowed_origins = [\"{ORIGIN}\"]\n"
+    )
+}
+
+async fn daemon() -> Daemon {
+    Daemon::start_with_tcp(&[("prefsd.toml", &rest_toml())]).await
+}
+
+fn token(user: &str) -> String {
+    let key = SigningKey::Pem(std::fs::read(RSA_PRIVATE).expect("reading a test key"));
+    sign(
+        &user_claims(user, &[], &[], 600, jiff::Timestamp::now()),
+        &key,
+    )
+    .expect("signing")
+}
+
+async fn send(c: &mut HttpConn, method: Method, uri: &str, body: &str) -> HttpResponse {
+    c.request(method, uri, body.to_string(), &[]).await
+}
+
+fn json(r: &HttpResponse) -> Value {
+    r.json
+        .clone()
+        .unwrap_or_else(|| panic!("not JSON: {:?} {:?}", r.status, r.body))
+}
+
+/// Knock's error envelope with `status` and `code`.
+fn assert_error(r: &HttpResponse, status: StatusCode, code: &str) {
+    assert_eq!(r.status, status, "{:?}", r.body);
+    let body = json(r);
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(body["type"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn users_round_trip_in_knocks_shapes() {
+    let d = daemon().await;
+    let mut c = d.http().await;
+    let r = send(
+        &mut c,
+        Method::PUT,
+        "/v1/users/u1",
+        r#"{"name":"Jane","plan":"pro","id":"ignored","channel_data":{"x":1},"created_at":"2026-01-01T00:00:00Z"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        r.headers["content-type"], "application/json; charset=utf-8",
+        "the SDKs need the JSON media type"
+    );
+    assert!(r.headers.contains_key("x-request-id"));
+    let user = json(&r);
+    assert_eq!(user["__typename"], "User");
+    assert_eq!(user["id"], "u1");
+    assert_eq!(user["name"], "Jane");
+    assert_eq!(user["plan"], "pro");
+    assert_eq!(user["created_at"], "2026-01-01T00:00:00Z", "A9");
+    assert!(user.get("channel_data").is_none(), "A12: never echoed");
+    assert!(
+        user["updated_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    let got = send(&mut c, Method::GET, "/v1/users/u1", "").await;
+    assert_eq!(json(&got), user);
+
+    // Absent: 404 with the envelope; deleting it twice: 204 both times (A5).
+    assert_error(
+        &send(&mut c, Method::GET, "/v1/users/nobody", "").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    for _ in 0..2 {
+        let r = c
+            .request(
+                Method::DELETE,
+                "/v1/users/u1",
+                "",
+                &[("content-type", "application/json")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert!(r.body.is_empty());
+    }
+    assert_eq!(
+        send(&mut c, Method::GET, "/v1/users/u1", "").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn path_segments_are_decoded_one_by_one() {
+    let d = daemon().await;
+    let mut c = d.http().await;
+    // `%2F` stays inside its segment, `%20` is a space, `+` a literal plus.
+    let r = send(&mut c, Method::PUT, "/v1/users/a%2Fb%20c+d", "{}").await;
+    assert_eq!(json(&r)["id"], "a/b c+d");
+    let rpc = d.call("users.get", json!({ "user_id": "a/b c+d" })).await;
+    assert_eq!(rpc["id"], "a/b c+d");
+    let r = send(&mut c, Method::GET, "/v1/users/a%2Fb%20c%2Bd", "").await;
+    assert_eq!(json(&r)["id"], "a/b c+d");
+    // Objects: a collection and an id, each decoded.
+    let r = send(
+        &mut c,
+        Method::PUT,
+        "/v1/objects/%24tenants/x%2Fy",
+        r#"{"name":"X","collection":"ignored"}"#,
+    )
+    .await;
+    let object = json(&r);
+    assert_eq!(object["__typename"], "Object");
+    assert_eq!(object["collection"], "$tenants");
+    assert_eq!(object["id"], "x/y");
+    assert_eq!(object["properties"], json!({ "name": "X" }));
+    // Not UTF-8 once decoded: 422.
+    assert_error(
+        &send(&mut c, Method::GET, "/v1/users/%FF", "").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_params",
+    );
+}
+
+#[tokio::test]
+async fn preference_sets_read_and_write_as_knock_does() {
+    let d = daemon().await;
+    let mut c = d.http().await;
+    // An unknown user reads as defaults, and lists no sets.
+    let r = send(&mut c, Method::GET, "/v1/users/u2/preferences/default", "").await;
+    let set = json(&r);
+    assert_eq!(set["__typename"], "PreferenceSet");
+    assert_eq!(set["channel_types"]["sms"], false);
+    assert_eq!(
+        json(&send(&mut c, Method::GET, "/v1/users/u2/preferences", "").await),
+        json!([])
+    );
+    // A PUT answers the effective set (A2), with the lock markers a UI PUTs back (A3).
+    let r = send(
+        &mut c,
+        Method::PUT,
+        "/v1/users/u2/preferences/default",
+        r#"{"id":"x","__typename":"PreferenceSet","channel_types":{"email":false,"__strategy__":"replace"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let effective = json(&r);
+    assert_eq!(effective["id"], "default");
+    assert_eq!(effective["channel_types"]["email"], false);
+    assert_eq!(
+        effective["channel_types"]["sms"], false,
+        "the default shows"
+    );
+    assert_eq!(effective["commercial_subscribed"], true);
+    let stored = json(&send(&mut c, Method::GET, "/v1/users/u2/preferences", "").await);
+    assert_eq!(stored[0]["channel_types"], json!({ "email": false }));
+    // `tenant` on a read is the read of that tenant's set (A1).
+    let r = send(
+        &mut c,
+        Method::GET,
+        "/v1/users/u2/preferences/default?tenant=acme",
+        "",
+    )
+    .await;
+    let acme = json(&r);
+    assert_eq!(acme["id"], "acme");
+    assert_eq!(acme["categories"]["marketing"], false);
+    assert_error(
+        &send(
+            &mut c,
+            Method::GET,
+            "/v1/users/u2/preferences/other?tenant=acme",
+            "",
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_params",
+    );
+    // A bad field is named by its path in the body.
+    let r = send(
+        &mut c,
+        Method::PUT,
+        "/v1/users/u2/preferences/default",
+        r#"{"channel_types":{"fax":true}}"#,
+    )
+    .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_params");
+    assert_eq!(json(&r)["errors"][0]["field"], "channel_types.fax");
+    // Merge on request.
+    let r = send(
+        &mut c,
+        Method::PUT,
+        "/v1/users/u2/preferences/default",
+        r#"{"__persistence_strategy__":"merge","channel_types":{"sms":true}}"#,
+    )
+    .await;
+    assert_eq!(
+        json(&r)["channel_types"]["email"],
+        false,
+        "merged, not replaced"
+    );
+    assert_eq!(
+        send(
+            &mut c,
+            Method::DELETE,
+            "/v1/users/u2/preferences/default",
+            ""
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        json(&send(&mut c, Method::GET, "/v1/users/u2/preferences", "").await),
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn bodies_and_routes_fail_as_knock_says() {
+    let d = daemon().await;
+    let mut c = d.http().await;
+    assert_error(
+        &send(&mut c, Method::PUT, "/v1/users/u3", "{not json").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    );
+    assert_error(
+        &send(&mut c, Method::PUT, "/v1/users/u3", "[1]").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    );
+    assert_error(
+        &send(
+            &mut c,
+            Method::PUT,
+            "/v1/users/u3",
+            r#"{"created_at":"yesterday"}"#,
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_params",
+    );
+    let r = send(&mut c, Method::POST, "/v1/users/u3", "{}").await;
+    assert_error(&r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert!(r.headers.contains_key("allow"));
+    // Out of scope, and unknown: Knock's 404 body, never 5xx.
+    for path in [
+        "/v1/users/u3/channel_data/abc",
+        "/v1/users/u3/preference_center/config",
+        "/v1/audiences/a/members",
+        "/v1/nothing",
+    ] {
+        let r = send(&mut c, Method::GET, path, "").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            json(&r),
+            json!({ "errors": { "detail": "404 Not Found" } }),
+            "{path}"
+        );
+    }
+    // JSON-RPC stays on `POST /`.
+    assert_eq!(d.call("daemon.ping", Value::Null).await, json!("pong"));
+}
+
+#[tokio::test]
+async fn tenants_and_bulk_operations() {
+    let d = daemon().await;
+    let mut c = d.http().await;
+    let r = send(
+        &mut c,
+        Method::PUT,
+        "/v1/tenants/t1",
+        r#"{"name":"T One","region":"eu","settings":{"preference_set":{"channel_types":{"sms":true}}}}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let tenant = json(&r);
+    assert_eq!(tenant["__typename"], "Tenant");
+    assert_eq!(tenant["name"], "T One");
+    assert_eq!(tenant["region"], "eu", "A11: flattened");
+    assert_eq!(tenant["settings"]["preference_set"]["id"], "default");
+    assert_eq!(
+        tenant["settings"]["preference_set"]["channel_types"],
+        json!({ "sms": true })
+    );
+    let full = json(
+        &send(
+            &mut c,
+            Method::GET,
+            "/v1/tenants/t1?resolve_full_preference_settings=true",
+            "",
+        )
+        .await,
+    );
+    assert_eq!(
+        full["settings"]["preference_set"]["channel_types"]["email"],
+        true
+    );
+    // A template-only tenant is 404 here (A6); a tenant body's `preferences` is 422 (A12).
+    assert_eq!(
+        send(&mut c, Method::GET, "/v1/tenants/acme", "")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_error(
+        &send(
+            &mut c,
+            Method::PUT,
+            "/v1/tenants/t1",
+            r#"{"preferences":{}}"#,
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_params",
+    );
+    assert_error(
+        &send(
+            &mut c,
+            Method::GET,
+            "/v1/tenants/t1?resolve_full_preference_settings=yes",
+            "",
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_params",
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            send(&mut c, Method::DELETE, "/v1/tenants/t1", "")
+                .await
+                .status,
+            StatusCode::NO_CONTENT
+        );
+    }
+
+    // A bulk set retried with the same Idempotency-Key is the same operation; another
+    // payload under that key is 409 and must not be retried.
+    let body = r#"{"user_ids":["b1","b2"],"preferences":{"channel_types":{"email":false}}}"#;
+    let key = [("idempotency-key", "stainless-node-retry-1")];
+    let first = c
+        .request(Method::POST, "/v1/users/bulk/preferences", body, &key)
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    let operation = json(&first);
+    assert_eq!(operation["__typename"], "BulkOperation");
+    assert_eq!(operation["estimated_total_rows"], 2);
+    let again = c
+        .request(Method::POST, "/v1/users/bulk/preferences", body, &key)
+        .await;
+    assert_eq!(json(&again)["id"], operation["id"]);
+    let other = c
+        .request(
+            Method::POST,
+            "/v1/users/bulk/preferences",
+            r#"{"user_ids":["b3"],"preferences":{}}"#,
+            &key,
+        )
+        .await;
+    assert_error(&other, StatusCode::CONFLICT, "idempotency_key_reused");
+    assert_eq!(other.headers["x-should-retry"], "false");
+    let merge = send(
+        &mut c,
+        Method::POST,
+        "/v1/users/bulk/preferences",
+        r#"{"user_ids":["b1"],"preferences":{"__persistence_strategy__":"merge"}}"#,
+    )
+    .await;
+    assert_error(&merge, StatusCode::UNPROCESSABLE_ENTITY, "invalid_params");
+    let path = format!(
+        "/v1/bulk_operations/{}",
+        operation["id"].as_str().expect("an id")
+    );
+    let got = json(&send(&mut c, Method::GET, &path, "").await);
+    assert_eq!(got["id"], operation["id"]);
+    assert_eq!(got["progress_path"], path);
+    for unknown in ["/v1/bulk_operations/nope", "/v1/bulk_operations/%00"] {
+        assert_error(
+            &send(&mut c, Method::GET, unknown, "").await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
+    }
+}
+
+#[tokio::test]
+async fn auth_is_knocks_on_both_listeners() {
+    let d = daemon().await;
+    let sk = [("authorization", "Bearer sk_test")];
+    // TCP: a server call needs the secret key, whatever require_credentials says.
+    let mut t = d.tcp().await;
+    assert_error(
+        &t.request(Method::GET, "/v1/users/u4/preferences", "", &[])
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "api_key_missing",
+    );
+    assert_error(
+        &t.request(
+            Method::GET,
+            "/v1/users/u4/preferences",
+            "",
+            &[("authorization", "Bearer sk_wrong")],
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "api_key_missing",
+    );
+    let r = t.request(Method::PUT, "/v1/users/u4", "{}", &sk).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // JSON-RPC is never served on TCP.
+    let r = t
+        .request(
+            Method::POST,
+            "/",
+            r#"{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}"#,
+            &sk,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A public key is never a server caller, on either listener.
+    let pk = [("authorization", "Bearer pk_test")];
+    assert_error(
+        &t.request(Method::GET, "/v1/users/u4", "", &pk).await,
+        StatusCode::UNAUTHORIZED,
+        "missing_user_token",
+    );
+    let mut s = d.http().await;
+    assert_error(
+        &s.request(Method::GET, "/v1/users/u4", "", &pk).await,
+        StatusCode::UNAUTHORIZED,
+        "missing_user_token",
+    );
+    // A user token: its own user's routes, nothing else.
+    let token = token("u4");
+    let browser = [
+        ("authorization", "Bearer pk_test"),
+        ("x-knock-user-token", token.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let r = t
+        .request(
+            Method::GET,
+            "/v1/users/u4/preferences/default",
+            "",
+            &browser,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = t
+        .request(
+            Method::PUT,
+            "/v1/users/u4/preferences/default",
+            r#"{"channel_types":{"sms":true}}"#,
+            &browser,
+        )
+        .await;
+    assert_eq!(json(&r)["channel_types"]["sms"], true, "{:?}", r.body);
+    assert_error(
+        &t.request(
+            Method::GET,
+            "/v1/users/u5/preferences/default",
+            "",
+            &browser,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "authorization",
+    );
+    assert_error(
+        &t.request(Method::GET, "/v1/tenants/acme", "", &browser)
+            .await,
+        StatusCode::FORBIDDEN,
+        "incorrect_token_type",
+    );
+    assert_error(
+        &t.request(Method::DELETE, "/v1/users/u4", "", &browser)
+            .await,
+        StatusCode::FORBIDDEN,
+        "incorrect_token_type",
+    );
+    let forged = [
+        ("authorization", "Bearer pk_test"),
+        ("x-knock-user-token", "not.a.token"),
+    ];
+    assert_error(
+        &t.request(Method::GET, "/v1/users/u4/preferences/default", "", &forged)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_user_token",
+    );
+}
+
+#[tokio::test]
+async fn cors_is_exactly_as_rest_md_says() {
+    let d = daemon().await;
+    let mut t = d.tcp().await;
+    let allowed = [("origin", ORIGIN)];
+    let refused = [("origin", "https://evil.example.com")];
+    // A preflight needs no credentials.
+    let pre = t
+        .request(
+            Method::OPTIONS,
+            "/v1/users/u6/preferences/default",
+            "",
+            &[
+                ("origin", ORIGIN),
+                ("access-control-request-method", "PUT"),
+                (
+                    "access-control-request-headers",
+                    "authorization, x-knock-user-token, content-type",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(pre.status, StatusCode::NO_CONTENT);
+    assert_eq!(pre.headers["access-control-allow-origin"], ORIGIN);
+    assert_eq!(pre.headers["vary"], "Origin");
+    assert_eq!(
+        pre.headers["access-control-allow-methods"],
+        "GET, PUT, POST, DELETE"
+    );
+    assert_eq!(
+        pre.headers["access-control-allow-headers"],
+        "accept, authorization, content-type, x-knock-user-token, x-knock-client, x-knock-branch"
+    );
+    assert_eq!(pre.headers["access-control-max-age"], "600");
+    assert!(!pre.headers.contains_key("access-control-allow-credentials"));
+    let pre = t
+        .request(Method::OPTIONS, "/v1/users/u6", "", &refused)
+        .await;
+    assert_eq!(pre.status, StatusCode::NO_CONTENT);
+    assert!(!pre.headers.contains_key("access-control-allow-origin"));
+    assert!(!pre.headers.contains_key("access-control-allow-methods"));
+    // Actual requests: a 401 (no key) and a 404 (no route) carry the headers too, for an
+    // allowed origin only.
+    for path in ["/v1/users/u6", "/v1/nothing"] {
+        let r = t.request(Method::GET, path, "", &allowed).await;
+        assert!(r.status.is_client_error(), "{path}");
+        assert_eq!(r.headers["access-control-allow-origin"], ORIGIN, "{path}");
+        assert_eq!(r.headers["vary"], "Origin");
+        assert_eq!(r.headers["access-control-expose-headers"], "Retry-After");
+        let r = t.request(Method::GET, path, "", &refused).await;
+        assert!(
+            !r.headers.contains_key("access-control-allow-origin"),
+            "{path}"
+        );
+        assert!(!r.headers.contains_key("access-control-expose-headers"));
+    }
+    // And on the socket, where a proxy may forward browsers.
+    let mut s = d.http().await;
+    let r = s
+        .request(Method::GET, "/v1/users/u6/preferences", "", &allowed)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["access-control-allow-origin"], ORIGIN);
+}
