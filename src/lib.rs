@@ -35,7 +35,8 @@
 //! - `store`: SQLite — migrations from `sql/`, one writer thread that owns the only write
 //!   connection, two reader threads (WAL: reads never wait for writes) and a checkpointer
 //!   thread (commits never wait for the WAL to be copied back), the domain
-//!   operations on one transaction (`Read`, `Write`), the job table, and the read cache
+//!   operations on one transaction (`Read`, `Write`), keyset pages of users, objects and
+//!   tenants (`store::pages`), the job table, and the read cache
 //!   (`Cache`: parsed recipient inputs and tenant rows, bounded, so hot reads never leave
 //!   the async worker) with its protocol for the two shapes of read the methods make
 //!   (`store::reads`: `Db::cached_snapshot`, `read_snapshot`, `snapshot_queued`,
@@ -201,6 +202,11 @@
 //!   and `created_at` read the same way for an `actor`, which is a stored user too. Both
 //!   timestamps come from the `recipients` row that the schema has kept since version 1,
 //!   so no migration was needed.
+//! - `users.list`, `objects.list` and `tenants.list` page in insertion order as
+//!   `(created_at, id)`: rows inserted in the same millisecond (a bulk chunk) list by id. A
+//!   cursor is the key of a row, so rows inserted or deleted meanwhile never make a page
+//!   skip or repeat one; an empty page has neither `next` nor `prev`. `tenants.list` has no
+//!   `order` (rest.md gives it none).
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.

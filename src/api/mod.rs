@@ -10,6 +10,7 @@ pub mod audiences;
 pub mod bulk;
 pub mod daemon;
 pub mod evaluate;
+pub mod lists;
 pub mod recipients;
 pub mod strict;
 pub mod tenants;

@@ -31,6 +31,7 @@
 mod cache;
 mod jobs;
 mod migrate;
+mod pages;
 mod reads;
 mod repo;
 pub mod time;
@@ -46,6 +47,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 pub use cache::{Cache, CacheStats, Ticket, Touched, View};
 pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob};
 pub use migrate::latest as latest_schema_version;
+pub use pages::{Cursor, Page, PageQuery};
 pub use reads::{Snapshot, Wanted};
 pub use repo::{
     Counts, EvaluationInputs, MemberPage, Memo, Read, RecipientRow, TenantRow, Write, decode_cursor,

@@ -2,6 +2,7 @@
 //! area. `support` starts an in-process daemon on a temp socket.
 
 mod access;
+mod amendments;
 mod badinput;
 mod bench;
 mod cache;
@@ -16,6 +17,7 @@ mod fuzz;
 mod jobs;
 mod knock;
 mod lifecycle;
+mod lists;
 mod load;
 mod methods;
 mod pressure;
