@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::api::recipients::{self as r, Kind};
-use crate::api::{bulk, tenants};
+use crate::api::{bulk, lists, tenants};
 use crate::rest::Rest;
 use crate::rest::shapes;
 use crate::rest::wire::{Call, RestError, json_response, no_content, ok, params};
@@ -21,6 +21,8 @@ type Answer = Result<Response<Body>, RestError>;
 /// axum percent-decodes each captured segment (rest.md §3). Anything else is Knock's 404.
 pub fn router(rest: Arc<Rest>) -> Router {
     Router::new()
+        // #4
+        .route("/v1/users", get(list_users))
         // #1 #2 #3
         .route(
             "/v1/users/{user_id}",
@@ -35,6 +37,8 @@ pub fn router(rest: Arc<Rest>) -> Router {
         )
         // #16
         .route("/v1/users/bulk/preferences", post(bulk_set_preferences))
+        // #22
+        .route("/v1/objects/{collection}", get(list_objects))
         // #19 #20 #21
         .route(
             "/v1/objects/{collection}/{object_id}",
@@ -52,6 +56,8 @@ pub fn router(rest: Arc<Rest>) -> Router {
                 .put(set_object_set)
                 .delete(unset_object_set),
         )
+        // #32
+        .route("/v1/tenants", get(list_tenants))
         // #29 #30 #31
         .route(
             "/v1/tenants/{tenant_id}",
@@ -302,19 +308,18 @@ async fn get_bulk_operation(call: Call) -> Answer {
 // --- Tenants: #29-31 ---
 
 async fn set_tenant(call: Call) -> Answer {
-    let resolve = call.query_bool("resolve_full_preference_settings")?;
     let mut p = Map::new();
     p.insert("tenant_id".into(), json!(call.param(0)));
+    if let Some(resolve) = call.query_bool("resolve_full_preference_settings")? {
+        p.insert("resolve_full_preference_settings".into(), json!(resolve));
+    }
     p.extend(shapes::tenant_body(call.body_object()?)?);
     let p = Value::Object(p);
     call.authorize("tenants.set", &p)?;
     let tenant = tenants::set(&call.rest.ctx, params(&p)?)
         .await
         .map_err(|e| RestError::renamed(e, "properties", ""))?;
-    if resolve != Some(true) {
-        return Ok(ok(&shapes::tenant(tenant)));
-    }
-    read_tenant(&call, resolve).await
+    Ok(ok(&shapes::tenant(tenant)))
 }
 
 async fn get_tenant(call: Call) -> Answer {
@@ -346,4 +351,50 @@ async fn delete_tenant(call: Call) -> Answer {
     call.authorize("tenants.delete", &p)?;
     tenants::delete(&call.rest.ctx, params(&p)?).await?;
     Ok(no_content())
+}
+
+// --- Lists: #4, #22, #32 (§8) ---
+
+async fn list_recipients(kind: Kind, call: Call) -> Answer {
+    let (mut p, applied) = call.page_params()?;
+    if kind == Kind::Object {
+        p.insert("collection".into(), json!(call.param(0)));
+    }
+    if call.query_list("include").contains(&"preferences") {
+        p.insert("include_preferences".into(), json!(true));
+    }
+    if kind == Kind::User
+        && let Some(order) = call.query("order")
+    {
+        p.insert("order".into(), json!(order));
+    }
+    let p = Value::Object(p);
+    call.authorize(method(kind, "users.list", "objects.list"), &p)?;
+    let page = lists::recipients(&call.rest.ctx, kind, params(&p)?)
+        .await
+        .map_err(|e| RestError::renamed(e, "limit", "page_size"))?;
+    Ok(ok(&shapes::page(page, applied, recipient_shape(kind))))
+}
+
+async fn list_users(call: Call) -> Answer {
+    list_recipients(Kind::User, call).await
+}
+
+async fn list_objects(call: Call) -> Answer {
+    list_recipients(Kind::Object, call).await
+}
+
+async fn list_tenants(call: Call) -> Answer {
+    let (mut p, applied) = call.page_params()?;
+    for name in ["name", "tenant_id"] {
+        if let Some(value) = call.query(name) {
+            p.insert(name.into(), json!(value));
+        }
+    }
+    let p = Value::Object(p);
+    call.authorize("tenants.list", &p)?;
+    let page = lists::tenants(&call.rest.ctx, params(&p)?)
+        .await
+        .map_err(|e| RestError::renamed(e, "limit", "page_size"))?;
+    Ok(ok(&shapes::page(page, applied, shapes::tenant)))
 }

@@ -89,6 +89,10 @@ pub fn user(rpc: Value) -> Value {
         "updated_at".into(),
         rpc.remove("updated_at").unwrap_or(Value::Null),
     );
+    // `include[]=preferences` of a list (A10).
+    if let Some(sets) = rpc.remove("preferences") {
+        out.insert("preferences".into(), sets);
+    }
     Value::Object(out)
 }
 
@@ -171,4 +175,24 @@ pub fn tenant_body(mut body: Map<String, Value>) -> Result<Map<String, Value>, R
     }
     params.insert("properties".into(), Value::Object(body));
     Ok(params)
+}
+
+/// A page of a list (§8) from the RPC's `{ items, next, prev }`.
+pub fn page(rpc: Value, page_size: u32, shape: fn(Value) -> Value) -> Value {
+    let Value::Object(mut rpc) = rpc else {
+        return rpc;
+    };
+    let entries: Vec<Value> = match rpc.remove("items") {
+        Some(Value::Array(items)) => items.into_iter().map(shape).collect(),
+        _ => Vec::new(),
+    };
+    json!({
+        "entries": entries,
+        "page_info": {
+            "__typename": "PageInfo",
+            "after": rpc.remove("next").unwrap_or(Value::Null),
+            "before": rpc.remove("prev").unwrap_or(Value::Null),
+            "page_size": page_size,
+        },
+    })
 }

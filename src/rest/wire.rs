@@ -414,6 +414,16 @@ impl Call {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of list parameter `name`, from `name[]=…` and `name=…` (rest.md §3).
+    pub fn query_list(&self, name: &str) -> Vec<&str> {
+        let bracketed = format!("{name}[]");
+        self.query
+            .iter()
+            .filter(|(k, _)| *k == bracketed || k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// A boolean query parameter: `true` or `false`, anything else is 422.
     pub fn query_bool(&self, name: &str) -> Result<Option<bool>, RestError> {
         match self.query(name) {
@@ -422,6 +432,35 @@ impl Call {
             Some("false") => Ok(Some(false)),
             Some(_) => Err(RestError::invalid(name, "must be true or false")),
         }
+    }
+
+    /// `page_size` (1..=50, default 50, larger clamped: A17) as the RPC's `limit`, and the
+    /// size applied, for `page_info`.
+    pub fn page_size(&self) -> Result<(i64, u32), RestError> {
+        const MAX: i64 = crate::api::lists::MAX_PAGE;
+        match self.query("page_size") {
+            None => Ok((MAX, MAX as u32)),
+            Some(text) => match text.parse::<i64>() {
+                Ok(n) if n >= 1 => Ok((n, n.min(MAX) as u32)),
+                _ => Err(RestError::invalid(
+                    "page_size",
+                    "must be a whole number from 1 to 50",
+                )),
+            },
+        }
+    }
+
+    /// The paging params of a list (§8): `after`, `before`, `limit`; and the size applied.
+    pub fn page_params(&self) -> Result<(Map<String, Value>, u32), RestError> {
+        let (limit, applied) = self.page_size()?;
+        let mut p = Map::new();
+        p.insert("limit".into(), json!(limit));
+        for name in ["after", "before"] {
+            if let Some(cursor) = self.query(name).filter(|c| !c.is_empty()) {
+                p.insert(name.into(), json!(cursor));
+            }
+        }
+        Ok((p, applied))
     }
 
     /// Whether the caller is a user token scoped to tenants, which never reads the `default`

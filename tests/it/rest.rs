@@ -581,3 +581,86 @@ async fn cors_is_exactly_as_rest_md_says() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["access-control-allow-origin"], ORIGIN);
 }
+
+#[tokio::test]
+async fn lists_page_as_knock_does() {
+    let d = daemon().await;
+    let mut c = d.http().await;
+    for id in ["l1", "l2", "l3"] {
+        send(
+            &mut c,
+            Method::PUT,
+            &format!("/v1/users/{id}"),
+            r#"{"name":"L"}"#,
+        )
+        .await;
+    }
+    send(
+        &mut c,
+        Method::PUT,
+        "/v1/users/l1/preferences/default",
+        r#"{"channel_types":{"sms":true}}"#,
+    )
+    .await;
+    // Repeated `include[]` (brackets encoded, as the SDKs send them), unknown values ignored.
+    let r = send(
+        &mut c,
+        Method::GET,
+        "/v1/users?page_size=2&include%5B%5D=preferences&include%5B%5D=other",
+        "",
+    )
+    .await;
+    let page = json(&r);
+    let entries = page["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 2, "{page}");
+    assert_eq!(entries[0]["id"], "l1");
+    assert_eq!(entries[0]["__typename"], "User");
+    assert_eq!(entries[0]["name"], "L");
+    assert_eq!(
+        entries[0]["preferences"]["default"]["channel_types"],
+        json!({ "sms": true }),
+        "A10"
+    );
+    assert_eq!(page["page_info"]["__typename"], "PageInfo");
+    assert_eq!(page["page_info"]["page_size"], 2);
+    assert_eq!(page["page_info"]["before"], Value::Null);
+    let after = page["page_info"]["after"].as_str().expect("a next page");
+    let r = send(
+        &mut c,
+        Method::GET,
+        &format!("/v1/users?page_size=2&after={after}"),
+        "",
+    )
+    .await;
+    let last = json(&r);
+    assert_eq!(last["entries"][0]["id"], "l3");
+    assert!(last["entries"][0].get("preferences").is_none());
+    assert_eq!(last["page_info"]["after"], Value::Null);
+    // page_size: above 50 clamped (A17), below 1 or not a number 422.
+    let r = send(&mut c, Method::GET, "/v1/users?page_size=500", "").await;
+    assert_eq!(json(&r)["page_info"]["page_size"], 50);
+    for bad in ["0", "-1", "ten"] {
+        let r = send(
+            &mut c,
+            Method::GET,
+            &format!("/v1/users?page_size={bad}"),
+            "",
+        )
+        .await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_params");
+        assert_eq!(json(&r)["errors"][0]["field"], "page_size", "{bad}");
+    }
+    let desc = json(&send(&mut c, Method::GET, "/v1/users?order=desc", "").await);
+    assert_eq!(desc["entries"][0]["id"], "l3");
+    // Objects and tenants.
+    send(&mut c, Method::PUT, "/v1/objects/docs/d1", "{}").await;
+    let objects = json(&send(&mut c, Method::GET, "/v1/objects/docs", "").await);
+    assert_eq!(objects["entries"][0]["__typename"], "Object");
+    assert_eq!(objects["entries"][0]["collection"], "docs");
+    send(&mut c, Method::PUT, "/v1/tenants/ta", r#"{"name":"A"}"#).await;
+    send(&mut c, Method::PUT, "/v1/tenants/tb", r#"{"name":"B"}"#).await;
+    let tenants = json(&send(&mut c, Method::GET, "/v1/tenants?name=B", "").await);
+    assert_eq!(tenants["entries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(tenants["entries"][0]["id"], "tb");
+    assert_eq!(tenants["entries"][0]["__typename"], "Tenant");
+}
