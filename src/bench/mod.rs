@@ -158,6 +158,9 @@ pub enum Workload {
     Get,
     /// users.setPreferences of a random user (a small set with varied values).
     Set,
+    /// The REST read of the same (`GET /v1/users/{id}/preferences/default`, rest.md #7);
+    /// HTTP transport only.
+    RestGet,
     /// preferences.evaluate: 1 recipient × 6 channels.
     Evaluate,
     /// preferences.evaluate: --batch recipients × 6 channels in one call.
@@ -172,6 +175,7 @@ impl Workload {
             Workload::Ping => "ping",
             Workload::Get => "get",
             Workload::Set => "set",
+            Workload::RestGet => "rest-get",
             Workload::Evaluate => "evaluate",
             Workload::EvaluateBatch => "evaluate-batch",
             Workload::Mixed => "mixed",
