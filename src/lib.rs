@@ -41,8 +41,12 @@
 //!   the async worker) with its protocol for the two shapes of read the methods make
 //!   (`store::reads`: `Db::cached_snapshot`, `read_snapshot`, `snapshot_queued`,
 //!   `recipient_for_read`).
-//! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk, in
-//!   smaller chunks while the daemon serves other calls.
+//! - `writes`: the write steps a method and a bulk job item share (identify a recipient
+//!   with inline sets, set a tenant, the size checks), each checking everything before its
+//!   first write, over `store::Write`.
+//! - `jobs`: the bulk worker that runs the jobs of the bulk methods (`jobs::Kind`: bulk
+//!   set, identify, delete of users, objects and tenants) chunk by chunk, in smaller chunks
+//!   while the daemon serves other calls.
 //! - `api`: the methods of rpc.md as plain async functions over `Context`;
 //!   `api::evaluate` orchestrates `preferences.evaluate` over `params` (validation) and
 //!   `answer` (the JSON writer).
@@ -79,7 +83,8 @@
 //! - Arrows run down the code map, never up: `model` imports nothing from the crate outside
 //!   `model` (the condition language and its coercions are `model::condition`, which `eval`
 //!   imports); `jobs` never imports `api` (the stored time
-//!   format is `store::time`); `cli` and `bench` share only `client`, and neither imports
+//!   format is `store::time`; what a job item and a method both write is `writes`);
+//!   `cli` and `bench` share only `client`, and neither imports
 //!   `api` or `server` (`bench seed` writes through `store`'s `Write`, as the daemon does);
 //!   `api` never imports `rpc` (the protocol version is `rpc::PROTOCOL`, handed to
 //!   `api::daemon::status`); inside `rpc`, the outer layers (`http`, `ws`) import the inner
@@ -126,6 +131,12 @@
 //!   gets `env` alone, not the §4.2 fallback `env ⊕ recipient["default"]`: the scope
 //!   forbids the `default` set (access.md), and an answer is friendlier than a refusal.
 //! - `users.bulkSetPreferences` always replaces; a body asking to merge is refused.
+//! - A bulk item that fails (`users.bulkIdentify` properties over the limit once merged, a
+//!   merged set that does not validate) is an error item with the message the single
+//!   method would answer, its field named from the bulk params (`users.3.properties`), and
+//!   nothing of it is written. Duplicate ids in one bulk list are applied in order, each
+//!   counted. An idempotency key past its 24 h passes to the new job; the old job keeps
+//!   everything else until the retention removes it.
 //! - A bulk job whose writes fail (e.g. the disk is full) is marked `failed` with the reason
 //!   in `error_items`; it is not retried.
 //! - Under connection pressure (at `limits.max_connections` or out of file descriptors) the
@@ -221,6 +232,8 @@ pub mod eval;
 pub mod config;
 
 pub mod store;
+
+pub mod writes;
 
 pub mod jobs;
 

@@ -4,13 +4,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::api::recipients::check_size;
-use crate::api::{Context, Deleted, Errors, check_properties_size, merge_properties, strict};
-use crate::config::Limits;
-use crate::model::{PreferenceSetRequest, SetKind, Strategy};
+use crate::api::{Context, Deleted, Errors, strict};
+use crate::model::{PreferenceSetRequest, Strategy};
 use crate::resolve::{LayerId, Stack};
 use crate::store::TenantRow;
 use crate::store::time::now;
+pub use crate::writes::TenantWrite;
+use crate::writes::present;
 
 /// The `Tenant` shape of rpc.md; `preference_set` is shown as given (stored or resolved).
 pub fn tenant_json(row: &TenantRow, preference_set: Option<Value>) -> Value {
@@ -61,82 +61,6 @@ pub struct SettingsParams {
     /// Absent keeps the stored default; `null` removes it.
     #[serde(default, deserialize_with = "strict::present_value")]
     pub preference_set: Option<Option<Value>>,
-}
-
-/// Tells a present `null` (`Some(None)`) from an absent key (`None`).
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// A write to one tenant: what `tenants.set` and an inline tenant of `preferences.evaluate`
-/// change. `None` keeps a field; `Some(None)` clears the name or removes the default set.
-pub struct TenantWrite {
-    pub id: String,
-    pub name: Option<Option<String>>,
-    pub properties: Option<Map<String, Value>>,
-    pub preference_set: Option<Option<PreferenceSetRequest>>,
-    /// `settings.branding`: `None` keeps it, `Some(None)` removes it.
-    pub branding: Option<Option<Map<String, Value>>>,
-}
-
-impl TenantWrite {
-    /// Whether the write changes anything (an inline tenant may only name one).
-    pub fn changes_anything(&self) -> bool {
-        self.name.is_some()
-            || self.properties.is_some()
-            || self.preference_set.is_some()
-            || self.branding.is_some()
-    }
-
-    /// Applies the write inside the caller's transaction, creating the tenant if needed:
-    /// properties merge shallowly, the default set merges (or replaces, as its request
-    /// says). `prefix` goes before `properties` and `settings.preference_set` in errors
-    /// (`""` for `tenants.set`, `"tenant."` inline).
-    pub fn apply(
-        &self,
-        w: &crate::store::Write<'_>,
-        limits: &Limits,
-        prefix: &str,
-        now: &str,
-    ) -> Result<TenantRow, Error> {
-        let mut row = w.tenant(&self.id)?.unwrap_or_else(|| TenantRow {
-            id: self.id.clone(),
-            name: None,
-            properties: Map::new(),
-            preference_set: None,
-            branding: None,
-            created_at: now.to_string(),
-            updated_at: now.to_string(),
-        });
-        if let Some(name) = &self.name {
-            row.name = name.clone();
-        }
-        if let Some(patch) = &self.properties {
-            merge_properties(&mut row.properties, patch);
-            let field = format!("{prefix}properties");
-            check_properties_size(&row.properties, limits.max_properties_bytes, &field)?;
-        }
-        match &self.preference_set {
-            None => {}
-            Some(None) => row.preference_set = None,
-            Some(Some(req)) => {
-                let field = format!("{prefix}settings.preference_set");
-                let set = req.apply(row.preference_set.as_ref(), SetKind::Default, &field)?;
-                check_size(&set, limits.max_preference_set_bytes, &field)?;
-                row.preference_set = Some(set);
-            }
-        }
-        if let Some(branding) = &self.branding {
-            row.branding = branding.clone();
-        }
-        row.updated_at = now.to_string();
-        w.put_tenant(&row)?;
-        Ok(row)
-    }
 }
 
 /// `tenants.set`: creates or updates a tenant; its default set is merged unless

@@ -5,6 +5,7 @@ mod access;
 mod amendments;
 mod badinput;
 mod bench;
+mod bulk_kinds;
 mod cache;
 mod child;
 mod cli;
