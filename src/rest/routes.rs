@@ -35,10 +35,18 @@ pub fn router(rest: Arc<Rest>) -> Router {
             "/v1/users/{user_id}/preferences/{id}",
             get(get_user_set).put(set_user_set).delete(unset_user_set),
         )
-        // #16
+        // #16 #17 #18
         .route("/v1/users/bulk/preferences", post(bulk_set_preferences))
+        .route("/v1/users/bulk/identify", post(bulk_identify_users))
+        .route("/v1/users/bulk/delete", post(bulk_delete_users))
         // #22
         .route("/v1/objects/{collection}", get(list_objects))
+        // #27 #28
+        .route("/v1/objects/{collection}/bulk/set", post(bulk_set_objects))
+        .route(
+            "/v1/objects/{collection}/bulk/delete",
+            post(bulk_delete_objects),
+        )
         // #19 #20 #21
         .route(
             "/v1/objects/{collection}/{object_id}",
@@ -58,6 +66,9 @@ pub fn router(rest: Arc<Rest>) -> Router {
         )
         // #32
         .route("/v1/tenants", get(list_tenants))
+        // #33 #34
+        .route("/v1/tenants/bulk/set", post(bulk_set_tenants))
+        .route("/v1/tenants/bulk/delete", post(bulk_delete_tenants))
         // #29 #30 #31
         .route(
             "/v1/tenants/{tenant_id}",
@@ -285,6 +296,108 @@ async fn bulk_set_preferences(call: Call) -> Answer {
         .await
         .map_err(|e| RestError::renamed(e, "preference_set", "preferences.id"))?;
     Ok(ok(&operation))
+}
+
+/// The list `key` of a bulk body with each object item converted from Knock's body to the
+/// RPC's item (its `id` kept); other items are passed on for the RPC to name.
+fn bulk_items(
+    body: &mut Map<String, Value>,
+    key: &str,
+    convert: impl Fn(Map<String, Value>) -> Result<Map<String, Value>, RestError>,
+) -> Result<Option<Value>, RestError> {
+    let Some(Value::Array(items)) = body.remove(key) else {
+        return Ok(body.remove(key));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(match item {
+            Value::Object(mut item) => {
+                let id = item.remove("id");
+                let mut converted = convert(item)?;
+                if let Some(id) = id {
+                    converted.insert("id".into(), id);
+                }
+                Value::Object(converted)
+            }
+            other => other,
+        });
+    }
+    Ok(Some(Value::Array(out)))
+}
+
+/// Runs a bulk method: `p` plus the `Idempotency-Key`, authorized as `method`.
+async fn bulk<T, F>(call: &Call, method: &str, mut p: Map<String, Value>, run: F) -> Answer
+where
+    T: serde::de::DeserializeOwned,
+    F: AsyncFnOnce(&crate::api::Context, T) -> Result<Value, crate::Error>,
+{
+    with_idempotency_key(call, &mut p);
+    let p = Value::Object(p);
+    call.authorize(method, &p)?;
+    let operation = run(&call.rest.ctx, params(&p)?).await?;
+    Ok(ok(&operation))
+}
+
+/// Moves `key` from the body into the params, if present.
+fn take(body: &mut Map<String, Value>, p: &mut Map<String, Value>, key: &str) {
+    if let Some(value) = body.remove(key) {
+        p.insert(key.into(), value);
+    }
+}
+
+async fn bulk_identify_users(call: Call) -> Answer {
+    let mut body = call.body_object()?;
+    let mut p = Map::new();
+    if let Some(users) = bulk_items(&mut body, "users", |b| shapes::recipient_body(b, &[]))? {
+        p.insert("users".into(), users);
+    }
+    bulk(&call, "users.bulkIdentify", p, bulk::bulk_identify).await
+}
+
+async fn bulk_delete_users(call: Call) -> Answer {
+    let mut body = call.body_object()?;
+    let mut p = Map::new();
+    take(&mut body, &mut p, "user_ids");
+    bulk(&call, "users.bulkDelete", p, bulk::bulk_delete_users).await
+}
+
+async fn bulk_set_objects(call: Call) -> Answer {
+    let mut body = call.body_object()?;
+    let mut p = Map::new();
+    p.insert("collection".into(), json!(call.param(0)));
+    let convert = |b| shapes::recipient_body(b, &["collection"]);
+    if let Some(objects) = bulk_items(&mut body, "objects", convert)? {
+        p.insert("objects".into(), objects);
+    }
+    bulk(&call, "objects.bulkSet", p, bulk::bulk_set_objects).await
+}
+
+async fn bulk_delete_objects(call: Call) -> Answer {
+    let mut body = call.body_object()?;
+    let mut p = Map::new();
+    p.insert("collection".into(), json!(call.param(0)));
+    take(&mut body, &mut p, "object_ids");
+    bulk(&call, "objects.bulkDelete", p, bulk::bulk_delete_objects).await
+}
+
+async fn bulk_set_tenants(call: Call) -> Answer {
+    let mut body = call.body_object()?;
+    let mut p = Map::new();
+    // A bare string is a tenant id with no other fields (#33).
+    if let Some(tenants) = bulk_items(&mut body, "tenants", shapes::tenant_body)? {
+        p.insert("tenants".into(), tenants);
+    }
+    bulk(&call, "tenants.bulkSet", p, bulk::bulk_set_tenants).await
+}
+
+/// #34 carries its ids in the query (`tenant_ids[]`); its body is empty.
+async fn bulk_delete_tenants(call: Call) -> Answer {
+    let ids = call.query_list("tenant_ids");
+    let mut p = Map::new();
+    if !ids.is_empty() {
+        p.insert("tenant_ids".into(), json!(ids));
+    }
+    bulk(&call, "tenants.bulkDelete", p, bulk::bulk_delete_tenants).await
 }
 
 async fn get_bulk_operation(call: Call) -> Answer {

@@ -664,3 +664,98 @@ async fn lists_page_as_knock_does() {
     assert_eq!(tenants["entries"][0]["id"], "tb");
     assert_eq!(tenants["entries"][0]["__typename"], "Tenant");
 }
+
+#[tokio::test]
+async fn bulk_routes_queue_jobs_with_knocks_bodies() {
+    let d = daemon().await;
+    let mut c = d.http().await;
+    let post = |path: &'static str, body: &'static str| (path, body);
+    let cases = [
+        (
+            post(
+                "/v1/users/bulk/identify",
+                r#"{"users":[{"id":"k1","name":"K","channel_data":{}}]}"#,
+            ),
+            "users.identify",
+        ),
+        (
+            post("/v1/users/bulk/delete", r#"{"user_ids":["k9"]}"#),
+            "users.delete",
+        ),
+        (
+            post(
+                "/v1/objects/docs/bulk/set",
+                r#"{"objects":[{"id":"o1","title":"T"}]}"#,
+            ),
+            "objects.docs.set",
+        ),
+        (
+            post("/v1/objects/docs/bulk/delete", r#"{"object_ids":["o9"]}"#),
+            "objects.docs.delete",
+        ),
+        (
+            post(
+                "/v1/tenants/bulk/set",
+                r#"{"tenants":["tk1",{"id":"tk2","name":"Two","tier":"gold"}]}"#,
+            ),
+            "tenants.set",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for ((path, body), name) in cases {
+        let r = send(&mut c, Method::POST, path, body).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+        let operation = json(&r);
+        assert_eq!(operation["name"], name, "{path}");
+        assert_eq!(operation["status"], "queued", "{path}");
+        ids.push(operation["id"].as_str().expect("an id").to_string());
+    }
+    // #34: ids in the query, an empty body with `Content-Length: 0`, and the retry of the
+    // same Idempotency-Key answered with the same operation.
+    let headers = [("content-length", "0"), ("idempotency-key", "k-34")];
+    let path = "/v1/tenants/bulk/delete?tenant_ids%5B%5D=tk1&tenant_ids%5B%5D=tk9";
+    let first = json(&c.request(Method::POST, path, "", &headers).await);
+    assert_eq!(first["name"], "tenants.delete", "{first}");
+    assert_eq!(first["estimated_total_rows"], 2);
+    let again = json(&c.request(Method::POST, path, "", &headers).await);
+    assert_eq!(again["id"], first["id"]);
+    let other = c
+        .request(
+            Method::POST,
+            "/v1/tenants/bulk/delete?tenant_ids%5B%5D=tk2",
+            "",
+            &headers,
+        )
+        .await;
+    assert_error(&other, StatusCode::CONFLICT, "idempotency_key_reused");
+    assert_eq!(other.headers["x-should-retry"], "false");
+    assert_error(
+        &send(&mut c, Method::POST, "/v1/tenants/bulk/delete", "").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_params",
+    );
+    // The jobs run: the identified user and tenant exist with Knock's flattened properties.
+    ids.push(first["id"].as_str().expect("an id").to_string());
+    for id in ids {
+        crate::support::wait_for("a bulk job to complete", || {
+            let d = &d;
+            let id = id.clone();
+            async move {
+                let op = d.call("bulkOperations.get", json!({ "id": id })).await;
+                (op["status"] == "completed").then_some(())
+            }
+        })
+        .await;
+    }
+    let user = json(&send(&mut c, Method::GET, "/v1/users/k1", "").await);
+    assert_eq!(user["name"], "K");
+    let tenant = json(&send(&mut c, Method::GET, "/v1/tenants/tk2", "").await);
+    assert_eq!(tenant["tier"], "gold");
+    assert_eq!(
+        send(&mut c, Method::GET, "/v1/tenants/tk1", "")
+            .await
+            .status,
+        StatusCode::NOT_FOUND,
+        "deleted by #34"
+    );
+}
