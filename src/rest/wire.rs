@@ -390,7 +390,17 @@ impl Call {
             return Ok(Map::new());
         }
         match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(map)) => Ok(map),
+            Ok(Value::Object(map)) => {
+                // A key given twice is refused, as in JSON-RPC params (`api::strict`), not
+                // read as its last value.
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                if let Err(e) = crate::api::strict::value(&mut de) {
+                    let message = e.to_string();
+                    let message = message.split(" at line ").next().unwrap_or(&message);
+                    return Err(RestError::invalid("body", message));
+                }
+                Ok(map)
+            }
             Ok(_) => Err(RestError::bad_json(
                 "the request body must be a JSON object",
             )),

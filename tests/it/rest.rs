@@ -266,6 +266,21 @@ async fn bodies_and_routes_fail_as_knock_says() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_params",
     );
+    let r = send(
+        &mut c,
+        Method::PUT,
+        "/v1/users/u3/preferences/default",
+        r#"{"__persistence_strategy__":"merge","__persistence_strategy__":"replace"}"#,
+    )
+    .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_params");
+    assert!(
+        r.json.as_ref().is_some_and(|b| b["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("__persistence_strategy__"))),
+        "{:?}",
+        r.body
+    );
     let r = send(&mut c, Method::POST, "/v1/users/u3", "{}").await;
     assert_error(&r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     assert!(r.headers.contains_key("allow"));
