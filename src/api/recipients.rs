@@ -10,7 +10,9 @@ use serde_json::{Map, Value, json};
 use crate::Error;
 use crate::api::{Context, Deleted, Errors, strict};
 use crate::config::Config;
-use crate::model::{DEFAULT_SET, PreferenceSetRequest, RecipientKey, SetKind, Strategy};
+use crate::model::{
+    DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind, Strategy,
+};
 use crate::resolve::{Sources, Stack};
 use crate::store::time::now;
 use crate::store::{RecipientRow, TenantRow};
@@ -371,4 +373,172 @@ pub async fn list_preferences(
     errors.finish()?;
     let sets = ctx.db.read(move |r| Ok::<_, Error>(r.sets(&key)?)).await?;
     Ok(sets.iter().map(|(id, set)| set.to_response(id)).collect())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeParams {
+    pub user_id: String,
+    pub from_user_id: String,
+}
+
+/// `users.merge` (rest.md §4.2), in one transaction: the target is created if absent; the
+/// source's properties go under the target's (shallow, the target wins); each stored set
+/// of the source whose set id the target lacks is copied; the source's audience
+/// memberships are added to the target; then the source is deleted as by `users.delete`.
+pub async fn merge(ctx: &Context, p: MergeParams) -> Result<Value, Error> {
+    let mut errors = Errors::default();
+    errors.id("user_id", &p.user_id);
+    errors.id("from_user_id", &p.from_user_id);
+    if p.user_id == p.from_user_id {
+        errors.push(
+            "from_user_id",
+            "names the target user; a user cannot merge into itself",
+        );
+    }
+    errors.finish()?;
+    let limits = ctx.config().settings.limits.clone();
+    let row = ctx
+        .db
+        .write(move |w| {
+            let from = RecipientKey::user(&p.from_user_id);
+            let into = RecipientKey::user(&p.user_id);
+            let Some(source) = w.recipient(&from)? else {
+                return Err(not_found(&from));
+            };
+            let mut properties = source.properties;
+            let target = w
+                .recipient(&into)?
+                .map(|r| r.properties)
+                .unwrap_or_default();
+            properties.extend(target);
+            crate::writes::check_properties_size(
+                &properties,
+                limits.max_properties_bytes,
+                "from_user_id",
+            )?;
+            let now = now();
+            let row = w.put_recipient(&into, &properties, &now)?;
+            let has: Vec<String> = w.sets(&into)?.into_iter().map(|(id, _)| id).collect();
+            for (set_id, set) in w.sets(&from)? {
+                if !has.contains(&set_id) {
+                    w.put_set(&into, &set_id, &set, &now)?;
+                }
+            }
+            for audience in w.audiences_of(&from)? {
+                w.add_members(&audience, std::slice::from_ref(&into), &now)?;
+            }
+            w.delete_recipient(&from)?;
+            Ok::<_, Error>(row)
+        })
+        .await?;
+    Ok(recipient_json(&row))
+}
+
+/// The section a legacy granular preference write replaces (rest.md A7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    ChannelTypes,
+    Workflows,
+    Categories,
+}
+
+impl Section {
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::ChannelTypes => "channel_types",
+            Section::Workflows => "workflows",
+            Section::Categories => "categories",
+        }
+    }
+}
+
+recipient_params!(
+    /// A legacy granular write (rest.md A7, routes #10–15): `value` replaces the whole
+    /// `section` of set `preference_set`, or with `key` that one entry of it.
+    GranularParams {
+        preference_set: Option<String>,
+        key: Option<String>,
+        value: Value,
+    }
+);
+
+/// The legacy granular set (rest.md A7; no JSON-RPC method, for the REST layer): in one
+/// transaction, load the stored set (empty when none), assign the whole section or the one
+/// key — `{"subscribed": b}` stores `b`, any other object is stored as given as a setting
+/// object — validate the whole set and store it (replace). Answers as a `getPreferences` of
+/// the same set id (A2), read after the commit.
+pub async fn granular_set(
+    ctx: &Context,
+    kind: Kind,
+    section: Section,
+    p: GranularParams,
+    may_read_default: bool,
+) -> Result<Box<RawValue>, Error> {
+    let mut errors = Errors::default();
+    let key = p.key(kind, &mut errors);
+    let set_id = p
+        .preference_set
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SET.to_string());
+    errors.id("preference_set", &set_id);
+    let field = match &p.key {
+        Some(k) => format!("preferences.{}.{k}", section.key()),
+        None => format!("preferences.{}", section.key()),
+    };
+    let value = match (&p.key, p.value) {
+        (Some(_), Value::Object(body)) if body.len() == 1 && body.contains_key("subscribed") => {
+            match body.get("subscribed") {
+                Some(Value::Bool(b)) => Value::Bool(*b),
+                _ => {
+                    errors.push(format!("{field}.subscribed"), "must be true or false");
+                    Value::Null
+                }
+            }
+        }
+        (_, Value::Object(body)) => Value::Object(body),
+        (_, _) => {
+            errors.push(&field, "must be an object");
+            Value::Null
+        }
+    };
+    errors.finish()?;
+    let max = ctx.config().settings.limits.max_preference_set_bytes;
+    let (write_key, id) = (key.clone(), set_id.clone());
+    ctx.db
+        .write(move |w| {
+            let stored = w.set(&write_key, &id)?;
+            let mut body = stored.map(|s| s.as_map().clone()).unwrap_or_default();
+            match &p.key {
+                None => {
+                    body.insert(section.key().to_string(), value);
+                }
+                Some(k) => {
+                    let entry = body
+                        .entry(section.key().to_string())
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if !entry.is_object() {
+                        *entry = Value::Object(Map::new());
+                    }
+                    if let Value::Object(map) = entry {
+                        map.insert(k.clone(), value);
+                    }
+                }
+            }
+            let set =
+                PreferenceSet::parse(&Value::Object(body), SetKind::Recipient, "preferences")?;
+            check_size(&set, max, "preferences")?;
+            w.put_set(&write_key, &id, &set, &now())?;
+            Ok::<_, Error>(())
+        })
+        .await?;
+    let read = GetPreferencesParams {
+        user_id: p.user_id,
+        collection: p.collection,
+        object_id: p.object_id,
+        preference_set: Some(set_id),
+        tenant: None,
+        raw: None,
+    };
+    get_preferences(ctx, kind, read, may_read_default).await
 }

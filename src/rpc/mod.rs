@@ -79,6 +79,7 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     method!(m, "users.unsetPreferences", |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::User, p).await);
     method!(m, "users.listPreferences", |c, p: r::WhoParams| r::list_preferences(c, Kind::User, p).await);
     method!(m, "users.list", |c, p: lists::RecipientsParams| lists::recipients(c, Kind::User, p).await);
+    method!(m, "users.merge", |c, p: r::MergeParams| r::merge(c, p).await);
     method!(m, "users.bulkSetPreferences", |c, p: bulk::BulkSetParams| bulk::bulk_set(c, p).await);
     method!(m, "users.bulkIdentify", |c, p: bulk::BulkIdentifyParams| bulk::bulk_identify(c, p).await);
     method!(m, "users.bulkDelete", |c, p: bulk::BulkDeleteUsersParams| bulk::bulk_delete_users(c, p).await);

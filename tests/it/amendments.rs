@@ -125,3 +125,105 @@ async fn a_tenant_param_on_a_default_read_is_the_read_of_that_tenants_set() {
     )
     .await;
 }
+
+/// The legacy granular set (rest.md A7) has no JSON-RPC method: the REST layer calls
+/// `api::recipients::granular_set`. Here it runs on the in-process daemon's own context,
+/// and its effects are read back over the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_granular_set_replaces_a_section_or_one_key_and_answers_the_effective_set() {
+    use prefsd::api::recipients::{GranularParams, Kind, Section, granular_set};
+
+    let d = Daemon::start().await;
+    let ctx = d.context();
+    let params = |key: Option<&str>, value: serde_json::Value| GranularParams {
+        user_id: Some("u1".into()),
+        collection: None,
+        object_id: None,
+        preference_set: None,
+        key: key.map(str::to_string),
+        value,
+    };
+    let call = |section, key, value| {
+        let ctx = &*ctx;
+        let p = params(key, value);
+        async move {
+            let answer = granular_set(ctx, Kind::User, section, p, true).await?;
+            Ok::<_, prefsd::Error>(
+                serde_json::from_str::<serde_json::Value>(answer.get()).expect("JSON"),
+            )
+        }
+    };
+
+    let raw = || {
+        d.call(
+            "users.getPreferences",
+            json!({ "user_id": "u1", "raw": true }),
+        )
+    };
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preferences": {
+            "workflows": { "digest": false }, "categories": { "marketing": false } } }),
+    )
+    .await;
+    // One key: `{"subscribed": b}` stores b; other sections stay.
+    let answer = call(
+        Section::ChannelTypes,
+        Some("sms"),
+        json!({ "subscribed": true }),
+    )
+    .await
+    .expect("a valid write");
+    // The effective set (A2): the environment's email: true shows too.
+    assert_eq!(
+        answer["channel_types"],
+        json!({ "email": true, "sms": true })
+    );
+    assert_eq!(answer["id"], "default");
+    let stored = raw().await;
+    assert_eq!(stored["channel_types"], json!({ "sms": true }));
+    assert_eq!(stored["workflows"], json!({ "digest": false }));
+    // One key with a setting object: stored as given.
+    call(
+        Section::Workflows,
+        Some("new-comment"),
+        json!({ "channel_types": { "email": false } }),
+    )
+    .await
+    .expect("a valid write");
+    let stored = raw().await;
+    assert_eq!(
+        stored["workflows"],
+        json!({ "digest": false, "new-comment": { "channel_types": { "email": false } } })
+    );
+    // A whole section replaces that section.
+    call(Section::Categories, None, json!({ "collaboration": true }))
+        .await
+        .expect("a valid write");
+    let stored = raw().await;
+    assert_eq!(stored["categories"], json!({ "collaboration": true }));
+    assert_eq!(stored["channel_types"], json!({ "sms": true }));
+
+    // Invalid: an unknown channel type, a bad `subscribed`; nothing changes.
+    for (section, key, value) in [
+        (
+            Section::ChannelTypes,
+            Some("fax"),
+            json!({ "subscribed": true }),
+        ),
+        (
+            Section::ChannelTypes,
+            Some("sms"),
+            json!({ "subscribed": "yes" }),
+        ),
+        (Section::Workflows, None, json!(["not", "a", "map"])),
+    ] {
+        let e = call(section, key, value.clone()).await;
+        assert!(
+            matches!(e, Err(prefsd::Error::Invalid(_))),
+            "{section:?} {key:?} {value}: {e:?}"
+        );
+    }
+    let after = raw().await;
+    assert_eq!(after, stored);
+}

@@ -20,6 +20,7 @@ mod knock;
 mod lifecycle;
 mod lists;
 mod load;
+mod merge;
 mod methods;
 mod pressure;
 mod readme;

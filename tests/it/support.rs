@@ -126,6 +126,7 @@ struct Running {
     join: JoinHandle<anyhow::Result<()>>,
     db: Db,
     jobs: prefsd::jobs::Jobs,
+    ctx: Arc<Context>,
 }
 
 impl Daemon {
@@ -195,7 +196,7 @@ impl Daemon {
         let join = tokio::spawn(prefsd::server::run_with_tcp(
             listener,
             tcp,
-            ctx,
+            Arc::clone(&ctx),
             cancel.clone().cancelled_owned(),
         ));
         self.running = Some(Running {
@@ -203,12 +204,19 @@ impl Daemon {
             join,
             db,
             jobs,
+            ctx,
         });
     }
 
     /// The bulk worker's handle, to hold it between chunks (`Jobs::hold`).
     pub fn jobs(&self) -> &prefsd::jobs::Jobs {
         &self.running.as_ref().expect("the daemon is running").jobs
+    }
+
+    /// The daemon's own `api` context, to call an `api` function that has no JSON-RPC
+    /// method (the REST layer's operations) on the daemon's store and cache.
+    pub fn context(&self) -> Arc<Context> {
+        Arc::clone(&self.running.as_ref().expect("the daemon is running").ctx)
     }
 
     /// Starts the graceful shutdown without waiting for it.
