@@ -9,7 +9,7 @@ use axum::routing::{get, post, put};
 use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
-use crate::api::recipients::{self as r, Kind};
+use crate::api::recipients::{self as r, Kind, Section};
 use crate::api::{bulk, lists, tenants};
 use crate::rest::Rest;
 use crate::rest::shapes;
@@ -34,6 +34,33 @@ pub fn router(rest: Arc<Rest>) -> Router {
         .route(
             "/v1/users/{user_id}/preferences/{id}",
             get(get_user_set).put(set_user_set).delete(unset_user_set),
+        )
+        // #5
+        .route("/v1/users/{user_id}/merge", post(merge_users))
+        // #10-15: the browser client's legacy granular PUTs (A7)
+        .route(
+            "/v1/users/{user_id}/preferences/{id}/channel_types",
+            put(granular_channel_types),
+        )
+        .route(
+            "/v1/users/{user_id}/preferences/{id}/channel_types/{key}",
+            put(granular_channel_types),
+        )
+        .route(
+            "/v1/users/{user_id}/preferences/{id}/workflows",
+            put(granular_workflows),
+        )
+        .route(
+            "/v1/users/{user_id}/preferences/{id}/workflows/{key}",
+            put(granular_workflows),
+        )
+        .route(
+            "/v1/users/{user_id}/preferences/{id}/categories",
+            put(granular_categories),
+        )
+        .route(
+            "/v1/users/{user_id}/preferences/{id}/categories/{key}",
+            put(granular_categories),
         )
         // #16 #17 #18
         .route("/v1/users/bulk/preferences", post(bulk_set_preferences))
@@ -259,6 +286,58 @@ async fn set_object_set(call: Call) -> Answer {
 }
 async fn unset_object_set(call: Call) -> Answer {
     unset_set(Kind::Object, call).await
+}
+
+// --- #5 merge ---
+
+async fn merge_users(call: Call) -> Answer {
+    let mut body = call.body_object()?;
+    let mut p = Map::new();
+    p.insert("user_id".into(), json!(call.param(0)));
+    take(&mut body, &mut p, "from_user_id");
+    let p = Value::Object(p);
+    call.authorize("users.merge", &p)?;
+    let user = r::merge(&call.rest.ctx, params(&p)?).await?;
+    Ok(ok(&shapes::user(user)))
+}
+
+// --- #10-15: legacy granular writes (A7) ---
+
+/// Assigns the whole `section` of the set, or with a `{key}` path param that one entry,
+/// and answers the effective set (A2). Authorized as the write of the set it is.
+async fn granular(section: Section, call: Call) -> Answer {
+    let mut value = Value::Object(call.body_object()?);
+    shapes::strip_strategies(&mut value);
+    let mut p = who(Kind::User, &call);
+    p.insert("preference_set".into(), json!(call.param(1)));
+    call.authorize("users.setPreferences", &Value::Object(p.clone()))?;
+    if call.path.len() > 2 {
+        p.insert("key".into(), json!(call.param(2)));
+    }
+    p.insert("value".into(), value);
+    let answer = r::granular_set(
+        &call.rest.ctx,
+        Kind::User,
+        section,
+        params(&Value::Object(p))?,
+        call.may_read_default(),
+    )
+    .await
+    .map_err(|e| RestError::renamed(e, "value", ""))?;
+    Ok(json_response(StatusCode::OK, answer.get().to_string()))
+}
+
+/// #10 and #11 (one key).
+async fn granular_channel_types(call: Call) -> Answer {
+    granular(Section::ChannelTypes, call).await
+}
+/// #12 and #13 (one key).
+async fn granular_workflows(call: Call) -> Answer {
+    granular(Section::Workflows, call).await
+}
+/// #14 and #15 (one key).
+async fn granular_categories(call: Call) -> Answer {
+    granular(Section::Categories, call).await
 }
 
 // --- Bulk: #16, #35 ---

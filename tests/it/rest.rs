@@ -774,3 +774,133 @@ async fn bulk_routes_queue_jobs_with_knocks_bodies() {
         "deleted by #34"
     );
 }
+
+#[tokio::test]
+async fn merge_and_the_legacy_granular_writes() {
+    let d = daemon().await;
+    let mut c = d.http().await;
+    send(&mut c, Method::PUT, "/v1/users/m1", r#"{"name":"Target"}"#).await;
+    send(
+        &mut c,
+        Method::PUT,
+        "/v1/users/m2",
+        r#"{"name":"Source","plan":"pro"}"#,
+    )
+    .await;
+    let r = send(
+        &mut c,
+        Method::POST,
+        "/v1/users/m1/merge",
+        r#"{"from_user_id":"m2"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let user = json(&r);
+    assert_eq!(user["__typename"], "User");
+    assert_eq!(user["name"], "Target", "the target wins");
+    assert_eq!(user["plan"], "pro");
+    // Retried after it committed: the source is gone (§9).
+    assert_error(
+        &send(
+            &mut c,
+            Method::POST,
+            "/v1/users/m1/merge",
+            r#"{"from_user_id":"m2"}"#,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &send(&mut c, Method::POST, "/v1/users/m1/merge", "{}").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_params",
+    );
+
+    // #10-15 (A7): a whole section, or one key, answered as the effective set (A2), with a
+    // user token as the browser client sends them.
+    let token = token("g1");
+    let browser = [
+        ("authorization", "Bearer pk_test"),
+        ("x-knock-user-token", token.as_str()),
+    ];
+    let mut t = d.tcp().await;
+    let put = async |t: &mut HttpConn, path: &str, body: &str| {
+        t.request(Method::PUT, path, body.to_string(), &browser)
+            .await
+    };
+    let r = put(
+        &mut t,
+        "/v1/users/g1/preferences/default/channel_types",
+        r#"{"email":false}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(json(&r)["channel_types"]["email"], false);
+    assert_eq!(json(&r)["channel_types"]["sms"], false, "the effective set");
+    let r = put(
+        &mut t,
+        "/v1/users/g1/preferences/default/channel_types/sms",
+        r#"{"subscribed":true}"#,
+    )
+    .await;
+    assert_eq!(json(&r)["channel_types"]["sms"], true);
+    assert_eq!(
+        json(&r)["channel_types"]["email"],
+        false,
+        "the other keys stay"
+    );
+    let r = put(
+        &mut t,
+        "/v1/users/g1/preferences/default/workflows/digest",
+        r#"{"subscribed":false}"#,
+    )
+    .await;
+    assert_eq!(json(&r)["workflows"]["digest"], false);
+    let r = put(
+        &mut t,
+        "/v1/users/g1/preferences/default/categories/marketing",
+        r#"{"channel_types":{"email":false}}"#,
+    )
+    .await;
+    assert_eq!(
+        json(&r)["categories"]["marketing"],
+        json!({ "channel_types": { "email": false } })
+    );
+    let r = put(
+        &mut t,
+        "/v1/users/g1/preferences/default/categories",
+        r#"{"collaboration":true}"#,
+    )
+    .await;
+    assert_eq!(json(&r)["categories"], json!({ "collaboration": true }));
+    assert_error(
+        &put(
+            &mut t,
+            "/v1/users/g1/preferences/default/channel_types/fax",
+            r#"{"subscribed":true}"#,
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_params",
+    );
+    assert_error(
+        &put(
+            &mut t,
+            "/v1/users/g2/preferences/default/channel_types",
+            r#"{"email":true}"#,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "authorization",
+    );
+    // Knock's granular object-preference PUTs are out of scope.
+    let r = send(
+        &mut c,
+        Method::PUT,
+        "/v1/objects/docs/d1/preferences/default/channel_types",
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
