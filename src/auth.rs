@@ -21,6 +21,11 @@
 //!   `Authorization` header is ignored.
 //! - When `require_credentials` is on, a request with a user token must carry a secret key
 //!   too: the peer proves it is a server first, and the token then narrows what it may do.
+//!   The one exception is a public key (`pk_…`, the browser client's Bearer), which is
+//!   accepted with a user token in its place (rest.md §6), and is never a server caller.
+//! - With grants (`explicit_grants`, or any `preferences/*` or `user/*` grant),
+//!   `users.get` needs `user/read` and `users.identify` `user/write` on the caller's user;
+//!   an identify's inline preference sets are checked as writes of those sets.
 //! - User tokens are verified with the key of `access.user_token`: a PEM public key file
 //!   (an RSA key means RS256, a P-256 EC key ES256) or an HS256 secret. The file is read at
 //!   start-up and again after every config reload. `aud` and `iss` are not checked.
@@ -34,7 +39,8 @@
 //!   what `preferences/read` and `preferences/write` grant, on its user or in the tenant of
 //!   the call. `users.get` counts as a read.
 //! - A tenant-scoped token may use only its tenants' set ids (as `tenant` or
-//!   `preference_set`), never the `"default"` set (not even through the fallback of
+//!   `preference_set`), and the `"default"` set only with a grant on its user for what the
+//!   call does (without a read grant there, not even through the fallback of
 //!   preferences.md §4.2, see [`NoDefaultSet`]), and may not call `users.listPreferences`
 //!   (which lists the sets of every tenant).
 
@@ -62,7 +68,8 @@ pub const SECRET_KEYS_ENV: &str = "PREFSD_SECRET_KEYS";
 pub const USER_TOKEN_HEADERS: [&str; 2] = ["x-user-token", "x-knock-user-token"];
 
 /// The methods a user caller may call (access.md), each on its own user only.
-pub const USER_METHODS: [&str; 5] = [
+pub const USER_METHODS: [&str; 6] = [
+    "users.identify",
     "users.get",
     "users.getPreferences",
     "users.listPreferences",
@@ -104,21 +111,27 @@ pub struct UserCaller {
 }
 
 impl Caller {
-    /// Whether the caller is a user token scoped to tenants, which never sees the
-    /// recipient's `default` set (see [`NoDefaultSet`]).
+    /// Whether the caller is a user token scoped to tenants without a grant to read
+    /// preferences on its user: it never sees the recipient's `default` set (see
+    /// [`NoDefaultSet`]).
     pub fn tenant_scoped(&self) -> bool {
-        matches!(self, Caller::User(user) if !user.grants.tenants.is_empty())
+        matches!(self, Caller::User(user)
+            if !user.grants.tenants.is_empty() && !user.grants.user.allows(Op::Read))
     }
 }
 
 /// What a user token's grants allow.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
-    /// `explicit_grants: true` or any `preferences/*` grant: only what is granted is allowed.
-    /// Otherwise the token may read and write its own preferences.
+    /// `explicit_grants: true` or any `preferences/*` or `user/*` grant: only what is
+    /// granted is allowed. Otherwise the token may read and write its own user and
+    /// preferences.
     pub restricted: bool,
-    /// Granted on the caller's own user resource.
+    /// `preferences/*` granted on the caller's own user resource.
     pub user: Perms,
+    /// `user/read` and `user/write` granted on the caller's own user resource: what
+    /// `users.get` and `users.identify` need when grants apply.
+    pub account: Perms,
     /// Granted per tenant; a non-empty map scopes the token to these tenants.
     pub tenants: BTreeMap<String, Perms>,
 }
@@ -366,6 +379,12 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.ct_eq(b))
 }
 
+/// Whether a Bearer is a public key (Knock's `pk_` prefix), which the browser client
+/// sends with a user token.
+pub fn is_public_key(key: &str) -> bool {
+    key.starts_with("pk_")
+}
+
 /// The caller of a request from peer `peer_uid` with `credentials`, under `policy`; the
 /// daemon runs as `daemon_uid`. Pure: `now` is the clock.
 pub fn resolve(
@@ -390,7 +409,19 @@ pub fn resolve(
             "peer uid {uid} may not use this socket; allowed: {allowed}"
         )));
     }
-    if policy.require_credentials {
+    // A public key never makes a server caller (access.md), from any peer: a reverse proxy
+    // in front of the socket would otherwise turn every browser request into one. With a
+    // user token it is the browser client's Bearer and stands in for the secret key: the
+    // token says who calls.
+    let public_key = matches!(&credentials.secret_key, Presented::Value(key) if is_public_key(key));
+    if public_key {
+        if credentials.user_token == Presented::Absent {
+            return Err(Denied::unauthenticated(
+                "a public key (pk_…) never makes a server caller: send a user token with it \
+                 (X-Knock-User-Token), or a secret key",
+            ));
+        }
+    } else if policy.require_credentials {
         require_secret_key(
             credentials,
             policy,
@@ -476,7 +507,7 @@ pub fn authorize(caller: &Caller, method: &str, params: Option<&str>) -> Result<
     };
     let op = match method {
         "users.get" | "users.getPreferences" | "users.listPreferences" => Op::Read,
-        "users.setPreferences" | "users.unsetPreferences" => Op::Write,
+        "users.identify" | "users.setPreferences" | "users.unsetPreferences" => Op::Write,
         _ => {
             return Err(Denied::forbidden(format!(
                 "a user token may not call {method}; it may call only {}",
@@ -502,6 +533,34 @@ pub fn authorize(caller: &Caller, method: &str, params: Option<&str>) -> Result<
             )));
         }
     }
+    if let "users.get" | "users.identify" = method {
+        // The user record: `user/read` or `user/write` when grants apply; the preference
+        // sets an identify carries are checked as writes of those sets.
+        if user.grants.restricted && !user.grants.account.allows(op) {
+            let grant = if op == Op::Read {
+                "user/read"
+            } else {
+                "user/write"
+            };
+            return Err(Denied::forbidden(format!(
+                "the user token does not grant {grant} (for user {:?}), which {method} needs",
+                user.sub
+            )));
+        }
+        let sets = match params.get("preferences") {
+            None | Some(Value::Null) => return Ok(()),
+            Some(Value::Object(sets)) => sets,
+            Some(_) => {
+                return Err(Denied::forbidden(
+                    "preferences must be an object in a user token's call",
+                ));
+            }
+        };
+        for set_id in sets.keys() {
+            check_set(user, method, op, &[set_id.as_str()], Some(set_id))?;
+        }
+        return Ok(());
+    }
     let tenant = string_param(&params, "tenant")?;
     let set = string_param(&params, "preference_set")?;
     // The set the call reads or writes, as the handlers pick it (a tenant names its set).
@@ -512,23 +571,37 @@ pub fn authorize(caller: &Caller, method: &str, params: Option<&str>) -> Result<
         }
         _ => None,
     };
+    if !user.grants.tenants.is_empty() && method == "users.listPreferences" {
+        let scope: Vec<&str> = user.grants.tenants.keys().map(String::as_str).collect();
+        return Err(Denied::forbidden(format!(
+            "a token scoped to tenants {scope:?} may not list the sets of every tenant; \
+             read them one by one with users.getPreferences"
+        )));
+    }
+    let named: Vec<&str> = [tenant, set].into_iter().flatten().collect();
+    check_set(user, method, op, &named, set_id)
+}
+
+/// Whether a user caller may make `op` on its preference set `set_id` (the one the call
+/// uses, if any), naming the set ids `named`: within its tenants when it is scoped to
+/// some (`"default"` counts only when used, and then needs a grant on the user), and
+/// granted `op` when grants apply.
+fn check_set(
+    user: &UserCaller,
+    method: &str,
+    op: Op,
+    named: &[&str],
+    set_id: Option<&str>,
+) -> Result<(), Denied> {
     if !user.grants.tenants.is_empty() {
         let scope: Vec<&str> = user.grants.tenants.keys().map(String::as_str).collect();
-        if method == "users.listPreferences" {
-            return Err(Denied::forbidden(format!(
-                "a token scoped to tenants {scope:?} may not list the sets of every tenant; \
-                 read them one by one with users.getPreferences"
-            )));
-        }
-        // Every set id the call names, and the one it uses: "default" only counts when used.
-        let named = [tenant, set]
-            .into_iter()
-            .flatten()
-            .filter(|id| *id != DEFAULT_SET);
+        let named = named.iter().copied().filter(|id| *id != DEFAULT_SET);
         for id in named.chain(set_id) {
-            if !user.grants.tenants.contains_key(id) {
+            let on_user = id == DEFAULT_SET && user.grants.user.allows(op);
+            if !on_user && !user.grants.tenants.contains_key(id) {
                 return Err(Denied::forbidden(format!(
-                    "this user token is scoped to tenants {scope:?}; preference set {id:?} is not one of them"
+                    "this user token is scoped to tenants {scope:?}; preference set {id:?} is not one of them \
+                     (the \"default\" set needs a grant on the user)"
                 )));
             }
         }

@@ -628,8 +628,10 @@ fn a_user_may_not_call_anything_else() {
     for method in [
         "users.bulkSetPreferences",
         "preferences.evaluate",
-        "users.identify",
         "users.delete",
+        "users.list",
+        "users.merge",
+        "users.bulkIdentify",
         "objects.getPreferences",
         "tenants.get",
         "bulkOperations.subscribe",
@@ -647,6 +649,7 @@ fn restricted(user_perms: Perms, tenants: &[(&str, Perms)]) -> Grants {
     Grants {
         restricted: true,
         user: user_perms,
+        account: NONE,
         tenants: tenants.iter().map(|(t, p)| (t.to_string(), *p)).collect(),
     }
 }
@@ -670,7 +673,8 @@ fn a_read_only_grant_cannot_write() {
     let own = json!({ "user_id": "u1" });
     assert_eq!(call(&me, "users.getPreferences", own.clone()), Ok(()));
     assert_eq!(call(&me, "users.listPreferences", own.clone()), Ok(()));
-    assert_eq!(call(&me, "users.get", own.clone()), Ok(()));
+    // The user record is not a preference: it needs user/read (access.md).
+    forbidden(call(&me, "users.get", own.clone()), "user/read");
     forbidden(
         call(&me, "users.setPreferences", own.clone()),
         "preferences/write",
@@ -708,6 +712,7 @@ fn a_tenant_scoped_token_stays_in_its_tenants() {
         Grants {
             restricted: false,
             user: NONE,
+            account: NONE,
             tenants: [("acme".to_string(), NONE)].into(),
         },
     );
@@ -792,7 +797,7 @@ fn tenant_grants_apply_in_their_tenant() {
     );
     forbidden(
         call(&me, "users.get", json!({ "user_id": "u1" })),
-        "preferences/read",
+        "user/read",
     );
 }
 
@@ -889,4 +894,114 @@ fn the_token_command_signs_with_a_key_or_a_secret() {
         "{e:#}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// --- the amendments of rest.md §11 ---
+
+#[test]
+fn a_user_may_identify_itself_with_the_grants_it_needs() {
+    let own = json!({ "user_id": "u1", "properties": { "name": "Jane" } });
+    let with_sets = json!({ "user_id": "u1", "preferences": { "default": {} } });
+    // No grants: its own user, properties and sets alike; never another user.
+    let me = user("u1", Grants::default());
+    assert_eq!(call(&me, "users.identify", own.clone()), Ok(()));
+    assert_eq!(call(&me, "users.identify", with_sets.clone()), Ok(()));
+    forbidden(
+        call(&me, "users.identify", json!({ "user_id": "u2" })),
+        "may act only on",
+    );
+    // Grants apply: user/write for the record, preferences/write for the sets.
+    let mut grants = restricted(WRITE, &[]);
+    forbidden(
+        call(&user("u1", grants.clone()), "users.identify", own.clone()),
+        "user/write",
+    );
+    grants.account = WRITE;
+    let me = user("u1", grants.clone());
+    assert_eq!(call(&me, "users.identify", own.clone()), Ok(()));
+    assert_eq!(call(&me, "users.identify", with_sets.clone()), Ok(()));
+    grants.user = READ;
+    forbidden(
+        call(&user("u1", grants), "users.identify", with_sets),
+        "preferences/write",
+    );
+    // users.get needs user/read.
+    let mut grants = restricted(READ, &[]);
+    grants.account = READ;
+    assert_eq!(
+        call(&user("u1", grants), "users.get", json!({ "user_id": "u1" })),
+        Ok(())
+    );
+}
+
+#[test]
+fn user_grants_parse_on_the_users_own_resource_only() {
+    let token = json!({
+        "sub": "u1", "exp": NOW_S + 60,
+        "grants": {
+            user_resource("u1"): { "user/read": [{}], "user/write": [{ "if": "x" }] },
+            user_resource("u2"): { "user/write": [{}] },
+            tenant_resource("acme"): { "user/write": [{}] },
+        }
+    });
+    let Ok(Caller::User(u)) = user_caller(&token) else {
+        panic!("accepted")
+    };
+    assert!(u.grants.restricted);
+    assert_eq!(u.grants.account, READ);
+    assert_eq!(u.grants.user, NONE);
+    assert_eq!(u.grants.tenants.get("acme"), Some(&NONE));
+}
+
+#[test]
+fn the_default_set_of_a_tenant_scoped_token_needs_a_grant_on_the_user() {
+    let default = json!({ "user_id": "u1" });
+    // Scoped to acme, reading on the user too: default may be read, not written.
+    let me = user("u1", restricted(READ, &[("acme", WRITE)]));
+    assert_eq!(call(&me, "users.getPreferences", default.clone()), Ok(()));
+    assert!(
+        !me.tenant_scoped(),
+        "it may read default through the fallback too"
+    );
+    forbidden(
+        call(&me, "users.setPreferences", default.clone()),
+        "\"default\"",
+    );
+    // Without the grant on the user: no default at all.
+    let me = user("u1", restricted(NONE, &[("acme", READ)]));
+    forbidden(call(&me, "users.getPreferences", default), "\"default\"");
+    assert!(me.tenant_scoped());
+}
+
+#[test]
+fn tenant_grants_are_read_in_both_spellings() {
+    for resource in [
+        "https://api.knock.app/v1/tenants/acme",
+        "https://api.knock.app/v1/objects/$tenants/acme",
+    ] {
+        let token = json!({ "sub": "u1", "exp": NOW_S + 60,
+                            "grants": { resource: { "preferences/read": [{}] } } });
+        let Ok(Caller::User(u)) = user_caller(&token) else {
+            panic!("accepted")
+        };
+        assert_eq!(u.grants.tenants.get("acme"), Some(&READ), "{resource}");
+    }
+}
+
+#[test]
+fn a_public_key_never_makes_a_server_caller() {
+    let policy = rsa_policy();
+    for key in ["pk_test_123", "pk_"] {
+        unauthenticated(
+            resolve(Some(DAEMON), &with_key(key), &policy, DAEMON, now()),
+            "never makes a server caller",
+        );
+    }
+    // With a user token it is the browser's Bearer: a user caller.
+    let mut credentials = with_token(&rs256(&claims("u1")));
+    credentials.secret_key = Presented::Value("pk_test_123".into());
+    assert!(matches!(
+        resolve(Some(DAEMON), &credentials, &policy, DAEMON, now()),
+        Ok(Caller::User(_))
+    ));
 }

@@ -201,22 +201,32 @@ fn parse_grants(sub: &str, grants: Option<&Value>, explicit: bool) -> Result<Gra
                 "the user token's grants for {resource:?} are not an object"
             )));
         };
-        let perms = match resource_of(resource, sub) {
-            Resource::OwnUser => &mut out.user,
-            Resource::Tenant(id) => out.tenants.entry(id.to_string()).or_default(),
+        let own_user = match resource_of(resource, sub) {
+            Resource::OwnUser => true,
+            Resource::Tenant(id) => {
+                out.tenants.entry(id.to_string()).or_default();
+                false
+            }
             Resource::Other => continue,
         };
         for (name, conditions) in granted {
-            if !name.starts_with("preferences/") {
+            // `user/*` means something only on the user itself.
+            let user_grant = own_user && name.starts_with("user/");
+            if !name.starts_with("preferences/") && !user_grant {
                 continue;
             }
             out.restricted = true;
             if !unconditional(conditions) {
                 continue;
             }
+            let perms = match resource_of(resource, sub) {
+                Resource::Tenant(id) => out.tenants.entry(id.to_string()).or_default(),
+                _ if user_grant => &mut out.account,
+                _ => &mut out.user,
+            };
             match name.as_str() {
-                "preferences/read" => perms.read = true,
-                "preferences/write" => perms.write = true,
+                "preferences/read" | "user/read" => perms.read = true,
+                "preferences/write" | "user/write" => perms.write = true,
                 _ => {}
             }
         }

@@ -329,24 +329,17 @@ fn caller(rest: &Rest, via: Via, headers: &http::HeaderMap) -> Result<Caller, Re
         }
         Via::Tcp => None,
     };
-    let public_key =
-        matches!(&credentials.secret_key, Presented::Value(key) if key.starts_with("pk_"));
+    let public_key = matches!(
+        &credentials.secret_key,
+        Presented::Value(key) if crate::auth::is_public_key(key)
+    );
     let token = credentials.user_token != Presented::Absent;
-    // A public key never makes a server caller (rest.md §6.1), from any peer.
-    if public_key && !token {
-        return Err(RestError::auth(
-            StatusCode::UNAUTHORIZED,
-            "missing_user_token",
-            &Denied::Unauthenticated(
-                "unauthenticated: a public key needs a user token (X-Knock-User-Token); \
-                 server calls take a secret key"
-                    .into(),
-            ),
-        ));
-    }
     rest.auth.rest_caller(peer, &credentials).map_err(|denied| {
+        // `auth` decides; the code says which of §7's refusals it is.
         let code = if token {
             "invalid_user_token"
+        } else if public_key {
+            "missing_user_token"
         } else {
             "api_key_missing"
         };

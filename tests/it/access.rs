@@ -543,8 +543,9 @@ async fn a_user_token_may_not_call_server_methods() {
         &a,
     );
     for method in [
-        "users.identify",
         "users.delete",
+        "users.list",
+        "users.merge",
         "daemon.status",
         "config.reload",
     ] {
@@ -985,4 +986,134 @@ async fn the_token_command_mints_a_token_the_daemon_accepts() {
     .await
     .expect("the blocking task");
     assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+// --- the amendments of rest.md §11 to access.md ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_token_may_identify_its_own_user() {
+    let d = Daemon::start_with(&[("prefsd.toml", &rs256_toml())]).await;
+    let a = token("u1");
+    let user = as_user(
+        &d,
+        &a,
+        "users.identify",
+        json!({ "user_id": "u1", "properties": { "name": "Jane" },
+                "preferences": { "default": { "channel_types": { "sms": true } } } }),
+    )
+    .await
+    .expect("its own user");
+    assert_eq!(user["properties"], json!({ "name": "Jane" }));
+    assert_eq!(
+        raw_set(&d, "u1", "default").await["channel_types"],
+        json!({ "sms": true })
+    );
+    refused(
+        as_user(&d, &a, "users.identify", json!({ "user_id": "u2" })).await,
+        FORBIDDEN,
+        &a,
+    );
+    assert_eq!(d.counts().await["users"], 1, "no u2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_grants_the_user_record_needs_user_read_and_user_write() {
+    let d = Daemon::start_with(&[("prefsd.toml", &rs256_toml())]).await;
+    seed(&d).await;
+    let prefs_only = token_with("u1", &["preferences/read", "preferences/write"], &[]);
+    let e = refused(
+        as_user(&d, &prefs_only, "users.get", json!({ "user_id": "u1" })).await,
+        FORBIDDEN,
+        &prefs_only,
+    );
+    assert!(e.message.contains("user/read"), "{e:?}");
+    let e = refused(
+        as_user(
+            &d,
+            &prefs_only,
+            "users.identify",
+            json!({ "user_id": "u1", "properties": { "x": 1 } }),
+        )
+        .await,
+        FORBIDDEN,
+        &prefs_only,
+    );
+    assert!(e.message.contains("user/write"), "{e:?}");
+    // user/write without preferences/write: the record, not the sets it carries.
+    let record = token_with("u1", &["user/read", "user/write"], &[]);
+    as_user(&d, &record, "users.get", json!({ "user_id": "u1" }))
+        .await
+        .expect("user/read");
+    as_user(
+        &d,
+        &record,
+        "users.identify",
+        json!({ "user_id": "u1", "properties": { "x": 1 } }),
+    )
+    .await
+    .expect("user/write");
+    let e = refused(
+        as_user(
+            &d,
+            &record,
+            "users.identify",
+            json!({ "user_id": "u1", "preferences": { "default": { "workflows": { "w": true } } } }),
+        )
+        .await,
+        FORBIDDEN,
+        &record,
+    );
+    assert!(e.message.contains("preferences/write"), "{e:?}");
+    assert_eq!(
+        raw_set(&d, "u1", "default").await["workflows"],
+        json!({ "w": false })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_key_never_makes_a_server_caller() {
+    let toml = format!(
+        "{}\n[access]\nrequire_credentials = true\nsecret_keys = [\"sk_test_one\"]\n",
+        rs256_toml()
+    );
+    let d = Daemon::start_with(&[("prefsd.toml", &toml)]).await;
+    let e = refused(
+        call_with(
+            &d,
+            &[("authorization", "Bearer pk_test_abc")],
+            "users.get",
+            json!({ "user_id": "u1" }),
+        )
+        .await,
+        UNAUTHENTICATED,
+        "pk_test_abc",
+    );
+    assert!(e.message.contains("public key"), "{e:?}");
+    // With a user token it is the browser client's Bearer: that user, and no secret key needed.
+    let a = token("u1");
+    call_with(
+        &d,
+        &[
+            ("authorization", "Bearer pk_test_abc"),
+            ("x-knock-user-token", &a),
+        ],
+        "users.setPreferences",
+        json!({ "user_id": "u1", "preferences": { "workflows": { "w": false } } }),
+    )
+    .await
+    .expect("a user caller");
+    refused(
+        call_with(
+            &d,
+            &[
+                ("authorization", "Bearer pk_test_abc"),
+                ("x-knock-user-token", &a),
+            ],
+            "users.setPreferences",
+            json!({ "user_id": "u2", "preferences": {} }),
+        )
+        .await,
+        FORBIDDEN,
+        &a,
+    );
 }
