@@ -26,5 +26,6 @@ mod pressure;
 mod readme;
 mod reload;
 mod rest;
+mod sdk;
 mod support;
 mod transport;
