@@ -31,6 +31,7 @@ use crate::rpc::http::{AnswerBudget, Exchange, JsonLayer};
 use crate::rpc::wire::WireLayer;
 
 mod connections;
+mod rest_hook;
 mod tcp;
 
 use connections::{
@@ -189,7 +190,7 @@ pub async fn run_with_tcp(
             .set_http_middleware(
                 tower::ServiceBuilder::new()
                     .layer(PeerLayer::new(peer, refusal))
-                    .layer(crate::rest::SocketLayer::new(rest.clone()))
+                    .layer(rest_hook::SocketLayer::new(rest.clone()))
                     .layer(JsonLayer {
                         max_request_bytes: limits.max_request_bytes,
                         exchange: Arc::clone(&exchange),

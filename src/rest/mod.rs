@@ -7,8 +7,8 @@
 //! - [`handle`] is the one entry for a request on either listener: it answers `OPTIONS`
 //!   preflights, runs the router, and puts `x-request-id` and the CORS headers (§2.3) on
 //!   every answer, errors included.
-//! - [`SocketLayer`] is the hook on the socket's HTTP stack: `/v1/...` goes to [`handle`],
-//!   everything else on to JSON-RPC.
+//! - `server::rest_hook` is the hook on the socket's HTTP stack: `/v1/...` goes to
+//!   [`handle`], everything else on to JSON-RPC.
 //! - `wire`: paths, queries, bodies, credentials ([`wire::Call`]), and the error envelope.
 //! - `shapes`: Knock's User, Object, Tenant, PreferenceSet and Page, and the request bodies.
 //! - `routes`: the route table of §4.1 and one handler per route.
@@ -17,15 +17,11 @@ mod routes;
 mod shapes;
 mod wire;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 
 use axum::body::Body;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use jsonrpsee::server::HttpBody;
 use tower::ServiceExt as _;
 
 use crate::api::Context;
@@ -144,66 +140,4 @@ fn allowed_origin(rest: &Rest, headers: &http::HeaderMap) -> Option<HeaderValue>
         .iter()
         .any(|allowed| allowed == text)
         .then(|| origin.clone())
-}
-
-/// The hook on the socket (rest.md §2.1): requests under `/v1/` go to the REST API, every
-/// other one to the inner (JSON-RPC) service. Sits after `rpc::auth::PeerLayer`, which
-/// tags the request with its peer.
-#[derive(Clone)]
-pub struct SocketLayer {
-    app: App,
-}
-
-impl SocketLayer {
-    pub fn new(app: App) -> SocketLayer {
-        SocketLayer { app }
-    }
-}
-
-impl<S> tower::Layer<S> for SocketLayer {
-    type Service = SocketService<S>;
-    fn layer(&self, inner: S) -> SocketService<S> {
-        SocketService {
-            inner,
-            app: self.app.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct SocketService<S> {
-    inner: S,
-    app: App,
-}
-
-impl<S, B> tower::Service<Request<B>> for SocketService<S>
-where
-    S: tower::Service<Request<B>, Response = Response<HttpBody>>,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = hyper::body::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Response = Response<HttpBody>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<HttpBody>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        if !is_rest_path(req.uri().path()) {
-            return Box::pin(self.inner.call(req));
-        }
-        let peer = req
-            .extensions()
-            .get::<Peer>()
-            .copied()
-            .unwrap_or(Peer { uid: None });
-        let app = self.app.clone();
-        Box::pin(async move {
-            let response = handle(app, req, Via::Socket(peer)).await;
-            Ok(response.map(HttpBody::new))
-        })
-    }
 }
