@@ -225,6 +225,29 @@ async fn recipient(client: &Client, command: RecipientCommand) -> anyhow::Result
             };
             print_call(client, method, Value::Object(params)).await
         }
+        RecipientCommand::List {
+            object,
+            page,
+            desc,
+            preferences,
+        } => {
+            let mut params = page.params();
+            if let Some(collection) = &object {
+                params.insert("collection".into(), json!(collection));
+            }
+            if desc {
+                params.insert("order".into(), json!("desc"));
+            }
+            if preferences {
+                params.insert("include_preferences".into(), json!(true));
+            }
+            let method = format!("{}.list", namespace(object.as_deref()));
+            print_call(client, &method, Value::Object(params)).await
+        }
+        RecipientCommand::Merge { id, from } => {
+            let params = json!({ "user_id": id, "from_user_id": from });
+            print_call(client, "users.merge", params).await
+        }
         RecipientCommand::Delete { id, object } => {
             let method = format!("{}.delete", namespace(object.as_deref()));
             print_call(client, &method, Value::Object(who(&id, object.as_deref()))).await
@@ -262,6 +285,13 @@ async fn tenant(client: &Client, command: TenantCommand) -> anyhow::Result<()> {
         }
         TenantCommand::Delete { id } => {
             print_call(client, "tenants.delete", json!({ "tenant_id": id })).await
+        }
+        TenantCommand::List { name, page } => {
+            let mut params = page.params();
+            if let Some(name) = name {
+                params.insert("name".into(), json!(name));
+            }
+            print_call(client, "tenants.list", Value::Object(params)).await
         }
     }
 }

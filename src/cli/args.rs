@@ -242,6 +242,33 @@ pub enum RecipientCommand {
         #[arg(long)]
         properties: Option<String>,
     },
+    /// List users, or the objects of a collection, in insertion order, a page at a time.
+    #[command(
+        after_help = "Examples:\n  prefsd recipient list --limit 10\n  prefsd recipient list --object projects --after CURSOR\n  prefsd recipient list --desc --preferences"
+    )]
+    List {
+        /// List the objects of this collection instead of users.
+        #[arg(long, value_name = "COLLECTION")]
+        object: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+        /// Newest first.
+        #[arg(long)]
+        desc: bool,
+        /// Include each one's stored preference sets.
+        #[arg(long)]
+        preferences: bool,
+    },
+    /// Merge a user into another: properties the target lacks, sets it lacks and audience
+    /// memberships move to the target; then the source is deleted.
+    #[command(after_help = "Example:\n  prefsd recipient merge dana --from anon-7f3a")]
+    Merge {
+        /// The user that stays (created if absent).
+        id: String,
+        /// The user merged into it and deleted.
+        #[arg(long, value_name = "USER")]
+        from: String,
+    },
     /// Delete a user or object with its preference sets and memberships.
     #[command(after_help = "Example:\n  prefsd recipient delete dana")]
     Delete {
@@ -285,6 +312,46 @@ pub enum TenantCommand {
         /// The tenant id.
         id: String,
     },
+    /// List stored tenants (never config templates) in insertion order, a page at a time.
+    #[command(after_help = "Example:\n  prefsd tenant list --name Acme")]
+    List {
+        /// Only tenants with exactly this name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+/// Which page of a list: at most `--limit` (1 to 50) after or before a cursor that an
+/// earlier page printed as `next` or `prev`.
+#[derive(Debug, clap::Args)]
+pub struct PageArgs {
+    /// At most this many (larger values are clamped to 50).
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// The page after this cursor (a page's `next`).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// The page before this cursor (a page's `prev`).
+    #[arg(long)]
+    pub before: Option<String>,
+}
+
+impl PageArgs {
+    /// The paging params of a list method.
+    pub fn params(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut params = serde_json::Map::new();
+        if let Some(limit) = self.limit {
+            params.insert("limit".into(), limit.into());
+        }
+        for (name, value) in [("after", &self.after), ("before", &self.before)] {
+            if let Some(v) = value {
+                params.insert(name.into(), v.clone().into());
+            }
+        }
+        params
+    }
 }
 
 /// `prefsd audience ...`.

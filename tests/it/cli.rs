@@ -760,3 +760,64 @@ fn every_argument_and_subcommand_has_help_and_an_example_and_the_environment_is_
         assert!(help.contains(var), "prefsd --help lists {var}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_recipients_and_tenants_page_by_page_and_merge_users() {
+    let d = Daemon::start().await;
+    for id in ["u1", "u2", "u3"] {
+        d.call(
+            "users.identify",
+            json!({ "user_id": id, "properties": { "n": id } }),
+        )
+        .await;
+    }
+    d.call(
+        "objects.set",
+        json!({ "collection": "projects", "object_id": "p1" }),
+    )
+    .await;
+    d.call("tenants.set", json!({ "tenant_id": "t1", "name": "One" }))
+        .await;
+
+    let first = client(&d, &["recipient", "list", "--limit", "2"])
+        .await
+        .json();
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(2), "{first}");
+    let next = first["next"].as_str().expect("a next page");
+    let rest = client(&d, &["recipient", "list", "--after", next])
+        .await
+        .json();
+    assert_eq!(rest["items"][0]["id"], "u3");
+    let desc = client(
+        &d,
+        &[
+            "recipient",
+            "list",
+            "--desc",
+            "--preferences",
+            "--limit",
+            "1",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(desc["items"][0]["id"], "u3");
+    assert_eq!(desc["items"][0]["preferences"], json!({}));
+    let objects = client(&d, &["recipient", "list", "--object", "projects"])
+        .await
+        .json();
+    assert_eq!(objects["items"][0]["id"], "p1");
+    let tenants = client(&d, &["tenant", "list", "--name", "One"])
+        .await
+        .json();
+    assert_eq!(tenants["items"][0]["id"], "t1");
+
+    let merged = client(&d, &["recipient", "merge", "u1", "--from", "u2"])
+        .await
+        .json();
+    assert_eq!(merged["id"], "u1");
+    assert_eq!(d.counts().await["users"], 2);
+    let run = client(&d, &["recipient", "list", "--limit", "0"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("limit"), "{run:?}");
+}
