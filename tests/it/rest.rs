@@ -904,3 +904,55 @@ async fn merge_and_the_legacy_granular_writes() {
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+/// `prefsd serve` on a config directory holding `toml`: its exit code and stderr.
+async fn serve_exit(toml: &str, env_keys: Option<&str>) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("config");
+    crate::support::write_files(&config, &[("prefsd.toml".to_string(), toml.to_string())]);
+    let args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--socket".into(),
+        dir.path().join("d.sock").display().to_string(),
+        "serve".into(),
+        "--database".into(),
+        dir.path().join("d.db").display().to_string(),
+    ];
+    let env_keys = env_keys.map(str::to_string);
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_prefsd"));
+        command.args(&args).env("PREFSD_LOG", "warn");
+        match env_keys {
+            Some(keys) => command.env("PREFSD_SECRET_KEYS", keys),
+            None => command.env_remove("PREFSD_SECRET_KEYS"),
+        };
+        command.output().expect("running prefsd serve")
+    })
+    .await
+    .expect("the blocking task");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tcp_listener_refuses_to_start_unsafely() {
+    // No secret key anywhere: exit 2, saying what is missing.
+    let (code, stderr) = serve_exit("[rest]\nlisten = \"127.0.0.1:0\"\n", None).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("rest.listen") && stderr.contains("secret key"),
+        "{stderr}"
+    );
+    // Off loopback without allow_non_loopback: exit 2, even with a key.
+    let toml = "[access]\nsecret_keys = [\"sk\"]\n[rest]\nlisten = \"0.0.0.0:0\"\n";
+    let (code, stderr) = serve_exit(toml, None).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("allow_non_loopback"), "{stderr}");
+    // Not an address.
+    let (code, stderr) = serve_exit("[rest]\nlisten = \"localhost\"\n", Some("sk")).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("IP:port"), "{stderr}");
+}
