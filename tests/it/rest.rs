@@ -956,3 +956,47 @@ async fn the_tcp_listener_refuses_to_start_unsafely() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("IP:port"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_reload_may_not_leave_the_tcp_listener_without_a_key() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let with_key = "[access]\nsecret_keys = [\"sk\"]\n[rest]\nlisten = \"127.0.0.1:7400\"\n";
+    crate::support::write_files(dir.path(), &[("prefsd.toml".into(), with_key.into())]);
+    let check = prefsd::config::Check(Box::new(|c: &prefsd::config::Config| {
+        prefsd::server::check_rest_secret_key(c, &[])
+    }));
+    let config = prefsd::config::ConfigHandle::load(
+        dir.path().to_path_buf(),
+        prefsd::config::Overrides::default(),
+        Some(check),
+    )
+    .expect("a valid config");
+    std::fs::write(
+        dir.path().join("prefsd.toml"),
+        "[rest]\nlisten = \"127.0.0.1:7400\"\n",
+    )
+    .expect("editing the config");
+    assert!(
+        config.reload_async().await.is_err(),
+        "the reload is refused"
+    );
+    assert_eq!(
+        config.current().settings.access.secret_keys,
+        ["sk"],
+        "the old config stays"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let d = Daemon::start_with(&[("prefsd.toml", crate::support::SMALL_LIMITS_TOML)]).await;
+    let mut c = d.http().await;
+    let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(70_000));
+    let r = c.request(Method::PUT, "/v1/users/big", big, &[]).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
+    assert_eq!(
+        send(&mut c, Method::GET, "/v1/users/big", "").await.status,
+        StatusCode::NOT_FOUND,
+        "nothing written"
+    );
+}
