@@ -448,23 +448,59 @@ pub fn resolve(
             ));
         }
     } else if policy.require_credentials {
-        match &credentials.secret_key {
-            Presented::Absent => {
-                return Err(Denied::unauthenticated(
-                    "this daemon requires `Authorization: Bearer <secret key>` (access.require_credentials \
-                     is on; the prefsd CLI sends $PREFSD_SECRET_KEY)",
-                ));
-            }
-            Presented::Malformed(why) => return Err(Denied::unauthenticated(why)),
-            Presented::Value(key) => {
-                if !policy.is_secret_key(key) {
-                    return Err(Denied::unauthenticated(
-                        "the secret key is not one of access.secret_keys or PREFSD_SECRET_KEYS",
-                    ));
-                }
-            }
-        }
+        require_secret_key(
+            credentials,
+            policy,
+            "this daemon requires `Authorization: Bearer <secret key>` (access.require_credentials \
+             is on; the prefsd CLI sends $PREFSD_SECRET_KEY)",
+        )?;
     }
+    user_or_server(uid, credentials, policy, now)
+}
+
+/// The caller of a request on the REST TCP listener (rest.md §2.2, §6.1), which has no peer
+/// uid: a server call always needs a secret key there, whatever `require_credentials` says;
+/// a user-token call is what it is on the socket. `daemon_uid` stands in for the peer.
+pub fn resolve_tcp(
+    credentials: &Credentials,
+    policy: &Policy,
+    daemon_uid: u32,
+    now: jiff::Timestamp,
+) -> Result<Caller, Denied> {
+    if credentials.user_token == Presented::Absent {
+        require_secret_key(
+            credentials,
+            policy,
+            "the REST TCP listener requires `Authorization: Bearer <secret key>` for server calls",
+        )?;
+    }
+    user_or_server(daemon_uid, credentials, policy, now)
+}
+
+/// `Ok` if the request's Bearer is one of the secret keys; `missing` says what to send.
+fn require_secret_key(
+    credentials: &Credentials,
+    policy: &Policy,
+    missing: &str,
+) -> Result<(), Denied> {
+    match &credentials.secret_key {
+        Presented::Absent => Err(Denied::unauthenticated(missing)),
+        Presented::Malformed(why) => Err(Denied::unauthenticated(why)),
+        Presented::Value(key) if policy.is_secret_key(key) => Ok(()),
+        Presented::Value(_) => Err(Denied::unauthenticated(
+            "the secret key is not one of access.secret_keys or PREFSD_SECRET_KEYS",
+        )),
+    }
+}
+
+/// A user caller if the request carries a user token (which must verify), else a server
+/// caller; the peer `uid` has been allowed.
+fn user_or_server(
+    uid: u32,
+    credentials: &Credentials,
+    policy: &Policy,
+    now: jiff::Timestamp,
+) -> Result<Caller, Denied> {
     let token = match &credentials.user_token {
         Presented::Absent => return Ok(Caller::Server { uid }),
         Presented::Malformed(why) => return Err(Denied::unauthenticated(why)),

@@ -59,8 +59,14 @@
 //! - `rpc`: the JSON-RPC surface — method table, params parsing, the one error mapping,
 //!   HTTP shims, the envelope check (`id`s jsonrpsee cannot read), the WebSocket framing
 //!   read before jsonrpsee's (`rpc::ws`), the bulk progress subscription.
+//! - `rest`: Knock's REST API (rest.md) — an axum router of the `/v1` routes, each turning
+//!   Knock's request into the params of a JSON-RPC method, authorized by `auth` and run by
+//!   the same `api` function; Knock's representations (`rest::shapes`), wire conventions
+//!   and error envelope (`rest::wire`), CORS and `x-request-id` (`rest::handle`).
 //! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown;
-//!   `server::connections` holds the open connections and sheds them under pressure.
+//!   `server::connections` holds the open connections and sheds them under pressure;
+//!   `server::rest_hook` sends `/v1/` on the socket to `rest`, `server::tcp` serves `rest`
+//!   on the optional TCP listener.
 //! - `sched`: the scheduler hint (short time slices) for the threads that serve requests,
 //!   and the allocator's purge delay.
 //! - `client`: the client side of the protocol, shared by `cli` and `bench`: the socket to
@@ -244,6 +250,20 @@
 //!   cursor is the key of a row, so rows inserted or deleted meanwhile never make a page
 //!   skip or repeat one; an empty page has neither `next` nor `prev`. `tenants.list` has no
 //!   `order` (rest.md gives it none).
+//! - REST routes match static segments before ids (axum's router): `/v1/users/bulk/…` and
+//!   `/v1/objects/{c}/bulk/…` are the bulk routes, so a user or object whose id is `bulk`
+//!   cannot be reached through the routes that would collide with them (`GET
+//!   /v1/users/bulk/preferences` is 405); JSON-RPC reaches it.
+//! - A REST body that repeats a key is 422 naming `body`, as a repeated key in JSON-RPC
+//!   params is `invalid_params`; field names of errors inside bulk items keep the RPC's
+//!   path (`users.0.properties.plan`), not the body's (`users.0.plan`).
+//! - REST requests are logged at debug level with their `x-request-id` (warn for a 5xx);
+//!   `X-Knock-Branch` is logged at debug level and otherwise ignored.
+//! - A REST body must arrive within 10 s of the headers (as on JSON-RPC), else 408
+//!   `request_timeout`; the REST TCP listener has no connection cap of its own and does
+//!   not shed connections (the socket's `limits.max_connections` does not count it).
+//! - On the REST TCP listener, which has no peer uid, a caller counts as the daemon's own
+//!   uid in logs; `access.allowed_uids` does not apply there, a secret key does.
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.
@@ -268,6 +288,9 @@ pub mod api;
 pub mod auth;
 
 pub mod rpc;
+
+/// The Knock-compatible REST API over `api` (rest.md).
+pub mod rest;
 
 pub mod server;
 

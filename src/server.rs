@@ -32,6 +32,8 @@ use crate::rpc::http::{AnswerBudget, Exchange, JsonLayer};
 use crate::rpc::wire::WireLayer;
 
 mod connections;
+mod rest_hook;
+mod tcp;
 
 use connections::{
     Activity, Connections, RefusedSlot, Registered, SHED_BATCH, Tracked, connection_cap, now_ms,
@@ -63,6 +65,16 @@ const SHED_GRACE: Duration = Duration::from_secs(10);
 /// here has ended.
 pub async fn run(
     listener: UnixListener,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_with_tcp(listener, None, ctx, shutdown).await
+}
+
+/// [`run`], also serving the REST API on `tcp` (rest.md §2.2) when given.
+pub async fn run_with_tcp(
+    listener: UnixListener,
+    tcp: Option<tokio::net::TcpListener>,
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -132,6 +144,10 @@ pub async fn run(
     ));
     tasks.spawn(apply_store_limits(ctx.clone(), cancel.clone()));
     tasks.spawn(prune_history(ctx.clone(), cancel.clone()));
+    let rest = crate::rest::App::new(Arc::clone(&ctx), auth.clone());
+    if let Some(tcp) = tcp {
+        tasks.spawn(tcp::serve(tcp, rest.clone(), tasks.clone(), cancel.clone()));
+    }
 
     let connections = Arc::new(Connections::default());
     let refused_open = Arc::new(AtomicUsize::new(0));
@@ -177,6 +193,7 @@ pub async fn run(
             .set_http_middleware(
                 tower::ServiceBuilder::new()
                     .layer(PeerLayer::new(peer, refusal))
+                    .layer(rest_hook::SocketLayer::new(rest.clone()))
                     .layer(JsonLayer {
                         max_request_bytes: limits.max_request_bytes,
                         exchange: Arc::clone(&exchange),
@@ -494,6 +511,33 @@ pub fn check_user_token_key(
         })
 }
 
+/// The config check of `serve` for the REST TCP listener (rest.md §2.2): with
+/// `rest.listen`, a secret key must be configured (`env_keys`: `PREFSD_SECRET_KEYS`), since
+/// every server call on TCP needs one. At start-up a failure is exit 2; on a reload the old
+/// config stays in force.
+pub fn check_rest_secret_key(
+    config: &crate::config::Config,
+    env_keys: &[String],
+) -> Result<(), crate::config::ConfigError> {
+    let settings = &config.settings;
+    let has_key = settings
+        .access
+        .secret_keys
+        .iter()
+        .any(|k| !k.trim().is_empty())
+        || !env_keys.is_empty();
+    if settings.rest.listen.is_none() || has_key {
+        return Ok(());
+    }
+    Err(crate::config::ConfigError {
+        file: crate::config::SETTINGS_FILE.to_string(),
+        line: None,
+        message: "`rest.listen` needs a secret key (access.secret_keys or PREFSD_SECRET_KEYS): \
+                  every server call on the TCP listener must carry one"
+            .into(),
+    })
+}
+
 /// What `prefsd serve` needs, from flags and environment.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -515,7 +559,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     // A user-token key that cannot be read is an invalid config: at start-up an error, not
     // a daemon that refuses every token; on a reload an invalid edit, and the old config
     // stays in force.
-    let check = crate::config::Check(Box::new(check_user_token_key));
+    let check = crate::config::Check(Box::new(|config: &crate::config::Config| {
+        check_user_token_key(config)?;
+        check_rest_secret_key(config, &crate::auth::env_secret_keys())
+    }));
     let config = crate::config::ConfigHandle::load(
         options.config_dir.clone(),
         options.overrides,
@@ -550,6 +597,13 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let db = crate::store::Db::open_with(&settings.database, db_options)
         .with_context(|| format!("opening the database {}", settings.database.display()))?;
     let listener = bind(&settings.socket, settings.socket_mode)?;
+    let tcp =
+        match settings.rest.listen {
+            None => None,
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("binding the REST TCP listener on {addr} (rest.listen)")
+            })?),
+        };
     // The signal handlers are installed before the daemon says it is serving, so that a
     // signal sent as soon as it does never meets the default action (which ends the
     // process without a graceful stop). `run` listens for SIGHUP itself.
@@ -563,7 +617,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         "prefsd is serving"
     );
     let ctx = Arc::new(Context::new(db.clone(), config));
-    let result = run(listener, ctx, shutdown).await;
+    let result = run_with_tcp(listener, tcp, ctx, shutdown).await;
     if let Err(e) = std::fs::remove_file(&settings.socket) {
         tracing::warn!(error = %e, "could not remove the socket file");
     }

@@ -346,6 +346,29 @@ impl HttpConn {
     }
 }
 
+impl HttpConn {
+    /// One REST GET (`bench --workload rest-get`): `Ok(Err)` unless the answer is 200.
+    async fn get(&mut self, path: &str) -> anyhow::Result<Result<(), String>> {
+        self.sender.ready().await?;
+        let mut request = http::Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))?;
+        if !self.headers.is_empty() {
+            request.headers_mut().extend(self.headers.clone());
+        }
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if status != http::StatusCode::OK {
+            return Ok(Err(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )));
+        }
+        Ok(Ok(()))
+    }
+}
+
 /// Whether a JSON-RPC response body is a result or an error, without parsing a large result:
 /// the first `"result"` or `"error"` key decides (ids are numbers, so the key that comes
 /// first is the top-level one). Only an error is parsed, for its message.
@@ -408,9 +431,11 @@ async fn http_worker(
             pace.wait().await;
         }
         let call = requests.next_call();
-        let body = call.http_body();
         let t0 = Instant::now();
-        let outcome = conn.call(body).await;
+        let outcome = match &call.rest_path {
+            None => conn.call(call.http_body()).await,
+            Some(path) => conn.get(path).await,
+        };
         tally.latencies.push(t0.elapsed().as_nanos() as u64);
         match outcome {
             Ok(Ok(())) => {}
@@ -440,6 +465,10 @@ async fn ws_worker(
             pace.wait().await;
         }
         let call = requests.next_call();
+        if call.rest_path.is_some() {
+            tally.error(|| format!("{}: REST is plain HTTP; use --transport http", call.method));
+            break;
+        }
         let params = match &call.params {
             None => Value::Null,
             Some(text) => match serde_json::from_str(text) {

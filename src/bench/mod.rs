@@ -165,6 +165,9 @@ pub enum Workload {
     /// users.getPreferences of a random user as of the run's start (`as_of`): the state
     /// now and the change log read for every call, no cache.
     GetAsOf,
+    /// The REST read of the same (`GET /v1/users/{id}/preferences/default`, rest.md #7);
+    /// HTTP transport only.
+    RestGet,
     /// preferences.evaluate: 1 recipient × 6 channels.
     Evaluate,
     /// preferences.evaluate: --batch recipients × 6 channels in one call.
@@ -180,6 +183,7 @@ impl Workload {
             Workload::Get => "get",
             Workload::Set => "set",
             Workload::GetAsOf => "get-as-of",
+            Workload::RestGet => "rest-get",
             Workload::Evaluate => "evaluate",
             Workload::EvaluateBatch => "evaluate-batch",
             Workload::Mixed => "mixed",

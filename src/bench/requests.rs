@@ -10,6 +10,8 @@ use super::{ALERTS, CATEGORIES, CHANNEL_TYPES, Mix, Rng, Users, WORKFLOWS, Workl
 pub struct Call {
     pub method: &'static str,
     pub params: Option<String>,
+    /// For a REST call: the path to GET instead of the JSON-RPC request.
+    pub rest_path: Option<String>,
 }
 
 impl Call {
@@ -50,6 +52,7 @@ impl Requests {
             Workload::Ping | Workload::Mixed => Call {
                 method: "daemon.ping",
                 params: None,
+                rest_path: None,
             },
             Workload::Get => {
                 let user = user_id(self.users.draw(&mut self.rng));
@@ -57,6 +60,15 @@ impl Requests {
                     method: "users.getPreferences",
                     // Text, not a `Value`, as in `evaluate_call`.
                     params: Some(format!(r#"{{"user_id":"{user}"}}"#)),
+                    rest_path: None,
+                }
+            }
+            Workload::RestGet => {
+                let user = user_id(self.users.draw(&mut self.rng));
+                Call {
+                    method: "GET /v1/users/{id}/preferences/default",
+                    params: None,
+                    rest_path: Some(format!("/v1/users/{user}/preferences/default")),
                 }
             }
             Workload::Set => self.set_call(),
@@ -68,6 +80,7 @@ impl Requests {
                 Call {
                     method: "users.getPreferences",
                     params: Some(format!(r#"{{"user_id":"{user}","as_of":"{as_of}"}}"#)),
+                    rest_path: None,
                 }
             }
             Workload::Evaluate => self.evaluate_call(1),
@@ -96,6 +109,7 @@ impl Requests {
         Call {
             method: "users.setPreferences",
             params: Some(params.to_string()),
+            rest_path: None,
         }
     }
 
@@ -136,6 +150,7 @@ impl Requests {
         Call {
             method: "preferences.evaluate",
             params: Some(params),
+            rest_path: None,
         }
     }
 }

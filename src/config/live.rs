@@ -506,6 +506,14 @@ fn keep_restart_only(new: &mut Settings, running: &Settings) -> Vec<&'static str
         changed.push("database");
         new.database = running.database.clone();
     }
+    if new.rest.listen != running.rest.listen {
+        changed.push("rest.listen");
+        new.rest.listen = running.rest.listen;
+    }
+    if new.rest.allow_non_loopback != running.rest.allow_non_loopback {
+        changed.push("rest.allow_non_loopback");
+        new.rest.allow_non_loopback = running.rest.allow_non_loopback;
+    }
     changed
 }
 

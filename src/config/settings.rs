@@ -28,6 +28,19 @@ pub struct Settings {
     /// `[history] retention_days`: how long the change log keeps changes (history.md §4);
     /// 0 (the default) keeps everything. Hot-reloaded.
     pub history_retention_days: u32,
+    /// `[rest]` and `[rest.cors]` (rest.md §2.2, §2.3).
+    pub rest: RestSettings,
+}
+
+/// `[rest]`: the optional TCP listener of the REST API and its CORS origins.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RestSettings {
+    /// Restart-only. `None`: no TCP listener.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Restart-only.
+    pub allow_non_loopback: bool,
+    /// `[rest.cors] allowed_origins`, matched exactly (`scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +118,7 @@ impl Default for Settings {
             },
             access: Access::default(),
             history_retention_days: 0,
+            rest: RestSettings::default(),
         }
     }
 }
@@ -230,6 +244,11 @@ pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigEr
             "access" => {
                 if let Some(access) = r.table(name, item) {
                     parse_access(&mut r, access, &mut settings.access);
+                }
+            }
+            "rest" => {
+                if let Some(rest) = r.table(name, item) {
+                    parse_rest(&mut r, rest, &mut settings.rest);
                 }
             }
             _ => r.unknown_key(key, ""),
@@ -394,5 +413,64 @@ fn parse_access(r: &mut TomlReader<'_>, table: &DeTable<'_>, access: &mut Access
             }
             _ => r.unknown_key(key, "[access]"),
         }
+    }
+}
+
+fn parse_rest(r: &mut TomlReader<'_>, table: &DeTable<'_>, rest: &mut RestSettings) {
+    let mut listen_span = None;
+    for (key, item) in table.iter() {
+        match key.get_ref().as_ref() {
+            "listen" => {
+                let Some(text) = r.string("rest.listen", item) else {
+                    continue;
+                };
+                match text.parse::<std::net::SocketAddr>() {
+                    Ok(addr) => {
+                        rest.listen = Some(addr);
+                        listen_span = Some(item.span());
+                    }
+                    Err(_) => r.err(
+                        item.span(),
+                        format!(
+                            "`rest.listen` must be IP:port (\"127.0.0.1:7400\"), got \"{text}\""
+                        ),
+                    ),
+                }
+            }
+            "allow_non_loopback" => {
+                if let Some(b) = r.bool("rest.allow_non_loopback", item) {
+                    rest.allow_non_loopback = b;
+                }
+            }
+            "cors" => {
+                let Some(cors) = r.table("rest.cors", item) else {
+                    continue;
+                };
+                for (key, item) in cors.iter() {
+                    match key.get_ref().as_ref() {
+                        "allowed_origins" => {
+                            if let Some(origins) = r.string_array("rest.cors.allowed_origins", item)
+                            {
+                                rest.allowed_origins = origins;
+                            }
+                        }
+                        _ => r.unknown_key(key, "[rest.cors]"),
+                    }
+                }
+            }
+            _ => r.unknown_key(key, "[rest]"),
+        }
+    }
+    // rest.md §2.2: a listener off the loopback interface is an explicit choice.
+    if let (Some(addr), Some(span)) = (rest.listen, listen_span)
+        && !addr.ip().is_loopback()
+        && !rest.allow_non_loopback
+    {
+        r.err(
+            span,
+            format!(
+                "`rest.listen` {addr} is not a loopback address; set `rest.allow_non_loopback = true` to serve it anyway (put TLS in front)"
+            ),
+        );
     }
 }

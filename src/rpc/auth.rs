@@ -287,21 +287,79 @@ impl State {
             Err(denied) => Err(denied.clone()),
         };
         result.map_err(|denied| {
-            if let Some(unlogged) = self.refusals.admit(peer, Instant::now()) {
-                let user = match caller {
-                    Ok(Caller::User(u)) => Some(u.sub.as_str()),
-                    _ => None,
-                };
-                tracing::warn!(
-                    peer_uid = peer,
-                    method,
-                    user,
-                    reason = %denied,
-                    unlogged,
-                    "call refused"
-                );
-            }
+            self.log_refusal(peer, caller.as_ref().ok(), method, &denied);
             ErrorObjectOwned::from(crate::Error::from(denied))
+        })
+    }
+
+    /// Logs a refused call (at most once a second per peer uid, see [`RefusalLog`]).
+    fn log_refusal(
+        &self,
+        peer: Option<u32>,
+        caller: Option<&Caller>,
+        method: &str,
+        denied: &Denied,
+    ) {
+        if let Some(unlogged) = self.refusals.admit(peer, Instant::now()) {
+            let user = match caller {
+                Some(Caller::User(u)) => Some(u.sub.as_str()),
+                _ => None,
+            };
+            tracing::warn!(
+                peer_uid = peer,
+                method,
+                user,
+                reason = %denied,
+                unlogged,
+                "call refused"
+            );
+        }
+    }
+}
+
+/// The same checks for the REST layer (rest.md §6), which calls `api` without jsonrpsee:
+/// the caller from the request's credentials and the call's method and params, with the
+/// same policy, decisions and refusal log as a JSON-RPC call.
+impl AuthLayer {
+    /// The caller of a REST request from socket peer `peer`, or on the TCP listener (`None`).
+    /// Whether a Bearer is a public key (`pk_…` or one of `access.public_keys`).
+    pub fn is_public_key(&self, key: &str) -> bool {
+        self.state.policy().is_public_key(key)
+    }
+
+    pub fn rest_caller(
+        &self,
+        peer: Option<Peer>,
+        credentials: &Credentials,
+    ) -> Result<Caller, Denied> {
+        let policy = self.state.policy();
+        let now = jiff::Timestamp::now();
+        let daemon_uid = self.state.daemon_uid;
+        let result = match peer {
+            Some(peer) => auth::resolve(peer.uid, credentials, &policy, daemon_uid, now),
+            None => auth::resolve_tcp(credentials, &policy, daemon_uid, now),
+        };
+        if let Err(denied) = &result {
+            let uid = peer.and_then(|p| p.uid);
+            self.state.log_refusal(uid, None, "rest", denied);
+        }
+        result
+    }
+
+    /// Whether `caller` may call `method` with `params` (a JSON object as text).
+    pub fn rest_authorize(
+        &self,
+        caller: &Caller,
+        method: &str,
+        params: &str,
+    ) -> Result<(), Denied> {
+        auth::authorize(caller, method, Some(params)).inspect_err(|denied| {
+            let uid = match caller {
+                Caller::Server { uid } => *uid,
+                Caller::User(u) => u.uid,
+            };
+            self.state
+                .log_refusal(Some(uid), Some(caller), method, denied);
         })
     }
 }

@@ -532,8 +532,9 @@ async fn methods_other_than_post_get_405_and_any_path_is_the_root() {
         let (status, body) = exchange(&d, request.as_bytes()).await;
         assert_eq!(status, 405, "{method}: {body}");
     }
-    // The path is not looked at: JSON-RPC has one endpoint.
-    for path in ["/nope", "/v1/users?x=1", "/%ff%00", "*"] {
+    // The path is not looked at, except that `/v1/…` is the REST API's (rest.md §2.1):
+    // JSON-RPC has one endpoint.
+    for path in ["/nope", "/v2/users?x=1", "/v1x", "/%ff%00", "*"] {
         let request = format!(
             "POST {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{PING}",
             PING.len()

@@ -26,5 +26,7 @@ mod methods;
 mod pressure;
 mod readme;
 mod reload;
+mod rest;
+mod sdk;
 mod support;
 mod transport;

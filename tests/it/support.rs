@@ -116,6 +116,8 @@ pub struct Daemon {
     pub config_dir: PathBuf,
     pub socket: PathBuf,
     pub database: PathBuf,
+    /// The REST TCP listener's address, for a daemon started with one.
+    pub tcp: Option<std::net::SocketAddr>,
     running: Option<Running>,
 }
 
@@ -135,6 +137,15 @@ impl Daemon {
 
     /// A daemon on the test config with `files` (relative path, contents) written over it.
     pub async fn start_with(files: &[(&str, &str)]) -> Daemon {
+        Daemon::start_on(files, false).await
+    }
+
+    /// [`Daemon::start_with`], with the REST TCP listener on a free loopback port.
+    pub async fn start_with_tcp(files: &[(&str, &str)]) -> Daemon {
+        Daemon::start_on(files, true).await
+    }
+
+    async fn start_on(files: &[(&str, &str)], tcp: bool) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("prefsd-it")
             .tempdir()
@@ -146,6 +157,7 @@ impl Daemon {
             database: dir.path().join("prefsd.db"),
             config_dir,
             dir,
+            tcp: tcp.then(|| "127.0.0.1:0".parse().expect("an address")),
             running: None,
         };
         daemon.launch();
@@ -170,11 +182,21 @@ impl Daemon {
         let db = Db::open_with(&self.database, options).expect("opening the database");
         let listener =
             prefsd::server::bind(&self.socket, settings.socket_mode).expect("binding the socket");
+        // Bound before the server runs, like the socket; a restart binds the same port.
+        let tcp = self.tcp.map(|addr| {
+            let listener = std::net::TcpListener::bind(addr).expect("binding the TCP listener");
+            listener
+                .set_nonblocking(true)
+                .expect("a non-blocking listener");
+            self.tcp = Some(listener.local_addr().expect("its address"));
+            tokio::net::TcpListener::from_std(listener).expect("a tokio listener")
+        });
         let ctx = Arc::new(Context::new(db.clone(), config));
         let jobs = ctx.jobs.clone();
         let cancel = CancellationToken::new();
-        let join = tokio::spawn(prefsd::server::run(
+        let join = tokio::spawn(prefsd::server::run_with_tcp(
             listener,
+            tcp,
             Arc::clone(&ctx),
             cancel.clone().cancelled_owned(),
         ));
@@ -239,6 +261,15 @@ impl Daemon {
     /// A raw HTTP/1.1 connection.
     pub async fn http(&self) -> HttpConn {
         HttpConn::connect(&self.socket).await
+    }
+
+    /// A raw HTTP/1.1 connection to the REST TCP listener.
+    pub async fn tcp(&self) -> HttpConn {
+        HttpConn::connect_tcp(
+            self.tcp
+                .expect("the daemon was started with a TCP listener"),
+        )
+        .await
     }
 
     /// A raw WebSocket, upgraded and ready for frames.
@@ -412,6 +443,23 @@ impl HttpConn {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        HttpConn::over(stream).await
+    }
+
+    /// A connection to the REST TCP listener at `addr`.
+    pub async fn connect_tcp(addr: std::net::SocketAddr) -> HttpConn {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        HttpConn::over(stream)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn over<S>(stream: S) -> Result<HttpConn, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
@@ -441,13 +489,38 @@ impl HttpConn {
         body: impl Into<Bytes>,
         headers: &[(&str, &str)],
     ) -> Result<HttpResponse, String> {
+        self.try_request(method, "/", body, headers).await
+    }
+
+    /// Sends one request to `uri` (a path with its query, sent as written) and reads the
+    /// whole response.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        uri: &str,
+        body: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> HttpResponse {
+        self.try_request(method, uri, body, headers)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`HttpConn::request`], with a failure as an error.
+    pub async fn try_request(
+        &mut self,
+        method: Method,
+        uri: &str,
+        body: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpResponse, String> {
         self.sender
             .ready()
             .await
             .map_err(|e| format!("the connection is not ready for another request: {e}"))?;
         let mut request = http::Request::builder()
             .method(method)
-            .uri("/")
+            .uri(uri)
             .header("host", "localhost");
         for (name, value) in headers {
             request = request.header(*name, *value);
