@@ -39,7 +39,9 @@
 //!   (`Cache`: parsed recipient inputs and tenant rows, bounded, so hot reads never leave
 //!   the async worker) with its protocol for the two shapes of read the methods make
 //!   (`store::reads`: `Db::cached_snapshot`, `read_snapshot`, `snapshot_queued`,
-//!   `recipient_for_read`).
+//!   `recipient_for_read`); `store::lock` (one daemon per database), `store::backup`
+//!   (online backup, verification, offline restore) and `store::export` (the NDJSON
+//!   snapshot), each on a connection and thread of its own.
 //! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk, in
 //!   smaller chunks while the daemon serves other calls.
 //! - `api`: the methods of rpc.md as plain async functions over `Context`;
@@ -201,6 +203,19 @@
 //!   and `created_at` read the same way for an `actor`, which is a stored user too. Both
 //!   timestamps come from the `recipients` row that the schema has kept since version 1,
 //!   so no migration was needed.
+//! - One daemon per database is enforced with an advisory `flock` on `DATABASE.lock` beside
+//!   the file (symlinks resolved), holding the holder's pid; `prefsd restore` takes the same
+//!   lock. `daemon.backup`'s `path` must be absolute (the daemon's working directory is not
+//!   the caller's; the CLI makes it so), may replace an existing file (only once the new
+//!   copy is verified) and may not be the live database or one of its files. `daemon.status`
+//!   shows the newest backup as `last_backup` (`{path, bytes, seq, at, age_s}` or null).
+//!   Scheduled backups are named `prefsd-<UTC time>.db`; a failed one is retried after a
+//!   minute.
+//! - `daemon.export` is a WebSocket subscription: `daemon.exportLines` notifications of
+//!   `{"lines": [...]}`, ended by `{"lines": [], "done": true, "count": N}` (or `"error"`),
+//!   so a client tells a whole export from a cut one. Export lines carry `"type"` (`tenant`,
+//!   `user`, `object`, `audience_member`); tenants keep Knock's `settings.preference_set`,
+//!   members are named as `audiences.addMembers` names them, and stored timestamps go along.
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.

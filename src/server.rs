@@ -129,6 +129,7 @@ pub async fn run(
         cancel.clone(),
     ));
     tasks.spawn(apply_store_limits(ctx.clone(), cancel.clone()));
+    tasks.spawn(crate::api::backup::schedule(ctx.clone(), cancel.clone()));
 
     let connections = Arc::new(Connections::default());
     let refused_open = Arc::new(AtomicUsize::new(0));
@@ -511,6 +512,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         "opening the database",
         "`database` in prefsd.toml or --database",
     )?;
+    // One daemon per database (ops.md §5): held until this function returns, after the
+    // database is closed; the kernel drops it if the process dies.
+    let _lock = crate::store::lock::DbLock::acquire(&settings.database)?;
     // Opening checks the whole file (about a second per GB) before the socket appears:
     // said first, so that a slow start is not taken for a hang.
     tracing::info!(

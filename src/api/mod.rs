@@ -7,9 +7,11 @@
 //! writes of one call happen in one store transaction.
 
 pub mod audiences;
+pub mod backup;
 pub mod bulk;
 pub mod daemon;
 pub mod evaluate;
+pub mod export;
 pub mod recipients;
 pub mod strict;
 pub mod tenants;
@@ -36,6 +38,8 @@ pub struct Context {
     /// Cancelled by `server::run` when the daemon begins to shut down, so that long
     /// evaluations stop instead of holding up the graceful stop.
     pub stopping: CancellationToken,
+    /// The newest backup made, for `daemon.status`.
+    pub backups: backup::Backups,
 }
 
 impl Context {
@@ -46,6 +50,7 @@ impl Context {
             jobs: Jobs::new(),
             started: Instant::now(),
             stopping: CancellationToken::new(),
+            backups: backup::Backups::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! area. `support` starts an in-process daemon on a temp socket.
 
 mod access;
+mod backup;
 mod badinput;
 mod bench;
 mod cache;
@@ -11,6 +12,7 @@ mod condition_cost;
 mod crash;
 mod crashloop;
 mod errors;
+mod export;
 mod faults;
 mod fuzz;
 mod jobs;
