@@ -1,5 +1,8 @@
-//! The bulk worker: runs `users.bulkSetPreferences` jobs from the job table, a chunk at a
-//! time, until none is left; then sleeps until woken.
+//! The bulk worker: runs the jobs of the bulk methods (`users.bulkSetPreferences`,
+//! `users.bulkIdentify`, `users.bulkDelete`, `objects.bulkSet`, `objects.bulkDelete`,
+//! `tenants.bulkSet`, `tenants.bulkDelete`: [`Kind`]) from the job table, a chunk at a time,
+//! until none is left; then sleeps until woken. Each item is applied by the same write step
+//! as the single method (`writes`); an item that fails is an error item, not a failed job.
 //!
 //! Each chunk's writes and the job's counters commit in one transaction, and the chunk's
 //! offset is read inside that transaction, so a crash at any moment resumes exactly where
@@ -33,19 +36,249 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::config::ConfigHandle;
+use crate::config::{ConfigHandle, Limits};
 use crate::model::{PreferenceSet, RecipientKey, SetKind};
-use crate::store::{ChunkOutcome, Db, JobRow};
+use crate::store::{ChunkOutcome, Db, ErrorItem, JobRow};
+use crate::writes::{RecipientItem, TenantItem};
 
-/// The name of the only job kind, as Knock names it.
+/// The name of a bulk set's operation, as Knock names it.
 pub const SET_PREFERENCES: &str = "users.set_preferences";
 
-/// What a job does: replace `preference_set` with `preferences` for every user.
+/// What a `users.bulkSetPreferences` job does: replace `preference_set` with `preferences`
+/// for every user.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Payload {
     pub user_ids: Vec<String>,
     pub preference_set: String,
     pub preferences: serde_json::Value,
+}
+
+/// The kinds of job: the bulk method that queued one, whose name is stored with it (so an
+/// idempotency key compares the method as well as the params).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    SetPreferences,
+    IdentifyUsers,
+    DeleteUsers,
+    SetObjects,
+    DeleteObjects,
+    SetTenants,
+    DeleteTenants,
+}
+
+impl Kind {
+    const ALL: [Kind; 7] = [
+        Kind::SetPreferences,
+        Kind::IdentifyUsers,
+        Kind::DeleteUsers,
+        Kind::SetObjects,
+        Kind::DeleteObjects,
+        Kind::SetTenants,
+        Kind::DeleteTenants,
+    ];
+
+    /// The JSON-RPC method that queues this kind.
+    pub fn method(self) -> &'static str {
+        match self {
+            Kind::SetPreferences => "users.bulkSetPreferences",
+            Kind::IdentifyUsers => "users.bulkIdentify",
+            Kind::DeleteUsers => "users.bulkDelete",
+            Kind::SetObjects => "objects.bulkSet",
+            Kind::DeleteObjects => "objects.bulkDelete",
+            Kind::SetTenants => "tenants.bulkSet",
+            Kind::DeleteTenants => "tenants.bulkDelete",
+        }
+    }
+
+    pub fn parse(method: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.method() == method)
+    }
+}
+
+/// The payload of `users.bulkIdentify` and `objects.bulkSet`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifyPayload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    pub items: Vec<RecipientItem>,
+}
+
+/// The payload of `users.bulkDelete`, `objects.bulkDelete` and `tenants.bulkDelete`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletePayload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    pub ids: Vec<String>,
+}
+
+/// The payload of `tenants.bulkSet`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsPayload {
+    pub items: Vec<TenantItem>,
+}
+
+/// What a job does, validated: built by `api` from a bulk method's params (and by
+/// `prefsd import`), stored as its kind and payload, read back by the worker.
+#[derive(Clone, Debug)]
+pub enum Work {
+    /// `users.bulkSetPreferences`, with its set parsed once.
+    SetPreferences(Payload, PreferenceSet),
+    /// `users.bulkIdentify` (no collection) and `objects.bulkSet`.
+    Identify(IdentifyPayload),
+    /// `users.bulkDelete` (no collection) and `objects.bulkDelete`.
+    DeleteRecipients(DeletePayload),
+    SetTenants(TenantsPayload),
+    DeleteTenants(DeletePayload),
+}
+
+impl Work {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Work::SetPreferences(..) => Kind::SetPreferences,
+            Work::Identify(p) if p.collection.is_none() => Kind::IdentifyUsers,
+            Work::Identify(_) => Kind::SetObjects,
+            Work::DeleteRecipients(p) if p.collection.is_none() => Kind::DeleteUsers,
+            Work::DeleteRecipients(_) => Kind::DeleteObjects,
+            Work::SetTenants(_) => Kind::SetTenants,
+            Work::DeleteTenants(_) => Kind::DeleteTenants,
+        }
+    }
+
+    /// The `BulkOperation`'s `name` (rest.md §4.2, A14).
+    pub fn name(&self) -> String {
+        match self {
+            Work::SetPreferences(..) => SET_PREFERENCES.to_string(),
+            Work::Identify(IdentifyPayload {
+                collection: None, ..
+            }) => "users.identify".to_string(),
+            Work::Identify(IdentifyPayload {
+                collection: Some(c),
+                ..
+            }) => format!("objects.{c}.set"),
+            Work::DeleteRecipients(DeletePayload {
+                collection: None, ..
+            }) => "users.delete".to_string(),
+            Work::DeleteRecipients(DeletePayload {
+                collection: Some(c),
+                ..
+            }) => format!("objects.{c}.delete"),
+            Work::SetTenants(_) => "tenants.set".to_string(),
+            Work::DeleteTenants(_) => "tenants.delete".to_string(),
+        }
+    }
+
+    /// How many items the job has.
+    pub fn len(&self) -> usize {
+        match self {
+            Work::SetPreferences(p, _) => p.user_ids.len(),
+            Work::Identify(p) => p.items.len(),
+            Work::DeleteRecipients(p) | Work::DeleteTenants(p) => p.ids.len(),
+            Work::SetTenants(p) => p.items.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload as stored: the same params give the same text.
+    pub fn payload(&self) -> Result<String, serde_json::Error> {
+        match self {
+            Work::SetPreferences(p, _) => serde_json::to_string(p),
+            Work::Identify(p) => serde_json::to_string(p),
+            Work::DeleteRecipients(p) | Work::DeleteTenants(p) => serde_json::to_string(p),
+            Work::SetTenants(p) => serde_json::to_string(p),
+        }
+    }
+
+    /// Reads a stored job back.
+    pub fn parse(job: &JobRow) -> Result<Work, String> {
+        let kind =
+            Kind::parse(&job.kind).ok_or_else(|| format!("unknown job kind {:?}", job.kind))?;
+        let text = job.payload.as_str();
+        let bad = |e: serde_json::Error| format!("payload: {e}");
+        Ok(match kind {
+            Kind::SetPreferences => {
+                let payload: Payload = serde_json::from_str(text).map_err(bad)?;
+                let set =
+                    PreferenceSet::parse(&payload.preferences, SetKind::Recipient, "preferences")
+                        .map_err(|e| e.to_string())?;
+                Work::SetPreferences(payload, set)
+            }
+            Kind::IdentifyUsers | Kind::SetObjects => {
+                Work::Identify(serde_json::from_str(text).map_err(bad)?)
+            }
+            Kind::DeleteUsers | Kind::DeleteObjects => {
+                Work::DeleteRecipients(serde_json::from_str(text).map_err(bad)?)
+            }
+            Kind::SetTenants => Work::SetTenants(serde_json::from_str(text).map_err(bad)?),
+            Kind::DeleteTenants => Work::DeleteTenants(serde_json::from_str(text).map_err(bad)?),
+        })
+    }
+
+    /// Applies item `i` inside the chunk's transaction, as the single method would. An
+    /// error the item caused (it does not validate, or grows past a limit) is its error
+    /// item, and nothing of it is written; a store failure fails the chunk.
+    fn apply(
+        &self,
+        w: &crate::store::Write<'_>,
+        i: usize,
+        limits: &Limits,
+        now: &str,
+    ) -> Result<Option<ErrorItem>, Error> {
+        let (id, collection, result) = match self {
+            Work::SetPreferences(p, set) => {
+                let user = &p.user_ids[i];
+                let key = RecipientKey::user(user);
+                w.put_set(&key, &p.preference_set, set, now)?;
+                return Ok(None);
+            }
+            Work::Identify(p) => {
+                let item = &p.items[i];
+                let prefix = match &p.collection {
+                    None => format!("users.{i}"),
+                    Some(_) => format!("objects.{i}"),
+                };
+                let result = item.apply(w, p.collection.as_deref(), limits, &prefix, now);
+                (&item.id, &p.collection, result)
+            }
+            Work::DeleteRecipients(p) => {
+                let id = &p.ids[i];
+                let key = RecipientKey {
+                    collection: p.collection.clone(),
+                    id: id.clone(),
+                };
+                // Deleting what is absent counts as a success (rest.md §4.2).
+                w.delete_recipient(&key)?;
+                return Ok(None);
+            }
+            Work::SetTenants(p) => {
+                let item = &p.items[i];
+                let prefix = format!("tenants.{i}.");
+                let result = item
+                    .to_write(&prefix)
+                    .map_err(Error::from)
+                    .and_then(|write| write.apply(w, limits, &prefix, now).map(|_| ()));
+                (&item.id, &None, result)
+            }
+            Work::DeleteTenants(p) => {
+                w.delete_tenant(&p.ids[i])?;
+                return Ok(None);
+            }
+        };
+        match result {
+            Ok(()) => Ok(None),
+            Err(e @ (Error::Store(_) | Error::Internal(_))) => Err(e),
+            Err(e) => Ok(Some(ErrorItem {
+                id: id.clone(),
+                collection: collection.clone(),
+                message: e.to_string(),
+            })),
+        }
+    }
 }
 
 /// How the rest of the daemon talks to the worker: wake it, and hear about progress.
@@ -140,7 +373,7 @@ pub async fn run(db: Db, jobs: Jobs, config: ConfigHandle, cancel: CancellationT
                 return;
             }
             sharing.configured = config.current().settings.jobs.chunk_size as usize;
-            match run_next(&db, &jobs, &mut sharing, &cancel).await {
+            match run_next(&db, &jobs, &config, &mut sharing, &cancel).await {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -217,6 +450,7 @@ impl Sharing {
 async fn run_next(
     db: &Db,
     jobs: &Jobs,
+    config: &ConfigHandle,
     sharing: &mut Sharing,
     cancel: &CancellationToken,
 ) -> Result<bool, Error> {
@@ -225,8 +459,8 @@ async fn run_next(
     let Some(job) = next? else {
         return Ok(false);
     };
-    let payload = match parse_payload(&job) {
-        Ok(p) => p,
+    let work = match Work::parse(&job) {
+        Ok(work) => work,
         Err(message) => {
             tracing::error!(
                 job = job.id,
@@ -237,10 +471,11 @@ async fn run_next(
             return Ok(true);
         }
     };
-    let payload = Arc::new(payload);
+    let work = Arc::new(work);
     tracing::info!(
         job = job.id,
-        users = payload.0.user_ids.len(),
+        kind = work.kind().method(),
+        items = work.len(),
         "bulk job running"
     );
     loop {
@@ -248,11 +483,12 @@ async fn run_next(
             return Ok(true);
         }
         let id = job.id.clone();
-        let payload = Arc::clone(&payload);
+        let work = Arc::clone(&work);
         let chunk = sharing.chunk();
+        let limits = config.current().settings.limits.clone();
         let started = std::time::Instant::now();
         let result = db
-            .write(move |w| run_chunk(w, &id, &payload.0, &payload.1, chunk))
+            .write(move |w| run_chunk(w, &id, &work, &limits, chunk))
             .await;
         sharing.observe(db.calls());
         if sharing.shared {
@@ -308,21 +544,13 @@ async fn fail(db: &Db, jobs: &Jobs, id: &str, message: String) -> Result<(), Err
     Ok(())
 }
 
-fn parse_payload(job: &JobRow) -> Result<(Payload, PreferenceSet), String> {
-    let payload: Payload =
-        serde_json::from_str(&job.payload).map_err(|e| format!("payload: {e}"))?;
-    let set = PreferenceSet::parse(&payload.preferences, SetKind::Recipient, "preferences")
-        .map_err(|e| e.to_string())?;
-    Ok((payload, set))
-}
-
-/// One chunk, inside the writer's transaction: read where the job stands, write the next
-/// users, advance the counters. Returns the job's new state (`None` if it vanished).
+/// One chunk, inside the writer's transaction: read where the job stands, apply the next
+/// items, advance the counters. Returns the job's new state (`None` if it vanished).
 pub fn run_chunk(
     w: &crate::store::Write<'_>,
     id: &str,
-    payload: &Payload,
-    set: &PreferenceSet,
+    work: &Work,
+    limits: &Limits,
     chunk: usize,
 ) -> Result<Option<JobRow>, Error> {
     let Some(job) = w.job(id)? else {
@@ -334,18 +562,15 @@ pub fn run_chunk(
     let now = crate::store::time::now();
     let start = usize::try_from(job.processed_rows)
         .unwrap_or(0)
-        .min(payload.user_ids.len());
-    let end = (start + chunk.max(1)).min(payload.user_ids.len());
+        .min(work.len());
+    let end = (start + chunk.max(1)).min(work.len());
     let mut outcome = ChunkOutcome::default();
-    for user in &payload.user_ids[start..end] {
-        w.put_set(
-            &RecipientKey::user(user),
-            &payload.preference_set,
-            set,
-            &now,
-        )?;
+    for i in start..end {
+        match work.apply(w, i, limits, &now)? {
+            None => outcome.succeeded += 1,
+            Some(item) => outcome.errors.push(item),
+        }
         outcome.processed += 1;
-        outcome.succeeded += 1;
     }
     w.advance_job(id, &outcome, &now)?;
     Ok(w.job(id)?)

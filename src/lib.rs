@@ -35,15 +35,20 @@
 //! - `store`: SQLite — migrations from `sql/`, one writer thread that owns the only write
 //!   connection, two reader threads (WAL: reads never wait for writes) and a checkpointer
 //!   thread (commits never wait for the WAL to be copied back), the domain
-//!   operations on one transaction (`Read`, `Write`), the job table, and the read cache
+//!   operations on one transaction (`Read`, `Write`), keyset pages of users, objects and
+//!   tenants (`store::pages`), the job table, and the read cache
 //!   (`Cache`: parsed recipient inputs and tenant rows, bounded, so hot reads never leave
 //!   the async worker) with its protocol for the two shapes of read the methods make
 //!   (`store::reads`: `Db::cached_snapshot`, `read_snapshot`, `snapshot_queued`,
 //!   `recipient_for_read`); `store::lock` (one daemon per database), `store::backup`
 //!   (online backup, verification, offline restore) and `store::export` (the NDJSON
 //!   snapshot), each on a connection and thread of its own.
-//! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk, in
-//!   smaller chunks while the daemon serves other calls.
+//! - `writes`: the write steps a method and a bulk job item share (identify a recipient
+//!   with inline sets, set a tenant, the size checks), each checking everything before its
+//!   first write, over `store::Write`.
+//! - `jobs`: the bulk worker that runs the jobs of the bulk methods (`jobs::Kind`: bulk
+//!   set, identify, delete of users, objects and tenants) chunk by chunk, in smaller chunks
+//!   while the daemon serves other calls.
 //! - `api`: the methods of rpc.md as plain async functions over `Context`;
 //!   `api::evaluate` orchestrates `preferences.evaluate` over `params` (validation) and
 //!   `answer` (the JSON writer).
@@ -80,7 +85,8 @@
 //! - Arrows run down the code map, never up: `model` imports nothing from the crate outside
 //!   `model` (the condition language and its coercions are `model::condition`, which `eval`
 //!   imports); `jobs` never imports `api` (the stored time
-//!   format is `store::time`); `cli` and `bench` share only `client`, and neither imports
+//!   format is `store::time`; what a job item and a method both write is `writes`);
+//!   `cli` and `bench` share only `client`, and neither imports
 //!   `api` or `server` (`bench seed` writes through `store`'s `Write`, as the daemon does);
 //!   `api` never imports `rpc` (the protocol version is `rpc::PROTOCOL`, handed to
 //!   `api::daemon::status`); inside `rpc`, the outer layers (`http`, `ws`) import the inner
@@ -127,6 +133,12 @@
 //!   gets `env` alone, not the §4.2 fallback `env ⊕ recipient["default"]`: the scope
 //!   forbids the `default` set (access.md), and an answer is friendlier than a refusal.
 //! - `users.bulkSetPreferences` always replaces; a body asking to merge is refused.
+//! - A bulk item that fails (`users.bulkIdentify` properties over the limit once merged, a
+//!   merged set that does not validate) is an error item with the message the single
+//!   method would answer, its field named from the bulk params (`users.3.properties`), and
+//!   nothing of it is written. Duplicate ids in one bulk list are applied in order, each
+//!   counted. An idempotency key past its 24 h passes to the new job; the old job keeps
+//!   everything else until the retention removes it.
 //! - A bulk job whose writes fail (e.g. the disk is full) is marked `failed` with the reason
 //!   in `error_items`; it is not retried.
 //! - Under connection pressure (at `limits.max_connections` or out of file descriptors) the
@@ -203,6 +215,11 @@
 //!   and `created_at` read the same way for an `actor`, which is a stored user too. Both
 //!   timestamps come from the `recipients` row that the schema has kept since version 1,
 //!   so no migration was needed.
+//! - `users.list`, `objects.list` and `tenants.list` page in insertion order as
+//!   `(created_at, id)`: rows inserted in the same millisecond (a bulk chunk) list by id. A
+//!   cursor is the key of a row, so rows inserted or deleted meanwhile never make a page
+//!   skip or repeat one; an empty page has neither `next` nor `prev`. `tenants.list` has no
+//!   `order` (rest.md gives it none).
 //! - One daemon per database is enforced with an advisory `flock` on `DATABASE.lock` beside
 //!   the file (symlinks resolved), holding the holder's pid; `prefsd restore` takes the same
 //!   lock. `daemon.backup`'s `path` must be absolute (the daemon's working directory is not
@@ -230,6 +247,8 @@ pub mod eval;
 pub mod config;
 
 pub mod store;
+
+pub mod writes;
 
 pub mod jobs;
 

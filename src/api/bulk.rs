@@ -1,17 +1,20 @@
-//! `users.bulkSetPreferences` and `bulkOperations.*`: durable bulk jobs (the worker is
-//! `jobs`). Submitting validates everything, stores one job row and wakes the worker; the
-//! call returns at once with the queued `BulkOperation`.
+//! The bulk methods (`users.bulkSetPreferences`, `users.bulkIdentify`, `users.bulkDelete`,
+//! `objects.bulkSet`, `objects.bulkDelete`, `tenants.bulkSet`, `tenants.bulkDelete`) and
+//! `bulkOperations.*`: durable bulk jobs (the worker is `jobs`). Submitting validates the
+//! whole request, stores one job row and wakes the worker ([`queue`]); the call returns at
+//! once with the queued `BulkOperation`.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::api::recipients::check_size;
+use crate::api::tenants::SettingsParams;
 use crate::api::{Context, Errors, FieldPath, strict};
-use crate::jobs::{Payload, SET_PREFERENCES};
+use crate::jobs::{DeletePayload, IdentifyPayload, Payload, TenantsPayload, Work};
 use crate::model::{DEFAULT_SET, PreferenceSetRequest, Strategy};
-use crate::store::time::now;
+use crate::store::time::{format_time, now};
 use crate::store::{JobRow, JobStatus, NewJob};
+use crate::writes::{RecipientItem, TenantItem, check_size, inline_sets, present};
 
 /// Knock's `BulkOperation` shape.
 pub fn operation_json(job: &JobRow) -> Value {
@@ -49,28 +52,16 @@ pub async fn bulk_set(ctx: &Context, p: BulkSetParams) -> Result<Value, Error> {
     let config = ctx.config();
     let limits = &config.settings.limits;
     let mut errors = Errors::default();
-    let user_ids = p.user_ids.unwrap_or_default();
-    if user_ids.len() > limits.max_bulk_users {
-        return Err(Error::limit(
-            "user_ids",
-            format!(
-                "lists {} users; at most {} are allowed",
-                user_ids.len(),
-                limits.max_bulk_users
-            ),
-        ));
-    }
-    if user_ids.is_empty() {
-        errors.push("user_ids", "must list at least one user id");
-    }
-    for (i, id) in user_ids.iter().enumerate() {
-        errors.id(FieldPath(&"user_ids", &i), id);
-    }
+    let user_ids = ids(
+        p.user_ids,
+        "user_ids",
+        "users",
+        limits.max_bulk_users,
+        &mut errors,
+    )?;
     let set_id = p.preference_set.unwrap_or_else(|| DEFAULT_SET.to_string());
     errors.id("preference_set", &set_id);
-    if let Some(key) = &p.idempotency_key {
-        errors.id("idempotency_key", key);
-    }
+    check_key(&p.idempotency_key, &mut errors);
     // A bulk set always replaces (preferences.md §3); a body that asks to merge is refused
     // rather than silently replaced.
     let set = match &p.preferences {
@@ -101,33 +92,54 @@ pub async fn bulk_set(ctx: &Context, p: BulkSetParams) -> Result<Value, Error> {
         return Err(Error::invalid("preferences", "is required"));
     };
     check_size(&set, limits.max_preference_set_bytes, "preferences")?;
-    let total = user_ids.len() as i64;
-    let payload = serde_json::to_string(&Payload {
+    let payload = Payload {
         user_ids,
         preference_set: set_id,
         preferences: set.to_value(),
-    })
-    .map_err(crate::store::Error::from)?;
-    let key = p.idempotency_key;
+    };
+    queue(ctx, Work::SetPreferences(payload, set), p.idempotency_key).await
+}
+
+/// How long an idempotency key is kept (rpc.md): within it, the same key with the same
+/// method and params answers the job it queued, and anything else is `conflict`; after
+/// it, the key queues a new job.
+pub const IDEMPOTENCY_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// Queues a validated job and wakes the worker; answers the queued `BulkOperation`, or the
+/// one an earlier call with the same idempotency key queued. What `prefsd import` and the
+/// REST layer call too.
+pub async fn queue(ctx: &Context, work: Work, key: Option<String>) -> Result<Value, Error> {
+    let payload = work.payload().map_err(crate::store::Error::from)?;
+    let kind = work.kind().method();
+    let name = work.name();
+    let total = work.len() as i64;
+    let window_start = jiff::Timestamp::now()
+        .checked_sub(IDEMPOTENCY_WINDOW)
+        .map(format_time)
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let job = ctx
         .db
         .write(move |w| {
             if let Some(key) = &key
                 && let Some(existing) = w.job_by_key(key)?
             {
-                if existing.payload == payload {
-                    return Ok::<_, Error>(existing);
+                if existing.inserted_at > window_start {
+                    if existing.kind == kind && existing.payload == payload {
+                        return Ok::<_, Error>(existing);
+                    }
+                    return Err(Error::Conflict(format!(
+                        "idempotency_key {key:?} was used for bulk operation {} with a different method or params",
+                        existing.id
+                    )));
                 }
-                return Err(Error::Conflict(format!(
-                    "idempotency_key {key:?} was used for bulk operation {} with a different payload",
-                    existing.id
-                )));
+                w.release_job_key(&existing.id)?;
             }
             let id = uuid::Uuid::new_v4().to_string();
             w.insert_job(
                 &NewJob {
                     id: &id,
-                    name: SET_PREFERENCES,
+                    name: &name,
+                    kind,
                     payload: &payload,
                     idempotency_key: key.as_deref(),
                     total_rows: total,
@@ -139,6 +151,310 @@ pub async fn bulk_set(ctx: &Context, p: BulkSetParams) -> Result<Value, Error> {
         .await?;
     ctx.jobs.wake();
     Ok(operation_json(&job))
+}
+
+/// Checks the size of a bulk list: `limit_exceeded` past `limits.max_bulk_users`, invalid
+/// when empty. `what` names the items in the message.
+fn check_count(
+    len: usize,
+    field: &str,
+    what: &str,
+    max: usize,
+    errors: &mut Errors,
+) -> Result<(), Error> {
+    if len > max {
+        return Err(Error::limit(
+            field,
+            format!("lists {len} {what}; at most {max} are allowed"),
+        ));
+    }
+    if len == 0 {
+        errors.push(field, format!("must list at least one {what}"));
+    }
+    Ok(())
+}
+
+/// The items of a bulk list param given as a JSON value: an array, checked for its size.
+fn items<'a>(
+    value: &'a Option<Value>,
+    field: &str,
+    what: &str,
+    max: usize,
+    errors: &mut Errors,
+) -> Result<&'a [Value], Error> {
+    let items = match value {
+        Some(Value::Array(items)) => items.as_slice(),
+        Some(_) => {
+            errors.push(field, "must be an array");
+            &[]
+        }
+        None => {
+            errors.push(field, "is required");
+            return Ok(&[]);
+        }
+    };
+    check_count(items.len(), field, what, max, errors)?;
+    Ok(items)
+}
+
+/// A list of ids (`user_ids`, `object_ids`, `tenant_ids`), each checked.
+fn ids(
+    value: Option<Vec<String>>,
+    field: &str,
+    what: &str,
+    max: usize,
+    errors: &mut Errors,
+) -> Result<Vec<String>, Error> {
+    let Some(ids) = value else {
+        errors.push(field, "is required");
+        return Ok(Vec::new());
+    };
+    check_count(ids.len(), field, what, max, errors)?;
+    for (i, id) in ids.iter().enumerate() {
+        errors.id(FieldPath(&field, &i), id);
+    }
+    Ok(ids)
+}
+
+/// serde's message without its position, which means nothing inside a params object.
+fn serde_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    text.split(" at line ").next().unwrap_or(&text).to_string()
+}
+
+/// Users or objects to identify: `{ id, properties?, preferences? }` each.
+fn recipient_items(items: &[Value], field: &str, errors: &mut Errors) -> Vec<RecipientItem> {
+    let mut out = Vec::with_capacity(items.len());
+    for (i, value) in items.iter().enumerate() {
+        let prefix = format!("{field}.{i}");
+        if !value.is_object() {
+            errors.push(&prefix, "must be an object with an id");
+            continue;
+        }
+        let item: RecipientItem = match serde_json::from_value(value.clone()) {
+            Ok(item) => item,
+            Err(e) => {
+                errors.push(&prefix, serde_message(&e));
+                continue;
+            }
+        };
+        errors.id(format!("{prefix}.id"), &item.id);
+        if let Some(sets) = &item.preferences {
+            errors.take(inline_sets(sets, &format!("{prefix}.preferences")));
+        }
+        out.push(item);
+    }
+    out
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkIdentifyParams {
+    #[serde(default, deserialize_with = "strict::value")]
+    pub users: Option<Value>,
+    pub idempotency_key: Option<String>,
+}
+
+/// `users.bulkIdentify`: each user as `users.identify` would, as a job.
+pub async fn bulk_identify(ctx: &Context, p: BulkIdentifyParams) -> Result<Value, Error> {
+    let max = ctx.config().settings.limits.max_bulk_users;
+    let mut errors = Errors::default();
+    let list = items(&p.users, "users", "users", max, &mut errors)?;
+    let items = recipient_items(list, "users", &mut errors);
+    check_key(&p.idempotency_key, &mut errors);
+    errors.finish()?;
+    let work = Work::Identify(IdentifyPayload {
+        collection: None,
+        items,
+    });
+    queue(ctx, work, p.idempotency_key).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSetObjectsParams {
+    pub collection: Option<String>,
+    #[serde(default, deserialize_with = "strict::value")]
+    pub objects: Option<Value>,
+    pub idempotency_key: Option<String>,
+}
+
+/// `objects.bulkSet`: each object as `objects.set` would, as a job.
+pub async fn bulk_set_objects(ctx: &Context, p: BulkSetObjectsParams) -> Result<Value, Error> {
+    let max = ctx.config().settings.limits.max_bulk_users;
+    let mut errors = Errors::default();
+    let collection = collection(&p.collection, &mut errors);
+    let list = items(&p.objects, "objects", "objects", max, &mut errors)?;
+    let items = recipient_items(list, "objects", &mut errors);
+    check_key(&p.idempotency_key, &mut errors);
+    errors.finish()?;
+    let work = Work::Identify(IdentifyPayload {
+        collection: Some(collection),
+        items,
+    });
+    queue(ctx, work, p.idempotency_key).await
+}
+
+fn collection(value: &Option<String>, errors: &mut Errors) -> String {
+    match value {
+        Some(c) => {
+            errors.id("collection", c);
+            c.clone()
+        }
+        None => {
+            errors.push("collection", "is required");
+            String::new()
+        }
+    }
+}
+
+fn check_key(key: &Option<String>, errors: &mut Errors) {
+    if let Some(key) = key {
+        errors.id("idempotency_key", key);
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkDeleteUsersParams {
+    pub user_ids: Option<Vec<String>>,
+    pub idempotency_key: Option<String>,
+}
+
+/// `users.bulkDelete`: each user as `users.delete` would, as a job; an absent user counts
+/// as deleted.
+pub async fn bulk_delete_users(ctx: &Context, p: BulkDeleteUsersParams) -> Result<Value, Error> {
+    let max = ctx.config().settings.limits.max_bulk_users;
+    let mut errors = Errors::default();
+    let ids = ids(p.user_ids, "user_ids", "users", max, &mut errors)?;
+    check_key(&p.idempotency_key, &mut errors);
+    errors.finish()?;
+    let work = Work::DeleteRecipients(DeletePayload {
+        collection: None,
+        ids,
+    });
+    queue(ctx, work, p.idempotency_key).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkDeleteObjectsParams {
+    pub collection: Option<String>,
+    pub object_ids: Option<Vec<String>>,
+    pub idempotency_key: Option<String>,
+}
+
+/// `objects.bulkDelete`.
+pub async fn bulk_delete_objects(
+    ctx: &Context,
+    p: BulkDeleteObjectsParams,
+) -> Result<Value, Error> {
+    let max = ctx.config().settings.limits.max_bulk_users;
+    let mut errors = Errors::default();
+    let collection = collection(&p.collection, &mut errors);
+    let ids = ids(p.object_ids, "object_ids", "objects", max, &mut errors)?;
+    check_key(&p.idempotency_key, &mut errors);
+    errors.finish()?;
+    let work = Work::DeleteRecipients(DeletePayload {
+        collection: Some(collection),
+        ids,
+    });
+    queue(ctx, work, p.idempotency_key).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSetTenantsParams {
+    #[serde(default, deserialize_with = "strict::value")]
+    pub tenants: Option<Value>,
+    pub idempotency_key: Option<String>,
+}
+
+/// One tenant of `tenants.bulkSet` as given: `tenants.set`'s params with `id`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkTenant {
+    id: String,
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Option<String>>,
+    properties: Option<Map<String, Value>>,
+    settings: Option<SettingsParams>,
+}
+
+/// `tenants.bulkSet`: each tenant (an id, or `{ id, name?, properties?, settings? }`) as
+/// `tenants.set` would, as a job.
+pub async fn bulk_set_tenants(ctx: &Context, p: BulkSetTenantsParams) -> Result<Value, Error> {
+    let max = ctx.config().settings.limits.max_bulk_users;
+    let mut errors = Errors::default();
+    let list = items(&p.tenants, "tenants", "tenants", max, &mut errors)?;
+    let mut items = Vec::with_capacity(list.len());
+    for (i, value) in list.iter().enumerate() {
+        let prefix = format!("tenants.{i}");
+        let item = match value {
+            Value::String(id) => TenantItem {
+                id: id.clone(),
+                ..TenantItem::default()
+            },
+            Value::Object(_) => match serde_json::from_value::<BulkTenant>(value.clone()) {
+                Ok(t) => {
+                    let (branding, preference_set) = match t.settings {
+                        Some(s) => (s.branding, s.preference_set),
+                        None => (None, None),
+                    };
+                    TenantItem {
+                        id: t.id,
+                        name: t.name,
+                        properties: t.properties,
+                        branding,
+                        preference_set,
+                    }
+                }
+                Err(e) => {
+                    errors.push(&prefix, serde_message(&e));
+                    continue;
+                }
+            },
+            _ => {
+                errors.push(&prefix, "must be a tenant id or an object with an id");
+                continue;
+            }
+        };
+        errors.id(format!("{prefix}.id"), &item.id);
+        errors.take(item.to_write(&format!("{prefix}.")));
+        items.push(item);
+    }
+    check_key(&p.idempotency_key, &mut errors);
+    errors.finish()?;
+    queue(
+        ctx,
+        Work::SetTenants(TenantsPayload { items }),
+        p.idempotency_key,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkDeleteTenantsParams {
+    pub tenant_ids: Option<Vec<String>>,
+    pub idempotency_key: Option<String>,
+}
+
+/// `tenants.bulkDelete`.
+pub async fn bulk_delete_tenants(
+    ctx: &Context,
+    p: BulkDeleteTenantsParams,
+) -> Result<Value, Error> {
+    let max = ctx.config().settings.limits.max_bulk_users;
+    let mut errors = Errors::default();
+    let ids = ids(p.tenant_ids, "tenant_ids", "tenants", max, &mut errors)?;
+    check_key(&p.idempotency_key, &mut errors);
+    errors.finish()?;
+    let work = Work::DeleteTenants(DeletePayload {
+        collection: None,
+        ids,
+    });
+    queue(ctx, work, p.idempotency_key).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,6 +12,7 @@ pub mod bulk;
 pub mod daemon;
 pub mod evaluate;
 pub mod export;
+pub mod lists;
 pub mod recipients;
 pub mod strict;
 pub mod tenants;
@@ -19,7 +20,6 @@ pub mod tenants;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
@@ -27,6 +27,7 @@ use crate::config::{Config, ConfigHandle};
 use crate::jobs::Jobs;
 use crate::model::ValidationError;
 use crate::store::Db;
+pub use crate::writes::{check_properties_size, merge_properties};
 
 /// What every method may use: the store, the live config, the bulk worker's handle, the
 /// daemon's start time and its shutdown.
@@ -128,35 +129,6 @@ impl Errors {
             Ok(())
         } else {
             Err(Error::Invalid(ValidationError { errors: self.0 }))
-        }
-    }
-}
-
-/// Refuses `properties` larger than `limits.max_properties_bytes` of JSON (issue 22.5: large
-/// properties made the read cache hold 205 MB). Checked on the merged result, so a merge
-/// cannot grow them past it either.
-pub fn check_properties_size(
-    properties: &Map<String, Value>,
-    max: usize,
-    field: &str,
-) -> Result<(), Error> {
-    let len = serde_json::to_string(properties).map_or(usize::MAX, |s| s.len());
-    if len > max {
-        return Err(Error::limit(
-            field,
-            format!("is {len} bytes of JSON; the limit is {max} (limits.max_properties_bytes)"),
-        ));
-    }
-    Ok(())
-}
-
-/// Shallow property merge (rpc.md `users.identify`): a `null` value deletes the property.
-pub fn merge_properties(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
-    for (key, value) in patch {
-        if value.is_null() {
-            target.remove(key);
-        } else {
-            target.insert(key.clone(), value.clone());
         }
     }
 }

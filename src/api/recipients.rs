@@ -8,14 +8,14 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::api::{Context, Deleted, Errors, check_properties_size, merge_properties, strict};
-use crate::config::{Config, Limits};
-use crate::model::{
-    DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind, Strategy,
-};
+use crate::api::{Context, Deleted, Errors, strict};
+use crate::config::Config;
+use crate::model::{DEFAULT_SET, PreferenceSetRequest, RecipientKey, SetKind, Strategy};
 use crate::resolve::{Sources, Stack};
 use crate::store::time::now;
 use crate::store::{RecipientRow, TenantRow};
+use crate::writes::inline_sets;
+pub use crate::writes::{check_size, write_inline};
 
 /// Which namespace a method is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,43 +119,7 @@ pub fn parse_inline_sets(
     prefix: &str,
     errors: &mut Errors,
 ) -> Vec<(String, PreferenceSetRequest)> {
-    let mut out = Vec::new();
-    for (set_id, body) in sets {
-        let field = format!("{prefix}.{set_id}");
-        errors.id(&field, set_id);
-        if let Some(req) = errors.take(PreferenceSetRequest::parse(body, Strategy::Merge, &field)) {
-            out.push((set_id.clone(), req));
-        }
-    }
-    out
-}
-
-/// Writes inline properties and preference sets of one recipient, inside a transaction.
-/// `properties` is the patch with the field that names it in errors; `prefix` names the
-/// sets.
-pub fn write_inline(
-    w: &crate::store::Write<'_>,
-    key: &RecipientKey,
-    properties: Option<(&Map<String, Value>, &str)>,
-    sets: &[(String, PreferenceSetRequest)],
-    limits: &Limits,
-    prefix: &str,
-    now: &str,
-) -> Result<RecipientRow, Error> {
-    let mut props = w.recipient(key)?.map(|r| r.properties).unwrap_or_default();
-    if let Some((patch, field)) = properties {
-        merge_properties(&mut props, patch);
-        check_properties_size(&props, limits.max_properties_bytes, field)?;
-    }
-    let row = w.put_recipient(key, &props, now)?;
-    for (set_id, req) in sets {
-        let field = format!("{prefix}.{set_id}");
-        let stored = w.set(key, set_id)?;
-        let set = req.apply(stored.as_ref(), SetKind::Recipient, &field)?;
-        check_size(&set, limits.max_preference_set_bytes, &field)?;
-        w.put_set(key, set_id, &set, now)?;
-    }
-    Ok(row)
+    errors.take(inline_sets(sets, prefix)).unwrap_or_default()
 }
 
 /// `users.identify` / `objects.set`.
@@ -332,20 +296,6 @@ recipient_params!(SetPreferencesParams {
     #[serde(default, deserialize_with = "strict::value")]
     preferences: Option<Value>,
 });
-
-/// Refuses a set larger than `limits.max_preference_set_bytes` of JSON.
-pub fn check_size(set: &PreferenceSet, max: usize, field: &str) -> Result<(), Error> {
-    let len = serde_json::to_string(set.as_map())
-        .map(|s| s.len())
-        .unwrap_or(usize::MAX);
-    if len > max {
-        return Err(Error::limit(
-            field,
-            format!("is {len} bytes of JSON; the limit is {max}"),
-        ));
-    }
-    Ok(())
-}
 
 /// `users.setPreferences` / `objects.setPreferences`: replace, or merge on request.
 pub async fn set_preferences(

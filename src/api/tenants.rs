@@ -4,21 +4,21 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::api::recipients::check_size;
-use crate::api::{Context, Deleted, Errors, check_properties_size, merge_properties, strict};
-use crate::config::Limits;
-use crate::model::{PreferenceSetRequest, SetKind, Strategy};
+use crate::api::{Context, Deleted, Errors, strict};
+use crate::model::{PreferenceSetRequest, Strategy};
 use crate::resolve::{LayerId, Stack};
 use crate::store::TenantRow;
 use crate::store::time::now;
+pub use crate::writes::TenantWrite;
+use crate::writes::present;
 
 /// The `Tenant` shape of rpc.md; `preference_set` is shown as given (stored or resolved).
-fn tenant_json(row: &TenantRow, preference_set: Option<Value>) -> Value {
+pub fn tenant_json(row: &TenantRow, preference_set: Option<Value>) -> Value {
     json!({
         "id": row.id,
         "name": row.name,
         "properties": row.properties,
-        "settings": { "preference_set": preference_set },
+        "settings": { "branding": row.branding, "preference_set": preference_set },
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     })
@@ -31,7 +31,7 @@ fn template_json(id: &str, preference_set: Value) -> Value {
         "id": id,
         "name": null,
         "properties": {},
-        "settings": { "preference_set": preference_set },
+        "settings": { "branding": null, "preference_set": preference_set },
         "created_at": null,
         "updated_at": null,
         "source": "config",
@@ -48,81 +48,19 @@ pub struct SetParams {
     #[serde(default, deserialize_with = "strict::object")]
     pub properties: Option<Map<String, Value>>,
     pub settings: Option<SettingsParams>,
+    /// Applied to the result as in `tenants.get`.
+    pub resolve_full_preference_settings: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsParams {
+    /// Absent keeps the stored branding; `null` removes it; an object replaces it.
+    #[serde(default, deserialize_with = "present")]
+    pub branding: Option<Option<Map<String, Value>>>,
     /// Absent keeps the stored default; `null` removes it.
     #[serde(default, deserialize_with = "strict::present_value")]
     pub preference_set: Option<Option<Value>>,
-}
-
-/// Tells a present `null` (`Some(None)`) from an absent key (`None`).
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// A write to one tenant: what `tenants.set` and an inline tenant of `preferences.evaluate`
-/// change. `None` keeps a field; `Some(None)` clears the name or removes the default set.
-pub struct TenantWrite {
-    pub id: String,
-    pub name: Option<Option<String>>,
-    pub properties: Option<Map<String, Value>>,
-    pub preference_set: Option<Option<PreferenceSetRequest>>,
-}
-
-impl TenantWrite {
-    /// Whether the write changes anything (an inline tenant may only name one).
-    pub fn changes_anything(&self) -> bool {
-        self.name.is_some() || self.properties.is_some() || self.preference_set.is_some()
-    }
-
-    /// Applies the write inside the caller's transaction, creating the tenant if needed:
-    /// properties merge shallowly, the default set merges (or replaces, as its request
-    /// says). `prefix` goes before `properties` and `settings.preference_set` in errors
-    /// (`""` for `tenants.set`, `"tenant."` inline).
-    pub fn apply(
-        &self,
-        w: &crate::store::Write<'_>,
-        limits: &Limits,
-        prefix: &str,
-        now: &str,
-    ) -> Result<TenantRow, Error> {
-        let mut row = w.tenant(&self.id)?.unwrap_or_else(|| TenantRow {
-            id: self.id.clone(),
-            name: None,
-            properties: Map::new(),
-            preference_set: None,
-            created_at: now.to_string(),
-            updated_at: now.to_string(),
-        });
-        if let Some(name) = &self.name {
-            row.name = name.clone();
-        }
-        if let Some(patch) = &self.properties {
-            merge_properties(&mut row.properties, patch);
-            let field = format!("{prefix}properties");
-            check_properties_size(&row.properties, limits.max_properties_bytes, &field)?;
-        }
-        match &self.preference_set {
-            None => {}
-            Some(None) => row.preference_set = None,
-            Some(Some(req)) => {
-                let field = format!("{prefix}settings.preference_set");
-                let set = req.apply(row.preference_set.as_ref(), SetKind::Default, &field)?;
-                check_size(&set, limits.max_preference_set_bytes, &field)?;
-                row.preference_set = Some(set);
-            }
-        }
-        row.updated_at = now.to_string();
-        w.put_tenant(&row)?;
-        Ok(row)
-    }
 }
 
 /// `tenants.set`: creates or updates a tenant; its default set is merged unless
@@ -130,7 +68,11 @@ impl TenantWrite {
 pub async fn set(ctx: &Context, p: SetParams) -> Result<Value, Error> {
     let mut errors = Errors::default();
     errors.id("tenant_id", &p.tenant_id);
-    let preference_set = match p.settings.and_then(|s| s.preference_set) {
+    let (branding, preference_set) = match p.settings {
+        Some(s) => (s.branding, s.preference_set),
+        None => (None, None),
+    };
+    let preference_set = match preference_set {
         None => None,
         Some(None) => Some(None),
         Some(Some(body)) => Some(errors.take(PreferenceSetRequest::parse(
@@ -145,14 +87,41 @@ pub async fn set(ctx: &Context, p: SetParams) -> Result<Value, Error> {
         name: p.name,
         properties: p.properties,
         preference_set,
+        branding,
     };
-    let limits = ctx.config().settings.limits.clone();
+    let config = ctx.config();
+    let limits = config.settings.limits.clone();
     let row = ctx
         .db
         .write(move |w| write.apply(w, &limits, "", &now()))
         .await?;
-    let set = row.preference_set.as_ref().map(|s| s.to_response(&row.id));
+    let resolve = p.resolve_full_preference_settings.unwrap_or(false);
+    let set = shown_set(&config, &row.id, Some(&row), resolve);
     Ok(tenant_json(&row, set))
+}
+
+/// The `settings.preference_set` a tenant read shows: the stored default (else the config
+/// template when nothing is stored), or with `resolve` the environment default merged
+/// under it.
+fn shown_set(
+    config: &crate::config::Config,
+    id: &str,
+    row: Option<&TenantRow>,
+    resolve: bool,
+) -> Option<Value> {
+    let template = config.tenant_templates.get(id);
+    let stored_set = row.and_then(|row| row.preference_set.as_ref());
+    if resolve {
+        let mut layers = vec![(LayerId::Environment, &config.environment)];
+        if let Some(set) = stored_set.or(template) {
+            layers.push((LayerId::Tenant(id), set));
+        }
+        Some(Stack::from_layers(&layers).effective().to_response(id))
+    } else {
+        stored_set
+            .or(if row.is_none() { template } else { None })
+            .map(|s| s.to_response(id))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,22 +147,12 @@ pub async fn get(ctx: &Context, p: GetParams) -> Result<Value, Error> {
     if row.is_none() && template.is_none() {
         return Err(Error::NotFound(format!("tenant {:?}", p.tenant_id)));
     }
-    let stored_set = row.as_ref().and_then(|row| row.preference_set.as_ref());
-    let preference_set = if p.resolve_full_preference_settings.unwrap_or(false) {
-        let mut layers = vec![(LayerId::Environment, &config.environment)];
-        if let Some(set) = stored_set.or(template) {
-            layers.push((LayerId::Tenant(&p.tenant_id), set));
-        }
-        Some(
-            Stack::from_layers(&layers)
-                .effective()
-                .to_response(&p.tenant_id),
-        )
-    } else {
-        stored_set
-            .or(if row.is_none() { template } else { None })
-            .map(|s| s.to_response(&p.tenant_id))
-    };
+    let preference_set = shown_set(
+        &config,
+        &p.tenant_id,
+        row.as_ref(),
+        p.resolve_full_preference_settings.unwrap_or(false),
+    );
     Ok(match &row {
         Some(row) => tenant_json(row, preference_set),
         None => template_json(&p.tenant_id, preference_set.unwrap_or(Value::Null)),

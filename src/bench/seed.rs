@@ -306,6 +306,7 @@ pub fn tenant(plan: &SeedPlan, t: u64) -> anyhow::Result<TenantRow> {
         name: Some(name),
         properties,
         preference_set: Some(parse(set, SetKind::Default)?),
+        branding: None,
         created_at: created.clone(),
         updated_at: created,
     })

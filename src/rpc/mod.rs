@@ -69,7 +69,7 @@ fn to_wire<T: serde::Serialize>(result: &T) -> Result<Box<RawValue>, ErrorObject
 /// it as one.)
 #[rustfmt::skip]
 pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::RegisterMethodError> {
-    use api::{audiences, bulk, daemon, evaluate, recipients as r, tenants};
+    use api::{audiences, bulk, daemon, evaluate, lists, recipients as r, tenants};
     let mut m = RpcModule::from_arc(ctx);
 
     method!(m, "users.identify", |c, p: r::IdentifyParams| r::identify(c, Kind::User, p).await);
@@ -79,7 +79,10 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     method!(m, "users.setPreferences", |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::User, p).await);
     method!(m, "users.unsetPreferences", |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::User, p).await);
     method!(m, "users.listPreferences", |c, p: r::WhoParams| r::list_preferences(c, Kind::User, p).await);
+    method!(m, "users.list", |c, p: lists::RecipientsParams| lists::recipients(c, Kind::User, p).await);
     method!(m, "users.bulkSetPreferences", |c, p: bulk::BulkSetParams| bulk::bulk_set(c, p).await);
+    method!(m, "users.bulkIdentify", |c, p: bulk::BulkIdentifyParams| bulk::bulk_identify(c, p).await);
+    method!(m, "users.bulkDelete", |c, p: bulk::BulkDeleteUsersParams| bulk::bulk_delete_users(c, p).await);
 
     method!(m, "objects.set", |c, p: r::IdentifyParams| r::identify(c, Kind::Object, p).await);
     method!(m, "objects.get", |c, p: r::WhoParams| r::get(c, Kind::Object, p).await);
@@ -88,10 +91,16 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     method!(m, "objects.setPreferences", |c, p: r::SetPreferencesParams| r::set_preferences(c, Kind::Object, p).await);
     method!(m, "objects.unsetPreferences", |c, p: r::UnsetPreferencesParams| r::unset_preferences(c, Kind::Object, p).await);
     method!(m, "objects.listPreferences", |c, p: r::WhoParams| r::list_preferences(c, Kind::Object, p).await);
+    method!(m, "objects.list", |c, p: lists::RecipientsParams| lists::recipients(c, Kind::Object, p).await);
+    method!(m, "objects.bulkSet", |c, p: bulk::BulkSetObjectsParams| bulk::bulk_set_objects(c, p).await);
+    method!(m, "objects.bulkDelete", |c, p: bulk::BulkDeleteObjectsParams| bulk::bulk_delete_objects(c, p).await);
 
     method!(m, "tenants.set", |c, p: tenants::SetParams| tenants::set(c, p).await);
     method!(m, "tenants.get", |c, p: tenants::GetParams| tenants::get(c, p).await);
     method!(m, "tenants.delete", |c, p: tenants::DeleteParams| tenants::delete(c, p).await);
+    method!(m, "tenants.list", |c, p: lists::TenantsParams| lists::tenants(c, p).await);
+    method!(m, "tenants.bulkSet", |c, p: bulk::BulkSetTenantsParams| bulk::bulk_set_tenants(c, p).await);
+    method!(m, "tenants.bulkDelete", |c, p: bulk::BulkDeleteTenantsParams| bulk::bulk_delete_tenants(c, p).await);
 
     method!(m, "audiences.addMembers", |c, p: audiences::MembersParams| audiences::add_members(c, p).await);
     method!(m, "audiences.removeMembers", |c, p: audiences::MembersParams| audiences::remove_members(c, p).await);

@@ -386,6 +386,7 @@ mod tests {
             name: None,
             properties: Default::default(),
             preference_set: Some(PreferenceSet::default()),
+            branding: None,
             created_at: String::new(),
             updated_at: String::new(),
         })

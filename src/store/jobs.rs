@@ -55,6 +55,8 @@ pub struct JobRow {
     pub seq: i64,
     pub id: String,
     pub name: String,
+    /// The bulk method that queued it (`jobs::Kind`).
+    pub kind: String,
     pub status: JobStatus,
     pub payload: String,
     pub idempotency_key: Option<String>,
@@ -75,6 +77,7 @@ pub struct JobRow {
 pub struct NewJob<'a> {
     pub id: &'a str,
     pub name: &'a str,
+    pub kind: &'a str,
     pub payload: &'a str,
     pub idempotency_key: Option<&'a str>,
     pub total_rows: i64,
@@ -89,7 +92,7 @@ pub struct ChunkOutcome {
 }
 
 const COLUMNS: &str = "seq, id, name, status, payload, idempotency_key, estimated_total_rows, processed_rows, \
-    success_count, error_count, error_items, inserted_at, updated_at, started_at, completed_at, failed_at";
+    success_count, error_count, error_items, inserted_at, updated_at, started_at, completed_at, failed_at, kind";
 
 fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(JobRow, String)> {
     let status: String = r.get(3)?;
@@ -113,6 +116,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(JobRow, String)> {
             started_at: r.get(13)?,
             completed_at: r.get(14)?,
             failed_at: r.get(15)?,
+            kind: r.get(16)?,
         },
         error_items,
     ))
@@ -187,8 +191,8 @@ impl Read<'_> {
 impl Write<'_> {
     pub fn insert_job(&self, job: &NewJob<'_>, now: &str) -> Result<(), Error> {
         let mut stmt = self.conn().prepare_cached(
-            "INSERT INTO bulk_operations (id, name, status, payload, idempotency_key, estimated_total_rows, inserted_at, updated_at)
-             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?6)",
+            "INSERT INTO bulk_operations (id, name, status, payload, idempotency_key, estimated_total_rows, inserted_at, updated_at, kind)
+             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?6, ?7)",
         )?;
         stmt.execute(params![
             job.id,
@@ -196,8 +200,19 @@ impl Write<'_> {
             job.payload,
             job.idempotency_key,
             job.total_rows,
-            now
+            now,
+            job.kind
         ])?;
+        Ok(())
+    }
+
+    /// Frees an idempotency key whose window has passed, so a new job may take it; the
+    /// job that had it keeps everything else.
+    pub fn release_job_key(&self, id: &str) -> Result<(), Error> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("UPDATE bulk_operations SET idempotency_key = NULL WHERE id = ?1")?;
+        stmt.execute(params![id])?;
         Ok(())
     }
 

@@ -34,6 +34,7 @@ pub mod export;
 mod jobs;
 pub mod lock;
 mod migrate;
+mod pages;
 mod reads;
 mod repo;
 pub mod time;
@@ -49,6 +50,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 pub use cache::{Cache, CacheStats, Ticket, Touched, View};
 pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob};
 pub use migrate::latest as latest_schema_version;
+pub use pages::{Cursor, Page, PageQuery};
 pub use reads::{Snapshot, Wanted};
 pub use repo::{
     Counts, EvaluationInputs, MemberPage, Memo, Read, RecipientRow, TenantRow, Write, decode_cursor,

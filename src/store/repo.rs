@@ -110,6 +110,8 @@ pub struct TenantRow {
     pub properties: Map<String, Value>,
     /// `settings.preference_set`: the stored tenant default.
     pub preference_set: Option<PreferenceSet>,
+    /// `settings.branding`: an object stored as given (rest.md A12), or `None`.
+    pub branding: Option<Map<String, Value>>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -154,18 +156,18 @@ fn collection(key: &RecipientKey) -> &str {
     key.collection.as_deref().unwrap_or("")
 }
 
-fn key_from(collection: String, id: String) -> RecipientKey {
+pub(super) fn key_from(collection: String, id: String) -> RecipientKey {
     RecipientKey {
         collection: (!collection.is_empty()).then_some(collection),
         id,
     }
 }
 
-fn json_map(text: &str) -> Result<Map<String, Value>, Error> {
+pub(super) fn json_map(text: &str) -> Result<Map<String, Value>, Error> {
     Ok(serde_json::from_str(text)?)
 }
 
-fn json_set(text: &str) -> Result<PreferenceSet, Error> {
+pub(super) fn json_set(text: &str) -> Result<PreferenceSet, Error> {
     Ok(PreferenceSet::from_valid(serde_json::from_str(text)?))
 }
 
@@ -295,7 +297,7 @@ impl<'c> Read<'c> {
 
     pub fn tenant(&self, id: &str) -> Result<Option<TenantRow>, Error> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT name, properties, preference_set, created_at, updated_at FROM tenants WHERE id = ?1",
+            "SELECT name, properties, preference_set, created_at, updated_at, branding FROM tenants WHERE id = ?1",
         )?;
         let row = stmt
             .query_row(params![id], |r| {
@@ -305,19 +307,23 @@ impl<'c> Read<'c> {
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
                 ))
             })
             .optional()?;
-        row.map(|(name, properties, set, created_at, updated_at)| {
-            Ok(TenantRow {
-                id: id.to_string(),
-                name,
-                properties: json_map(&properties)?,
-                preference_set: set.as_deref().map(json_set).transpose()?,
-                created_at,
-                updated_at,
-            })
-        })
+        row.map(
+            |(name, properties, set, created_at, updated_at, branding)| {
+                Ok(TenantRow {
+                    id: id.to_string(),
+                    name,
+                    properties: json_map(&properties)?,
+                    preference_set: set.as_deref().map(json_set).transpose()?,
+                    branding: branding.as_deref().map(json_map).transpose()?,
+                    created_at,
+                    updated_at,
+                })
+            },
+        )
         .transpose()
     }
 
@@ -510,9 +516,9 @@ impl<'c> Write<'c> {
             .map(|s| to_text(s.as_map()))
             .transpose()?;
         let mut stmt = self.read.conn.prepare_cached(
-            "INSERT INTO tenants (id, name, properties, preference_set, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO tenants (id, name, properties, preference_set, created_at, updated_at, branding) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, properties = excluded.properties,
-                 preference_set = excluded.preference_set, updated_at = excluded.updated_at",
+                 preference_set = excluded.preference_set, updated_at = excluded.updated_at, branding = excluded.branding",
         )?;
         stmt.execute(params![
             tenant.id,
@@ -520,7 +526,8 @@ impl<'c> Write<'c> {
             to_text(&tenant.properties)?,
             set,
             tenant.created_at,
-            tenant.updated_at
+            tenant.updated_at,
+            tenant.branding.as_ref().map(to_text).transpose()?
         ])?;
         Ok(())
     }

@@ -2,9 +2,11 @@
 //! area. `support` starts an in-process daemon on a temp socket.
 
 mod access;
+mod amendments;
 mod backup;
 mod badinput;
 mod bench;
+mod bulk_kinds;
 mod cache;
 mod child;
 mod cli;
@@ -18,6 +20,7 @@ mod fuzz;
 mod jobs;
 mod knock;
 mod lifecycle;
+mod lists;
 mod load;
 mod methods;
 mod pressure;

@@ -675,7 +675,7 @@ async fn tenants_set_get_delete() {
     );
     assert_eq!(
         created["settings"],
-        json!({ "preference_set": preference_set("t1", json!({ "categories": { "marketing": false } })) })
+        json!({ "branding": null, "preference_set": preference_set("t1", json!({ "categories": { "marketing": false } })) })
     );
     timestamp(&created["created_at"]);
 
@@ -745,7 +745,10 @@ async fn tenants_set_get_delete() {
         )
         .await;
     assert_eq!(cleared["name"], Value::Null);
-    assert_eq!(cleared["settings"], json!({ "preference_set": null }));
+    assert_eq!(
+        cleared["settings"],
+        json!({ "branding": null, "preference_set": null })
+    );
     assert_eq!(
         cleared["properties"],
         json!({ "plan": "enterprise", "seats": 40 })
@@ -794,7 +797,10 @@ async fn tenants_set_get_delete() {
             json!({ "tenant_id": "acme", "name": "Acme" }),
         )
         .await;
-    assert_eq!(acme["settings"], json!({ "preference_set": null }));
+    assert_eq!(
+        acme["settings"],
+        json!({ "branding": null, "preference_set": null })
+    );
     assert_eq!(acme["properties"], json!({}));
     assert_eq!(
         d.call(

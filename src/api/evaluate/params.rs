@@ -377,6 +377,7 @@ fn parse_tenant(value: &Value, errors: &mut Errors) -> Option<TenantWrite> {
                 name: None,
                 properties: None,
                 preference_set: None,
+                branding: None,
             })
         }
         Value::Object(map) => {
@@ -393,8 +394,26 @@ fn parse_tenant(value: &Value, errors: &mut Errors) -> Option<TenantWrite> {
             let name = map.get("name").map(|v| v.as_str().map(str::to_string));
             let properties = object_field(map, "properties", "tenant", errors);
             let settings = object_field(map, "settings", "tenant", errors);
+            let branding = settings.as_ref().and_then(|s| {
+                s.get("branding").map(|value| match value {
+                    Value::Object(branding) => Some(branding.clone()),
+                    Value::Null => None,
+                    other => {
+                        errors.push(
+                            "tenant.settings.branding",
+                            format!("must be an object or null, got {}", type_name(other)),
+                        );
+                        None
+                    }
+                })
+            });
             let preference_set = settings.as_ref().and_then(|s| {
-                check_keys(s, &["preference_set"], "tenant.settings", errors);
+                check_keys(
+                    s,
+                    &["branding", "preference_set"],
+                    "tenant.settings",
+                    errors,
+                );
                 s.get("preference_set").map(|body| match body {
                     Value::Null => None,
                     body => errors.take(PreferenceSetRequest::parse(
@@ -409,6 +428,7 @@ fn parse_tenant(value: &Value, errors: &mut Errors) -> Option<TenantWrite> {
                 name,
                 properties,
                 preference_set,
+                branding,
             })
         }
         other => {
