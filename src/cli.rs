@@ -17,6 +17,7 @@ use crate::client::{Client, Refused, socket_path};
 
 pub mod args;
 mod data;
+pub mod import;
 
 pub use data::restore;
 
@@ -197,6 +198,7 @@ pub fn run(
             ClientCommand::Evaluate(args) => evaluate(&client, args).await,
             ClientCommand::Backup { path } => data::backup(&client, &path).await,
             ClientCommand::Export { out } => data::export(&client, out.as_deref()).await,
+            ClientCommand::Import { file, format } => import::import(&client, &file, format).await,
         }?;
         Ok(ExitCode::SUCCESS)
     })

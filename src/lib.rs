@@ -233,6 +233,12 @@
 //!   so a client tells a whole export from a cut one. Export lines carry `"type"` (`tenant`,
 //!   `user`, `object`, `audience_member`); tenants keep Knock's `settings.preference_set`,
 //!   members are named as `audiences.addMembers` names them, and stored timestamps go along.
+//! - `prefsd import` is a client of the bulk methods (`tenants.bulkSet`,
+//!   `users.bulkIdentify`, `objects.bulkSet`; members by `audiences.addMembers`): a line the
+//!   daemon refuses is left out and its batch resubmitted without it, each batch's
+//!   idempotency key is a hash of its items (so a repeated import queues nothing new), and
+//!   imported rows get the import's time as their timestamps, as an identify does. A run
+//!   with lines left out exits 1.
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.

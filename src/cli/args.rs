@@ -192,6 +192,18 @@ pub enum ClientCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Import an export, or JSON lines of Knock users or objects, as bulk jobs of up to
+    /// 1000 lines; bad lines are reported by number and left out.
+    #[command(
+        after_help = "Examples:\n  prefsd import prefsd.ndjson\n  prefsd import knock-users.jsonl --format knock"
+    )]
+    Import {
+        /// The file: NDJSON, one record a line.
+        file: PathBuf,
+        /// The file's format. Default: an export if line 1 is its header, else Knock.
+        #[arg(long, value_enum)]
+        format: Option<crate::cli::import::Format>,
+    },
     /// Decide a workflow for recipients and channels, with the reasons.
     #[command(
         after_help = "Examples:\n  prefsd evaluate new-comment dana lee --channel email --channel in_app_feed\n  prefsd evaluate new-comment p1 --object projects --tenant acme"

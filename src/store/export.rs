@@ -147,7 +147,7 @@ fn lines(conn: &Connection, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error
     ));
 
     let mut tenants = conn.prepare(
-        "SELECT id, name, properties, preference_set, created_at, updated_at FROM tenants ORDER BY id",
+        "SELECT id, name, properties, preference_set, branding, created_at, updated_at FROM tenants ORDER BY id",
     )?;
     let mut rows = tenants.query([])?;
     while let Some(row) = rows.next()? {
@@ -155,10 +155,14 @@ fn lines(conn: &Connection, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error
         let name: Option<String> = row.get(1)?;
         let properties: String = row.get(2)?;
         let set: Option<String> = row.get(3)?;
-        let created: String = row.get(4)?;
-        let updated: String = row.get(5)?;
+        let branding = match row.get::<_, Option<String>>(4)? {
+            Some(b) => format!(r#","branding":{b}"#),
+            None => String::new(),
+        };
+        let created: String = row.get(5)?;
+        let updated: String = row.get(6)?;
         emit!(format!(
-            r#"{{"type":"tenant","id":{},"name":{},"properties":{properties},"settings":{{"preference_set":{}}},"created_at":{},"updated_at":{}}}"#,
+            r#"{{"type":"tenant","id":{},"name":{},"properties":{properties},"settings":{{"preference_set":{}{branding}}},"created_at":{},"updated_at":{}}}"#,
             quote(&id)?,
             serde_json::to_string(&name)?,
             set.as_deref().unwrap_or("null"),

@@ -32,7 +32,8 @@ pub(crate) async fn fill(d: &Daemon) {
     d.call(
         "tenants.set",
         json!({ "tenant_id": "acme", "name": "Acme", "properties": { "tier": 2 },
-                "settings": { "preference_set": { "categories": { "digest": false } } } }),
+                "settings": { "preference_set": { "categories": { "digest": false } },
+                              "branding": { "primary_color": "#123456" } } }),
     )
     .await;
     d.call(
@@ -103,8 +104,9 @@ async fn export_writes_every_row_once_after_a_header_to_a_private_file() {
     assert_eq!(tenant["name"], "Acme");
     assert_eq!(tenant["properties"], json!({ "tier": 2 }));
     assert_eq!(
-        tenant["settings"]["preference_set"],
-        json!({ "categories": { "digest": false } })
+        tenant["settings"],
+        json!({ "preference_set": { "categories": { "digest": false } },
+                "branding": { "primary_color": "#123456" } })
     );
     let dana = lines
         .iter()

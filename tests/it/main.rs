@@ -17,6 +17,7 @@ mod errors;
 mod export;
 mod faults;
 mod fuzz;
+mod import;
 mod jobs;
 mod knock;
 mod lifecycle;
