@@ -50,8 +50,13 @@ impl<S> Inner for S where
 {
 }
 
-/// The methods of the one subscription (`rpc::subscription`).
-const SUBSCRIPTION_METHODS: [&str; 2] = ["bulkOperations.subscribe", "bulkOperations.unsubscribe"];
+/// The methods of the subscriptions (`rpc::subscription`, `rpc::export`).
+const SUBSCRIPTION_METHODS: [&str; 4] = [
+    "bulkOperations.subscribe",
+    "bulkOperations.unsubscribe",
+    "daemon.export",
+    "daemon.exportCancel",
+];
 
 /// What a subscription method called over plain HTTP is told, where jsonrpsee would answer
 /// a bare internal error; `None` for any other method.

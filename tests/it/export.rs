@@ -141,6 +141,12 @@ async fn export_writes_every_row_once_after_a_header_to_a_private_file() {
 #[tokio::test]
 async fn export_to_standard_output_of_an_empty_store_is_the_header_alone() {
     let d = Daemon::start().await;
+    // A subscription: over plain HTTP it says so instead of failing inside.
+    for method in ["daemon.export", "daemon.exportCancel"] {
+        let e = d.call_err(method, json!({})).await;
+        assert_eq!(e.kind(), "invalid_request", "{method}: {e:?}");
+        assert!(e.message.contains("WebSocket"), "{method}: {e:?}");
+    }
     let run = client(&d, &["export"]).await;
     assert_eq!(run.code, 0, "{run:?}");
     let lines: Vec<&str> = run.stdout.lines().collect();
