@@ -16,7 +16,11 @@ use serde_json::{Value, json};
 use crate::client::{Client, Refused, socket_path};
 
 pub mod args;
+mod data;
 mod history;
+pub mod import;
+
+pub use data::restore;
 
 use args::{
     AudienceCommand, BulkCommand, ClientCommand, ConfigCommand, EvaluateArgs, RecipientCommand,
@@ -213,6 +217,9 @@ pub fn run(
                 print_call(&client, "config.reload", Value::Null).await
             }
             ClientCommand::Evaluate(args) => evaluate(&client, args).await,
+            ClientCommand::Backup { path } => data::backup(&client, &path).await,
+            ClientCommand::Export { out } => data::export(&client, out.as_deref()).await,
+            ClientCommand::Import { file, format } => import::import(&client, &file, format).await,
         }?;
         Ok(ExitCode::SUCCESS)
     })
@@ -386,7 +393,7 @@ fn namespace(object: Option<&str>) -> &'static str {
     if object.is_some() { "objects" } else { "users" }
 }
 
-fn print_json(value: &Value) {
+pub(crate) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())

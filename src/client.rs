@@ -195,6 +195,31 @@ impl Client {
     }
 }
 
+/// One message of `daemon.export`: lines of the export, and on the last `done` (with the
+/// count of lines) or `error`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ExportMessage {
+    pub lines: Vec<Box<RawValue>>,
+    #[serde(default)]
+    pub done: bool,
+    #[serde(default)]
+    pub count: u64,
+    pub error: Option<String>,
+}
+
+impl Client {
+    /// Starts an export of the daemon's store (`daemon.export`).
+    pub async fn export(
+        &self,
+    ) -> anyhow::Result<jsonrpsee::core::client::Subscription<ExportMessage>> {
+        use jsonrpsee::core::client::SubscriptionClientT;
+        Ok(self
+            .inner
+            .subscribe::<ExportMessage, _>("daemon.export", RawParams(None), "daemon.exportCancel")
+            .await?)
+    }
+}
+
 /// The environment variables a client (the CLI) takes its credentials from.
 pub const CLIENT_SECRET_KEY_ENV: &str = "PREFSD_SECRET_KEY";
 pub const CLIENT_USER_TOKEN_ENV: &str = "PREFSD_USER_TOKEN";

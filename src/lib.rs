@@ -42,8 +42,11 @@
 //!   the async worker) with its protocol for the two shapes of read the methods make
 //!   (`store::reads`: `Db::cached_snapshot`, `read_snapshot`, `snapshot_queued`,
 //!   `recipient_for_read`); `store::log` the change log (appended by every `Write`
-//!   operation, read by `changes.*` and the history methods, pruned, erased) and
-//!   `store::past` the state at an instant, from the state now and the log.
+//!   operation, read by `changes.*` and the history methods, pruned, erased),
+//!   `store::past` the state at an instant, from the state now and the log;
+//!   `store::lock` (one daemon per database), `store::backup`
+//!   (online backup, verification, offline restore) and `store::export` (the NDJSON
+//!   snapshot), each on a connection and thread of its own.
 //! - `writes`: the write steps a method and a bulk job item share (identify a recipient
 //!   with inline sets, set a tenant, the size checks), each checking everything before its
 //!   first write, over `store::Write`.
@@ -264,6 +267,25 @@
 //!   not shed connections (the socket's `limits.max_connections` does not count it).
 //! - On the REST TCP listener, which has no peer uid, a caller counts as the daemon's own
 //!   uid in logs; `access.allowed_uids` does not apply there, a secret key does.
+//! - One daemon per database is enforced with an advisory `flock` on `DATABASE.lock` beside
+//!   the file (symlinks resolved), holding the holder's pid; `prefsd restore` takes the same
+//!   lock. `daemon.backup`'s `path` must be absolute (the daemon's working directory is not
+//!   the caller's; the CLI makes it so), may replace an existing file (only once the new
+//!   copy is verified) and may not be the live database or one of its files. `daemon.status`
+//!   shows the newest backup as `last_backup` (`{path, bytes, seq, at, age_s}` or null).
+//!   Scheduled backups are named `prefsd-<UTC time>.db`; a failed one is retried after a
+//!   minute.
+//! - `daemon.export` is a WebSocket subscription: `daemon.exportLines` notifications of
+//!   `{"lines": [...]}`, ended by `{"lines": [], "done": true, "count": N}` (or `"error"`),
+//!   so a client tells a whole export from a cut one. Export lines carry `"type"` (`tenant`,
+//!   `user`, `object`, `audience_member`); tenants keep Knock's `settings.preference_set`,
+//!   members are named as `audiences.addMembers` names them, and stored timestamps go along.
+//! - `prefsd import` is a client of the bulk methods (`tenants.bulkSet`,
+//!   `users.bulkIdentify`, `objects.bulkSet`; members by `audiences.addMembers`): a line the
+//!   daemon refuses is left out and its batch resubmitted without it, each batch's
+//!   idempotency key is a hash of its items (so a repeated import queues nothing new), and
+//!   imported rows get the import's time as their timestamps, as an identify does. A run
+//!   with lines left out exits 1.
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.

@@ -45,6 +45,9 @@ fn main() -> ExitCode {
             prefsd::cli::check_config(dir.as_deref().unwrap_or(&cli.config))
         }
         Command::Client(command) => prefsd::cli::run(socket, &cli.config, cli.timeout, command),
+        Command::Restore { backup, database } => {
+            prefsd::cli::restore(&backup, database.as_deref(), &cli.config)
+        }
         Command::Bench(args) => prefsd::bench::run(socket, &cli.config, args),
     };
     prefsd::cli::exit_code(result)

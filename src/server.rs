@@ -148,6 +148,7 @@ pub async fn run_with_tcp(
     if let Some(tcp) = tcp {
         tasks.spawn(tcp::serve(tcp, rest.clone(), tasks.clone(), cancel.clone()));
     }
+    tasks.spawn(crate::api::backup::schedule(ctx.clone(), cancel.clone()));
 
     let connections = Arc::new(Connections::default());
     let refused_open = Arc::new(AtomicUsize::new(0));
@@ -588,6 +589,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         "opening the database",
         "`database` in prefsd.toml or --database",
     )?;
+    // One daemon per database (ops.md §5): held until this function returns, after the
+    // database is closed; the kernel drops it if the process dies.
+    let _lock = crate::store::lock::DbLock::acquire(&settings.database)?;
     // Opening checks the whole file (about a second per GB) before the socket appears:
     // said first, so that a slow start is not taken for a hang.
     tracing::info!(

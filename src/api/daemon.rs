@@ -27,6 +27,9 @@ pub struct Status {
     pub jobs: Value,
     /// The read cache's size and hit counts (not in rpc.md; an addition for operators).
     pub cache: crate::store::CacheStats,
+    /// The newest backup this daemon made (`daemon.backup` or `[backup]`), with its age in
+    /// seconds, or null.
+    pub last_backup: Value,
 }
 
 /// `daemon.status`; `protocol` is the version of the wire protocol the caller serves it on.
@@ -43,6 +46,7 @@ pub async fn status(ctx: &Context, protocol: u32) -> Result<Status, Error> {
         counts,
         jobs: json!({ "queued": queued, "processing": processing }),
         cache: ctx.db.cache().stats(),
+        last_backup: ctx.backups.status(),
     })
 }
 

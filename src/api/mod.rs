@@ -7,9 +7,11 @@
 //! writes of one call happen in one store transaction.
 
 pub mod audiences;
+pub mod backup;
 pub mod bulk;
 pub mod daemon;
 pub mod evaluate;
+pub mod export;
 pub mod history;
 pub mod lists;
 pub mod past;
@@ -41,6 +43,8 @@ pub struct Context {
     pub stopping: CancellationToken,
     /// Configs of the past, parsed for `as_of` reads.
     pub past_configs: past::PastConfigs,
+    /// The newest backup made, for `daemon.status`.
+    pub backups: backup::Backups,
 }
 
 impl Context {
@@ -52,6 +56,7 @@ impl Context {
             started: Instant::now(),
             stopping: CancellationToken::new(),
             past_configs: past::PastConfigs::default(),
+            backups: backup::Backups::default(),
         }
     }
 

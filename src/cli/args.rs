@@ -73,6 +73,18 @@ pub enum Command {
     /// The commands that talk to a running daemon.
     #[command(flatten)]
     Client(ClientCommand),
+    /// Replace a database with a backup, offline (no daemon may hold it); the replaced
+    /// file is kept as DATABASE.before-restore.
+    #[command(
+        after_help = "Example:\n  prefsd restore /var/backups/prefsd-20261207T043000.000Z.db --database /var/lib/prefsd/prefsd.db"
+    )]
+    Restore {
+        /// The backup file (`prefsd backup`, or a scheduled one).
+        backup: PathBuf,
+        /// The database to replace. Default: the `database` of prefsd.toml.
+        #[arg(long, env = "PREFSD_DATABASE")]
+        database: Option<PathBuf>,
+    },
     /// Load-test a running daemon (calls/s, latency, daemon CPU and RSS), or `bench seed` a
     /// database with deterministic data.
     #[command(
@@ -195,6 +207,34 @@ pub enum ClientCommand {
     /// The config in force: its status, or reload it now.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Back the running daemon's database up to PATH: an online, verified copy.
+    #[command(after_help = "Example:\n  prefsd backup /var/backups/prefsd.db")]
+    Backup {
+        /// The backup file (replaced, once the new copy is verified, if it exists).
+        path: PathBuf,
+    },
+    /// Export every tenant, user, object and audience membership as NDJSON: a consistent
+    /// snapshot, taken while the daemon serves.
+    #[command(
+        after_help = "Examples:\n  prefsd export --out prefsd.ndjson\n  prefsd export | gzip > prefsd.ndjson.gz"
+    )]
+    Export {
+        /// Write to FILE (created 0600) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Import an export, or JSON lines of Knock users or objects, as bulk jobs of up to
+    /// 1000 lines; bad lines are reported by number and left out.
+    #[command(
+        after_help = "Examples:\n  prefsd import prefsd.ndjson\n  prefsd import knock-users.jsonl --format knock"
+    )]
+    Import {
+        /// The file: NDJSON, one record a line.
+        file: PathBuf,
+        /// The file's format. Default: an export if line 1 is its header, else Knock.
+        #[arg(long, value_enum)]
+        format: Option<crate::cli::import::Format>,
+    },
     /// Decide a workflow for recipients and channels, with the reasons.
     #[command(
         after_help = "Examples:\n  prefsd evaluate new-comment dana lee --channel email --channel in_app_feed\n  prefsd evaluate new-comment p1 --object projects --tenant acme"

@@ -28,7 +28,9 @@ mod watch;
 
 pub use catalog::{CatalogWorkflow, MAX_WORKFLOWS};
 pub use live::{Check, ConfigHandle, ConfigStatus, LastError, Overrides, load_dir, read_dir};
-pub use settings::{Access, Durability, JobSettings, Limits, RestSettings, Settings};
+pub use settings::{
+    Access, BackupSettings, Durability, JobSettings, Limits, RestSettings, Settings,
+};
 pub use watch::{ConfigWatcher, watch};
 
 use catalog::parse_workflows;

@@ -30,6 +30,8 @@ pub struct Settings {
     pub history_retention_days: u32,
     /// `[rest]` and `[rest.cors]` (rest.md §2.2, §2.3).
     pub rest: RestSettings,
+    /// `[backup]`: scheduled backups (ops.md §6); hot-reloaded.
+    pub backup: BackupSettings,
 }
 
 /// `[rest]`: the optional TCP listener of the REST API and its CORS origins.
@@ -41,6 +43,28 @@ pub struct RestSettings {
     pub allow_non_loopback: bool,
     /// `[rest.cors] allowed_origins`, matched exactly (`scheme://host[:port]`).
     pub allowed_origins: Vec<String>,
+}
+
+/// `[backup]`: with a `dir`, the daemon backs the store up every `interval` and keeps the
+/// newest `keep` backups there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupSettings {
+    /// Default none: no scheduled backups.
+    pub dir: Option<PathBuf>,
+    /// Default 24 hours.
+    pub interval: std::time::Duration,
+    /// Default 7.
+    pub keep: u32,
+}
+
+impl Default for BackupSettings {
+    fn default() -> BackupSettings {
+        BackupSettings {
+            dir: None,
+            interval: std::time::Duration::from_secs(24 * 3600),
+            keep: 7,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +143,7 @@ impl Default for Settings {
             access: Access::default(),
             history_retention_days: 0,
             rest: RestSettings::default(),
+            backup: BackupSettings::default(),
         }
     }
 }
@@ -251,6 +276,11 @@ pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigEr
                     parse_rest(&mut r, rest, &mut settings.rest);
                 }
             }
+            "backup" => {
+                if let Some(backup) = r.table(name, item) {
+                    parse_backup(&mut r, backup, &mut settings.backup);
+                }
+            }
             _ => r.unknown_key(key, ""),
         }
     }
@@ -350,6 +380,28 @@ fn parse_limits(r: &mut TomlReader<'_>, table: &DeTable<'_>, limits: &mut Limits
                 }
             }
             _ => r.unknown_key(key, "[limits]"),
+        }
+    }
+}
+
+fn parse_backup(r: &mut TomlReader<'_>, table: &DeTable<'_>, backup: &mut BackupSettings) {
+    for (key, item) in table.iter() {
+        match key.get_ref().as_ref() {
+            "dir" => backup.dir = r.path("backup.dir", item),
+            "interval" => {
+                if let Some(text) = r.string("backup.interval", item) {
+                    match crate::duration::parse_duration(&text) {
+                        Ok(interval) => backup.interval = interval,
+                        Err(message) => r.err(item.span(), format!("`backup.interval`: {message}")),
+                    }
+                }
+            }
+            "keep" => {
+                if let Some(n) = r.u32_in("backup.keep", item, 1) {
+                    backup.keep = n;
+                }
+            }
+            _ => r.unknown_key(key, "[backup]"),
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod envelope;
 pub mod error;
+mod export;
 pub mod http;
 mod subscription;
 pub mod wire;
@@ -142,6 +143,8 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     method!(m, "config.reload", |c, _p: NoParams| daemon::config_reload(c).await);
     method!(m, "daemon.ping", |_c, _p: NoParams| Ok(daemon::ping()));
     method!(m, "daemon.status", |c, _p: NoParams| daemon::status(c, PROTOCOL).await);
+    method!(m, "daemon.backup", |c, p: api::backup::BackupParams| api::backup::backup(c, p).await);
+    export::register(&mut m)?;
     Ok(m)
 }
 

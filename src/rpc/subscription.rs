@@ -23,6 +23,17 @@ pub fn register(m: &mut RpcModule<Context>) -> Result<(), jsonrpsee::core::Regis
     Ok(())
 }
 
+/// Refuses a subscription with `e` (bad params, an unknown id).
+pub(super) async fn reject(
+    pending: PendingSubscriptionSink,
+    e: Error,
+) -> SubscriptionCloseResponse {
+    pending
+        .reject(jsonrpsee::types::ErrorObjectOwned::from(e))
+        .await;
+    SubscriptionCloseResponse::None
+}
+
 fn message(job: &JobRow) -> Option<SubscriptionMessage> {
     serde_json::value::to_raw_value(&operation_json(job))
         .ok()
@@ -36,12 +47,7 @@ async fn follow(
 ) -> SubscriptionCloseResponse {
     let p: GetParams = match parse_params(&params) {
         Ok(p) => p,
-        Err(e) => {
-            pending
-                .reject(jsonrpsee::types::ErrorObjectOwned::from(e))
-                .await;
-            return SubscriptionCloseResponse::None;
-        }
+        Err(e) => return reject(pending, e).await,
     };
     // Subscribe before reading the current state, so no update falls between the two.
     let mut updates = ctx.jobs.subscribe();
@@ -50,17 +56,9 @@ async fn follow(
         Ok(Some(job)) => job,
         Ok(None) => {
             let e = Error::NotFound(format!("bulk operation {:?}", p.id));
-            pending
-                .reject(jsonrpsee::types::ErrorObjectOwned::from(e))
-                .await;
-            return SubscriptionCloseResponse::None;
+            return reject(pending, e).await;
         }
-        Err(e) => {
-            pending
-                .reject(jsonrpsee::types::ErrorObjectOwned::from(e))
-                .await;
-            return SubscriptionCloseResponse::None;
-        }
+        Err(e) => return reject(pending, e).await,
     };
     let Ok(sink) = pending.accept().await else {
         return SubscriptionCloseResponse::None;

@@ -50,12 +50,14 @@ impl<S> Inner for S where
 {
 }
 
-/// The methods of the subscriptions (`rpc::subscription`).
-const SUBSCRIPTION_METHODS: [&str; 4] = [
+/// The methods of the subscriptions (`rpc::subscription`, `rpc::export`).
+const SUBSCRIPTION_METHODS: [&str; 6] = [
     "bulkOperations.subscribe",
     "bulkOperations.unsubscribe",
     "changes.subscribe",
     "changes.unsubscribe",
+    "daemon.export",
+    "daemon.exportCancel",
 ];
 
 /// What a subscription method called over plain HTTP is told, where jsonrpsee would answer

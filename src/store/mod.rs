@@ -28,8 +28,11 @@
 //! cache, about half the CPU is SQLite (a quarter of it `memcmp` on keys in pages just
 //! read), a fifth parsing the stored JSON, and the rest deciding and answering.
 
+pub mod backup;
 mod cache;
+pub mod export;
 mod jobs;
+pub mod lock;
 pub mod log;
 mod migrate;
 mod pages;

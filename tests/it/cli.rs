@@ -10,16 +10,16 @@ use crate::support::{Daemon, default_files, preference_set, write_files};
 
 /// What a run of the binary printed and returned.
 #[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
     /// Stdout as JSON, for a run that must have succeeded.
     #[track_caller]
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         assert_eq!(self.code, 0, "the command failed: {self:?}");
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
@@ -27,7 +27,7 @@ impl Run {
 }
 
 /// Runs the binary in `cwd` with `args`, away from the environment of the test run.
-async fn prefsd(cwd: &Path, args: &[&str]) -> Run {
+pub(crate) async fn prefsd(cwd: &Path, args: &[&str]) -> Run {
     let cwd = cwd.to_path_buf();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
@@ -51,7 +51,7 @@ async fn prefsd(cwd: &Path, args: &[&str]) -> Run {
 }
 
 /// Runs a client subcommand against the daemon's socket.
-async fn client(d: &Daemon, args: &[&str]) -> Run {
+pub(crate) async fn client(d: &Daemon, args: &[&str]) -> Run {
     let socket = d.socket.display().to_string();
     let mut all = vec!["--socket", socket.as_str()];
     all.extend_from_slice(args);

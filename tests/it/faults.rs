@@ -232,11 +232,14 @@ fn config_only(dir: &Path) {
 }
 
 /// A directory's entries (name → bytes), to show nothing was created or changed.
+/// The lock file `prefsd serve` takes beside the database (ops.md §5) is left out: it holds
+/// a pid, not data.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .expect("listing")
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".lock"))
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),

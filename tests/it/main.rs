@@ -3,6 +3,7 @@
 
 mod access;
 mod amendments;
+mod backup;
 mod badinput;
 mod bench;
 mod bulk_kinds;
@@ -13,9 +14,11 @@ mod condition_cost;
 mod crash;
 mod crashloop;
 mod errors;
+mod export;
 mod faults;
 mod fuzz;
 mod history;
+mod import;
 mod jobs;
 mod knock;
 mod lifecycle;

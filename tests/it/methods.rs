@@ -1557,6 +1557,7 @@ async fn daemon_ping_and_status() {
             "cache",
             "counts",
             "jobs",
+            "last_backup",
             "protocol",
             "schema_version",
             "uptime_s",

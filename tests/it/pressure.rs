@@ -319,8 +319,14 @@ async fn answers_nobody_reads_are_bounded_in_memory() {
         peak_rss / 1024,
         hwm / 1024
     );
+    // Unbounded, the 40 answers held 380 MiB. The bound leaves room for the 32 MiB budget,
+    // the daemon itself and the answers being built (a refused answer is built before it is
+    // refused, two at a time on two cores): 99-103 MiB when this test was written, 119-137
+    // MiB once the REST API, the change log and backups were in the binary (debug build,
+    // loaded machine).
+    const BOUND_KIB: u64 = 160 * 1024;
     assert!(
-        rss < 128 * 1024 && peak_rss < 128 * 1024 && hwm < 128 * 1024,
+        rss < BOUND_KIB && peak_rss < BOUND_KIB && hwm < BOUND_KIB,
         "the daemon holds {} MiB (highest seen {} MiB, VmHWM {} MiB) for unread answers",
         rss / 1024,
         peak_rss / 1024,
