@@ -40,6 +40,9 @@
 //!   the async worker) with its protocol for the two shapes of read the methods make
 //!   (`store::reads`: `Db::cached_snapshot`, `read_snapshot`, `snapshot_queued`,
 //!   `recipient_for_read`).
+//! - `metrics`: the Prometheus metrics (ops.md §2), one registry per daemon, counted where
+//!   calls and decisions happen (`record_request`, `record_decisions`), gauges read when
+//!   scraped; `PREFSD_METRICS=off` turns the counting off (the benchmark's baseline).
 //! - `jobs`: the bulk worker that runs `users.bulkSetPreferences` jobs chunk by chunk, in
 //!   smaller chunks while the daemon serves other calls.
 //! - `api`: the methods of rpc.md as plain async functions over `Context`;
@@ -49,7 +52,9 @@
 //!   tokens, and `authorize`; pure, applied by the RPC middleware `rpc::auth` before dispatch.
 //! - `rpc`: the JSON-RPC surface — method table, params parsing, the one error mapping,
 //!   HTTP shims, the envelope check (`id`s jsonrpsee cannot read), the WebSocket framing
-//!   read before jsonrpsee's (`rpc::ws`), the bulk progress subscription.
+//!   read before jsonrpsee's (`rpc::ws`), the bulk progress subscription; `rpc::ops`
+//!   answers the operators' `GET /healthz`, `/readyz` and `/metrics` for any listener, and
+//!   `rpc::observe` counts and logs every call.
 //! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown;
 //!   `server::connections` holds the open connections and sheds them under pressure.
 //! - `sched`: the scheduler hint (short time slices) for the threads that serve requests,
@@ -215,6 +220,8 @@ pub mod eval;
 pub mod config;
 
 pub mod store;
+
+pub mod metrics;
 
 pub mod jobs;
 

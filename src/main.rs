@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { dir } => {
             prefsd::cli::check_config(dir.as_deref().unwrap_or(&cli.config))
         }
+        Command::Health { ready } => prefsd::cli::health(socket, &cli.config, cli.timeout, ready),
         Command::Client(command) => prefsd::cli::run(socket, &cli.config, cli.timeout, command),
         Command::Bench(args) => prefsd::bench::run(socket, &cli.config, args),
     };

@@ -28,6 +28,7 @@ use crate::config::ConfigWatcher;
 use crate::rpc;
 use crate::rpc::auth::{AuthLayer, PeerLayer};
 use crate::rpc::http::{AnswerBudget, Exchange, JsonLayer};
+use crate::rpc::observe::ObserveLayer;
 use crate::rpc::wire::WireLayer;
 
 mod connections;
@@ -66,9 +67,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let limits = ctx.config().settings.limits.clone();
-    let methods: Methods = rpc::module(Arc::clone(&ctx))
-        .context("registering the RPC methods")?
-        .into();
+    let module = rpc::module(Arc::clone(&ctx)).context("registering the RPC methods")?;
+    ctx.metrics.set_methods(module.method_names());
+    let methods: Methods = module.into();
     let (stop_handle, server_handle) = stop_channel();
     let auth = AuthLayer::new(
         ctx.config.clone(),
@@ -91,6 +92,9 @@ pub async fn run(
         .set_rpc_middleware(
             RpcServiceBuilder::new()
                 .layer(WireLayer)
+                .layer(ObserveLayer {
+                    metrics: Arc::clone(&ctx.metrics),
+                })
                 .layer(auth.clone()),
         )
         .to_service_builder();
@@ -178,11 +182,13 @@ pub async fn run(
                         max_request_bytes: limits.max_request_bytes,
                         exchange: Arc::clone(&exchange),
                         budget: budget.clone(),
+                        ops: rpc::ops::Ops(Arc::clone(&ctx)),
                     }),
             )
             .build(methods.clone(), stop_handle.clone());
+        let counted = ctx.metrics.connection();
         tasks.spawn(serve_connection(
-            connections.add(stream),
+            (connections.add(stream), counted),
             service,
             exchange,
             refused_slot,
@@ -209,7 +215,7 @@ pub async fn run(
 /// [`SHED_GRACE`]. (A WebSocket leaves [`Connections`] once upgraded; jsonrpsee's own
 /// `max_connections` bounds those.)
 async fn serve_connection<S, B>(
-    (stream, _registered): (Tracked, Registered),
+    ((stream, _registered), _counted): ((Tracked, Registered), crate::metrics::ConnectionGuard),
     service: S,
     exchange: Arc<Exchange>,
     refused_slot: Option<RefusedSlot>,

@@ -36,6 +36,8 @@ pub struct Context {
     /// Cancelled by `server::run` when the daemon begins to shut down, so that long
     /// evaluations stop instead of holding up the graceful stop.
     pub stopping: CancellationToken,
+    /// The daemon's metrics (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {
@@ -46,6 +48,7 @@ impl Context {
             jobs: Jobs::new(),
             started: Instant::now(),
             stopping: CancellationToken::new(),
+            metrics: Arc::new(crate::metrics::Metrics::from_env()),
         }
     }
 

@@ -70,6 +70,14 @@ pub enum Command {
         /// The directory (default: --config).
         dir: Option<PathBuf>,
     },
+    /// Ask the daemon whether it is alive (GET /healthz) or ready (GET /readyz); exit 0 if
+    /// so, 1 if not or if it does not answer. For exec probes and scripts.
+    #[command(after_help = "Examples:\n  prefsd health\n  prefsd health --ready")]
+    Health {
+        /// Ask for readiness (GET /readyz) instead of liveness.
+        #[arg(long)]
+        ready: bool,
+    },
     /// The commands that talk to a running daemon.
     #[command(flatten)]
     Client(ClientCommand),

@@ -224,6 +224,8 @@ struct Inner {
     /// The check beyond the directory's own rules that every config passes, the first
     /// one included: see [`Check`].
     check: Option<Check>,
+    /// Reloads refused as invalid (a watcher's repeat of the same error not counted again).
+    reload_errors: std::sync::atomic::AtomicU64,
 }
 
 /// A check every config must pass beyond the directory's own rules, given when the live
@@ -281,6 +283,7 @@ impl ConfigHandle {
                 status,
                 reload: Mutex::new(()),
                 check,
+                reload_errors: Default::default(),
             }),
         })
     }
@@ -318,6 +321,13 @@ impl ConfigHandle {
 
     pub fn version(&self) -> u64 {
         self.inner.status.borrow().version
+    }
+
+    /// How many reloads have been refused as invalid since start.
+    pub fn reload_errors(&self) -> u64 {
+        self.inner
+            .reload_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn dir(&self) -> &Path {
@@ -385,6 +395,9 @@ impl ConfigHandle {
                 let repeated =
                     mode == Mode::IfChanged && same_error(&self.status().last_error, &last_error);
                 if !repeated {
+                    self.inner
+                        .reload_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     for e in &errors {
                         tracing::warn!(error = %e, "invalid config; keeping the previous one");
                     }

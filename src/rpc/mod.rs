@@ -12,6 +12,8 @@ pub mod auth;
 pub mod envelope;
 pub mod error;
 pub mod http;
+pub mod observe;
+pub mod ops;
 mod subscription;
 pub mod wire;
 pub mod ws;

@@ -18,6 +18,7 @@ mod knock;
 mod lifecycle;
 mod load;
 mod methods;
+mod ops;
 mod pressure;
 mod readme;
 mod reload;

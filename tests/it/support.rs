@@ -432,13 +432,31 @@ impl HttpConn {
         body: impl Into<Bytes>,
         headers: &[(&str, &str)],
     ) -> Result<HttpResponse, String> {
+        self.try_request(method, "/", body, headers).await
+    }
+
+    /// `GET path` (the operators' endpoints: `/healthz`, `/readyz`, `/metrics`).
+    pub async fn get(&mut self, path: &str) -> HttpResponse {
+        self.try_request(Method::GET, path, Bytes::new(), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One request to `uri`, read whole.
+    pub async fn try_request(
+        &mut self,
+        method: Method,
+        uri: &str,
+        body: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Result<HttpResponse, String> {
         self.sender
             .ready()
             .await
             .map_err(|e| format!("the connection is not ready for another request: {e}"))?;
         let mut request = http::Request::builder()
             .method(method)
-            .uri("/")
+            .uri(uri)
             .header("host", "localhost");
         for (name, value) in headers {
             request = request.header(*name, *value);
