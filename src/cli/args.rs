@@ -70,8 +70,9 @@ pub enum Command {
         /// The directory (default: --config).
         dir: Option<PathBuf>,
     },
-    /// Ask the daemon whether it is alive (GET /healthz) or ready (GET /readyz); exit 0 if
-    /// so, 1 if not or if it does not answer. For exec probes and scripts.
+    /// Check that the daemon is alive (GET /healthz) or ready (--ready); exit 0 if so, else 1
+    ///
+    /// For exec probes and scripts: exit 1 too when the daemon does not answer.
     #[command(after_help = "Examples:\n  prefsd health\n  prefsd health --ready")]
     Health {
         /// Ask for readiness (GET /readyz) instead of liveness.

@@ -50,6 +50,18 @@ pub struct Config {
     pub files: Vec<String>,
 }
 
+impl Config {
+    /// Whether a workflow key that is not in the catalog is refused: as `strict_workflows`
+    /// says, else strict whenever the catalog defines at least one workflow (a typo in a
+    /// key must not answer "send" to a recipient who opted out of the workflow meant), and
+    /// lenient with an empty catalog.
+    pub fn strict_workflows(&self) -> bool {
+        self.settings
+            .strict_workflows
+            .unwrap_or(!self.workflows.is_empty())
+    }
+}
+
 /// One problem in the config directory.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]

@@ -19,7 +19,9 @@ pub struct Settings {
     /// Restart-only.
     pub database: PathBuf,
     pub durability: Durability,
-    pub strict_workflows: bool,
+    /// As written; `None` (not given) means strict whenever the catalog defines a
+    /// workflow: read it through [`super::Config::strict_workflows`].
+    pub strict_workflows: Option<bool>,
     /// `[vars]`: the `vars` namespace of conditions (a JSON object).
     pub vars: Value,
     pub limits: Limits,
@@ -90,7 +92,7 @@ impl Default for Settings {
             socket_mode: 0o600,
             database: PathBuf::from("prefsd.db"),
             durability: Durability::Full,
-            strict_workflows: false,
+            strict_workflows: None,
             vars: Value::Object(Default::default()),
             limits: Limits::default(),
             jobs: JobSettings {
@@ -172,7 +174,7 @@ pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigEr
             },
             "strict_workflows" => {
                 if let Some(b) = r.bool(name, item) {
-                    settings.strict_workflows = b;
+                    settings.strict_workflows = Some(b);
                 }
             }
             "vars" => {

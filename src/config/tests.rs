@@ -53,7 +53,7 @@ fn an_empty_directory_is_all_defaults() {
     assert_eq!(s.socket_mode, 0o600);
     assert_eq!(s.database, PathBuf::from("prefsd.db"));
     assert_eq!(s.durability, Durability::Full);
-    assert!(!s.strict_workflows);
+    assert_eq!(s.strict_workflows, None);
     assert_eq!(s.vars, json!({}));
     assert_eq!(s.limits.max_request_bytes, 4 * 1024 * 1024);
     assert_eq!(s.limits.max_preference_set_bytes, 256 * 1024);
@@ -126,7 +126,7 @@ hs256_secret = "shh"
     assert_eq!(s.socket_mode, 0o660);
     assert_eq!(s.database, PathBuf::from("/var/lib/prefsd/prefsd.db"));
     assert_eq!(s.durability, Durability::Normal);
-    assert!(s.strict_workflows);
+    assert_eq!(s.strict_workflows, Some(true));
     assert_eq!(
         s.vars,
         json!({
@@ -199,7 +199,7 @@ fn the_conformance_runner_layout_parses() {
             "[[workflow]]\nkey = \"w\"\ncategories = [\"c\"]\ncommercial = false\noverride_preferences = false\nchannels = [{ type = \"email\", id = \"e1\" }, { type = \"sms\" }]\n",
         ),
     ]);
-    assert!(config.settings.strict_workflows);
+    assert_eq!(config.settings.strict_workflows, Some(true));
     assert_eq!(config.settings.limits.max_recipients, 5);
     assert_eq!(
         config.settings.vars,
@@ -593,7 +593,7 @@ fn temporaries_and_other_files_are_ignored() {
         ("tenants/deeper/x.json", "garbage"),
         ("other/x.json", "garbage"),
     ]);
-    assert!(config.settings.strict_workflows);
+    assert_eq!(config.settings.strict_workflows, Some(true));
     assert_eq!(config.files, ["prefsd.toml"]);
     assert!(config.tenant_templates.is_empty());
 }
@@ -868,7 +868,11 @@ fn restart_only_settings_keep_their_running_values() {
     let current = handle.current();
     assert_eq!(current.settings.socket, PathBuf::from("a.sock"));
     assert_eq!(current.settings.socket_mode, 0o600);
-    assert!(current.settings.strict_workflows, "the rest is applied");
+    assert_eq!(
+        current.settings.strict_workflows,
+        Some(true),
+        "the rest is applied"
+    );
 
     // Putting the file back clears the note.
     write(dir.path(), "prefsd.toml", "socket = \"a.sock\"\n");

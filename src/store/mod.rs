@@ -77,6 +77,8 @@ pub enum Error {
     Damaged(String),
     #[error("could not start a database thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("cannot create the database file: {0}")]
+    Create(std::io::Error),
 }
 
 impl Error {
@@ -468,10 +470,29 @@ enum Role {
     Checkpointer,
 }
 
+/// Creates the database file, if there is none yet, readable and writable by its owner
+/// alone (0600, whatever the umask): it holds people's properties and choices. SQLite
+/// gives the `-wal` and `-shm` files it makes later the database file's mode. An existing
+/// file keeps the mode its owner chose.
+fn create_private(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Create(e)),
+    }
+}
+
 fn open_connection(path: &Path, durability: Durability, role: Role) -> Result<Connection, Error> {
     let flags = if role == Role::Reader {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
+        create_private(path)?;
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX

@@ -260,3 +260,49 @@ async fn metrics_parse_and_counters_move_with_calls() {
     // No method name a client made up becomes a label.
     assert!(!after.iter().any(|s| s["labels"]["method"] == "users.fetch"));
 }
+
+#[tokio::test]
+async fn the_database_and_its_wal_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = Daemon::start().await;
+    d.call(
+        "users.identify",
+        json!({ "user_id": "dana", "properties": { "plan": "pro" } }),
+    )
+    .await;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = d.database.clone().into_os_string();
+        path.push(suffix);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{path:?}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{path:?} is {:o}", mode & 0o777);
+    }
+}
+
+#[tokio::test]
+async fn a_catalog_makes_unknown_workflow_keys_an_error_by_default() {
+    let evaluate = json!({
+        "recipients": ["dana"], "workflow": "new_comment", "channels": [{ "type": "email" }],
+    });
+    // The test config sets nothing: its catalog defines workflows, so a typo is refused.
+    let d = Daemon::start_with(&[("prefsd.toml", "durability = \"normal\"\n")]).await;
+    d.call_err("preferences.evaluate", evaluate.clone())
+        .await
+        .assert(-32006, "workflow_not_found");
+    // An explicit false keeps the lenient behaviour.
+    let d = Daemon::start_with(&[(
+        "prefsd.toml",
+        "durability = \"normal\"\nstrict_workflows = false\n",
+    )])
+    .await;
+    d.call("preferences.evaluate", evaluate.clone()).await;
+    // With an empty catalog, any key is a workflow.
+    let d = Daemon::start_with(&[
+        ("prefsd.toml", "durability = \"normal\"\n"),
+        ("workflows.toml", ""),
+    ])
+    .await;
+    d.call("preferences.evaluate", evaluate).await;
+}
