@@ -10,6 +10,7 @@ use crate::store::Error;
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../../sql/0001_init.sql")),
     ("0002_jobs", include_str!("../../sql/0002_jobs.sql")),
+    ("0003_counts", include_str!("../../sql/0003_counts.sql")),
 ];
 
 /// The schema version this build writes.
