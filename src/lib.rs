@@ -32,6 +32,8 @@
 //!   its reason; conditions and their coercions.
 //! - `config`: the config directory parsed as one immutable `Config`, the live
 //!   `ConfigHandle` and the watcher that swaps it on valid edits.
+//! - `logs`: the logger: format (`[log] format`, `PREFSD_LOG_FORMAT`; JSON unless on a
+//!   terminal), level (`[log] level`, `PREFSD_LOG`), colour only on a terminal.
 //! - `store`: SQLite — migrations from `sql/`, one writer thread that owns the only write
 //!   connection, two reader threads (WAL: reads never wait for writes) and a checkpointer
 //!   thread (commits never wait for the WAL to be copied back), the domain
@@ -56,7 +58,8 @@
 //!   answers the operators' `GET /healthz`, `/readyz` and `/metrics` for any listener, and
 //!   `rpc::observe` counts and logs every call.
 //! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown;
-//!   `server::connections` holds the open connections and sheds them under pressure.
+//!   `server::connections` holds the open connections and sheds them under pressure;
+//!   `server::systemd` speaks systemd's notify and socket-activation protocols.
 //! - `sched`: the scheduler hint (short time slices) for the threads that serve requests,
 //!   and the allocator's purge delay.
 //! - `client`: the client side of the protocol, shared by `cli` and `bench`: the socket to
@@ -100,8 +103,10 @@
 //!   (`rpc::ws` spawns one short task per WebSocket upgrade, as jsonrpsee does: it ends once
 //!   jsonrpsee has taken the connection, or the client has gone.)
 //! - `unsafe` appears only in `sched` (two system calls, getpriority and sched_setattr,
-//!   mimalloc's option setter, and its getter in a test) and in `main`'s one call of the
-//!   `unsafe fn` `sched::return_freed_memory_sooner`, before any other thread exists.
+//!   mimalloc's option setter, and its getter in a test), in `main`'s one call of the
+//!   `unsafe fn` `sched::return_freed_memory_sooner`, before any other thread exists, and
+//!   in `server::systemd`, which takes ownership of the sockets systemd passed
+//!   (`from_raw_fd` of `LISTEN_FDS`' descriptors).
 //! - JSON text reaches the wire unparsed only through `api::Json`, whose writers are
 //!   tested against serde's own output (jsonrpsee parses every response once more).
 //! - Config is read through `ConfigHandle::current()` once per call or job chunk, as an
@@ -149,8 +154,21 @@
 //!   client that reads nothing of such an answer for 10 s is disconnected.
 //! - A database damaged inside is refused at start (`PRAGMA quick_check`, about 1 s per GB)
 //!   rather than served with internal errors.
-//! - Relative paths in `prefsd.toml` (`socket`, `database`) are relative to the working
-//!   directory of `prefsd serve`.
+//! - Relative paths in `prefsd.toml` (`socket`, `database`, `public_key_file`) are relative
+//!   to the config directory (ops.md §4; until issue 19 they were relative to the working
+//!   directory); those of flags and environment variables stay relative to the working
+//!   directory. Not set, the socket and the database are `prefsd.sock` and `prefsd.db` in
+//!   `$RUNTIME_DIRECTORY` and `$STATE_DIRECTORY` when systemd sets them, else in the
+//!   working directory; either inside the config directory stops `serve` with a message.
+//! - `strict_workflows` not set is strict whenever the catalog defines a workflow, lenient
+//!   with an empty catalog (ops.md §5 via issue 19; an explicit value is kept).
+//! - `GET /healthz`, `/readyz` and `/metrics` need no credentials, from any peer: they
+//!   reveal no id, property or preference, and probes and scrapers carry none. `/readyz`
+//!   is 503 once the graceful stop has begun. Calls inside a batch are not counted one by
+//!   one in `prefsd_requests_total`. `PREFSD_METRICS=off` stops the counting (the
+//!   benchmark's baseline); `/metrics` still answers.
+//! - Under systemd, RELOADING=1 … READY=1 goes around every reload, however asked for
+//!   (watcher, SIGHUP, `config.reload`), applied or refused.
 //! - Reads of recipients read more than once come from a bounded in-memory cache
 //!   (`limits.read_cache_mb`, default 8, 0 turns it off, hot-reloaded; not in config.md).
 //!   An entry is admitted on its second read, so uniform reads over a large database do
@@ -218,6 +236,8 @@ pub mod resolve;
 pub mod eval;
 
 pub mod config;
+
+pub mod logs;
 
 pub mod store;
 

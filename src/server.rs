@@ -32,6 +32,7 @@ use crate::rpc::observe::ObserveLayer;
 use crate::rpc::wire::WireLayer;
 
 mod connections;
+pub mod systemd;
 
 use connections::{
     Activity, Connections, RefusedSlot, Registered, SHED_BATCH, Tracked, connection_cap, now_ms,
@@ -133,6 +134,7 @@ pub async fn run(
         cancel.clone(),
     ));
     tasks.spawn(apply_store_limits(ctx.clone(), cancel.clone()));
+    tasks.spawn(systemd::watchdog(cancel.clone()));
 
     let connections = Arc::new(Connections::default());
     let refused_open = Arc::new(AtomicUsize::new(0));
@@ -420,6 +422,31 @@ fn parent_must_exist(path: &Path, doing: &str, setting: &str) -> anyhow::Result<
     )
 }
 
+/// Fails when `path` (the socket, the database) would sit inside the config directory:
+/// the directory is watched, and every write to the file would be taken for an edit.
+fn outside_config(
+    path: &Path,
+    config_dir: &Path,
+    setting: &str,
+    example: &str,
+) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (Ok(parent), Ok(dir)) = (parent.canonicalize(), config_dir.canonicalize()) else {
+        return Ok(());
+    };
+    if parent.starts_with(&dir) {
+        anyhow::bail!(
+            "the {setting} {} is inside the config directory {}, which is watched for edits; put it elsewhere, e.g. `{setting} = \"{example}\"` in prefsd.toml (relative to the config directory)",
+            shown(path).display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// A path as a message shows it: absolute, so it says where it was looked for.
 fn shown(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
@@ -517,6 +544,18 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         "opening the database",
         "`database` in prefsd.toml or --database",
     )?;
+    outside_config(
+        &settings.database,
+        &options.config_dir,
+        "database",
+        "../prefsd.db",
+    )?;
+    outside_config(
+        &settings.socket,
+        &options.config_dir,
+        "socket",
+        "../prefsd.sock",
+    )?;
     // Opening checks the whole file (about a second per GB) before the socket appears:
     // said first, so that a slow start is not taken for a hang.
     tracing::info!(
@@ -525,22 +564,48 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     );
     let db = crate::store::Db::open_with(&settings.database, db_options)
         .with_context(|| format!("opening the database {}", settings.database.display()))?;
-    let listener = bind(&settings.socket, settings.socket_mode)?;
+    // Socket activation: serve on the socket systemd passed (and never remove it), else
+    // bind our own.
+    let activated = systemd::activated()?;
+    if activated.rest.is_some() {
+        tracing::warn!("systemd passed a socket named `rest`; this build serves no REST listener");
+    }
+    let (listener, ours) = match activated.unix {
+        Some(passed) => (
+            UnixListener::from_std(passed).context("serving the socket systemd passed")?,
+            false,
+        ),
+        None => (bind(&settings.socket, settings.socket_mode)?, true),
+    };
+    config.on_reload(crate::config::ReloadHook(Box::new(systemd::reloading)));
     // The signal handlers are installed before the daemon says it is serving, so that a
     // signal sent as soon as it does never meets the default action (which ends the
     // process without a graceful stop). `run` listens for SIGHUP itself.
-    let shutdown = shutdown_signal();
+    let signal = shutdown_signal();
+    let shutdown = async {
+        signal.await;
+        systemd::stopping();
+    };
     let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    // A passed socket is shown where systemd bound it; our own was bound under a temporary
+    // name and renamed, so its address would show that name.
+    let serving_on = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .filter(|_| !ours)
+        .unwrap_or_else(|| settings.socket.clone());
     tracing::info!(
-        socket = %settings.socket.display(),
+        socket = %serving_on.display(),
         database = %settings.database.display(),
         config = %options.config_dir.display(),
         schema_version = db.schema_version(),
         "prefsd is serving"
     );
     let ctx = Arc::new(Context::new(db.clone(), config));
+    systemd::ready();
     let result = run(listener, ctx, shutdown).await;
-    if let Err(e) = std::fs::remove_file(&settings.socket) {
+    if ours && let Err(e) = std::fs::remove_file(&settings.socket) {
         tracing::warn!(error = %e, "could not remove the socket file");
     }
     // Every handle on the database but this one is gone with `run`; closing waits for the

@@ -47,7 +47,7 @@ pub fn load_dir(dir: &Path) -> Result<Config, Vec<ConfigError>> {
             message: format!("cannot read the file: {e}"),
         })
         .collect();
-    match Config::parse(files) {
+    match Config::parse_in(dir, files) {
         Ok(config) if errors.is_empty() => Ok(config),
         Ok(_) => Err(errors),
         Err(parse_errors) => {
@@ -226,6 +226,38 @@ struct Inner {
     check: Option<Check>,
     /// Reloads refused as invalid (a watcher's repeat of the same error not counted again).
     reload_errors: std::sync::atomic::AtomicU64,
+    /// Told when each reload begins and ends (the daemon tells systemd).
+    reload_hook: std::sync::OnceLock<ReloadHook>,
+}
+
+/// Called with `true` as a reload begins and with `false` once it has ended, applied or
+/// refused, whichever way it was asked for (watcher, SIGHUP, `config.reload`).
+pub struct ReloadHook(pub Box<dyn Fn(bool) + Send + Sync>);
+
+impl std::fmt::Debug for ReloadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadHook")
+    }
+}
+
+/// Tells the hook that a reload has ended when dropped, however the reload returns.
+struct ReloadInProgress<'a>(Option<&'a ReloadHook>);
+
+impl ReloadInProgress<'_> {
+    fn begin(hook: Option<&ReloadHook>) -> ReloadInProgress<'_> {
+        if let Some(hook) = hook {
+            (hook.0)(true);
+        }
+        ReloadInProgress(hook)
+    }
+}
+
+impl Drop for ReloadInProgress<'_> {
+    fn drop(&mut self) {
+        if let Some(hook) = self.0 {
+            (hook.0)(false);
+        }
+    }
 }
 
 /// A check every config must pass beyond the directory's own rules, given when the live
@@ -284,6 +316,7 @@ impl ConfigHandle {
                 reload: Mutex::new(()),
                 check,
                 reload_errors: Default::default(),
+                reload_hook: Default::default(),
             }),
         })
     }
@@ -321,6 +354,11 @@ impl ConfigHandle {
 
     pub fn version(&self) -> u64 {
         self.inner.status.borrow().version
+    }
+
+    /// Sets the hook told of every reload from now on; only the first one set is kept.
+    pub fn on_reload(&self, hook: ReloadHook) {
+        let _ = self.inner.reload_hook.set(hook);
     }
 
     /// How many reloads have been refused as invalid since start.
@@ -381,6 +419,7 @@ impl ConfigHandle {
             .reload
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _told = ReloadInProgress::begin(self.inner.reload_hook.get());
         let now = jiff::Timestamp::now();
         let checked = load_dir(&self.inner.dir)
             .and_then(|config| Check::run(self.inner.check.as_ref(), config));

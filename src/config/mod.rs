@@ -9,7 +9,8 @@
 //! [`watch`] reloads it when the directory changes.
 //!
 //! Relative paths in `prefsd.toml` (`socket`, `database`, `access.user_token.public_key_file`)
-//! are kept as written, so they are relative to the daemon's working directory.
+//! are relative to the config directory ([`Config::parse_in`]); those of flags and the
+//! environment stay relative to the working directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,8 +28,10 @@ mod tests;
 mod watch;
 
 pub use catalog::{CatalogWorkflow, MAX_WORKFLOWS};
-pub use live::{Check, ConfigHandle, ConfigStatus, LastError, Overrides, load_dir, read_dir};
-pub use settings::{Access, Durability, JobSettings, Limits, Settings};
+pub use live::{
+    Check, ConfigHandle, ConfigStatus, LastError, Overrides, ReloadHook, load_dir, read_dir,
+};
+pub use settings::{Access, Durability, JobSettings, Limits, LogFormat, LogSettings, Settings};
 pub use watch::{ConfigWatcher, watch};
 
 use catalog::parse_workflows;
@@ -146,6 +149,12 @@ impl Config {
     /// defaults. Every error of every file is returned, each with its file and, where known,
     /// its line.
     pub fn parse(files: Vec<(PathBuf, String)>) -> Result<Config, Vec<ConfigError>> {
+        Config::parse_in(Path::new(""), files)
+    }
+
+    /// [`Config::parse`] of the directory `dir`: relative paths in `prefsd.toml` are
+    /// taken relative to it.
+    pub fn parse_in(dir: &Path, files: Vec<(PathBuf, String)>) -> Result<Config, Vec<ConfigError>> {
         let mut config = Config::default();
         let mut errors = Vec::new();
         for (path, content) in files {
@@ -156,7 +165,7 @@ impl Config {
             }
             match classify(&path) {
                 FileKind::Settings => {
-                    config.settings = parse_settings(&name, &content, &mut errors);
+                    config.settings = parse_settings(&name, &content, dir, &mut errors);
                 }
                 FileKind::Environment => {
                     if let Some(set) = parse_set(&name, &content, &mut errors) {

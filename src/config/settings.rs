@@ -1,6 +1,6 @@
 //! `prefsd.toml`: the daemon's settings, their defaults, and their reading.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -27,6 +27,34 @@ pub struct Settings {
     pub limits: Limits,
     pub jobs: JobSettings,
     pub access: Access,
+    /// `[log]`: read once at start (`logs::init`); not hot-reloaded.
+    pub log: LogSettings,
+}
+
+/// `[log]` (ops.md §3). `PREFSD_LOG_FORMAT` and `PREFSD_LOG` win over these.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `None`: text on a terminal, JSON otherwise.
+    pub format: Option<LogFormat>,
+    /// An env-filter string (`info`, `prefsd=debug,warn`); `None`: `info`.
+    pub level: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`.
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,9 +116,9 @@ pub struct Access {
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            socket: PathBuf::from("prefsd.sock"),
+            socket: in_unit_directory("RUNTIME_DIRECTORY", "prefsd.sock"),
             socket_mode: 0o600,
-            database: PathBuf::from("prefsd.db"),
+            database: in_unit_directory("STATE_DIRECTORY", "prefsd.db"),
             durability: Durability::Full,
             strict_workflows: None,
             vars: Value::Object(Default::default()),
@@ -100,8 +128,19 @@ impl Default for Settings {
                 chunk_size: 250,
             },
             access: Access::default(),
+            log: LogSettings::default(),
         }
     }
+}
+
+/// `name` in the directory systemd made for the unit (`RuntimeDirectory=` sets
+/// `RUNTIME_DIRECTORY`, `StateDirectory=` sets `STATE_DIRECTORY`; the first of a
+/// colon-separated list), else `name` in the working directory.
+fn in_unit_directory(variable: &str, name: &str) -> PathBuf {
+    std::env::var_os(variable)
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .filter(|dir| dir.is_absolute())
+        .map_or_else(|| PathBuf::from(name), |dir| dir.join(name))
 }
 
 impl Default for Limits {
@@ -134,8 +173,15 @@ impl Settings {
     }
 }
 
-/// `prefsd.toml`. Settings not given keep their defaults.
-pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigError>) -> Settings {
+/// `prefsd.toml`. Settings not given keep their defaults. Relative paths in the file are
+/// taken relative to `base`, the config directory (ops.md §4: as Prometheus reads its
+/// config file), so that a daemon started from any working directory finds the same files.
+pub(super) fn parse_settings(
+    file: &str,
+    source: &str,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Settings {
     let mut settings = Settings::default();
     let Some(table) = parse_toml(file, source, errors) else {
         return settings;
@@ -150,7 +196,7 @@ pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigEr
         match name {
             "socket" => {
                 if let Some(path) = r.path(name, item) {
-                    settings.socket = path;
+                    settings.socket = base.join(path);
                 }
             }
             "socket_mode" => {
@@ -160,7 +206,7 @@ pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigEr
             }
             "database" => {
                 if let Some(path) = r.path(name, item) {
-                    settings.database = path;
+                    settings.database = base.join(path);
                 }
             }
             "durability" => match r.string(name, item).as_deref() {
@@ -208,9 +254,17 @@ pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigEr
                     }
                 }
             }
+            "log" => {
+                if let Some(log) = r.table(name, item) {
+                    parse_log(&mut r, log, &mut settings.log);
+                }
+            }
             "access" => {
                 if let Some(access) = r.table(name, item) {
                     parse_access(&mut r, access, &mut settings.access);
+                    if let Some(key) = &mut settings.access.user_token_public_key_file {
+                        *key = base.join(&*key);
+                    }
                 }
             }
             _ => r.unknown_key(key, ""),
@@ -312,6 +366,36 @@ fn parse_limits(r: &mut TomlReader<'_>, table: &DeTable<'_>, limits: &mut Limits
                 }
             }
             _ => r.unknown_key(key, "[limits]"),
+        }
+    }
+}
+
+fn parse_log(r: &mut TomlReader<'_>, table: &DeTable<'_>, log: &mut LogSettings) {
+    for (key, item) in table.iter() {
+        match key.get_ref().as_ref() {
+            "format" => {
+                if let Some(s) = r.string("log.format", item) {
+                    match LogFormat::parse(&s) {
+                        Some(format) => log.format = Some(format),
+                        None => r.err(
+                            item.span(),
+                            format!("`log.format` must be \"text\" or \"json\", got \"{s}\""),
+                        ),
+                    }
+                }
+            }
+            "level" => {
+                if let Some(level) = r.string("log.level", item) {
+                    match tracing_subscriber::EnvFilter::builder().parse(&level) {
+                        Ok(_) => log.level = Some(level),
+                        Err(e) => r.err(
+                            item.span(),
+                            format!("`log.level` is not a log filter (e.g. \"info\", \"prefsd=debug,warn\"): {e}"),
+                        ),
+                    }
+                }
+            }
+            _ => r.unknown_key(key, "[log]"),
         }
     }
 }

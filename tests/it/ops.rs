@@ -306,3 +306,303 @@ async fn a_catalog_makes_unknown_workflow_keys_an_error_by_default() {
     .await;
     d.call("preferences.evaluate", evaluate).await;
 }
+
+/// Datagrams sent to a fake `NOTIFY_SOCKET`, one at a time.
+struct NotifySocket(std::os::unix::net::UnixDatagram);
+
+impl NotifySocket {
+    fn bind(path: &Path) -> NotifySocket {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).expect("binding NOTIFY_SOCKET");
+        socket
+            .set_read_timeout(Some(crate::support::TIMEOUT))
+            .expect("a read timeout");
+        NotifySocket(socket)
+    }
+
+    /// The next datagram that is not a watchdog ping, and whether pings came before it.
+    fn next(&self) -> (String, bool) {
+        let mut pinged = false;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self
+                .0
+                .recv(&mut buf)
+                .expect("a datagram within the timeout");
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text == "WATCHDOG=1\n" {
+                pinged = true;
+                continue;
+            }
+            return (text, pinged);
+        }
+    }
+}
+
+/// Under systemd (Type=notify, StateDirectory=, RuntimeDirectory=, WatchdogSec=): READY=1
+/// once serving, in the unit's directories when nothing names the socket or the database;
+/// RELOADING=1 with MONOTONIC_USEC then READY=1 around a reload; WATCHDOG=1 pings at half
+/// of WATCHDOG_USEC; STOPPING=1 on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_it_notifies_and_uses_the_units_directories() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    crate::support::write_files(&dir.path().join("config"), &crate::support::default_files());
+    let (run, state, elsewhere) = (
+        dir.path().join("run"),
+        dir.path().join("state"),
+        dir.path().join("cwd"),
+    );
+    for d in [&run, &state, &elsewhere] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    let notify = NotifySocket::bind(&dir.path().join("notify.sock"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_prefsd"));
+    command
+        .current_dir(&elsewhere)
+        .arg("--config")
+        .arg(dir.path().join("config"))
+        .arg("serve")
+        .env_remove("PREFSD_SOCKET")
+        .env_remove("PREFSD_DATABASE")
+        .env("NOTIFY_SOCKET", dir.path().join("notify.sock"))
+        .env("WATCHDOG_USEC", "200000")
+        .env("RUNTIME_DIRECTORY", &run)
+        .env("STATE_DIRECTORY", &state)
+        // Off a terminal the log is JSON lines anyway; debug adds one line per call.
+        .env_remove("PREFSD_LOG_FORMAT")
+        .env("PREFSD_LOG", "debug");
+    let socket = run.join("prefsd.sock");
+    let daemon = tokio::task::spawn_blocking({
+        let (dir, socket, database) = (
+            dir.path().to_path_buf(),
+            socket.clone(),
+            state.join("prefsd.db"),
+        );
+        move || crate::child::ChildDaemon::start(command, &dir, socket, database)
+    })
+    .await
+    .expect("joined")
+    .unwrap_or_else(|f| panic!("did not start: {:?}", f.log));
+    let (first, _) = notify.next();
+    assert_eq!(first, "READY=1\n");
+    assert!(
+        state.join("prefsd.db").exists(),
+        "the database is in STATE_DIRECTORY"
+    );
+    assert_eq!(
+        d_ping(&socket).await,
+        json!("pong"),
+        "READY=1 means it serves"
+    );
+    let secret = "a-secret-property-value";
+    crate::support::try_rpc(
+        &socket,
+        "users.identify",
+        json!({ "user_id": "dana", "properties": { "note": secret } }),
+    )
+    .await
+    .expect("transport")
+    .expect("identified");
+    // JSON lines, no colour, one debug line per call with method, duration, outcome and
+    // caller kind, and never the params.
+    // The call's line is read from the daemon's stderr by a thread of its own.
+    crate::support::wait_for("the call's debug line", || async {
+        daemon
+            .log()
+            .iter()
+            .any(|l| l.contains("users.identify"))
+            .then_some(())
+    })
+    .await;
+    let log = daemon.log();
+    for line in &log {
+        assert!(
+            !line.contains('\u{1b}'),
+            "colour codes off a terminal: {line}"
+        );
+        assert!(!line.contains(secret), "params in the log: {line}");
+        let _: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    let call = log
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|l| l["fields"]["message"] == "call" && l["fields"]["method"] == "users.identify")
+        .unwrap_or_else(|| panic!("no debug line for the call: {log:#?}"));
+    assert_eq!(call["level"], "DEBUG");
+    assert_eq!(call["fields"]["outcome"], "ok");
+    assert_eq!(call["fields"]["caller"], "server");
+    assert!(call["fields"]["duration_us"].is_u64(), "{call}");
+
+    daemon.hangup();
+    let (reloading, _) = notify.next();
+    let mut lines = reloading.lines();
+    assert_eq!(lines.next(), Some("RELOADING=1"), "{reloading}");
+    let usec = lines
+        .next()
+        .and_then(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(usec.is_some_and(|n| n > 0), "{reloading}");
+    assert_eq!(notify.next().0, "READY=1\n");
+
+    // Pings come every 100 ms: some arrive before the stop is told.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stopped = tokio::task::spawn_blocking(move || daemon.terminate());
+    let (stopping, pinged) = notify.next();
+    assert_eq!(stopping, "STOPPING=1\n");
+    assert!(pinged, "WATCHDOG=1 every half WATCHDOG_USEC");
+    let status = stopped.await.expect("joined");
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "its own socket is removed");
+}
+
+async fn d_ping(socket: &Path) -> Value {
+    crate::support::try_rpc(socket, "daemon.ping", Value::Null)
+        .await
+        .expect("transport")
+        .expect("pong")
+}
+
+/// Socket activation: the daemon serves on the socket passed as fd 3 (LISTEN_FDS=1), binds
+/// none of its own, and leaves the passed socket in place when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_socket_is_served_and_never_removed() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI needs python3");
+        eprintln!("skipped: no python3 to pass a socket as systemd does");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    crate::support::write_files(&dir.path().join("config"), &crate::support::default_files());
+    let passed = dir.path().join("passed.sock");
+    let configured = dir.path().join("configured.sock");
+    let database = dir.path().join("prefsd.db");
+    let mut command = Command::new("python3");
+    command
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/ops/activate.py"
+        ))
+        .arg(&passed)
+        .arg(env!("CARGO_BIN_EXE_prefsd"))
+        .arg("--config")
+        .arg(dir.path().join("config"))
+        .arg("--socket")
+        .arg(&configured)
+        .arg("serve")
+        .arg("--database")
+        .arg(&database);
+    let daemon = tokio::task::spawn_blocking({
+        let (dir, passed, database) = (dir.path().to_path_buf(), passed.clone(), database.clone());
+        move || crate::child::ChildDaemon::start(command, &dir, passed, database)
+    })
+    .await
+    .expect("joined")
+    .unwrap_or_else(|f| panic!("did not start: {:?}", f.log));
+    assert_eq!(d_ping(&passed).await, json!("pong"));
+    assert!(!configured.exists(), "it bound no socket of its own");
+    let status = daemon.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        passed.exists(),
+        "the passed socket is not the daemon's to remove"
+    );
+}
+
+/// The fenced block right after `<!-- marker -->` in the README.
+fn readme_block(marker: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find(&format!("<!-- {marker} -->"))
+        .unwrap_or_else(|| panic!("no `{marker}` block in the README"));
+    let fence = readme[start..].find("```").expect("a fence") + start;
+    let body = readme[fence..].find('\n').expect("a fence line") + fence + 1;
+    let end = readme[body..].find("\n```").expect("a closing fence") + body;
+    readme[body..=end].to_string()
+}
+
+/// Whether `program` runs here; under CI, a missing one the test needs is a failure.
+fn have(program: &str, needed_under_ci: bool) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            !needed_under_ci || std::env::var_os("CI").is_none(),
+            "CI needs {program} (.ci/run installs it)"
+        );
+        eprintln!("skipped: no {program} on this machine");
+    }
+    found
+}
+
+/// The README's unit files pass `systemd-analyze verify` (with the ExecStart binary
+/// pointed at the one built here, which verify requires to exist).
+#[test]
+fn the_readme_unit_files_verify() {
+    if !have("systemd-analyze", true) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut units = Vec::new();
+    for name in ["prefsd.service", "prefsd.socket"] {
+        let text = readme_block(&format!("unit: {name}"))
+            .replace("/usr/local/bin/prefsd", env!("CARGO_BIN_EXE_prefsd"));
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("writing the unit");
+        units.push(path);
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .output()
+        .expect("running systemd-analyze");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Lines about units of the machine itself (not ours) are not this test's business.
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("prefsd")).collect();
+    assert!(out.status.success() && ours.is_empty(), "{stderr}");
+}
+
+/// The README's client examples run against a daemon and print its decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_client_examples_work() {
+    let d = Daemon::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |mut command: Command| {
+        let socket = d.socket.clone();
+        tokio::task::spawn_blocking(move || {
+            command
+                .env("PREFSD_SOCKET", socket)
+                .output()
+                .expect("running the example")
+        })
+    };
+    let mut ran = 0;
+    let examples: [(&str, &str, &str, bool); 3] = [
+        ("python", "client.py", "python3", true),
+        ("node", "client.js", "node", false),
+        ("go", "client.go", "go", false),
+    ];
+    for (language, file, program, needed) in examples {
+        if !have(program, needed) {
+            continue;
+        }
+        let path = dir.path().join(file);
+        std::fs::write(&path, readme_block(&format!("client: {language}"))).expect("writing");
+        let mut command = Command::new(program);
+        if language == "go" {
+            command.arg("run");
+        }
+        command.arg(&path);
+        let out = run(command).await.expect("joined");
+        assert!(out.status.success(), "{language}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "true",
+            "{language}: {out:?}"
+        );
+        ran += 1;
+    }
+    assert!(ran >= 1, "no example ran");
+}
