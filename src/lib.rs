@@ -56,7 +56,8 @@
 //!   HTTP shims, the envelope check (`id`s jsonrpsee cannot read), the WebSocket framing
 //!   read before jsonrpsee's (`rpc::ws`), the bulk progress subscription; `rpc::ops`
 //!   answers the operators' `GET /healthz`, `/readyz` and `/metrics` for any listener, and
-//!   `rpc::observe` counts and logs every call.
+//!   `rpc::observe` counts and logs every call; `rpc::discover` makes the OpenRPC document
+//!   of `rpc.discover` from the params types as the method table registers them.
 //! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown;
 //!   `server::connections` holds the open connections and sheds them under pressure;
 //!   `server::systemd` speaks systemd's notify and socket-activation protocols.

@@ -34,7 +34,7 @@ pub fn operation_json(job: &JobRow) -> Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkSetParams {
     pub user_ids: Option<Vec<String>>,
@@ -141,7 +141,7 @@ pub async fn bulk_set(ctx: &Context, p: BulkSetParams) -> Result<Value, Error> {
     Ok(operation_json(&job))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetParams {
     pub id: String,
@@ -159,7 +159,7 @@ pub async fn get(ctx: &Context, p: GetParams) -> Result<Value, Error> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     pub status: Option<String>,

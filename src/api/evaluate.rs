@@ -33,7 +33,7 @@ mod params;
 use answer::{ChannelResult, Evaluation, RecipientId, RecipientResult};
 use params::{RecipientParam, Request, parse};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateParams {
     #[serde(default, deserialize_with = "strict::value")]

@@ -38,7 +38,7 @@ fn template_json(id: &str, preference_set: Value) -> Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetParams {
     pub tenant_id: String,
@@ -50,7 +50,7 @@ pub struct SetParams {
     pub settings: Option<SettingsParams>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsParams {
     /// Absent keeps the stored default; `null` removes it.
@@ -155,7 +155,7 @@ pub async fn set(ctx: &Context, p: SetParams) -> Result<Value, Error> {
     Ok(tenant_json(&row, set))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetParams {
     pub tenant_id: String,
@@ -200,7 +200,7 @@ pub async fn get(ctx: &Context, p: GetParams) -> Result<Value, Error> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteParams {
     pub tenant_id: String,

@@ -90,14 +90,15 @@ fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// A virtual environment with prometheus_client, made once under `target/`. `None` (the
-/// test is skipped, with a message) when python3 is missing here, but not under CI.
+/// A virtual environment with prometheus_client (Prometheus's own parser) and jsonschema,
+/// made once under `target/`. `None` (the test is skipped, with a message) when python3
+/// is missing here, but not under CI.
 fn prometheus_parser() -> Option<PathBuf> {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-prometheus");
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-ops");
     let python = venv.join("bin/python3");
     let has_parser = |python: &Path| {
         Command::new(python)
-            .args(["-c", "import prometheus_client.parser"])
+            .args(["-c", "import prometheus_client.parser, jsonschema"])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
@@ -111,7 +112,14 @@ fn prometheus_parser() -> Option<PathBuf> {
         .status()
         .is_ok_and(|s| s.success())
         && Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "prometheus_client"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "prometheus_client",
+                "jsonschema",
+            ])
             .status()
             .is_ok_and(|s| s.success());
     if made && has_parser(&python) {
@@ -125,6 +133,38 @@ fn prometheus_parser() -> Option<PathBuf> {
     None
 }
 
+/// Runs `tests/ops/SCRIPT ARGS` with the venv's `python`, `input` on its standard input.
+async fn run_python(
+    python: &Path,
+    script: &str,
+    args: &[PathBuf],
+    input: Vec<u8>,
+) -> std::process::Output {
+    use std::io::Write as _;
+    let mut command = Command::new(python);
+    command
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/ops")
+                .join(script),
+        )
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().expect("running python");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&input)
+            .expect("writing");
+        child.wait_with_output().expect("its output")
+    })
+    .await
+    .expect("joined")
+}
+
 /// `GET /metrics`, parsed by prometheus_client.
 async fn scrape(d: &Daemon, python: &Path) -> Vec<Value> {
     let response = d.http().await.get("/metrics").await;
@@ -134,29 +174,7 @@ async fn scrape(d: &Daemon, python: &Path) -> Vec<Value> {
         content_type.starts_with("text/plain; version=0.0.4"),
         "{content_type}"
     );
-    let text = response.body.clone();
-    let python = python.to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write as _;
-        let mut child = Command::new(python)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/ops/parse_metrics.py"
-            ))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("running the parser");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(&text)
-            .expect("writing");
-        child.wait_with_output().expect("parser output")
-    })
-    .await
-    .expect("joined");
+    let out = run_python(python, "parse_metrics.py", &[], response.body.to_vec()).await;
     assert!(out.status.success(), "the parser refused /metrics");
     serde_json::from_slice(&out.stdout).expect("the parser's JSON")
 }
@@ -605,4 +623,88 @@ async fn the_readme_client_examples_work() {
         ran += 1;
     }
     assert!(ran >= 1, "no example ran");
+}
+
+/// The OpenRPC meta-schema, from its npm package (`@open-rpc/meta-schema`, which exports
+/// it as a JS object), made once under `target/`. `None` without npm and node (skipped with
+/// a message, but not under CI).
+fn openrpc_meta_schema() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openrpc-meta-schema");
+    let schema = dir.join("schema.json");
+    if schema.exists() {
+        return Some(schema);
+    }
+    if !have("npm", true) || !have("node", true) {
+        return None;
+    }
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let packed = Command::new("npm")
+        .args([
+            "pack",
+            "--silent",
+            "@open-rpc/meta-schema",
+            "--pack-destination",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("npm pack");
+    assert!(packed.status.success(), "npm pack: {packed:?}");
+    let tarball = dir.join(String::from_utf8_lossy(&packed.stdout).trim());
+    let untar = Command::new("tar")
+        .arg("xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .expect("tar");
+    assert!(untar.success(), "untar {tarball:?}");
+    let script = format!(
+        "process.stdout.write(JSON.stringify(require({:?}).openrpcDocument))",
+        dir.join("package/index.js")
+    );
+    let out = Command::new("node")
+        .args(["-e", &script])
+        .output()
+        .expect("node");
+    assert!(out.status.success(), "node: {out:?}");
+    std::fs::write(&schema, &out.stdout).expect("writing the schema");
+    Some(schema)
+}
+
+/// `rpc.discover` answers an OpenRPC document that the OpenRPC meta-schema accepts, with
+/// the server's version; an unknown method's error points to it.
+#[tokio::test]
+async fn rpc_discover_is_a_valid_openrpc_document() {
+    let d = Daemon::start().await;
+    let document = d.call("rpc.discover", Value::Null).await;
+    assert_eq!(document["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let names: Vec<&str> = document["methods"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    for name in [
+        "users.getPreferences",
+        "preferences.evaluate",
+        "bulkOperations.subscribe",
+        "rpc.discover",
+    ] {
+        assert!(names.contains(&name), "{name} missing: {names:?}");
+    }
+    let (Some(python), Some(schema)) = (prometheus_parser(), openrpc_meta_schema()) else {
+        return;
+    };
+    let out = run_python(
+        &python,
+        "validate_openrpc.py",
+        &[schema],
+        document.to_string().into_bytes(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "not a valid OpenRPC document:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
