@@ -104,3 +104,91 @@ fn json_answer(status: StatusCode, body: &serde_json::Value) -> Response<HttpBod
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use http::{Method, StatusCode};
+    use http_body_util::BodyExt as _;
+
+    use crate::api::Context;
+    use crate::config::{Config, ConfigHandle, Durability, Overrides};
+    use crate::store::Db;
+
+    async fn get(ctx: &Arc<Context>, path: &str) -> (StatusCode, String) {
+        let response = super::answer(ctx, &Method::GET, path)
+            .await
+            .expect("an operator's path");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Health and readiness answer at once while the store is busy (here: its writer and
+    /// both readers held for two seconds), and readiness turns 503 once the daemon stops.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn health_answers_while_the_store_is_busy_and_readiness_ends_with_the_stop() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(&dir.path().join("prefsd.db"), Durability::Normal).expect("open");
+        let config = ConfigHandle::new(
+            Config::default(),
+            dir.path().to_path_buf(),
+            Overrides::default(),
+            None,
+        )
+        .expect("config");
+        let ctx = Arc::new(Context::new(db.clone(), config));
+        fn hold() -> Result<(), crate::Error> {
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(())
+        }
+        let busy = [
+            tokio::spawn({
+                let db = db.clone();
+                async move { db.write(|_| hold()).await }
+            }),
+            tokio::spawn({
+                let db = db.clone();
+                async move { db.read(|_| hold()).await }
+            }),
+            tokio::spawn({
+                let db = db.clone();
+                async move { db.read(|_| hold()).await }
+            }),
+        ];
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        assert_eq!(
+            get(&ctx, "/healthz").await,
+            (StatusCode::OK, r#"{"status":"ok"}"#.into())
+        );
+        assert_eq!(
+            get(&ctx, "/readyz").await,
+            (StatusCode::OK, r#"{"status":"ready"}"#.into())
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        ctx.stopping.cancel();
+        let (status, body) = get(&ctx, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains(r#""status":"not_ready""#) && body.contains("reason"),
+            "{body}"
+        );
+        for task in busy {
+            let _ = task.await;
+        }
+        drop(ctx);
+        db.close();
+    }
+}
