@@ -131,6 +131,7 @@ pub async fn run(
         ctx.db.clone(),
         ctx.jobs.clone(),
         ctx.config.clone(),
+        Arc::clone(&ctx.metrics),
         cancel.clone(),
     ));
     tasks.spawn(apply_store_limits(ctx.clone(), cancel.clone()));

@@ -277,6 +277,29 @@ async fn metrics_parse_and_counters_move_with_calls() {
     assert!(sample(&after, "process_resident_memory_bytes", &[]) > 0.0);
     // No method name a client made up becomes a label.
     assert!(!after.iter().any(|s| s["labels"]["method"] == "users.fetch"));
+
+    // A bulk job's rows are counted once it has written them.
+    let op = d
+        .call(
+            "users.bulkSetPreferences",
+            json!({ "user_ids": ["a", "b", "c"], "preferences": { "channel_types": { "sms": false } } }),
+        )
+        .await;
+    let id = op["id"].clone();
+    crate::support::wait_for("the bulk job to complete", || {
+        let id = id.clone();
+        let d = &d;
+        async move {
+            let job = d.call("bulkOperations.get", json!({ "id": id })).await;
+            (job["status"] == "completed").then_some(())
+        }
+    })
+    .await;
+    let jobs = scrape(&d, &python).await;
+    assert_eq!(
+        sample(&jobs, "prefsd_job_rows_total", &[("outcome", "success")]),
+        3.0
+    );
 }
 
 #[tokio::test]
