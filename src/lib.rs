@@ -165,9 +165,9 @@
 //!   with an empty catalog (ops.md §5 via issue 19; an explicit value is kept).
 //! - `GET /healthz`, `/readyz` and `/metrics` need no credentials, from any peer: they
 //!   reveal no id, property or preference, and probes and scrapers carry none. `/readyz`
-//!   is 503 once the graceful stop has begun. Calls inside a batch are not counted one by
-//!   one in `prefsd_requests_total`. `PREFSD_METRICS=off` stops the counting (the
-//!   benchmark's baseline); `/metrics` still answers.
+//!   is 503 once the graceful stop has begun. Each call of a batch is counted with its
+//!   own method and outcome, and the whole batch's duration. `PREFSD_METRICS=off` stops
+//!   the counting (the benchmark's baseline); `/metrics` still answers.
 //! - Under systemd, RELOADING=1 … READY=1 goes around every reload, however asked for
 //!   (watcher, SIGHUP, `config.reload`), applied or refused.
 //! - Reads of recipients read more than once come from a bounded in-memory cache

@@ -5,17 +5,18 @@
 //! `rpc::auth`, so refused calls are counted too; `rpc::auth` leaves the caller's kind in
 //! the response's extensions ([`CallerKind`]).
 //!
-//! Calls inside a batch are answered by jsonrpsee itself and pass here as one batch: they
-//! are not counted one by one.
+//! Calls inside a batch pass here as one batch (jsonrpsee answers them itself): each is
+//! counted with its method and its answer's outcome, and the whole batch's duration.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use jsonrpsee::server::middleware::rpc::{
-    Batch, MethodResponse, Notification, Request, RpcServiceT,
+    Batch, BatchEntry, MethodResponse, Notification, Request, RpcServiceT,
 };
 use jsonrpsee::types::ErrorObjectOwned;
+use serde_json::Value;
 
 use crate::metrics::{Metrics, Transport};
 use crate::rpc::error::type_of_code;
@@ -128,8 +129,44 @@ where
         }
     }
 
-    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
-        self.inner.batch(batch)
+    fn batch<'a>(&self, mut batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let started = Instant::now();
+        let metrics = Arc::clone(&self.metrics);
+        let transport = batch
+            .extensions()
+            .get::<Transport>()
+            .copied()
+            .unwrap_or(Transport::Http);
+        let calls: Vec<(Value, &'static str)> = batch
+            .iter()
+            .filter_map(|entry| match entry {
+                Ok(BatchEntry::Call(req)) => Some((
+                    serde_json::to_value(&req.id).unwrap_or(Value::Null),
+                    metrics.method_label(req.method_name()),
+                )),
+                _ => None,
+            })
+            .collect();
+        let inner = self.inner.clone();
+        async move {
+            let response = inner.batch(batch).await;
+            let elapsed = started.elapsed();
+            let answers: Vec<Value> =
+                serde_json::from_str(response.as_json().get()).unwrap_or_default();
+            for (id, method) in calls {
+                let error = answers
+                    .iter()
+                    .find(|a| a["id"] == id)
+                    .and_then(|a| a.get("error"));
+                let outcome = error.map(|e| {
+                    e["data"]["type"]
+                        .as_str()
+                        .unwrap_or_else(|| type_of_code(e["code"].as_i64().unwrap_or(0)))
+                });
+                metrics.record_request(method, transport, outcome, elapsed);
+            }
+            response
+        }
     }
 
     fn notification<'a>(

@@ -198,6 +198,13 @@ async fn metrics_parse_and_counters_move_with_calls() {
         .await
         .expect("ping over ws");
     d.call_err("users.fetch", json!({})).await;
+    // In a batch, each call is counted with its own method and outcome.
+    let batch = json!([
+        { "jsonrpc": "2.0", "id": 1, "method": "daemon.ping" },
+        { "jsonrpc": "2.0", "id": "b", "method": "users.get", "params": { "user_id": "nobody" } },
+    ]);
+    let answered = d.http().await.post_json(batch.to_string()).await;
+    assert_eq!(answered.status, StatusCode::OK);
     d.call_err("users.get", json!({ "user_id": "nobody" }))
         .await
         .assert(-32001, "not_found");
@@ -210,7 +217,7 @@ async fn metrics_parse_and_counters_move_with_calls() {
     let moved = |name: &str, labels: &[(&str, &str)]| {
         sample(&after, name, labels) - sample(&before, name, labels)
     };
-    assert_eq!(moved("prefsd_requests_total", &ping), 2.0);
+    assert_eq!(moved("prefsd_requests_total", &ping), 3.0);
     assert_eq!(
         moved(
             "prefsd_requests_total",
@@ -230,14 +237,14 @@ async fn metrics_parse_and_counters_move_with_calls() {
             "prefsd_requests_total",
             &[("method", "users.get"), ("outcome", "not_found")]
         ),
-        1.0
+        2.0
     );
     assert_eq!(
         moved(
             "prefsd_request_duration_seconds_count",
             &[("method", "daemon.ping")]
         ),
-        3.0
+        4.0
     );
     assert_eq!(
         moved(
