@@ -133,6 +133,81 @@ pub fn check_config(dir: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The runtime of a client command: one thread is plenty.
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `prefsd health [--ready]`: one plain `GET /healthz` (or `/readyz`) on the socket. Exit 0
+/// when the daemon answers 200, else 1 with what it said or why it could not be asked.
+pub fn health(
+    socket: Option<&Path>,
+    config_dir: &Path,
+    timeout: std::time::Duration,
+    ready: bool,
+) -> anyhow::Result<ExitCode> {
+    let runtime = client_runtime()?;
+    let socket = socket_path(socket, config_dir);
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let asked =
+        runtime.block_on(async { tokio::time::timeout(timeout, http_get(&socket, path)).await });
+    match asked {
+        Ok(Ok((200, body))) => {
+            println!("{}", body.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Ok((status, body))) => {
+            eprintln!(
+                "not {}: HTTP {status} {}",
+                if ready { "ready" } else { "healthy" },
+                body.trim_end()
+            );
+            Ok(ExitCode::from(1))
+        }
+        Ok(Err(e)) => {
+            eprintln!(
+                "error: cannot ask the daemon at {}: {e:#}; is `prefsd serve` running there?",
+                socket.display()
+            );
+            Ok(ExitCode::from(1))
+        }
+        Err(_) => {
+            eprintln!(
+                "error: the daemon at {} did not answer {path} within {timeout:?}; check its log, or allow longer with --timeout",
+                socket.display()
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// One `GET path` on the socket: the status and the body.
+async fn http_get(socket: &Path, path: &str) -> anyhow::Result<(u16, String)> {
+    use http_body_util::BodyExt as _;
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let request = http::Request::get(path)
+        .header(http::header::HOST, "prefsd")
+        .header(http::header::CONNECTION, "close")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
+    // The sender is moved into the request's half, so that the connection's half ends once
+    // the answer is in.
+    let (response, ()) = tokio::try_join!(
+        async move {
+            let response = sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, anyhow::Error>((status, String::from_utf8_lossy(&body).into_owned()))
+        },
+        async { conn.await.map_err(anyhow::Error::from) },
+    )?;
+    Ok(response)
+}
+
 /// Runs a client subcommand against the daemon at `socket` (or the config's).
 pub fn run(
     socket: Option<&Path>,
@@ -140,10 +215,7 @@ pub fn run(
     timeout: std::time::Duration,
     command: ClientCommand,
 ) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = client_runtime()?;
     let socket = socket_path(socket, config_dir);
     runtime.block_on(async {
         let client = Client::connect_timeout(&socket, timeout).await?;

@@ -19,7 +19,9 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     /// A strict workflow catalog and an unknown workflow key.
-    #[error("workflow {0:?} is not in the workflow catalog (strict_workflows is on)")]
+    #[error(
+        "workflow {0:?} is not in the workflow catalog (workflows.toml); check the key, add it to the catalog, or set strict_workflows = false in prefsd.toml"
+    )]
     WorkflowNotFound(String),
     #[error("{0}")]
     Unauthenticated(String),

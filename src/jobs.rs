@@ -361,8 +361,14 @@ impl Jobs {
 }
 
 /// Runs jobs until `cancel` fires. The job settings (retention, chunk size) are read from
-/// the live config for each job.
-pub async fn run(db: Db, jobs: Jobs, config: ConfigHandle, cancel: CancellationToken) {
+/// the live config for each job; the rows written are counted in `metrics`.
+pub async fn run(
+    db: Db,
+    jobs: Jobs,
+    config: ConfigHandle,
+    metrics: Arc<crate::metrics::Metrics>,
+    cancel: CancellationToken,
+) {
     let mut sharing = Sharing::new(
         config.current().settings.jobs.chunk_size as usize,
         db.calls(),
@@ -374,7 +380,7 @@ pub async fn run(db: Db, jobs: Jobs, config: ConfigHandle, cancel: CancellationT
                 return;
             }
             sharing.configured = config.current().settings.jobs.chunk_size as usize;
-            match run_next(&db, &jobs, &config, &mut sharing, &cancel).await {
+            match run_next(&db, &jobs, &config, &mut sharing, &metrics, &cancel).await {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
@@ -453,6 +459,7 @@ async fn run_next(
     jobs: &Jobs,
     config: &ConfigHandle,
     sharing: &mut Sharing,
+    metrics: &crate::metrics::Metrics,
     cancel: &CancellationToken,
 ) -> Result<bool, Error> {
     let next = db.read(|r| Ok::<_, Error>(r.next_runnable_job()?)).await;
@@ -473,6 +480,8 @@ async fn run_next(
         }
     };
     let work = Arc::new(work);
+    // The job's counts so far: each chunk's rows are the difference.
+    let mut counted = (job.success_count, job.error_count);
     tracing::info!(
         job = job.id,
         kind = work.kind().method(),
@@ -515,6 +524,12 @@ async fn run_next(
             }
         };
         let Some(state) = state else { return Ok(true) };
+        let rows = |now: i64, before: i64| u64::try_from(now - before).unwrap_or(0);
+        metrics.record_job_rows(
+            rows(state.success_count, counted.0),
+            rows(state.error_count, counted.1),
+        );
+        counted = (state.success_count, state.error_count);
         let done = state.status.is_terminal();
         jobs.publish(state);
         if done {

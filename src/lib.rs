@@ -33,6 +33,8 @@
 //!   its reason; conditions and their coercions.
 //! - `config`: the config directory parsed as one immutable `Config`, the live
 //!   `ConfigHandle` and the watcher that swaps it on valid edits.
+//! - `logs`: the logger: format (`[log] format`, `PREFSD_LOG_FORMAT`; JSON unless on a
+//!   terminal), level (`[log] level`, `PREFSD_LOG`), colour only on a terminal.
 //! - `store`: SQLite — migrations from `sql/`, one writer thread that owns the only write
 //!   connection, two reader threads (WAL: reads never wait for writes) and a checkpointer
 //!   thread (commits never wait for the WAL to be copied back), the domain
@@ -53,6 +55,9 @@
 //! - `jobs`: the bulk worker that runs the jobs of the bulk methods (`jobs::Kind`: bulk
 //!   set, identify, delete of users, objects and tenants) chunk by chunk, in smaller chunks
 //!   while the daemon serves other calls.
+//! - `metrics`: the Prometheus metrics (ops.md §2), one registry per daemon, counted where
+//!   calls and decisions happen (`record_request`, `record_decisions`), gauges read when
+//!   scraped; `PREFSD_METRICS=off` turns the counting off (the benchmark's baseline).
 //! - `api`: the methods of rpc.md as plain async functions over `Context`;
 //!   `api::evaluate` orchestrates `preferences.evaluate` over `params` (validation) and
 //!   `answer` (the JSON writer); `api::history` the change log's methods, `api::past` the
@@ -61,7 +66,10 @@
 //!   tokens, and `authorize`; pure, applied by the RPC middleware `rpc::auth` before dispatch.
 //! - `rpc`: the JSON-RPC surface — method table, params parsing, the one error mapping,
 //!   HTTP shims, the envelope check (`id`s jsonrpsee cannot read), the WebSocket framing
-//!   read before jsonrpsee's (`rpc::ws`), the bulk progress subscription.
+//!   read before jsonrpsee's (`rpc::ws`), the bulk progress subscription; `rpc::ops`
+//!   answers the operators' `GET /healthz`, `/readyz` and `/metrics` for any listener, and
+//!   `rpc::observe` counts and logs every call; `rpc::discover` makes the OpenRPC document
+//!   of `rpc.discover` from the params types as the method table registers them.
 //! - `rest`: Knock's REST API (rest.md) — an axum router of the `/v1` routes, each turning
 //!   Knock's request into the params of a JSON-RPC method, authorized by `auth` and run by
 //!   the same `api` function; Knock's representations (`rest::shapes`), wire conventions
@@ -69,7 +77,8 @@
 //! - `server`: binding the socket, the accept loop, background tasks, graceful shutdown;
 //!   `server::connections` holds the open connections and sheds them under pressure;
 //!   `server::rest_hook` sends `/v1/` on the socket to `rest`, `server::tcp` serves `rest`
-//!   on the optional TCP listener.
+//!   on the optional TCP listener;
+//!   `server::systemd` speaks systemd's notify and socket-activation protocols.
 //! - `sched`: the scheduler hint (short time slices) for the threads that serve requests,
 //!   and the allocator's purge delay.
 //! - `client`: the client side of the protocol, shared by `cli` and `bench`: the socket to
@@ -119,8 +128,10 @@
 //!   (`rpc::ws` spawns one short task per WebSocket upgrade, as jsonrpsee does: it ends once
 //!   jsonrpsee has taken the connection, or the client has gone.)
 //! - `unsafe` appears only in `sched` (two system calls, getpriority and sched_setattr,
-//!   mimalloc's option setter, and its getter in a test) and in `main`'s one call of the
-//!   `unsafe fn` `sched::return_freed_memory_sooner`, before any other thread exists.
+//!   mimalloc's option setter, and its getter in a test), in `main`'s one call of the
+//!   `unsafe fn` `sched::return_freed_memory_sooner`, before any other thread exists, and
+//!   in `server::systemd`, which takes ownership of the sockets systemd passed
+//!   (`from_raw_fd` of `LISTEN_FDS`' descriptors).
 //! - JSON text reaches the wire unparsed only through `api::Json`, whose writers are
 //!   tested against serde's own output (jsonrpsee parses every response once more).
 //! - Config is read through `ConfigHandle::current()` once per call or job chunk, as an
@@ -174,8 +185,21 @@
 //!   client that reads nothing of such an answer for 10 s is disconnected.
 //! - A database damaged inside is refused at start (`PRAGMA quick_check`, about 1 s per GB)
 //!   rather than served with internal errors.
-//! - Relative paths in `prefsd.toml` (`socket`, `database`) are relative to the working
-//!   directory of `prefsd serve`.
+//! - Relative paths in `prefsd.toml` (`socket`, `database`, `public_key_file`) are relative
+//!   to the config directory (ops.md §4; until issue 19 they were relative to the working
+//!   directory); those of flags and environment variables stay relative to the working
+//!   directory. Not set, the socket and the database are `prefsd.sock` and `prefsd.db` in
+//!   `$RUNTIME_DIRECTORY` and `$STATE_DIRECTORY` when systemd sets them, else in the
+//!   working directory; either inside the config directory stops `serve` with a message.
+//! - `strict_workflows` not set is strict whenever the catalog defines a workflow, lenient
+//!   with an empty catalog (ops.md §5 via issue 19; an explicit value is kept).
+//! - `GET /healthz`, `/readyz` and `/metrics` need no credentials, from any peer: they
+//!   reveal no id, property or preference, and probes and scrapers carry none. `/readyz`
+//!   is 503 once the graceful stop has begun. Each call of a batch is counted with its
+//!   own method and outcome, and the whole batch's duration. `PREFSD_METRICS=off` stops
+//!   the counting (the benchmark's baseline); `/metrics` still answers.
+//! - Under systemd, RELOADING=1 … READY=1 goes around every reload, however asked for
+//!   (watcher, SIGHUP, `config.reload`), applied or refused.
 //! - The change log's notifications are `changes.change` (unsubscribe:
 //!   `changes.unsubscribe`); a subscriber blocked for 5 s is ended with an error.
 //! - A change's `at` is the time its transaction appended it (just before the commit),
@@ -299,8 +323,11 @@ pub mod eval;
 
 pub mod config;
 
+pub mod logs;
+
 pub mod store;
 
+pub mod metrics;
 pub mod writes;
 
 pub mod jobs;

@@ -17,19 +17,15 @@ fn main() -> ExitCode {
     // SAFETY: this is the first thing the process does; no other thread exists yet.
     unsafe { prefsd::sched::return_freed_memory_sooner() };
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PREFSD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal who has not asked for none: escape codes
-        // in a log file or journal are noise.
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-        )
-        .init();
+    // The daemon's `[log]` settings come from its config directory (an invalid one is
+    // reported by `serve` itself, which loads it again).
+    let log = match &cli.command {
+        Command::Serve { .. } => prefsd::config::load_dir(&cli.config)
+            .map(|config| config.settings.log)
+            .unwrap_or_default(),
+        _ => Default::default(),
+    };
+    prefsd::logs::init(&log);
     let socket = cli.socket.as_deref();
     let result = match cli.command {
         Command::Serve { database } => prefsd::server::main(prefsd::server::ServeOptions {
@@ -44,6 +40,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { dir } => {
             prefsd::cli::check_config(dir.as_deref().unwrap_or(&cli.config))
         }
+        Command::Health { ready } => prefsd::cli::health(socket, &cli.config, cli.timeout, ready),
         Command::Client(command) => prefsd::cli::run(socket, &cli.config, cli.timeout, command),
         Command::Restore { backup, database } => {
             prefsd::cli::restore(&backup, database.as_deref(), &cli.config)

@@ -29,10 +29,12 @@ use crate::model::change::{Actor, Origin};
 use crate::rpc;
 use crate::rpc::auth::{AuthLayer, PeerLayer};
 use crate::rpc::http::{AnswerBudget, Exchange, JsonLayer};
+use crate::rpc::observe::ObserveLayer;
 use crate::rpc::wire::WireLayer;
 
 mod connections;
 mod rest_hook;
+pub mod systemd;
 mod tcp;
 
 use connections::{
@@ -80,9 +82,9 @@ pub async fn run_with_tcp(
 ) -> anyhow::Result<()> {
     record_configs(&ctx).await?;
     let limits = ctx.config().settings.limits.clone();
-    let methods: Methods = rpc::module(Arc::clone(&ctx))
-        .context("registering the RPC methods")?
-        .into();
+    let module = rpc::module(Arc::clone(&ctx)).context("registering the RPC methods")?;
+    ctx.metrics.set_methods(module.method_names());
+    let methods: Methods = module.into();
     let (stop_handle, server_handle) = stop_channel();
     let auth = AuthLayer::new(
         ctx.config.clone(),
@@ -105,6 +107,9 @@ pub async fn run_with_tcp(
         .set_rpc_middleware(
             RpcServiceBuilder::new()
                 .layer(WireLayer)
+                .layer(ObserveLayer {
+                    metrics: Arc::clone(&ctx.metrics),
+                })
                 .layer(auth.clone()),
         )
         .to_service_builder();
@@ -140,6 +145,7 @@ pub async fn run_with_tcp(
         ctx.db.clone(),
         ctx.jobs.clone(),
         ctx.config.clone(),
+        Arc::clone(&ctx.metrics),
         cancel.clone(),
     ));
     tasks.spawn(apply_store_limits(ctx.clone(), cancel.clone()));
@@ -149,6 +155,7 @@ pub async fn run_with_tcp(
         tasks.spawn(tcp::serve(tcp, rest.clone(), tasks.clone(), cancel.clone()));
     }
     tasks.spawn(crate::api::backup::schedule(ctx.clone(), cancel.clone()));
+    tasks.spawn(systemd::watchdog(cancel.clone()));
 
     let connections = Arc::new(Connections::default());
     let refused_open = Arc::new(AtomicUsize::new(0));
@@ -199,11 +206,13 @@ pub async fn run_with_tcp(
                         max_request_bytes: limits.max_request_bytes,
                         exchange: Arc::clone(&exchange),
                         budget: budget.clone(),
+                        ops: rpc::ops::Ops(Arc::clone(&ctx)),
                     }),
             )
             .build(methods.clone(), stop_handle.clone());
+        let counted = ctx.metrics.connection();
         tasks.spawn(serve_connection(
-            connections.add(stream),
+            (connections.add(stream), counted),
             service,
             exchange,
             refused_slot,
@@ -230,7 +239,7 @@ pub async fn run_with_tcp(
 /// [`SHED_GRACE`]. (A WebSocket leaves [`Connections`] once upgraded; jsonrpsee's own
 /// `max_connections` bounds those.)
 async fn serve_connection<S, B>(
-    (stream, _registered): (Tracked, Registered),
+    ((stream, _registered), _counted): ((Tracked, Registered), crate::metrics::ConnectionGuard),
     service: S,
     exchange: Arc<Exchange>,
     refused_slot: Option<RefusedSlot>,
@@ -461,6 +470,31 @@ fn parent_must_exist(path: &Path, doing: &str, setting: &str) -> anyhow::Result<
     )
 }
 
+/// Fails when `path` (the socket, the database) would sit inside the config directory:
+/// the directory is watched, and every write to the file would be taken for an edit.
+fn outside_config(
+    path: &Path,
+    config_dir: &Path,
+    setting: &str,
+    example: &str,
+) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (Ok(parent), Ok(dir)) = (parent.canonicalize(), config_dir.canonicalize()) else {
+        return Ok(());
+    };
+    if parent.starts_with(&dir) {
+        anyhow::bail!(
+            "the {setting} {} is inside the config directory {}, which is watched for edits; put it elsewhere, e.g. `{setting} = \"{example}\"` in prefsd.toml (relative to the config directory)",
+            shown(path).display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// A path as a message shows it: absolute, so it says where it was looked for.
 fn shown(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
@@ -592,6 +626,18 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     // One daemon per database (ops.md §5): held until this function returns, after the
     // database is closed; the kernel drops it if the process dies.
     let _lock = crate::store::lock::DbLock::acquire(&settings.database)?;
+    outside_config(
+        &settings.database,
+        &options.config_dir,
+        "database",
+        "../prefsd.db",
+    )?;
+    outside_config(
+        &settings.socket,
+        &options.config_dir,
+        "socket",
+        "../prefsd.sock",
+    )?;
     // Opening checks the whole file (about a second per GB) before the socket appears:
     // said first, so that a slow start is not taken for a hang.
     tracing::info!(
@@ -600,29 +646,62 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     );
     let db = crate::store::Db::open_with(&settings.database, db_options)
         .with_context(|| format!("opening the database {}", settings.database.display()))?;
-    let listener = bind(&settings.socket, settings.socket_mode)?;
-    let tcp =
-        match settings.rest.listen {
-            None => None,
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+    // Socket activation: serve on the sockets systemd passed (and never remove them), else
+    // bind our own; the REST TCP listener too when systemd passed one named `rest`.
+    let activated = systemd::activated()?;
+    let (listener, ours) = match activated.unix {
+        Some(passed) => (
+            UnixListener::from_std(passed).context("serving the socket systemd passed")?,
+            false,
+        ),
+        None => (bind(&settings.socket, settings.socket_mode)?, true),
+    };
+    let tcp = match (activated.rest, settings.rest.listen) {
+        (Some(passed), _) => {
+            passed
+                .set_nonblocking(true)
+                .context("making the passed REST socket non-blocking")?;
+            Some(
+                tokio::net::TcpListener::from_std(passed)
+                    .context("serving the REST socket systemd passed")?,
+            )
+        }
+        (None, None) => None,
+        (None, Some(addr)) => {
+            Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
                 format!("binding the REST TCP listener on {addr} (rest.listen)")
-            })?),
-        };
+            })?)
+        }
+    };
+    config.on_reload(crate::config::ReloadHook(Box::new(systemd::reloading)));
     // The signal handlers are installed before the daemon says it is serving, so that a
     // signal sent as soon as it does never meets the default action (which ends the
     // process without a graceful stop). `run` listens for SIGHUP itself.
-    let shutdown = shutdown_signal();
+    let signal = shutdown_signal();
+    let shutdown = async {
+        signal.await;
+        systemd::stopping();
+    };
     let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    // A passed socket is shown where systemd bound it; our own was bound under a temporary
+    // name and renamed, so its address would show that name.
+    let serving_on = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .filter(|_| !ours)
+        .unwrap_or_else(|| settings.socket.clone());
     tracing::info!(
-        socket = %settings.socket.display(),
+        socket = %serving_on.display(),
         database = %settings.database.display(),
         config = %options.config_dir.display(),
         schema_version = db.schema_version(),
         "prefsd is serving"
     );
     let ctx = Arc::new(Context::new(db.clone(), config));
+    systemd::ready();
     let result = run_with_tcp(listener, tcp, ctx, shutdown).await;
-    if let Err(e) = std::fs::remove_file(&settings.socket) {
+    if ours && let Err(e) = std::fs::remove_file(&settings.socket) {
         tracing::warn!(error = %e, "could not remove the socket file");
     }
     // Every handle on the database but this one is gone with `run`; closing waits for the

@@ -11,7 +11,7 @@ use crate::store::time::now;
 use crate::store::{MemberPage, decode_cursor};
 
 /// A member in a request or a listing: `{ "user_id" }` or `{ "collection", "object_id" }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
     pub user_id: Option<String>,
@@ -26,7 +26,7 @@ fn member_json(key: &RecipientKey) -> Value {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MembersParams {
     pub audience_key: String,
@@ -99,7 +99,7 @@ pub async fn remove_members(
     Ok(Count { count })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     pub audience_key: String,

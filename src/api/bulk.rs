@@ -37,7 +37,7 @@ pub fn operation_json(job: &JobRow) -> Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkSetParams {
     pub user_ids: Option<Vec<String>>,
@@ -247,7 +247,7 @@ fn recipient_items(items: &[Value], field: &str, errors: &mut Errors) -> Vec<Rec
     out
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkIdentifyParams {
     #[serde(default, deserialize_with = "strict::value")]
@@ -270,7 +270,7 @@ pub async fn bulk_identify(ctx: &Context, p: BulkIdentifyParams) -> Result<Value
     queue(ctx, work, p.idempotency_key).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkSetObjectsParams {
     pub collection: Option<String>,
@@ -314,7 +314,7 @@ fn check_key(key: &Option<String>, errors: &mut Errors) {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkDeleteUsersParams {
     pub user_ids: Option<Vec<String>>,
@@ -346,7 +346,7 @@ async fn queue_deletes(
     queue(ctx, work(DeletePayload { collection, ids }), key).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkDeleteObjectsParams {
     pub collection: Option<String>,
@@ -371,7 +371,7 @@ pub async fn bulk_delete_objects(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkSetTenantsParams {
     #[serde(default, deserialize_with = "strict::value")]
@@ -442,7 +442,7 @@ pub async fn bulk_set_tenants(ctx: &Context, p: BulkSetTenantsParams) -> Result<
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkDeleteTenantsParams {
     pub tenant_ids: Option<Vec<String>>,
@@ -458,7 +458,7 @@ pub async fn bulk_delete_tenants(
     queue_deletes(ctx, ids, None, p.idempotency_key, Work::DeleteTenants).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetParams {
     pub id: String,
@@ -476,7 +476,7 @@ pub async fn get(ctx: &Context, p: GetParams) -> Result<Value, Error> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     pub status: Option<String>,

@@ -8,7 +8,7 @@ use crate::api::Context;
 use crate::config::ConfigStatus;
 
 /// Methods that take no params accept `{}` (or none) and refuse anything else.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 

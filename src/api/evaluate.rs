@@ -35,7 +35,7 @@ mod params;
 use answer::{ChannelResult, Evaluation, RecipientId, RecipientResult};
 use params::{RecipientParam, Request, parse};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateParams {
     #[serde(default, deserialize_with = "strict::value")]
@@ -157,14 +157,17 @@ async fn decide_and_answer(
         let budget = eval::Budget::new(ON_WORKER_LIST_ITEMS.min(max_items));
         let evaluation = decide_all(&config, &req, &req.recipients, &snapshot, &budget);
         if !budget.spent() {
+            ctx.metrics.record_decisions(&evaluation.decision_counts());
             return evaluation.render();
         }
     }
     let budget = Arc::new(eval::Budget::new(max_items));
     let _cancel = CancelOnDrop(Arc::clone(&budget));
+    let metrics = Arc::clone(&ctx.metrics);
     let work = tokio::task::spawn_blocking(move || {
         let evaluation = decide_all(&config, &req, &req.recipients, &snapshot, &budget);
         within(&budget, max_items)?;
+        metrics.record_decisions(&evaluation.decision_counts());
         evaluation.render()
     });
     unless_stopping(ctx, async {
@@ -272,6 +275,7 @@ async fn evaluate_in_chunks(
             let (reading, budget) = (Arc::clone(&budget), Arc::clone(&budget));
             let range = start..(start + CHUNK_RECIPIENTS).min(total);
             let deciding = range.clone();
+            let metrics = Arc::clone(&ctx.metrics);
             // A chunk queued for a call already refused or gone reads nothing; the rows of
             // the others are offered to the cache and dropped on the reader thread that
             // parsed them, so the async worker does none of it.
@@ -289,9 +293,10 @@ async fn evaluate_in_chunks(
                     within(&budget, max_items)?;
                     let recipients = req.recipients.get(deciding).unwrap_or_default();
                     let mut part = Vec::with_capacity(recipients.len() * per_recipient);
-                    decide_all(&config, req, recipients, snapshot, &budget)
-                        .write_results(&mut part);
+                    let evaluation = decide_all(&config, req, recipients, snapshot, &budget);
                     within(&budget, max_items)?;
+                    metrics.record_decisions(&evaluation.decision_counts());
+                    evaluation.write_results(&mut part);
                     Ok::<_, Error>(part)
                 },
             ));

@@ -19,7 +19,7 @@ const HISTORY_DEFAULT: u32 = 50;
 const HISTORY_MAX: u32 = 1000;
 
 /// A recipient named inside params: `{ "id", "collection"? }`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientRef {
     pub id: String,
@@ -39,7 +39,7 @@ impl RecipientRef {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     pub after: Option<i64>,
@@ -143,7 +143,7 @@ fn page_json(mut items: Vec<Change>, limit: u32, head: i64) -> Value {
 }
 
 /// `users.getPreferenceHistory` / `objects.getPreferenceHistory` params.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryParams {
     pub user_id: Option<String>,

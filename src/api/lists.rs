@@ -56,7 +56,7 @@ fn page_json<T>(page: &Page<T>, item: impl FnMut(&T) -> Value) -> Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientsParams {
     /// Objects only: the collection to list.
@@ -138,7 +138,7 @@ pub async fn recipients(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantsParams {
     pub limit: Option<i64>,

@@ -45,6 +45,8 @@ pub struct Context {
     pub past_configs: past::PastConfigs,
     /// The newest backup made, for `daemon.status`.
     pub backups: backup::Backups,
+    /// The daemon's metrics (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {
@@ -57,6 +59,7 @@ impl Context {
             stopping: CancellationToken::new(),
             past_configs: past::PastConfigs::default(),
             backups: backup::Backups::default(),
+            metrics: Arc::new(crate::metrics::Metrics::from_env()),
         }
     }
 

@@ -73,7 +73,7 @@ pub fn recipient_key(
 macro_rules! recipient_params {
     ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Deserialize)]
+        #[derive(Debug, Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             pub user_id: Option<String>,
@@ -435,7 +435,7 @@ pub async fn list_preferences(
     Ok(sets.iter().map(|(id, set)| set.to_response(id)).collect())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MergeParams {
     pub user_id: String,

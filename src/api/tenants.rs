@@ -40,7 +40,7 @@ fn template_json(id: &str, preference_set: Value) -> Value {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetParams {
     pub tenant_id: String,
@@ -54,7 +54,7 @@ pub struct SetParams {
     pub resolve_full_preference_settings: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsParams {
     /// Absent keeps the stored branding; `null` removes it; an object replaces it.
@@ -126,7 +126,7 @@ fn shown_set(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetParams {
     pub tenant_id: String,
@@ -175,7 +175,7 @@ pub async fn get(ctx: &Context, p: GetParams) -> Result<Value, Error> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteParams {
     pub tenant_id: String,

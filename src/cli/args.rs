@@ -12,6 +12,9 @@ Environment:
   PREFSD_CONFIG         the config directory (as --config)
   PREFSD_DATABASE       the database of `serve` (as --database)
   PREFSD_LOG            log filter of the daemon and CLI, e.g. info, debug, prefsd=trace
+                        (over `[log] level`)
+  PREFSD_LOG_FORMAT     text or json (over `[log] format`; default: text on a terminal)
+  PREFSD_METRICS        off: count no calls for /metrics (the benchmark's baseline)
   PREFSD_SECRET_KEYS    secret keys the daemon accepts, comma-separated
   PREFSD_SECRET_KEY     the secret key the CLI sends (default: the first of PREFSD_SECRET_KEYS)
   PREFSD_USER_TOKEN     a user token the CLI sends
@@ -69,6 +72,15 @@ pub enum Command {
     CheckConfig {
         /// The directory (default: --config).
         dir: Option<PathBuf>,
+    },
+    /// Check that the daemon is alive (GET /healthz) or ready (--ready); exit 0 if so, else 1
+    ///
+    /// For exec probes and scripts: exit 1 too when the daemon does not answer.
+    #[command(after_help = "Examples:\n  prefsd health\n  prefsd health --ready")]
+    Health {
+        /// Ask for readiness (GET /readyz) instead of liveness.
+        #[arg(long)]
+        ready: bool,
     },
     /// The commands that talk to a running daemon.
     #[command(flatten)]

@@ -47,7 +47,7 @@ pub fn load_dir(dir: &Path) -> Result<Config, Vec<ConfigError>> {
             message: format!("cannot read the file: {e}"),
         })
         .collect();
-    match Config::parse(files) {
+    match Config::parse_in(dir, files) {
         Ok(config) if errors.is_empty() => Ok(config),
         Ok(_) => Err(errors),
         Err(parse_errors) => {
@@ -227,6 +227,40 @@ struct Inner {
     /// Told of every config a reload applies, before it is in force: see
     /// [`ConfigHandle::on_applied`].
     on_applied: OnApplied,
+    /// Reloads refused as invalid (a watcher's repeat of the same error not counted again).
+    reload_errors: std::sync::atomic::AtomicU64,
+    /// Told when each reload begins and ends (the daemon tells systemd).
+    reload_hook: std::sync::OnceLock<ReloadHook>,
+}
+
+/// Called with `true` as a reload begins and with `false` once it has ended, applied or
+/// refused, whichever way it was asked for (watcher, SIGHUP, `config.reload`).
+pub struct ReloadHook(pub Box<dyn Fn(bool) + Send + Sync>);
+
+impl std::fmt::Debug for ReloadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadHook")
+    }
+}
+
+/// Tells the hook that a reload has ended when dropped, however the reload returns.
+struct ReloadInProgress<'a>(Option<&'a ReloadHook>);
+
+impl ReloadInProgress<'_> {
+    fn begin(hook: Option<&ReloadHook>) -> ReloadInProgress<'_> {
+        if let Some(hook) = hook {
+            (hook.0)(true);
+        }
+        ReloadInProgress(hook)
+    }
+}
+
+impl Drop for ReloadInProgress<'_> {
+    fn drop(&mut self) {
+        if let Some(hook) = self.0 {
+            (hook.0)(false);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -297,6 +331,8 @@ impl ConfigHandle {
                 reload: Mutex::new(()),
                 check,
                 on_applied: OnApplied::default(),
+                reload_errors: Default::default(),
+                reload_hook: Default::default(),
             }),
         })
     }
@@ -341,6 +377,18 @@ impl ConfigHandle {
 
     pub fn version(&self) -> u64 {
         self.inner.status.borrow().version
+    }
+
+    /// Sets the hook told of every reload from now on; only the first one set is kept.
+    pub fn on_reload(&self, hook: ReloadHook) {
+        let _ = self.inner.reload_hook.set(hook);
+    }
+
+    /// How many reloads have been refused as invalid since start.
+    pub fn reload_errors(&self) -> u64 {
+        self.inner
+            .reload_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn dir(&self) -> &Path {
@@ -394,6 +442,7 @@ impl ConfigHandle {
             .reload
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _told = ReloadInProgress::begin(self.inner.reload_hook.get());
         let now = jiff::Timestamp::now();
         let checked = load_dir(&self.inner.dir)
             .and_then(|config| Check::run(self.inner.check.as_ref(), config));
@@ -408,6 +457,9 @@ impl ConfigHandle {
                 let repeated =
                     mode == Mode::IfChanged && same_error(&self.status().last_error, &last_error);
                 if !repeated {
+                    self.inner
+                        .reload_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     for e in &errors {
                         tracing::warn!(error = %e, "invalid config; keeping the previous one");
                     }

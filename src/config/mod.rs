@@ -9,7 +9,8 @@
 //! [`watch`] reloads it when the directory changes.
 //!
 //! Relative paths in `prefsd.toml` (`socket`, `database`, `access.user_token.public_key_file`)
-//! are kept as written, so they are relative to the daemon's working directory.
+//! are relative to the config directory ([`Config::parse_in`]); those of flags and the
+//! environment stay relative to the working directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,9 +28,12 @@ mod tests;
 mod watch;
 
 pub use catalog::{CatalogWorkflow, MAX_WORKFLOWS};
-pub use live::{Check, ConfigHandle, ConfigStatus, LastError, Overrides, load_dir, read_dir};
+pub use live::{
+    Check, ConfigHandle, ConfigStatus, LastError, Overrides, ReloadHook, load_dir, read_dir,
+};
 pub use settings::{
-    Access, BackupSettings, Durability, JobSettings, Limits, RestSettings, Settings,
+    Access, BackupSettings, Durability, JobSettings, Limits, LogFormat, LogSettings, RestSettings,
+    Settings,
 };
 pub use watch::{ConfigWatcher, watch};
 
@@ -53,6 +57,18 @@ pub struct Config {
     /// Those files' contents, by name: the change log stores them once per content, so that
     /// a point-in-time answer can parse the config that was in force (history.md §1).
     pub sources: Vec<(String, String)>,
+}
+
+impl Config {
+    /// Whether a workflow key that is not in the catalog is refused: as `strict_workflows`
+    /// says, else strict whenever the catalog defines at least one workflow (a typo in a
+    /// key must not answer "send" to a recipient who opted out of the workflow meant), and
+    /// lenient with an empty catalog.
+    pub fn strict_workflows(&self) -> bool {
+        self.settings
+            .strict_workflows
+            .unwrap_or(!self.workflows.is_empty())
+    }
 }
 
 /// One problem in the config directory.
@@ -139,6 +155,12 @@ impl Config {
     /// defaults. Every error of every file is returned, each with its file and, where known,
     /// its line.
     pub fn parse(files: Vec<(PathBuf, String)>) -> Result<Config, Vec<ConfigError>> {
+        Config::parse_in(Path::new(""), files)
+    }
+
+    /// [`Config::parse`] of the directory `dir`: relative paths in `prefsd.toml` are
+    /// taken relative to it.
+    pub fn parse_in(dir: &Path, files: Vec<(PathBuf, String)>) -> Result<Config, Vec<ConfigError>> {
         let mut config = Config::default();
         let mut errors = Vec::new();
         for (path, content) in files {
@@ -149,7 +171,7 @@ impl Config {
             }
             match classify(&path) {
                 FileKind::Settings => {
-                    config.settings = parse_settings(&name, &content, &mut errors);
+                    config.settings = parse_settings(&name, &content, dir, &mut errors);
                 }
                 FileKind::Environment => {
                     if let Some(set) = parse_set(&name, &content, &mut errors) {

@@ -1,6 +1,6 @@
 //! `prefsd.toml`: the daemon's settings, their defaults, and their reading.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -19,7 +19,9 @@ pub struct Settings {
     /// Restart-only.
     pub database: PathBuf,
     pub durability: Durability,
-    pub strict_workflows: bool,
+    /// As written; `None` (not given) means strict whenever the catalog defines a
+    /// workflow: read it through [`super::Config::strict_workflows`].
+    pub strict_workflows: Option<bool>,
     /// `[vars]`: the `vars` namespace of conditions (a JSON object).
     pub vars: Value,
     pub limits: Limits,
@@ -32,6 +34,8 @@ pub struct Settings {
     pub rest: RestSettings,
     /// `[backup]`: scheduled backups (ops.md §6); hot-reloaded.
     pub backup: BackupSettings,
+    /// `[log]`: read once at start (`logs::init`); not hot-reloaded.
+    pub log: LogSettings,
 }
 
 /// `[rest]`: the optional TCP listener of the REST API and its CORS origins.
@@ -63,6 +67,32 @@ impl Default for BackupSettings {
             dir: None,
             interval: std::time::Duration::from_secs(24 * 3600),
             keep: 7,
+        }
+    }
+}
+
+/// `[log]` (ops.md §3). `PREFSD_LOG_FORMAT` and `PREFSD_LOG` win over these.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `None`: text on a terminal, JSON otherwise.
+    pub format: Option<LogFormat>,
+    /// An env-filter string (`info`, `prefsd=debug,warn`); `None`: `info`.
+    pub level: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`.
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
         }
     }
 }
@@ -129,11 +159,11 @@ pub struct Access {
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            socket: PathBuf::from("prefsd.sock"),
+            socket: in_unit_directory("RUNTIME_DIRECTORY", "prefsd.sock"),
             socket_mode: 0o600,
-            database: PathBuf::from("prefsd.db"),
+            database: in_unit_directory("STATE_DIRECTORY", "prefsd.db"),
             durability: Durability::Full,
-            strict_workflows: false,
+            strict_workflows: None,
             vars: Value::Object(Default::default()),
             limits: Limits::default(),
             jobs: JobSettings {
@@ -144,8 +174,19 @@ impl Default for Settings {
             history_retention_days: 0,
             rest: RestSettings::default(),
             backup: BackupSettings::default(),
+            log: LogSettings::default(),
         }
     }
+}
+
+/// `name` in the directory systemd made for the unit (`RuntimeDirectory=` sets
+/// `RUNTIME_DIRECTORY`, `StateDirectory=` sets `STATE_DIRECTORY`; the first of a
+/// colon-separated list), else `name` in the working directory.
+fn in_unit_directory(variable: &str, name: &str) -> PathBuf {
+    std::env::var_os(variable)
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .filter(|dir| dir.is_absolute())
+        .map_or_else(|| PathBuf::from(name), |dir| dir.join(name))
 }
 
 impl Default for Limits {
@@ -178,8 +219,15 @@ impl Settings {
     }
 }
 
-/// `prefsd.toml`. Settings not given keep their defaults.
-pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigError>) -> Settings {
+/// `prefsd.toml`. Settings not given keep their defaults. Relative paths in the file are
+/// taken relative to `base`, the config directory (ops.md §4: as Prometheus reads its
+/// config file), so that a daemon started from any working directory finds the same files.
+pub(super) fn parse_settings(
+    file: &str,
+    source: &str,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Settings {
     let mut settings = Settings::default();
     let Some(table) = parse_toml(file, source, errors) else {
         return settings;
@@ -194,7 +242,7 @@ pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigEr
         match name {
             "socket" => {
                 if let Some(path) = r.path(name, item) {
-                    settings.socket = path;
+                    settings.socket = base.join(path);
                 }
             }
             "socket_mode" => {
@@ -204,7 +252,7 @@ pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigEr
             }
             "database" => {
                 if let Some(path) = r.path(name, item) {
-                    settings.database = path;
+                    settings.database = base.join(path);
                 }
             }
             "durability" => match r.string(name, item).as_deref() {
@@ -218,7 +266,7 @@ pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigEr
             },
             "strict_workflows" => {
                 if let Some(b) = r.bool(name, item) {
-                    settings.strict_workflows = b;
+                    settings.strict_workflows = Some(b);
                 }
             }
             "vars" => {
@@ -266,9 +314,17 @@ pub(super) fn parse_settings(file: &str, source: &str, errors: &mut Vec<ConfigEr
                     }
                 }
             }
+            "log" => {
+                if let Some(log) = r.table(name, item) {
+                    parse_log(&mut r, log, &mut settings.log);
+                }
+            }
             "access" => {
                 if let Some(access) = r.table(name, item) {
                     parse_access(&mut r, access, &mut settings.access);
+                    if let Some(key) = &mut settings.access.user_token_public_key_file {
+                        *key = base.join(&*key);
+                    }
                 }
             }
             "rest" => {
@@ -402,6 +458,36 @@ fn parse_backup(r: &mut TomlReader<'_>, table: &DeTable<'_>, backup: &mut Backup
                 }
             }
             _ => r.unknown_key(key, "[backup]"),
+        }
+    }
+}
+
+fn parse_log(r: &mut TomlReader<'_>, table: &DeTable<'_>, log: &mut LogSettings) {
+    for (key, item) in table.iter() {
+        match key.get_ref().as_ref() {
+            "format" => {
+                if let Some(s) = r.string("log.format", item) {
+                    match LogFormat::parse(&s) {
+                        Some(format) => log.format = Some(format),
+                        None => r.err(
+                            item.span(),
+                            format!("`log.format` must be \"text\" or \"json\", got \"{s}\""),
+                        ),
+                    }
+                }
+            }
+            "level" => {
+                if let Some(level) = r.string("log.level", item) {
+                    match tracing_subscriber::EnvFilter::builder().parse(&level) {
+                        Ok(_) => log.level = Some(level),
+                        Err(e) => r.err(
+                            item.span(),
+                            format!("`log.level` is not a log filter (e.g. \"info\", \"prefsd=debug,warn\"): {e}"),
+                        ),
+                    }
+                }
+            }
+            _ => r.unknown_key(key, "[log]"),
         }
     }
 }

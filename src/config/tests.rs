@@ -53,7 +53,7 @@ fn an_empty_directory_is_all_defaults() {
     assert_eq!(s.socket_mode, 0o600);
     assert_eq!(s.database, PathBuf::from("prefsd.db"));
     assert_eq!(s.durability, Durability::Full);
-    assert!(!s.strict_workflows);
+    assert_eq!(s.strict_workflows, None);
     assert_eq!(s.vars, json!({}));
     assert_eq!(s.limits.max_request_bytes, 4 * 1024 * 1024);
     assert_eq!(s.limits.max_preference_set_bytes, 256 * 1024);
@@ -127,7 +127,7 @@ hs256_secret = "shh"
     assert_eq!(s.socket_mode, 0o660);
     assert_eq!(s.database, PathBuf::from("/var/lib/prefsd/prefsd.db"));
     assert_eq!(s.durability, Durability::Normal);
-    assert!(s.strict_workflows);
+    assert_eq!(s.strict_workflows, Some(true));
     assert_eq!(
         s.vars,
         json!({
@@ -201,7 +201,7 @@ fn the_conformance_runner_layout_parses() {
             "[[workflow]]\nkey = \"w\"\ncategories = [\"c\"]\ncommercial = false\noverride_preferences = false\nchannels = [{ type = \"email\", id = \"e1\" }, { type = \"sms\" }]\n",
         ),
     ]);
-    assert!(config.settings.strict_workflows);
+    assert_eq!(config.settings.strict_workflows, Some(true));
     assert_eq!(config.settings.limits.max_recipients, 5);
     assert_eq!(
         config.settings.vars,
@@ -595,7 +595,7 @@ fn temporaries_and_other_files_are_ignored() {
         ("tenants/deeper/x.json", "garbage"),
         ("other/x.json", "garbage"),
     ]);
-    assert!(config.settings.strict_workflows);
+    assert_eq!(config.settings.strict_workflows, Some(true));
     assert_eq!(config.files, ["prefsd.toml"]);
     assert!(config.tenant_templates.is_empty());
 }
@@ -667,8 +667,9 @@ fn the_shipped_config_directory_is_valid() {
             "workflows.toml"
         ]
     );
-    assert_eq!(config.settings.socket, PathBuf::from("prefsd.sock"));
-    assert_eq!(config.settings.database, PathBuf::from("prefsd.db"));
+    // Beside the directory, where the README's tour (run from the repository) expects them.
+    assert_eq!(config.settings.socket, shipped_dir().join("../prefsd.sock"));
+    assert_eq!(config.settings.database, shipped_dir().join("../prefsd.db"));
     assert!(!config.environment.is_empty());
     assert!(config.tenant_templates.contains_key("acme"));
     assert!(config.workflows.len() >= 4);
@@ -868,9 +869,13 @@ fn restart_only_settings_keep_their_running_values() {
     assert!(last.message.contains("socket, socket_mode"), "{last:?}");
     assert!(last.message.contains("restart"), "{last:?}");
     let current = handle.current();
-    assert_eq!(current.settings.socket, PathBuf::from("a.sock"));
+    assert_eq!(current.settings.socket, dir.path().join("a.sock"));
     assert_eq!(current.settings.socket_mode, 0o600);
-    assert!(current.settings.strict_workflows, "the rest is applied");
+    assert_eq!(
+        current.settings.strict_workflows,
+        Some(true),
+        "the rest is applied"
+    );
 
     // Putting the file back clears the note.
     write(dir.path(), "prefsd.toml", "socket = \"a.sock\"\n");
@@ -1235,4 +1240,54 @@ fn a_100_000_workflow_catalog_is_refused_with_a_message_at_once() {
         Some(1),
         "the catalog holds 10001 workflows; at most 10000 are allowed",
     );
+}
+
+/// Relative paths in prefsd.toml are relative to the config directory (ops.md §4), not to
+/// the working directory; absolute ones stay as written; flags and the environment
+/// (overrides) are applied as given.
+#[test]
+fn relative_paths_in_the_file_are_relative_to_the_config_directory() {
+    let toml = "socket = \"../run/prefsd.sock\"\ndatabase = \"/var/lib/prefsd/prefsd.db\"\n\n[access.user_token]\npublic_key_file = \"keys/user.pem\"\n";
+    let config = Config::parse_in(
+        Path::new("/etc/prefsd"),
+        vec![(PathBuf::from("prefsd.toml"), toml.to_string())],
+    )
+    .expect("valid");
+    let s = &config.settings;
+    assert_eq!(s.socket, Path::new("/etc/prefsd/../run/prefsd.sock"));
+    assert_eq!(s.database, Path::new("/var/lib/prefsd/prefsd.db"));
+    assert_eq!(
+        s.access.user_token_public_key_file.as_deref(),
+        Some(Path::new("/etc/prefsd/keys/user.pem"))
+    );
+    let mut overridden = s.clone();
+    overridden.apply_overrides(Some(PathBuf::from("here.sock")), None);
+    assert_eq!(overridden.socket, Path::new("here.sock"));
+}
+
+#[test]
+fn the_log_table_is_read_and_checked() {
+    let ok = parse_ok(&[(
+        "prefsd.toml",
+        "[log]\nformat = \"json\"\nlevel = \"prefsd=debug,warn\"\n",
+    )]);
+    assert_eq!(ok.settings.log.format, Some(LogFormat::Json));
+    assert_eq!(ok.settings.log.level.as_deref(), Some("prefsd=debug,warn"));
+    let errors = parse(&[(
+        "prefsd.toml",
+        "[log]\nformat = \"xml\"\nlevel = \"[[\"\ncolour = true\n",
+    )])
+    .expect_err("invalid");
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 3, "{messages:#?}");
+    for expected in [
+        "prefsd.toml:2: `log.format`",
+        "prefsd.toml:3: `log.level`",
+        "prefsd.toml:4: unknown key `colour` in [log]",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(expected)),
+            "{expected}: {messages:#?}"
+        );
+    }
 }

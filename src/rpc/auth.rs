@@ -29,6 +29,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 
 use crate::auth::{self, Caller, Credentials, Denied, NoDefaultSet, Peer, Policy, TokenPolicy};
 use crate::config::{Config, ConfigHandle};
+use crate::rpc::observe::CallerKind;
 use crate::rpc::wire::Inner;
 
 /// Per connection: tags every HTTP request with the peer and its credentials.
@@ -409,12 +410,19 @@ where
             req.method_name(),
             req.params.as_ref().map(|p| p.get()),
         );
+        let kind = CallerKind(match (&caller, &verdict) {
+            (_, Err(_)) | (Err(_), _) => "refused",
+            (Ok(Caller::Server { .. }), Ok(())) => "server",
+            (Ok(Caller::User(_)), Ok(())) => "user",
+        });
         let inner = self.inner.clone();
         async move {
-            match verdict {
+            let mut response = match verdict {
                 Ok(()) => inner.call(req).await,
                 Err(error) => MethodResponse::error(req.id, error),
-            }
+            };
+            response.extensions_mut().insert(kind);
+            response
         }
     }
 

@@ -45,6 +45,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::rpc::envelope::{RequestBody, recorded};
 use crate::rpc::error::{INTERNAL, LIMIT_EXCEEDED, OVERSIZED_REQUEST, add_type};
+use crate::rpc::ops::Ops;
 use crate::rpc::wire::Typed;
 use crate::rpc::ws;
 
@@ -60,6 +61,8 @@ pub struct JsonLayer {
     pub max_request_bytes: u32,
     pub exchange: Arc<Exchange>,
     pub budget: AnswerBudget,
+    /// For the operators' `GET` endpoints.
+    pub ops: Ops,
 }
 
 impl<S> tower::Layer<S> for JsonLayer {
@@ -70,6 +73,7 @@ impl<S> tower::Layer<S> for JsonLayer {
             max_request_bytes: self.max_request_bytes,
             exchange: Arc::clone(&self.exchange),
             budget: self.budget.clone(),
+            ops: self.ops.clone(),
         }
     }
 }
@@ -119,6 +123,7 @@ pub struct JsonService<S> {
     max_request_bytes: u32,
     exchange: Arc<Exchange>,
     budget: AnswerBudget,
+    ops: Ops,
 }
 
 /// jsonrpsee's HTTP service for one connection, as the shims here and `rpc::ws` call it.
@@ -165,6 +170,18 @@ impl<S: Jsonrpsee> tower::Service<Request<Incoming>> for JsonService<S> {
                 self.max_request_bytes,
             );
             return Box::pin(async move { Ok(response) });
+        }
+        if req.method() != Method::POST {
+            let ops = self.ops.clone();
+            let (method, path) = (req.method().clone(), req.uri().path().to_string());
+            if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+                return Box::pin(async move {
+                    Ok(ops
+                        .answer(&method, &path)
+                        .await
+                        .unwrap_or_else(method_not_allowed))
+                });
+            }
         }
         if req.method() == Method::POST {
             let is_json = req
@@ -630,6 +647,16 @@ fn classify_refused_body(response: &mut serde_json::Map<String, Value>, seen: &M
             response.insert("id".into(), Value::Null);
         }
     }
+}
+
+/// The answer to another method on an operator's path (`POST /healthz`, say).
+fn method_not_allowed() -> Response<HttpBody> {
+    let mut response = Response::new(HttpBody::from("use GET\n"));
+    *response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
 }
 
 fn memfind(haystack: &[u8], needle: &[u8]) -> bool {

@@ -9,10 +9,13 @@
 //! that is the only second pass.
 
 pub mod auth;
+pub mod discover;
 pub mod envelope;
 pub mod error;
 mod export;
 pub mod http;
+pub mod observe;
+pub mod ops;
 mod subscription;
 pub mod wire;
 pub mod ws;
@@ -37,34 +40,49 @@ use crate::model::change::{Actor, Origin};
 pub const PROTOCOL: u32 = 1;
 
 /// Registers one method: parse the params by name, run the body, map the error, and
-/// serialise the result.
+/// serialise the result; and describes it for `rpc.discover` from the same params type.
 macro_rules! method {
     ($module:ident, $name:literal, |$ctx:ident, $p:ident : $params:ty| $body:expr) => {
-        $module.register_async_method($name, |params, ctx, _ext| async move {
-            let $p: $params = parse_params(&params)?;
-            let $ctx: &Context = &ctx;
-            let result: Result<_, Error> = $body;
-            to_wire(&result.map_err(ErrorObjectOwned::from)?)
-        })?;
+        $module
+            .described
+            .push(discover::Described::of::<$params>($name));
+        $module
+            .module
+            .register_async_method($name, |params, ctx, _ext| async move {
+                let $p: $params = parse_params(&params)?;
+                let $ctx: &Context = &ctx;
+                let result: Result<_, Error> = $body;
+                to_wire(&result.map_err(ErrorObjectOwned::from)?)
+            })?;
     };
     // The same, for a method that writes: its changes carry the call's origin.
     ($module:ident, $name:literal, |$ctx:ident, $p:ident : $params:ty, origin $o:ident| $body:expr) => {
-        $module.register_async_method($name, |params, ctx, ext| async move {
-            let $p: $params = parse_params(&params)?;
-            let $ctx: &Context = &ctx;
-            let $o = origin(&ext, $name)?;
-            let result: Result<_, Error> = $body;
-            to_wire(&result.map_err(ErrorObjectOwned::from)?)
-        })?;
+        $module
+            .described
+            .push(discover::Described::of::<$params>($name));
+        $module
+            .module
+            .register_async_method($name, |params, ctx, ext| async move {
+                let $p: $params = parse_params(&params)?;
+                let $ctx: &Context = &ctx;
+                let $o = origin(&ext, $name)?;
+                let result: Result<_, Error> = $body;
+                to_wire(&result.map_err(ErrorObjectOwned::from)?)
+            })?;
     };
     // The same, for a body that reads the call's extensions too.
     ($module:ident, $name:literal, |$ctx:ident, $p:ident : $params:ty, $ext:ident| $body:expr) => {
-        $module.register_async_method($name, |params, ctx, $ext| async move {
-            let $p: $params = parse_params(&params)?;
-            let $ctx: &Context = &ctx;
-            let result: Result<_, Error> = $body;
-            to_wire(&result.map_err(ErrorObjectOwned::from)?)
-        })?;
+        $module
+            .described
+            .push(discover::Described::of::<$params>($name));
+        $module
+            .module
+            .register_async_method($name, |params, ctx, $ext| async move {
+                let $p: $params = parse_params(&params)?;
+                let $ctx: &Context = &ctx;
+                let result: Result<_, Error> = $body;
+                to_wire(&result.map_err(ErrorObjectOwned::from)?)
+            })?;
     };
 }
 
@@ -91,7 +109,7 @@ fn to_wire<T: serde::Serialize>(result: &T) -> Result<Box<RawValue>, ErrorObject
 #[rustfmt::skip]
 pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::RegisterMethodError> {
     use api::{audiences, bulk, daemon, evaluate, history, lists, recipients as r, tenants};
-    let mut m = RpcModule::from_arc(ctx);
+    let mut m = Table { module: RpcModule::from_arc(ctx), described: Vec::new() };
 
     method!(m, "users.identify", |c, p: r::IdentifyParams, origin o| r::identify(c, o, Kind::User, p).await);
     method!(m, "users.get", |c, p: r::ReadParams| r::get(c, Kind::User, p).await);
@@ -131,11 +149,15 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     method!(m, "changes.list", |c, p: history::ListParams| history::list(c, p).await);
     method!(m, "users.getPreferenceHistory", |c, p: history::HistoryParams| history::preference_history(c, Kind::User, p).await);
     method!(m, "objects.getPreferenceHistory", |c, p: history::HistoryParams| history::preference_history(c, Kind::Object, p).await);
-    subscription::register_changes(&mut m)?;
+    subscription::register_changes(&mut m.module)?;
+    m.described.push(discover::Described::of::<subscription::ChangesParams>("changes.subscribe"));
+    m.described.push(discover::Described::positional("changes.unsubscribe", "subscription"));
 
     method!(m, "bulkOperations.get", |c, p: bulk::GetParams| bulk::get(c, p).await);
     method!(m, "bulkOperations.list", |c, p: bulk::ListParams| bulk::list(c, p).await);
-    subscription::register(&mut m)?;
+    subscription::register(&mut m.module)?;
+    m.described.push(discover::Described::of::<bulk::GetParams>("bulkOperations.subscribe"));
+    m.described.push(discover::Described::positional("bulkOperations.unsubscribe", "subscription"));
 
     method!(m, "preferences.evaluate", |c, p: evaluate::EvaluateParams, origin o| evaluate::evaluate(c, o, p).await);
 
@@ -144,8 +166,25 @@ pub fn module(ctx: Arc<Context>) -> Result<RpcModule<Context>, jsonrpsee::core::
     method!(m, "daemon.ping", |_c, _p: NoParams| Ok(daemon::ping()));
     method!(m, "daemon.status", |c, _p: NoParams| daemon::status(c, PROTOCOL).await);
     method!(m, "daemon.backup", |c, p: api::backup::BackupParams| api::backup::backup(c, p).await);
-    export::register(&mut m)?;
-    Ok(m)
+    export::register(&mut m.module)?;
+    m.described.push(discover::Described::of::<NoParams>("daemon.export"));
+    m.described.push(discover::Described::positional("daemon.exportCancel", "subscription"));
+
+    // Last, so that it describes every method, itself included.
+    m.described.push(discover::Described::of::<NoParams>("rpc.discover"));
+    let document = discover::document(&m.described);
+    m.module.register_method("rpc.discover", move |params, _ctx, _ext| {
+        let _: NoParams = parse_params(&params)?;
+        Ok::<_, ErrorObjectOwned>(document.clone())
+    })?;
+    Ok(m.module)
+}
+
+/// The method table as `module` fills it: the methods, and their descriptions for
+/// `rpc.discover`.
+struct Table {
+    module: RpcModule<Context>,
+    described: Vec<discover::Described>,
 }
 
 /// Parses params given by name (rpc.md: a JSON object; absent or `null` reads as `{}`).

@@ -118,7 +118,7 @@ const SLOW_SUBSCRIBER: std::time::Duration = std::time::Duration::from_secs(5);
 const CHANGES_PAGE: u32 = 500;
 
 /// `changes.subscribe` params.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangesParams {
     pub after: Option<i64>,

@@ -75,7 +75,9 @@ where
         .map(|key| String::from_utf8_lossy(key.as_bytes()).into_owned())
         .unwrap_or_default();
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let extensions = req.into_parts().0.extensions;
+    let mut extensions = req.into_parts().0.extensions;
+    // Every call on the WebSocket carries these: the metrics count them as `ws`.
+    extensions.insert(crate::metrics::Transport::Ws);
     let handshake = format!(
         "GET / HTTP/1.1\r\nhost: prefsd\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
          sec-websocket-version: 13\r\nsec-websocket-key: {key}\r\n\r\n"

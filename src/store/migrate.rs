@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_lists_and_job_kinds",
         include_str!("../../sql/0004_lists_and_job_kinds.sql"),
     ),
+    ("0005_counts", include_str!("../../sql/0005_counts.sql")),
 ];
 
 /// The schema version this build writes.

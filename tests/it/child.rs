@@ -77,15 +77,38 @@ impl ChildDaemon {
                 c
             }
         };
-        let mut child = command
+        command
             .arg("serve")
             .arg("--config")
             .arg(dir.join("config"))
             .arg("--socket")
             .arg(&socket)
             .arg("--database")
-            .arg(&database)
-            .env("PREFSD_LOG", "info")
+            .arg(&database);
+        ChildDaemon::start(command, dir, socket, database)
+    }
+
+    /// Runs `command` (a `prefsd serve` made by the caller, e.g. with systemd's
+    /// variables) and waits for it to serve on `socket`; `Err` with the exit status and
+    /// log if it exits first.
+    pub fn start(
+        mut command: Command,
+        dir: &Path,
+        socket: PathBuf,
+        database: PathBuf,
+    ) -> Result<ChildDaemon, StartFailure> {
+        // The tests read text lines (JSON, the default off a terminal, has its own test),
+        // unless the caller asked for a format.
+        if !command
+            .get_envs()
+            .any(|(name, _)| name == "PREFSD_LOG_FORMAT")
+        {
+            command.env("PREFSD_LOG_FORMAT", "text");
+        }
+        if !command.get_envs().any(|(name, _)| name == "PREFSD_LOG") {
+            command.env("PREFSD_LOG", "info");
+        }
+        let mut child = command
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -26,6 +26,7 @@ mod lists;
 mod load;
 mod merge;
 mod methods;
+mod ops;
 mod pressure;
 mod readme;
 mod reload;

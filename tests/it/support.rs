@@ -28,9 +28,11 @@ use tokio_util::sync::CancellationToken;
 /// How long any bounded wait of a test may take before it fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `prefsd.toml` of the test config: fast commits (nothing here tests power loss) and a
-/// `vars` table for conditions. Everything else has its built-in default.
+/// `prefsd.toml` of the test config: fast commits (nothing here tests power loss), workflow
+/// keys outside the catalog allowed (most tests evaluate a workflow of their own, `w`) and
+/// a `vars` table for conditions. Everything else has its built-in default.
 pub const PREFSD_TOML: &str = r#"durability = "normal"
+strict_workflows = false
 
 [vars]
 region = "eu"
@@ -68,8 +70,9 @@ key = "digest"
 categories = ["digest"]
 "#;
 
-/// `prefsd.toml` with small limits, for the limit tests.
+/// `prefsd.toml` with small limits, for the limit tests (workflow keys as in [`PREFSD_TOML`]).
 pub const SMALL_LIMITS_TOML: &str = r#"durability = "normal"
+strict_workflows = false
 
 [limits]
 max_request_bytes = 65536
@@ -502,6 +505,13 @@ impl HttpConn {
         headers: &[(&str, &str)],
     ) -> HttpResponse {
         self.try_request(method, uri, body, headers)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `GET path` (the operators' endpoints: `/healthz`, `/readyz`, `/metrics`).
+    pub async fn get(&mut self, path: &str) -> HttpResponse {
+        self.try_request(Method::GET, path, Bytes::new(), &[])
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     }

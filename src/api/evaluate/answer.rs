@@ -20,6 +20,15 @@ impl Evaluation {
     pub(super) const OPEN: &'static [u8] = br#"{"results":["#;
     pub(super) const CLOSE: &'static [u8] = b"]}";
 
+    /// The decisions made, by send and reason code, for the metrics.
+    pub fn decision_counts(&self) -> crate::metrics::DecisionCounts {
+        let mut counts = crate::metrics::DecisionCounts::default();
+        for channel in self.results.iter().flat_map(|r| &r.channels) {
+            counts.add(channel.send, channel.reason.code);
+        }
+        counts
+    }
+
     /// About what a recipient takes in the answer, to size buffers.
     pub(super) fn bytes_per_recipient(channels: usize) -> usize {
         64 + channels * 112

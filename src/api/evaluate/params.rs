@@ -186,9 +186,7 @@ fn parse_workflow(
             errors.id("workflow", key);
             match lookup(key) {
                 Some(entry) => Ok((entry.workflow.clone(), entry.channels.clone())),
-                None if config.settings.strict_workflows => {
-                    Err(Error::WorkflowNotFound(key.clone()))
-                }
+                None if config.strict_workflows() => Err(Error::WorkflowNotFound(key.clone())),
                 None => Ok((
                     Workflow {
                         key: key.clone(),
