@@ -111,6 +111,10 @@ pub struct Snapshot {
     /// Bytes of the database file and its WAL (SQLite).
     pub db_bytes: Option<u64>,
     pub wal_bytes: Option<u64>,
+    /// The change log's newest `seq` (history.md).
+    pub changes_head: i64,
+    /// The newest backup: when it was made (unix seconds) and its size.
+    pub last_backup: Option<(f64, u64)>,
 }
 
 /// A histogram family whose histograms all have the request buckets.
@@ -150,6 +154,10 @@ pub struct Metrics {
     process_cpu: Counter<f64, AtomicU64>,
     process_rss: Gauge,
     process_fds: Gauge,
+    changes_head: Gauge,
+    last_backup_at: FloatGauge,
+    last_backup_age: FloatGauge,
+    last_backup_bytes: Gauge,
 }
 
 impl Metrics {
@@ -204,6 +212,10 @@ impl Metrics {
             process_cpu: Counter::default(),
             process_rss: Gauge::default(),
             process_fds: Gauge::default(),
+            changes_head: Gauge::default(),
+            last_backup_at: FloatGauge::default(),
+            last_backup_age: FloatGauge::default(),
+            last_backup_bytes: Gauge::default(),
             registry: r,
         };
         m.register_rest()
@@ -215,6 +227,26 @@ impl Metrics {
             "prefsd_connections",
             "Open HTTP connections",
             self.connections.clone(),
+        );
+        r.register(
+            "prefsd_changes_head",
+            "The newest seq of the change log (0 when empty)",
+            self.changes_head.clone(),
+        );
+        r.register(
+            "prefsd_last_backup_timestamp_seconds",
+            "When the newest backup this daemon made was taken (unix seconds; 0 before the first)",
+            self.last_backup_at.clone(),
+        );
+        r.register(
+            "prefsd_last_backup_age_seconds",
+            "How old the newest backup this daemon made is, in seconds",
+            self.last_backup_age.clone(),
+        );
+        r.register(
+            "prefsd_last_backup_bytes",
+            "Size of the newest backup this daemon made",
+            self.last_backup_bytes.clone(),
         );
         r.register(
             "prefsd_job_rows",
@@ -409,6 +441,15 @@ impl Metrics {
                 .set(gauge(*n));
         }
         self.config_version.set(gauge(s.config_version));
+        self.changes_head.set(s.changes_head);
+        if let Some((at, bytes)) = s.last_backup {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(at, |d| d.as_secs_f64());
+            self.last_backup_at.set(at);
+            self.last_backup_age.set((now - at).max(0.0));
+            self.last_backup_bytes.set(gauge(bytes));
+        }
         self.config_loaded_at.set(s.config_loaded_at);
         for (file, bytes) in [("db", s.db_bytes), ("wal", s.wal_bytes)] {
             if let Some(bytes) = bytes {

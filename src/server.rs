@@ -152,7 +152,14 @@ pub async fn run_with_tcp(
     tasks.spawn(prune_history(ctx.clone(), cancel.clone()));
     let rest = crate::rest::App::new(Arc::clone(&ctx), auth.clone());
     if let Some(tcp) = tcp {
-        tasks.spawn(tcp::serve(tcp, rest.clone(), tasks.clone(), cancel.clone()));
+        let ops = rpc::ops::Ops(Arc::clone(&ctx));
+        tasks.spawn(tcp::serve(
+            tcp,
+            rest.clone(),
+            ops,
+            tasks.clone(),
+            cancel.clone(),
+        ));
     }
     tasks.spawn(crate::api::backup::schedule(ctx.clone(), cancel.clone()));
     tasks.spawn(systemd::watchdog(cancel.clone()));

@@ -26,6 +26,13 @@ impl Backups {
         }
     }
 
+    /// When the newest backup was made (unix seconds) and its size, for `/metrics`.
+    pub fn last(&self) -> Option<(f64, u64)> {
+        let last = self.last.lock().ok().and_then(|l| l.clone())?;
+        let at = last.at.parse::<jiff::Timestamp>().ok()?;
+        Some((at.as_millisecond() as f64 / 1000.0, last.bytes))
+    }
+
     /// `{ path, bytes, seq, at, age_s }` of the newest backup, or `null`.
     pub fn status(&self) -> Value {
         let last = self.last.lock().ok().and_then(|l| l.clone());

@@ -34,6 +34,26 @@ pub struct Rest {
     pub auth: AuthLayer,
 }
 
+/// The JSON-RPC method a REST request ran as, set when its route authorizes it: the
+/// `method` label of its count in `/metrics` (`transport="rest"`).
+#[derive(Clone, Debug, Default)]
+pub struct MethodSlot(pub Arc<std::sync::OnceLock<String>>);
+
+/// The outcome label of a REST answer, in the JSON-RPC errors' vocabulary (`data.type`).
+fn outcome(status: StatusCode) -> Option<&'static str> {
+    match status.as_u16() {
+        200..=299 => None,
+        400 | 422 => Some("invalid_params"),
+        401 => Some("unauthenticated"),
+        403 => Some("forbidden"),
+        404 => Some("not_found"),
+        405 => Some("method_not_found"),
+        409 => Some("conflict"),
+        408 | 413 => Some("limit_exceeded"),
+        _ => Some("internal_error"),
+    }
+}
+
 /// The REST API, ready to serve on either listener.
 #[derive(Clone)]
 pub struct App {
@@ -74,7 +94,9 @@ where
     B: http_body::Body<Data = hyper::body::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let started = std::time::Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
+    let mapped = MethodSlot::default();
     let origin = allowed_origin(&app.rest, req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -99,12 +121,22 @@ where
         response
     } else {
         req.extensions_mut().insert(via);
+        req.extensions_mut().insert(mapped.clone());
         let req = req.map(Body::new);
         match app.router.oneshot(req).await {
             Ok(response) => wire::finish(response),
             Err(never) => match never {},
         }
     };
+    if method != Method::OPTIONS {
+        let called = mapped.0.get().map_or("unknown", String::as_str);
+        app.rest.ctx.metrics.record_request(
+            called,
+            crate::metrics::Transport::Rest,
+            outcome(response.status()),
+            started.elapsed(),
+        );
+    }
     let headers = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), id);

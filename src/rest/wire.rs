@@ -239,6 +239,8 @@ pub struct Call {
     pub caller: Caller,
     /// Who the change log says made the changes of this call.
     pub actor: Actor,
+    /// Told the JSON-RPC method the route runs as (`authorize`), for the metrics.
+    pub mapped: Option<super::MethodSlot>,
     pub path: Vec<String>,
     pub query: Vec<(String, String)>,
     pub body: Option<hyper::body::Bytes>,
@@ -253,6 +255,7 @@ impl FromRequest<Arc<Rest>> for Call {
         let via = parts.extensions.get::<Via>().copied().unwrap_or(Via::Tcp);
         let caller = caller(rest, via, &parts.headers)?;
         let actor = caller.actor(&Credentials::from_headers(&parts.headers));
+        let mapped = parts.extensions.get::<super::MethodSlot>().cloned();
         let path = match RawPathParams::from_request_parts(&mut parts, rest).await {
             Ok(params) => params.iter().map(|(_, v)| v.to_string()).collect(),
             Err(axum::extract::rejection::RawPathParamsRejection::InvalidUtf8InPathParam(_)) => {
@@ -288,6 +291,7 @@ impl FromRequest<Arc<Rest>> for Call {
             rest: Arc::clone(rest),
             caller,
             actor,
+            mapped,
             path,
             query,
             body,
@@ -378,6 +382,9 @@ impl Call {
 
     /// Whether the caller may make the JSON-RPC call `method` with `params` (rest.md §6.2).
     pub fn authorize(&self, method: &str, params: &Value) -> Result<(), RestError> {
+        if let Some(slot) = &self.mapped {
+            let _ = slot.0.set(method.to_string());
+        }
         if let Caller::User(_) = &self.caller
             && !USER_TOKEN_METHODS.contains(&method)
         {

@@ -86,6 +86,8 @@ async fn metrics(ctx: &Arc<Context>) -> Response<HttpBody> {
         config_loaded_at: config.loaded_at.as_millisecond() as f64 / 1000.0,
         db_bytes: size(&database),
         wal_bytes: size(std::path::Path::new(&wal)),
+        changes_head: *ctx.db.head().borrow(),
+        last_backup: ctx.backups.last(),
     };
     let text = ctx.metrics.render(&snapshot);
     let mut response = Response::new(HttpBody::from(text));

@@ -1,5 +1,6 @@
 //! The REST API's optional TCP listener (rest.md §2.2): plain HTTP/1.1, serving only the
-//! REST routes and `OPTIONS` (never `POST /` or the WebSocket). Its connections are tracked
+//! REST routes, `OPTIONS` and the health endpoints `GET /healthz` and `/readyz` (ops.md
+//! §1; never `POST /`, the WebSocket or `/metrics`). Its connections are tracked
 //! with the daemon's other tasks and finish their request in flight at shutdown.
 
 use std::convert::Infallible;
@@ -11,11 +12,13 @@ use tokio_util::task::TaskTracker;
 
 use super::HEADER_READ_TIMEOUT;
 use crate::rest::{App, Via, handle};
+use crate::rpc::ops::Ops;
 
 /// Accepts connections on `listener` until `cancel`, each served on its own task in `tasks`.
 pub(super) async fn serve(
     listener: TcpListener,
     app: App,
+    ops: Ops,
     tasks: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -32,16 +35,22 @@ pub(super) async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        tasks.spawn(connection(stream, app.clone(), cancel.clone()));
+        tasks.spawn(connection(stream, app.clone(), ops.clone(), cancel.clone()));
     }
 }
 
 /// One TCP connection, keep-alive, until the client closes it or the daemon stops.
-async fn connection(stream: tokio::net::TcpStream, app: App, cancel: CancellationToken) {
-    let service = hyper::service::service_fn(move |req| {
-        let app = app.clone();
-        // The health endpoints of ops.md (issue 19) are routed here, beside `/v1`.
-        async move { Ok::<_, Infallible>(handle(app, req, Via::Tcp).await) }
+async fn connection(stream: tokio::net::TcpStream, app: App, ops: Ops, cancel: CancellationToken) {
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (app, ops) = (app.clone(), ops.clone());
+        async move {
+            if matches!(req.uri().path(), "/healthz" | "/readyz")
+                && let Some(answer) = ops.answer(req.method(), req.uri().path()).await
+            {
+                return Ok::<_, Infallible>(answer.map(axum::body::Body::new));
+            }
+            Ok::<_, Infallible>(handle(app, req, Via::Tcp).await)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

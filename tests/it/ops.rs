@@ -213,6 +213,18 @@ async fn metrics_parse_and_counters_move_with_calls() {
         json!({ "recipients": ["dana"], "workflow": "new-comment", "channels": [{ "type": "email" }] }),
     )
     .await;
+    // A REST read is counted as the method it runs as, on transport rest.
+    let rest = d
+        .http()
+        .await
+        .request(
+            http::Method::GET,
+            "/v1/users/dana/preferences/default",
+            "",
+            &[],
+        )
+        .await;
+    assert_eq!(rest.status, StatusCode::OK);
     let after = scrape(&d, &python).await;
     let moved = |name: &str, labels: &[(&str, &str)]| {
         sample(&after, name, labels) - sample(&before, name, labels)
@@ -248,6 +260,17 @@ async fn metrics_parse_and_counters_move_with_calls() {
     );
     assert_eq!(
         moved(
+            "prefsd_requests_total",
+            &[
+                ("method", "users.getPreferences"),
+                ("transport", "rest"),
+                ("outcome", "ok")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        moved(
             "prefsd_decisions_total",
             &[("send", "true"), ("code", "opted_in")]
         ),
@@ -270,6 +293,12 @@ async fn metrics_parse_and_counters_move_with_calls() {
         assert!(after.iter().any(|s| s["name"] == name), "{name} missing");
     }
     assert_eq!(sample(&after, "prefsd_config_version", &[]), 1.0);
+    // The change log's head is the newest seq, as changes.list says.
+    let head = d.call("changes.list", json!({ "limit": 1 })).await["head"]
+        .as_f64()
+        .expect("head");
+    assert!(head >= 1.0);
+    assert_eq!(sample(&after, "prefsd_changes_head", &[]), head);
     assert_eq!(
         sample(
             &after,

@@ -1000,3 +1000,27 @@ async fn a_body_over_the_limit_is_413() {
         "nothing written"
     );
 }
+
+#[tokio::test]
+async fn the_tcp_listener_answers_health_probes_and_nothing_of_json_rpc() {
+    let d = daemon().await;
+    let mut t = d.tcp().await;
+    let health = t.request(Method::GET, "/healthz", "", &[]).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.json, Some(json!({ "status": "ok" })));
+    let ready = t.request(Method::GET, "/readyz", "", &[]).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.json, Some(json!({ "status": "ready" })));
+    // Metrics and JSON-RPC stay on the socket.
+    let metrics = t.request(Method::GET, "/metrics", "", &[]).await;
+    assert_eq!(metrics.status, StatusCode::NOT_FOUND);
+    let rpc = t
+        .request(
+            Method::POST,
+            "/",
+            r#"{"jsonrpc":"2.0","id":1,"method":"daemon.ping"}"#,
+            &[("authorization", "Bearer sk_test")],
+        )
+        .await;
+    assert_ne!(rpc.status, StatusCode::OK);
+}
