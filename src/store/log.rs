@@ -1,8 +1,8 @@
 //! The change log (history.md): appended inside every write transaction, read by
 //! `changes.list`, the history methods and point-in-time answers.
 //!
-//! A [`Write`](super::Write) buffers the changes its operations make ([`Log`]) and the store
-//! appends them just before the commit ([`Log::flush`]), all with one `at`, so a change is in
+//! A [`Write`](super::Write) buffers the changes its operations make (`Log`) and the store
+//! appends them just before the commit (`Log::flush`), all with one `at`, so a change is in
 //! the log if and only if its transaction committed. Values are stored once per content
 //! (`change_values`, counted by `refs`).
 
