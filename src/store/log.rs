@@ -95,6 +95,20 @@ impl Log {
             .unwrap_or(now)
             .as_millisecond()
             .max(last.unwrap_or(i64::MIN));
+        // A key's state before a change is the previous change's value whenever the log
+        // has one: `before` is stored only for a key's first logged change (its state from
+        // before the log, or none), which spares a write to `change_values` on every other.
+        let mut pending = pending;
+        let mut logged = std::collections::HashSet::new();
+        for change in &mut pending {
+            let Some(key) = state_key(change) else {
+                continue;
+            };
+            let first = logged.insert(key);
+            if change.before.is_some() && (!first || has_logged_state(conn, change)?) {
+                change.before = None;
+            }
+        }
         let mut values = Values::default();
         for change in &pending {
             values.count(change.value.as_deref());
@@ -130,6 +144,62 @@ impl Log {
         }
         Ok(Some(conn.last_insert_rowid()))
     }
+}
+
+/// The state a change is of, as text (`None`: a change of no one key's state, which has no
+/// `before`).
+fn state_key(change: &Pending) -> Option<String> {
+    let recipient = change
+        .recipient
+        .as_ref()
+        .map(|k| format!("{}\u{0}{}", k.collection.as_deref().unwrap_or(""), k.id));
+    match change.kind {
+        ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset => Some(format!(
+            "p\u{0}{}\u{0}{}",
+            recipient?,
+            change.preference_set.as_deref().unwrap_or("")
+        )),
+        ChangeKind::RecipientSet => Some(format!("r\u{0}{}", recipient?)),
+        ChangeKind::TenantSet | ChangeKind::TenantDelete => {
+            Some(format!("t\u{0}{}", change.tenant.as_deref()?))
+        }
+        _ => None,
+    }
+}
+
+/// Whether the log already holds a change of `change`'s state, whose value is then the
+/// state before it.
+fn has_logged_state(conn: &Connection, change: &Pending) -> Result<bool, Error> {
+    let (collection, id) = match &change.recipient {
+        Some(k) => (k.collection.as_deref().unwrap_or(""), k.id.as_str()),
+        None => ("", ""),
+    };
+    let found: Option<i64> = match change.kind {
+        ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset => conn
+            .prepare_cached(
+                "SELECT 1 FROM changes WHERE collection = ?1 AND recipient_id = ?2
+                   AND kind IN ('preferences.set', 'preferences.unset') AND preference_set = ?3
+                 LIMIT 1",
+            )?
+            .query_row(params![collection, id, change.preference_set], |r| r.get(0))
+            .optional()?,
+        ChangeKind::RecipientSet => conn
+            .prepare_cached(
+                "SELECT 1 FROM changes WHERE collection = ?1 AND recipient_id = ?2
+                   AND kind = 'recipient.set' LIMIT 1",
+            )?
+            .query_row(params![collection, id], |r| r.get(0))
+            .optional()?,
+        ChangeKind::TenantSet | ChangeKind::TenantDelete => conn
+            .prepare_cached(
+                "SELECT 1 FROM changes WHERE tenant = ?1 AND kind IN ('tenant.set', 'tenant.delete')
+                 LIMIT 1",
+            )?
+            .query_row(params![change.tenant], |r| r.get(0))
+            .optional()?,
+        _ => None,
+    };
+    Ok(found.is_some())
 }
 
 type Hash = [u8; 32];
@@ -455,7 +525,35 @@ impl LogRead<'_> {
             ],
             row_to_change,
         )?;
-        collect(rows)
+        let mut changes = collect(rows)?;
+        // `before` is stored only for a set's first logged change; every other's is the
+        // value of the previous change of the same set.
+        let mut previous = self.conn.prepare_cached(
+            "SELECT (SELECT value FROM change_values WHERE id = c.value) FROM changes c
+             WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
+               AND c.kind IN ('preferences.set', 'preferences.unset') AND c.preference_set = ?4
+             ORDER BY c.seq DESC LIMIT 1",
+        )?;
+        for change in &mut changes {
+            if change.before.is_some() {
+                continue;
+            }
+            let value: Option<Option<String>> = previous
+                .query_row(
+                    params![
+                        key.collection.as_deref().unwrap_or(""),
+                        key.id,
+                        change.seq,
+                        change.preference_set
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(Some(text)) = value {
+                change.before = Some(serde_json::from_str(&text)?);
+            }
+        }
+        Ok(changes)
     }
 
     /// Every change about a recipient, in ascending `seq` (point-in-time reads).
