@@ -350,6 +350,7 @@ fn write_history(db: &Db, plan: &SeedPlan) -> anyhow::Result<u64> {
             Ok::<_, crate::store::Error>(())
         })
         .context("writing history")?;
+        db.wait_for_checkpoints();
         done += n;
     }
     Ok(done)
@@ -453,6 +454,11 @@ pub fn seed_db(
         let (sets, members) = db
             .write_blocking(seed_origin(), move |w| write_chunk(w, &chunk))
             .context("writing a chunk")?;
+        // The checkpointer copies the WAL back beside the writer; writing chunk after chunk
+        // without waiting for it, it never catches up and the WAL is never restarted (a
+        // 1 M-user seed with its change log ran the WAL past 8 GB). Waiting for it after
+        // each chunk lets the next one start the WAL over.
+        db.wait_for_checkpoints();
         if is_user {
             summary.users += n;
         } else {
@@ -690,6 +696,32 @@ mod tests {
         // The same data whatever the chunk size.
         assert_eq!(snapshots[0], snapshots[1]);
         assert!(snapshots[0]["recipients"][1]["properties"]["plan"].is_string());
+    }
+
+    /// Seeding chunk after chunk leaves the checkpointer room to restart the WAL: it stays
+    /// about a chunk's size instead of growing with the whole seed.
+    #[test]
+    fn the_wal_stays_about_a_chunk_while_seeding() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("seed.db");
+        let db = Db::open(&path, Durability::Normal).expect("opening");
+        let mut p = plan(20_000, 3);
+        p.chunk = 1000;
+        p.history = 20_000;
+        let wal = dir.path().join("seed.db-wal");
+        let mut largest = 0;
+        seed_db(&db, &p, |_, _| {
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        })
+        .expect("seeding");
+        let after = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        db.close();
+        // A chunk of 1000 users writes a few MB; the whole seed about 60.
+        let bound = 16 * 1024 * 1024;
+        assert!(
+            largest < bound && after < bound,
+            "the WAL grew to {largest} bytes ({after} at the end)"
+        );
     }
 
     fn snap_object_sets(p: &SeedPlan) -> u64 {
