@@ -127,14 +127,20 @@ pub async fn list(ctx: &Context, p: ListParams) -> Result<Value, Error> {
     Ok(page_json(items, limit, head))
 }
 
-fn page_json(mut items: Vec<Change>, limit: u32, head: i64) -> Value {
+/// Cuts a page read with one item more than `limit` to `limit`, and answers the `seq` to
+/// go on from when there was more.
+fn trim(items: &mut Vec<Change>, limit: u32) -> Option<i64> {
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
-    let next = if more {
+    if more {
         items.last().map(|c| c.seq)
     } else {
         None
-    };
+    }
+}
+
+fn page_json(mut items: Vec<Change>, limit: u32, head: i64) -> Value {
+    let next = trim(&mut items, limit);
     json!({
         "items": items.iter().map(Change::to_json).collect::<Vec<_>>(),
         "next": next,
@@ -185,13 +191,7 @@ pub async fn preference_history(
             )
         })
         .await?;
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    let next = if more {
-        items.last().map(|c| c.seq)
-    } else {
-        None
-    };
+    let next = trim(&mut items, limit);
     let entries: Vec<Value> = items
         .iter()
         .map(|c| {

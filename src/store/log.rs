@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::model::RecipientKey;
 use crate::model::change::{ChangeKind, Origin, hex};
 use crate::store::Error;
+use crate::store::repo::collection;
 
 /// One change not yet appended.
 #[derive(Clone, Debug)]
@@ -124,7 +125,7 @@ impl Log {
         let id_of = |text: &Option<String>| text.as_deref().map(|t| ids[&hash(t)]);
         for change in &pending {
             let (collection, id) = match &change.recipient {
-                Some(key) => (Some(key.collection.as_deref().unwrap_or("")), Some(&key.id)),
+                Some(key) => (Some(collection(key)), Some(&key.id)),
                 None => (None, None),
             };
             insert.execute(params![
@@ -152,7 +153,7 @@ fn state_key(change: &Pending) -> Option<String> {
     let recipient = change
         .recipient
         .as_ref()
-        .map(|k| format!("{}\u{0}{}", k.collection.as_deref().unwrap_or(""), k.id));
+        .map(|k| format!("{}\u{0}{}", collection(k), k.id));
     match change.kind {
         ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset => Some(format!(
             "p\u{0}{}\u{0}{}",
@@ -171,7 +172,7 @@ fn state_key(change: &Pending) -> Option<String> {
 /// state before it.
 fn has_logged_state(conn: &Connection, change: &Pending) -> Result<bool, Error> {
     let (collection, id) = match &change.recipient {
-        Some(k) => (k.collection.as_deref().unwrap_or(""), k.id.as_str()),
+        Some(k) => (collection(k), k.id.as_str()),
         None => ("", ""),
     };
     let found: Option<i64> = match change.kind {
@@ -261,7 +262,7 @@ fn release(conn: &Connection, value_ids: &[i64]) -> Result<(), Error> {
 /// Erasure (history.md §4): deletes every change about a recipient, and the values only
 /// those changes held.
 pub(super) fn erase(conn: &Connection, key: &RecipientKey) -> Result<(), Error> {
-    let collection = key.collection.as_deref().unwrap_or("");
+    let collection = collection(key);
     let mut ids = Vec::new();
     {
         let mut stmt = conn.prepare_cached(
@@ -428,6 +429,14 @@ pub struct LogRead<'c> {
 }
 
 impl LogRead<'_> {
+    /// The changes `clauses` (after `FROM changes c`) select, with `params`.
+    fn query(&self, clauses: &str, params: impl rusqlite::Params) -> Result<Vec<Change>, Error> {
+        let sql = format!("SELECT {CHANGE_COLUMNS} FROM changes c {clauses}");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params, row_to_change)?;
+        collect(rows)
+    }
+
     /// The newest `seq` ever committed (0 when none): erased changes count, so a reader
     /// never sees `head` go back.
     pub fn head(&self) -> Result<i64, Error> {
@@ -464,37 +473,17 @@ impl LogRead<'_> {
         let kinds = serde_json::to_string(&kinds)?;
         let any_kind = filter.kinds.is_empty();
         match &filter.recipient {
-            Some(key) => {
-                let sql = format!(
-                    "SELECT {CHANGE_COLUMNS} FROM changes c
-                     WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq > ?3
-                       AND (?4 OR c.kind IN (SELECT value FROM json_each(?5)))
-                     ORDER BY c.seq LIMIT ?6"
-                );
-                let mut stmt = self.conn.prepare_cached(&sql)?;
-                let rows = stmt.query_map(
-                    params![
-                        key.collection.as_deref().unwrap_or(""),
-                        key.id,
-                        after,
-                        any_kind,
-                        kinds,
-                        limit
-                    ],
-                    row_to_change,
-                )?;
-                collect(rows)
-            }
-            None => {
-                let sql = format!(
-                    "SELECT {CHANGE_COLUMNS} FROM changes c
-                     WHERE c.seq > ?1 AND (?2 OR c.kind IN (SELECT value FROM json_each(?3)))
-                     ORDER BY c.seq LIMIT ?4"
-                );
-                let mut stmt = self.conn.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params![after, any_kind, kinds, limit], row_to_change)?;
-                collect(rows)
-            }
+            Some(key) => self.query(
+                "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq > ?3
+                   AND (?4 OR c.kind IN (SELECT value FROM json_each(?5)))
+                 ORDER BY c.seq LIMIT ?6",
+                params![collection(key), key.id, after, any_kind, kinds, limit],
+            ),
+            None => self.query(
+                "WHERE c.seq > ?1 AND (?2 OR c.kind IN (SELECT value FROM json_each(?3)))
+                 ORDER BY c.seq LIMIT ?4",
+                params![after, any_kind, kinds, limit],
+            ),
         }
     }
 
@@ -507,25 +496,13 @@ impl LogRead<'_> {
         before: i64,
         limit: u32,
     ) -> Result<Vec<Change>, Error> {
-        let sql = format!(
-            "SELECT {CHANGE_COLUMNS} FROM changes c
-             WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
+        let mut changes = self.query(
+            "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
                AND c.kind IN ('preferences.set', 'preferences.unset')
                AND (?4 IS NULL OR c.preference_set = ?4)
-             ORDER BY c.seq DESC LIMIT ?5"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(
-            params![
-                key.collection.as_deref().unwrap_or(""),
-                key.id,
-                before,
-                set,
-                limit
-            ],
-            row_to_change,
+             ORDER BY c.seq DESC LIMIT ?5",
+            params![collection(key), key.id, before, set, limit],
         )?;
-        let mut changes = collect(rows)?;
         // `before` is stored only for a set's first logged change; every other's is the
         // value of the previous change of the same set.
         let mut previous = self.conn.prepare_cached(
@@ -540,12 +517,7 @@ impl LogRead<'_> {
             }
             let value: Option<Option<String>> = previous
                 .query_row(
-                    params![
-                        key.collection.as_deref().unwrap_or(""),
-                        key.id,
-                        change.seq,
-                        change.preference_set
-                    ],
+                    params![collection(key), key.id, change.seq, change.preference_set],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -558,27 +530,18 @@ impl LogRead<'_> {
 
     /// Every change about a recipient, in ascending `seq` (point-in-time reads).
     pub fn recipient_changes(&self, key: &RecipientKey) -> Result<Vec<Change>, Error> {
-        let sql = format!(
-            "SELECT {CHANGE_COLUMNS} FROM changes c
-             WHERE c.collection = ?1 AND c.recipient_id = ?2 ORDER BY c.seq"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(
-            params![key.collection.as_deref().unwrap_or(""), key.id],
-            row_to_change,
-        )?;
-        collect(rows)
+        self.query(
+            "WHERE c.collection = ?1 AND c.recipient_id = ?2 ORDER BY c.seq",
+            params![collection(key), key.id],
+        )
     }
 
     /// Every change about a tenant, in ascending `seq`.
     pub fn tenant_changes(&self, id: &str) -> Result<Vec<Change>, Error> {
-        let sql = format!(
-            "SELECT {CHANGE_COLUMNS} FROM changes c
-             WHERE c.tenant = ?1 AND c.kind IN ('tenant.set', 'tenant.delete') ORDER BY c.seq"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![id], row_to_change)?;
-        collect(rows)
+        self.query(
+            "WHERE c.tenant = ?1 AND c.kind IN ('tenant.set', 'tenant.delete') ORDER BY c.seq",
+            params![id],
+        )
     }
 
     /// The config in force at `at` (ms): the files of the newest config applied at or

@@ -157,7 +157,8 @@ impl<'c> Deref for Write<'c> {
     }
 }
 
-fn collection(key: &RecipientKey) -> &str {
+/// A recipient's collection as stored: `''` for a user.
+pub(super) fn collection(key: &RecipientKey) -> &str {
     key.collection.as_deref().unwrap_or("")
 }
 
