@@ -13,7 +13,7 @@
 //! database is the same for the same seed.
 
 pub mod load;
-mod procfs;
+pub mod procfs;
 mod report;
 pub mod requests;
 pub mod seed;
