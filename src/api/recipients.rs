@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::api::past::{config_at, parse_as_of};
+use crate::api::past::{parse_as_of, read_at};
 use crate::api::{Context, Deleted, Errors, strict};
 use crate::config::Config;
 use crate::model::change::Origin;
@@ -176,10 +176,9 @@ pub async fn get(ctx: &Context, kind: Kind, p: ReadParams) -> Result<Value, Erro
                 .await?
         }
         Some(as_of) => {
-            config_at(ctx, as_of).await?;
-            ctx.db
-                .read(move |r| Ok::<_, Error>((r.past(as_of.at).recipient(&key)?.row, key)))
+            read_at(ctx, as_of, move |past| Ok((past.recipient(&key)?.row, key)))
                 .await?
+                .1
         }
     };
     match row {
@@ -256,20 +255,16 @@ pub async fn get_preferences(
             (ctx.config(), inputs, row)
         }
         Some(as_of) => {
-            let config = config_at(ctx, as_of).await?;
             let (set, row) = (
                 tenant.map(str::to_string),
                 tenant.filter(|_| !raw).map(str::to_string),
             );
-            let (inputs, row) = ctx
-                .db
-                .read(move |r| {
-                    let past = r.past(as_of.at);
-                    let inputs = past.evaluation_inputs(&key, set.as_deref())?;
-                    let row = row.map(|t| past.tenant(&t)).transpose()?.flatten();
-                    Ok::<_, Error>((Arc::new(inputs), row.map(Arc::new)))
-                })
-                .await?;
+            let (config, (inputs, row)) = read_at(ctx, as_of, move |past| {
+                let inputs = past.evaluation_inputs(&key, set.as_deref())?;
+                let row = row.map(|t| past.tenant(&t)).transpose()?.flatten();
+                Ok((Arc::new(inputs), row.map(Arc::new)))
+            })
+            .await?;
             (config, inputs, row)
         }
     };
@@ -426,10 +421,9 @@ pub async fn list_preferences(
     let sets = match as_of {
         None => ctx.db.read(move |r| Ok::<_, Error>(r.sets(&key)?)).await?,
         Some(as_of) => {
-            config_at(ctx, as_of).await?;
-            ctx.db
-                .read(move |r| Ok::<_, Error>(r.past(as_of.at).recipient(&key)?.sets))
+            read_at(ctx, as_of, move |past| Ok(past.recipient(&key)?.sets))
                 .await?
+                .1
         }
     };
     Ok(sets.iter().map(|(id, set)| set.to_response(id)).collect())

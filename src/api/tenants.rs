@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
-use crate::api::past::{config_at, parse_as_of};
+use crate::api::past::{parse_as_of, read_at};
 use crate::api::{Context, Deleted, Errors, strict};
 use crate::model::change::Origin;
 use crate::model::{PreferenceSetRequest, Strategy};
@@ -151,11 +151,7 @@ pub async fn get(ctx: &Context, p: GetParams) -> Result<Value, Error> {
             ctx.config(),
         ),
         Some(as_of) => {
-            let config = config_at(ctx, as_of).await?;
-            let row = ctx
-                .db
-                .read(move |r| Ok::<_, Error>(r.past(as_of.at).tenant(&id)?))
-                .await?;
+            let (config, row) = read_at(ctx, as_of, move |past| Ok(past.tenant(&id)?)).await?;
             (row, config)
         }
     };

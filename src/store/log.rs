@@ -3,11 +3,14 @@
 //!
 //! A [`Write`](super::Write) buffers the changes its operations make (`Log`) and the store
 //! appends them just before the commit (`Log::flush`), all with one `at`, so a change is in
-//! the log if and only if its transaction committed. Values are stored once per content
-//! (`change_values`, counted by `refs`).
+//! the log if and only if its transaction committed. A value that several changes of one
+//! transaction share, and every value of a bulk job, is stored once per content
+//! (`change_values`, counted by `refs`); any other is kept in its change's row
+//! (`sql/0006_inline_change_values.sql`). The writer remembers the newest `at` and which
+//! keys the log already holds ([`Memo`]), so a single write asks the database neither.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
@@ -66,14 +69,16 @@ impl Log {
     /// Appends the pending changes, all with one `at`: now, or the newest stored `at` if
     /// the clock has stepped back. A write without an origin that changed something is a
     /// bug in the caller, refused rather than logged without an actor.
-    /// Answers the `seq` of the last change appended, if any was.
+    /// Answers what was appended, for [`Memo::committed`] once the transaction has
+    /// committed (`None` when nothing was).
     /// With `skip` (benchmarks only: `store::Options::skip_change_log`) nothing is appended.
     pub fn flush(
         self,
         conn: &Connection,
         origin: Option<&Origin>,
         skip: bool,
-    ) -> Result<Option<i64>, Error> {
+        memo: &Memo,
+    ) -> Result<Option<Flushed>, Error> {
         let pending = self.pending.into_inner();
         if pending.is_empty() {
             return Ok(None);
@@ -84,10 +89,13 @@ impl Log {
         if skip {
             return Ok(None);
         }
-        let last: Option<i64> = conn
-            .prepare_cached("SELECT at FROM changes ORDER BY seq DESC LIMIT 1")?
-            .query_row([], |r| r.get(0))
-            .optional()?;
+        let last = match memo.last_at {
+            Some(at) => Some(at),
+            None => conn
+                .prepare_cached("SELECT at FROM changes ORDER BY seq DESC LIMIT 1")?
+                .query_row([], |r| r.get(0))
+                .optional()?,
+        };
         // Rounded as the store's other times are (`time::format_time`), so that a row
         // created in this transaction never has a `created_at` after its change's `at`.
         let now = jiff::Timestamp::now();
@@ -98,36 +106,42 @@ impl Log {
             .max(last.unwrap_or(i64::MIN));
         // A key's state before a change is the previous change's value whenever the log
         // has one: `before` is stored only for a key's first logged change (its state from
-        // before the log, or none), which spares a write to `change_values` on every other.
+        // before the log, or none), which spares storing it on every other.
         let mut pending = pending;
-        let mut logged = std::collections::HashSet::new();
+        let mut keys = HashSet::new();
         for change in &mut pending {
             let Some(key) = state_key(change) else {
                 continue;
             };
-            let first = logged.insert(key);
-            if change.before.is_some() && (!first || has_logged_state(conn, change)?) {
+            let first = !keys.contains(&key);
+            if change.before.is_some()
+                && (!first || memo.logged.contains(&key) || has_logged_state(conn, change)?)
+            {
                 change.before = None;
             }
+            keys.insert(key);
         }
         let mut values = Values::default();
         for change in &pending {
             values.count(change.value.as_deref());
             values.count(change.before.as_deref());
         }
-        let ids = values.store(conn)?;
+        // A bulk job's values go by content whatever the chunk holds, so that its one set
+        // is stored once for the whole job, not once per chunk.
+        let ids = values.store(conn, origin.bulk_operation().is_some())?;
         let actor = serde_json::to_string(&origin.actor)?;
         let mut insert = conn.prepare_cached(
             "INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
-                                  actor, method, bulk_operation, value, before)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                  actor, method, bulk_operation, value, before, value_text, before_text)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
-        let id_of = |text: &Option<String>| text.as_deref().map(|t| ids[&hash(t)]);
         for change in &pending {
             let (collection, id) = match &change.recipient {
                 Some(key) => (Some(collection(key)), Some(&key.id)),
                 None => (None, None),
             };
+            let (value, value_text) = split(&ids, change.value.as_deref());
+            let (before, before_text) = split(&ids, change.before.as_deref());
             insert.execute(params![
                 at,
                 change.kind.as_str(),
@@ -139,21 +153,82 @@ impl Log {
                 actor,
                 origin.method,
                 origin.bulk_operation(),
-                id_of(&change.value),
-                id_of(&change.before),
+                value,
+                before,
+                value_text,
+                before_text,
             ])?;
         }
-        Ok(Some(conn.last_insert_rowid()))
+        Ok(Some(Flushed {
+            seq: conn.last_insert_rowid(),
+            at,
+            keys,
+        }))
     }
+}
+
+/// A value as a change names it: by its id when it was stored by content, else its text,
+/// kept in the change's row.
+fn split<'t>(ids: &HashMap<&str, i64>, text: Option<&'t str>) -> (Option<i64>, Option<&'t str>) {
+    match text {
+        Some(t) => match ids.get(t) {
+            Some(id) => (Some(*id), None),
+            None => (None, Some(t)),
+        },
+        None => (None, None),
+    }
+}
+
+/// What one flush appended, remembered once its transaction has committed.
+pub(super) struct Flushed {
+    /// The `seq` of the last change appended.
+    pub seq: i64,
+    at: i64,
+    /// The state keys it appended a change of.
+    keys: HashSet<String>,
+}
+
+/// Keys remembered as logged, at most: past it the set starts again (a forgotten key costs
+/// one indexed query on its next change, nothing more): a few MB at most.
+const MEMO_KEYS: usize = 65_536;
+
+/// What the writer remembers of the log between its transactions, so that a write need
+/// not ask the database: the newest `at` appended, and state keys known to have a change
+/// in the log (whose next change then stores no `before`). Only the writer appends (the
+/// file lock of `store::lock` keeps a second daemon out), and the memo learns a flush only
+/// after its commit, so a rolled-back transaction teaches it nothing. Each query it saves
+/// is a descent of `changes` on the writer thread, which every write waits behind.
+///
+/// A key stays logged: pruning keeps every key's newest change, and erasure, which deletes
+/// all of a recipient's, leaves its id-only `recipient.delete`, which answers every
+/// instant up to the recipient's next change (`store::past`), so that change's `before`
+/// would never be read.
+#[derive(Default)]
+pub(super) struct Memo {
+    last_at: Option<i64>,
+    logged: HashSet<String>,
+}
+
+impl Memo {
+    /// Learns what a committed transaction appended.
+    pub fn committed(&mut self, flushed: Flushed) {
+        self.last_at = Some(self.last_at.unwrap_or(i64::MIN).max(flushed.at));
+        if self.logged.len() + flushed.keys.len() > MEMO_KEYS {
+            self.logged.clear();
+        }
+        self.logged.extend(flushed.keys);
+    }
+}
+
+/// A recipient as the state keys write it.
+fn recipient_text(key: &RecipientKey) -> String {
+    format!("{}\u{0}{}", collection(key), key.id)
 }
 
 /// The state a change is of, as text (`None`: a change of no one key's state, which has no
 /// `before`).
 fn state_key(change: &Pending) -> Option<String> {
-    let recipient = change
-        .recipient
-        .as_ref()
-        .map(|k| format!("{}\u{0}{}", collection(k), k.id));
+    let recipient = change.recipient.as_ref().map(recipient_text);
     match change.kind {
         ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset => Some(format!(
             "p\u{0}{}\u{0}{}",
@@ -203,36 +278,45 @@ fn has_logged_state(conn: &Connection, change: &Pending) -> Result<bool, Error> 
     Ok(found.is_some())
 }
 
-type Hash = [u8; 32];
-
-fn hash(text: &str) -> Hash {
+fn hash(text: &str) -> [u8; 32] {
     crate::model::change::sha256(text.as_bytes())
 }
+
+/// The longest value kept in its change's row. A longer one goes by content whatever else:
+/// its own pages outweigh the hash index's one, and rows of `changes` stay a few hundred
+/// bytes, so that the scans of the log (pruning, `changes.list`, the events of an `as_of`
+/// read) read few pages.
+const INLINE_MAX: usize = 1024;
 
 /// The values of one flush, counted by content.
 #[derive(Default)]
 struct Values<'a> {
-    counts: HashMap<Hash, (&'a str, i64)>,
+    counts: HashMap<&'a str, i64>,
 }
 
 impl<'a> Values<'a> {
     fn count(&mut self, text: Option<&'a str>) {
         if let Some(text) = text {
-            self.counts.entry(hash(text)).or_insert((text, 0)).1 += 1;
+            *self.counts.entry(text).or_insert(0) += 1;
         }
     }
 
-    /// Stores each value once (or adds to its count) and answers the ids by hash.
-    fn store(self, conn: &Connection) -> Result<HashMap<Hash, i64>, Error> {
-        let mut upsert = conn.prepare_cached(
-            "INSERT INTO change_values (hash, refs, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (hash) DO UPDATE SET refs = refs + excluded.refs
-             RETURNING id",
-        )?;
-        let mut ids = HashMap::with_capacity(self.counts.len());
-        for (hash, (text, count)) in self.counts {
-            let id: i64 = upsert.query_row(params![&hash[..], count, text], |r| r.get(0))?;
-            ids.insert(hash, id);
+    /// Stores by content (or adds to the count of) each value that several changes share,
+    /// is longer than [`INLINE_MAX`], or, when `all`, every value; answers their ids. The
+    /// others are kept in their change's row (`sql/0006_inline_change_values.sql`).
+    fn store(self, conn: &Connection, all: bool) -> Result<HashMap<&'a str, i64>, Error> {
+        let mut ids = HashMap::new();
+        for (text, count) in self.counts {
+            if count < 2 && !all && text.len() <= INLINE_MAX {
+                continue;
+            }
+            let mut upsert = conn.prepare_cached(
+                "INSERT INTO change_values (hash, refs, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (hash) DO UPDATE SET refs = refs + excluded.refs
+                 RETURNING id",
+            )?;
+            let id: i64 = upsert.query_row(params![&hash(text)[..], count, text], |r| r.get(0))?;
+            ids.insert(text, id);
         }
         Ok(ids)
     }
@@ -341,8 +425,8 @@ pub struct ChangeFilter {
 const CHANGE_COLUMNS: &str =
     "c.seq, c.at, c.kind, c.collection, c.recipient_id, c.preference_set, c.tenant,
      c.audience, c.actor, c.method, c.bulk_operation,
-     (SELECT value FROM change_values WHERE id = c.value),
-     (SELECT value FROM change_values WHERE id = c.before)";
+     coalesce(c.value_text, (SELECT value FROM change_values WHERE id = c.value)),
+     coalesce(c.before_text, (SELECT value FROM change_values WHERE id = c.before))";
 
 fn row_to_change(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawChange> {
     Ok(RawChange {
@@ -506,7 +590,8 @@ impl LogRead<'_> {
         // `before` is stored only for a set's first logged change; every other's is the
         // value of the previous change of the same set.
         let mut previous = self.conn.prepare_cached(
-            "SELECT (SELECT value FROM change_values WHERE id = c.value) FROM changes c
+            "SELECT coalesce(c.value_text, (SELECT value FROM change_values WHERE id = c.value))
+             FROM changes c
              WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
                AND c.kind IN ('preferences.set', 'preferences.unset') AND c.preference_set = ?4
              ORDER BY c.seq DESC LIMIT 1",
@@ -528,38 +613,124 @@ impl LogRead<'_> {
         Ok(changes)
     }
 
-    /// Every change about a recipient, in ascending `seq` (point-in-time reads).
-    pub fn recipient_changes(&self, key: &RecipientKey) -> Result<Vec<Change>, Error> {
-        self.query(
-            "WHERE c.collection = ?1 AND c.recipient_id = ?2 ORDER BY c.seq",
+    /// What point-in-time reads need of every change about a recipient, in ascending
+    /// `seq`: not its value, which [`LogRead::value_of`] reads for the few changes the
+    /// answer uses (a recipient with ten changes of one set needs one of their values).
+    pub fn recipient_events(&self, key: &RecipientKey) -> Result<Vec<EventRow>, Error> {
+        self.events(
+            "WHERE collection = ?1 AND recipient_id = ?2 ORDER BY seq",
             params![collection(key), key.id],
         )
     }
 
-    /// Every change about a tenant, in ascending `seq`.
-    pub fn tenant_changes(&self, id: &str) -> Result<Vec<Change>, Error> {
-        self.query(
-            "WHERE c.tenant = ?1 AND c.kind IN ('tenant.set', 'tenant.delete') ORDER BY c.seq",
+    /// [`LogRead::recipient_events`] for a tenant's changes.
+    pub fn tenant_events(&self, id: &str) -> Result<Vec<EventRow>, Error> {
+        self.events(
+            "WHERE tenant = ?1 AND kind IN ('tenant.set', 'tenant.delete') ORDER BY seq",
             params![id],
         )
     }
 
-    /// The config in force at `at` (ms): the files of the newest config applied at or
-    /// before it, else of the oldest one stored (the log does not reach further back).
-    /// Answers its hash and its files (a JSON array of `[path, content]`).
-    pub fn config_files_at(&self, at: i64) -> Result<Option<(String, String)>, Error> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT f.hash, f.files FROM changes c
-               JOIN change_values v ON v.id = c.value
-               JOIN configs f ON f.hash = json_extract(v.value, '$.hash')
-             WHERE c.kind = 'config.applied' AND c.recipient_id IS NULL
-             ORDER BY (c.at > ?1), CASE WHEN c.at > ?1 THEN c.seq ELSE -c.seq END
-             LIMIT 1",
-        )?;
-        Ok(stmt
-            .query_row(params![at], |r| Ok((r.get(0)?, r.get(1)?)))
+    fn events(&self, clauses: &str, params: impl rusqlite::Params) -> Result<Vec<EventRow>, Error> {
+        let sql = format!("SELECT seq, at, kind, preference_set, audience FROM changes {clauses}");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params, |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<_, String>(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (seq, at, kind, preference_set, audience) = row?;
+            let kind = ChangeKind::parse(&kind).ok_or(Error::UnknownChangeKind(kind))?;
+            Ok(EventRow {
+                seq,
+                at,
+                kind,
+                preference_set,
+                audience,
+            })
+        })
+        .collect()
+    }
+
+    /// The value of change `seq` (`before`: the state before it, as stored), parsed;
+    /// `None` when it has none.
+    pub fn value_of(&self, seq: i64, before: bool) -> Result<Option<Value>, Error> {
+        let sql = if before {
+            "SELECT coalesce(c.before_text, (SELECT value FROM change_values WHERE id = c.before))
+             FROM changes c WHERE c.seq = ?1"
+        } else {
+            "SELECT coalesce(c.value_text, (SELECT value FROM change_values WHERE id = c.value))
+             FROM changes c WHERE c.seq = ?1"
+        };
+        let text: Option<Option<String>> = self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(params![seq], |r| r.get(0))
+            .optional()?;
+        Ok(text
+            .flatten()
+            .map(|t| serde_json::from_str(&t))
+            .transpose()?)
+    }
+
+    /// The hash of the config in force at `at` (ms): the newest config applied at or
+    /// before it, else the oldest one stored (the log does not reach further back).
+    pub fn config_at(&self, at: i64) -> Result<Option<String>, Error> {
+        let value = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<_, Error> {
+            Ok(self
+                .conn
+                .prepare_cached(sql)?
+                .query_row(params, |r| r.get::<_, Option<String>>(0))
+                .optional()?)
+        };
+        // Newest first through `changes_by_kind`, stopping at the first old enough; then,
+        // if none is, the oldest.
+        let found = match value(
+            "SELECT coalesce(c.value_text, (SELECT value FROM change_values WHERE id = c.value))
+             FROM changes c
+             WHERE c.kind = 'config.applied' AND c.recipient_id IS NULL AND c.at <= ?1
+             ORDER BY c.seq DESC LIMIT 1",
+            &[&at],
+        )? {
+            Some(found) => Some(found),
+            None => value(
+                "SELECT coalesce(c.value_text, (SELECT value FROM change_values WHERE id = c.value))
+                 FROM changes c
+                 WHERE c.kind = 'config.applied' AND c.recipient_id IS NULL
+                 ORDER BY c.seq LIMIT 1",
+                &[],
+            )?,
+        };
+        let Some(Some(text)) = found else {
+            return Ok(None);
+        };
+        let value: Value = serde_json::from_str(&text)?;
+        Ok(value["hash"].as_str().map(str::to_string))
+    }
+
+    /// The files of the config with this hash (a JSON array of `[path, content]`).
+    pub fn config_files(&self, hash: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT files FROM configs WHERE hash = ?1")?
+            .query_row(params![hash], |r| r.get(0))
             .optional()?)
     }
+}
+
+/// What point-in-time reads need of a change: [`LogRead::recipient_events`].
+#[derive(Clone, Debug)]
+pub struct EventRow {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: ChangeKind,
+    pub preference_set: Option<String>,
+    pub audience: Option<String>,
 }
 
 /// Stores a config's files once per content and appends its `config.applied` change.
@@ -635,7 +806,7 @@ pub(super) fn prune_step(
     conn: &Connection,
     horizon: i64,
     below: i64,
-    seen: &mut std::collections::HashSet<String>,
+    seen: &mut HashSet<String>,
 ) -> Result<(usize, PrunePlan), Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, kind, collection, recipient_id, preference_set, tenant, audience
@@ -695,7 +866,7 @@ impl super::Db {
     /// Prunes the change log to `horizon` (ms since the epoch), in steps of its own
     /// transaction each; answers how many changes were deleted.
     pub async fn prune_history(&self, horizon: i64) -> Result<usize, Error> {
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
         let mut below = i64::MAX;
         let mut total = 0;
         loop {

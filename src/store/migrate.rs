@@ -16,6 +16,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../sql/0004_lists_and_job_kinds.sql"),
     ),
     ("0005_counts", include_str!("../../sql/0005_counts.sql")),
+    (
+        "0006_inline_change_values",
+        include_str!("../../sql/0006_inline_change_values.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

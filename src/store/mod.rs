@@ -136,6 +136,8 @@ struct Commits {
     cache: Arc<Cache>,
     head: watch::Sender<i64>,
     skip_log: bool,
+    /// The writer's memory of the log ([`log::Memo`]); only the writer thread locks it.
+    log: Mutex<log::Memo>,
 }
 
 /// The database threads, joined by [`Db::close`] in an order that leaves a read-write
@@ -216,6 +218,7 @@ impl Db {
                     cache,
                     head: watch::channel(head).0,
                     skip_log: options.skip_change_log,
+                    log: Mutex::default(),
                 }),
             }),
         })
@@ -462,11 +465,18 @@ where
         .map_err(Error::from)?;
     let write = Write::new(&tx, origin);
     let result = f(&write)?;
-    let (touched, seq) = write.finish(commits.skip_log)?;
+    // The memo is the writer's alone; a panic that poisoned it left it as it was before
+    // the transaction that panicked, which did not commit.
+    let mut memo = commits
+        .log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (touched, flushed) = write.finish(commits.skip_log, &memo)?;
     tx.commit().map_err(Error::from)?;
     commits.cache.invalidate(&touched);
-    if let Some(seq) = seq {
-        commits.head.send_replace(seq);
+    if let Some(flushed) = flushed {
+        commits.head.send_replace(flushed.seq);
+        memo.committed(flushed);
     }
     Ok(result)
 }

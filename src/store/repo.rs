@@ -428,12 +428,16 @@ impl<'c> Write<'c> {
     }
 
     /// Appends the changes made to the log, then answers what the writes touched, for the
-    /// cache, and the `seq` of the last change appended.
-    pub(super) fn finish(self, skip_log: bool) -> Result<(Vec<Touched>, Option<i64>), Error> {
-        let seq = self
+    /// cache, and what was appended, for the writer's [`log::Memo`].
+    pub(super) fn finish(
+        self,
+        skip_log: bool,
+        memo: &log::Memo,
+    ) -> Result<(Vec<Touched>, Option<log::Flushed>), Error> {
+        let flushed = self
             .log
-            .flush(self.read.conn, self.origin.as_ref(), skip_log)?;
-        Ok((self.touched.into_inner(), seq))
+            .flush(self.read.conn, self.origin.as_ref(), skip_log, memo)?;
+        Ok((self.touched.into_inner(), flushed))
     }
 
     /// Appends a `config.applied` change for a config with these files (stored once per

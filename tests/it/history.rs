@@ -248,15 +248,12 @@ async fn a_secret_key_is_named_by_its_hash_prefix_never_by_the_key() {
     assert!(!page.to_string().contains("sk_test_history"));
 }
 
-#[tokio::test]
-async fn a_bulk_job_writes_one_change_per_user_with_its_operation_as_actor() {
-    let d = Daemon::start().await;
-    let after = head(&d).await;
-    let users: Vec<String> = (0..25).map(|i| format!("bulk-{i}")).collect();
+/// Runs a `users.bulkSetPreferences` job to completion; answers its id.
+async fn bulk_set(d: &Daemon, users: &[String], preferences: Value) -> String {
     let op = d
         .call(
             "users.bulkSetPreferences",
-            json!({ "user_ids": users, "preferences": { "channel_types": { "sms": false } } }),
+            json!({ "user_ids": users, "preferences": preferences }),
         )
         .await;
     let id = op["id"].as_str().expect("an operation id").to_string();
@@ -265,6 +262,15 @@ async fn a_bulk_job_writes_one_change_per_user_with_its_operation_as_actor() {
         (op["status"] == "completed").then_some(())
     })
     .await;
+    id
+}
+
+#[tokio::test]
+async fn a_bulk_job_writes_one_change_per_user_with_its_operation_as_actor() {
+    let d = Daemon::start().await;
+    let after = head(&d).await;
+    let users: Vec<String> = (0..25).map(|i| format!("bulk-{i}")).collect();
+    let id = bulk_set(&d, &users, json!({ "channel_types": { "sms": false } })).await;
     let changes = all_changes(&d, after, 1000).await;
     assert_eq!(changes.len(), 25);
     for (i, c) in changes.iter().enumerate() {
@@ -278,6 +284,107 @@ async fn a_bulk_job_writes_one_change_per_user_with_its_operation_as_actor() {
         assert_eq!(c["bulk_operation"], json!(id));
         assert_eq!(c["method"], "users.bulkSetPreferences");
     }
+}
+
+/// A single write's value is kept in its change's row, unless it is longer than 1 KiB; a
+/// bulk job's is stored once by content (`sql/0006_inline_change_values.sql`). Both read back alike, in the log, the
+/// preference history and `as_of`, and erasure leaves neither behind.
+#[tokio::test]
+async fn a_single_writes_value_is_kept_in_its_row_and_a_bulk_jobs_once_by_content() {
+    let d = Daemon::start().await;
+    let set = |n: i64| json!({ "user_id": "solo", "preferences": { "workflows": { "w": { "channel_types": { "sms": n > 1 } } }, "categories": { format!("c{n}"): true } } });
+    d.call("users.setPreferences", set(1)).await;
+    let t1 = instant(&d).await;
+    d.call("users.setPreferences", set(2)).await;
+    let users: Vec<String> = (0..3).map(|i| format!("many-{i}")).collect();
+    bulk_set(&d, &users, json!({ "channel_types": { "push": false } })).await;
+    let stored = |sql: &str| -> i64 {
+        let conn = rusqlite::Connection::open(&d.database).expect("opening the database");
+        conn.query_row(sql, [], |r| r.get(0)).expect("a count")
+    };
+    // The job's one set by content, once; the config's value and solo's two in their rows.
+    assert_eq!(stored("SELECT count(*) FROM change_values"), 1);
+    assert_eq!(
+        stored("SELECT count(*) FROM changes WHERE value_text IS NOT NULL"),
+        3
+    );
+    assert_eq!(
+        stored("SELECT count(*) FROM changes WHERE value IS NOT NULL AND value_text IS NOT NULL"),
+        0
+    );
+    let changes = all_changes(&d, 0, 1000).await;
+    let values: Vec<&Value> = changes
+        .iter()
+        .filter(|c| c["kind"] == "preferences.set")
+        .map(|c| &c["value"]["categories"])
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            &json!({ "c1": true }),
+            &json!({ "c2": true }),
+            &Value::Null,
+            &Value::Null,
+            &Value::Null
+        ]
+    );
+    assert_eq!(
+        changes.last().expect("the job's")["value"]["channel_types"],
+        json!({ "push": false })
+    );
+    let history = d
+        .call("users.getPreferenceHistory", json!({ "user_id": "solo" }))
+        .await;
+    assert_eq!(
+        history["items"][0]["before"]["categories"],
+        json!({ "c1": true })
+    );
+    assert_eq!(
+        history["items"][0]["after"]["categories"],
+        json!({ "c2": true })
+    );
+    let then = d
+        .call(
+            "users.getPreferences",
+            json!({ "user_id": "solo", "raw": true, "as_of": t1 }),
+        )
+        .await;
+    assert_eq!(then["categories"], json!({ "c1": true }));
+    let now = instant(&d).await;
+    let many = d
+        .call(
+            "users.getPreferences",
+            json!({ "user_id": "many-1", "raw": true, "as_of": now }),
+        )
+        .await;
+    assert_eq!(many["channel_types"], json!({ "push": false }));
+    // A value past 1 KiB goes by content even from a single write.
+    let blob = "x".repeat(2000);
+    d.call(
+        "users.identify",
+        json!({ "user_id": "large", "properties": { "blob": blob } }),
+    )
+    .await;
+    assert_eq!(stored("SELECT count(*) FROM change_values"), 2);
+    let then = d
+        .call(
+            "users.get",
+            json!({ "user_id": "large", "as_of": instant(&d).await }),
+        )
+        .await;
+    assert_eq!(then["properties"]["blob"], json!(blob));
+    // Erasure: solo's values go with its changes, large's with its one; the job's value
+    // stays while others name it.
+    d.call("users.delete", json!({ "user_id": "solo" })).await;
+    d.call("users.delete", json!({ "user_id": "many-0" })).await;
+    d.call("users.delete", json!({ "user_id": "large" })).await;
+    assert_eq!(
+        stored(
+            "SELECT count(*) FROM changes WHERE value_text LIKE '%c1%' OR value_text LIKE '%c2%'"
+        ),
+        0
+    );
+    assert_eq!(stored("SELECT refs FROM change_values"), 2);
 }
 
 #[tokio::test]
