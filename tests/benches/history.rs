@@ -117,9 +117,10 @@ fn main() -> anyhow::Result<()> {
         after.value_text - before.value_text
     );
     println!(
-        "change log on disk: {:.0} bytes per change (table and indexes, {} changes), values {:.0} bytes each ({} values)",
+        "change log on disk: {:.0} bytes per change (table and indexes, {} changes, of which {:.0} bytes each of values kept in the row), values stored by content {:.0} bytes each ({} values)",
         after.change_bytes as f64 / after.changes.max(1) as f64,
         after.changes,
+        after.inline_text as f64 / after.changes.max(1) as f64,
         after.value_bytes as f64 / after.values.max(1) as f64,
         after.values
     );
@@ -318,6 +319,8 @@ struct LogBytes {
     values: i64,
     value_bytes: i64,
     value_text: i64,
+    /// Values kept in their change's row (`sql/0006_inline_change_values.sql`).
+    inline_text: i64,
 }
 
 fn log_bytes(path: &Path) -> anyhow::Result<LogBytes> {
@@ -339,6 +342,12 @@ fn log_bytes(path: &Path) -> anyhow::Result<LogBytes> {
         value_bytes: size("'change_values', 'sqlite_autoindex_change_values_1'")?,
         value_text: conn.query_row(
             "SELECT coalesce(sum(length(value)), 0) FROM change_values",
+            [],
+            |r| r.get(0),
+        )?,
+        inline_text: conn.query_row(
+            "SELECT coalesce(sum(length(value_text)), 0) + coalesce(sum(length(before_text)), 0)
+             FROM changes",
             [],
             |r| r.get(0),
         )?,
