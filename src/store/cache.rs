@@ -120,6 +120,13 @@ impl Cache {
         self.budget.load(Ordering::Relaxed)
     }
 
+    /// Moves the generation on, so that no read begun before this call inserts what it
+    /// read: for a cache that may have missed invalidations (a fleet daemon that lost its
+    /// change feed), together with emptying it.
+    pub fn forget_tickets(&self) {
+        self.state().generation += 1;
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps inconsistent with the
         // database (at worst an entry is missing), so a poisoned lock is used as is.

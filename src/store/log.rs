@@ -9,13 +9,13 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
 use crate::model::RecipientKey;
 use crate::model::change::{ChangeKind, Origin, hex};
 use crate::store::Error;
 use crate::store::repo::collection;
+use crate::store::sql::{Conn, Param, Row, params};
 
 /// One change not yet appended.
 #[derive(Clone, Debug)]
@@ -70,7 +70,7 @@ impl Log {
     /// With `skip` (benchmarks only: `store::Options::skip_change_log`) nothing is appended.
     pub fn flush(
         self,
-        conn: &Connection,
+        conn: Conn<'_>,
         origin: Option<&Origin>,
         skip: bool,
     ) -> Result<Option<i64>, Error> {
@@ -84,10 +84,10 @@ impl Log {
         if skip {
             return Ok(None);
         }
-        let last: Option<i64> = conn
-            .prepare_cached("SELECT at FROM changes ORDER BY seq DESC LIMIT 1")?
-            .query_row([], |r| r.get(0))
-            .optional()?;
+        let last: Option<i64> = conn.value(
+            "SELECT at FROM changes ORDER BY seq DESC LIMIT 1",
+            params![],
+        )?;
         // Rounded as the store's other times are (`time::format_time`), so that a row
         // created in this transaction never has a `created_at` after its change's `at`.
         let now = jiff::Timestamp::now();
@@ -117,33 +117,35 @@ impl Log {
         }
         let ids = values.store(conn)?;
         let actor = serde_json::to_string(&origin.actor)?;
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
-                                  actor, method, bulk_operation, value, before)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
         let id_of = |text: &Option<String>| text.as_deref().map(|t| ids[&hash(t)]);
+        let mut seq = None;
         for change in &pending {
             let (collection, id) = match &change.recipient {
-                Some(key) => (Some(collection(key)), Some(&key.id)),
+                Some(key) => (Some(collection(key)), Some(key.id.as_str())),
                 None => (None, None),
             };
-            insert.execute(params![
-                at,
-                change.kind.as_str(),
-                collection,
-                id,
-                change.preference_set,
-                change.tenant,
-                change.audience,
-                actor,
-                origin.method,
-                origin.bulk_operation(),
-                id_of(&change.value),
-                id_of(&change.before),
-            ])?;
+            seq = Some(conn.one(
+                "INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
+                                      actor, method, bulk_operation, value, before)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING seq",
+                params![
+                    at,
+                    change.kind.as_str(),
+                    collection,
+                    id,
+                    change.preference_set.as_deref(),
+                    change.tenant.as_deref(),
+                    change.audience.as_deref(),
+                    &actor,
+                    origin.method,
+                    origin.bulk_operation(),
+                    id_of(&change.value),
+                    id_of(&change.before),
+                ],
+                |r| r.get::<i64>(0),
+            )?);
         }
-        Ok(Some(conn.last_insert_rowid()))
+        Ok(seq)
     }
 }
 
@@ -170,34 +172,28 @@ fn state_key(change: &Pending) -> Option<String> {
 
 /// Whether the log already holds a change of `change`'s state, whose value is then the
 /// state before it.
-fn has_logged_state(conn: &Connection, change: &Pending) -> Result<bool, Error> {
+fn has_logged_state(conn: Conn<'_>, change: &Pending) -> Result<bool, Error> {
     let (collection, id) = match &change.recipient {
         Some(k) => (collection(k), k.id.as_str()),
         None => ("", ""),
     };
     let found: Option<i64> = match change.kind {
-        ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset => conn
-            .prepare_cached(
-                "SELECT 1 FROM changes WHERE collection = ?1 AND recipient_id = ?2
-                   AND kind IN ('preferences.set', 'preferences.unset') AND preference_set = ?3
-                 LIMIT 1",
-            )?
-            .query_row(params![collection, id, change.preference_set], |r| r.get(0))
-            .optional()?,
-        ChangeKind::RecipientSet => conn
-            .prepare_cached(
-                "SELECT 1 FROM changes WHERE collection = ?1 AND recipient_id = ?2
-                   AND kind = 'recipient.set' LIMIT 1",
-            )?
-            .query_row(params![collection, id], |r| r.get(0))
-            .optional()?,
-        ChangeKind::TenantSet | ChangeKind::TenantDelete => conn
-            .prepare_cached(
-                "SELECT 1 FROM changes WHERE tenant = ?1 AND kind IN ('tenant.set', 'tenant.delete')
-                 LIMIT 1",
-            )?
-            .query_row(params![change.tenant], |r| r.get(0))
-            .optional()?,
+        ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset => conn.value(
+            "SELECT 1 FROM changes WHERE collection = ?1 AND recipient_id = ?2
+               AND kind IN ('preferences.set', 'preferences.unset') AND preference_set = ?3
+             LIMIT 1",
+            params![collection, id, change.preference_set.as_deref()],
+        )?,
+        ChangeKind::RecipientSet => conn.value(
+            "SELECT 1 FROM changes WHERE collection = ?1 AND recipient_id = ?2
+               AND kind = 'recipient.set' LIMIT 1",
+            params![collection, id],
+        )?,
+        ChangeKind::TenantSet | ChangeKind::TenantDelete => conn.value(
+            "SELECT 1 FROM changes WHERE tenant = ?1 AND kind IN ('tenant.set', 'tenant.delete')
+             LIMIT 1",
+            params![change.tenant.as_deref()],
+        )?,
         _ => None,
     };
     Ok(found.is_some())
@@ -223,15 +219,16 @@ impl<'a> Values<'a> {
     }
 
     /// Stores each value once (or adds to its count) and answers the ids by hash.
-    fn store(self, conn: &Connection) -> Result<HashMap<Hash, i64>, Error> {
-        let mut upsert = conn.prepare_cached(
-            "INSERT INTO change_values (hash, refs, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (hash) DO UPDATE SET refs = refs + excluded.refs
-             RETURNING id",
-        )?;
+    fn store(self, conn: Conn<'_>) -> Result<HashMap<Hash, i64>, Error> {
         let mut ids = HashMap::with_capacity(self.counts.len());
         for (hash, (text, count)) in self.counts {
-            let id: i64 = upsert.query_row(params![&hash[..], count, text], |r| r.get(0))?;
+            let id: i64 = conn.one(
+                "INSERT INTO change_values (hash, refs, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (hash) DO UPDATE SET refs = change_values.refs + excluded.refs
+                 RETURNING id",
+                params![&hash[..], count, text],
+                |r| r.get(0),
+            )?;
             ids.insert(hash, id);
         }
         Ok(ids)
@@ -240,20 +237,18 @@ impl<'a> Values<'a> {
 
 /// Releases the values of changes about to be deleted: each loses one reference per
 /// change that named it, and a value with none left is deleted.
-fn release(conn: &Connection, value_ids: &[i64]) -> Result<(), Error> {
+fn release(conn: Conn<'_>, value_ids: &[i64]) -> Result<(), Error> {
     let mut counts: HashMap<i64, i64> = HashMap::new();
     for id in value_ids {
         *counts.entry(*id).or_default() += 1;
     }
-    let mut update = conn
-        .prepare_cached("UPDATE change_values SET refs = refs - ?2 WHERE id = ?1 RETURNING refs")?;
-    let mut delete = conn.prepare_cached("DELETE FROM change_values WHERE id = ?1")?;
     for (id, count) in counts {
-        let left: Option<i64> = update
-            .query_row(params![id, count], |r| r.get(0))
-            .optional()?;
+        let left: Option<i64> = conn.value(
+            "UPDATE change_values SET refs = refs - ?2 WHERE id = ?1 RETURNING refs",
+            params![id, count],
+        )?;
         if left.is_some_and(|n| n <= 0) {
-            delete.execute(params![id])?;
+            conn.execute("DELETE FROM change_values WHERE id = ?1", params![id])?;
         }
     }
     Ok(())
@@ -261,21 +256,16 @@ fn release(conn: &Connection, value_ids: &[i64]) -> Result<(), Error> {
 
 /// Erasure (history.md §4): deletes every change about a recipient, and the values only
 /// those changes held.
-pub(super) fn erase(conn: &Connection, key: &RecipientKey) -> Result<(), Error> {
+pub(super) fn erase(conn: Conn<'_>, key: &RecipientKey) -> Result<(), Error> {
     let collection = collection(key);
     let mut ids = Vec::new();
-    {
-        let mut stmt = conn.prepare_cached(
-            "DELETE FROM changes WHERE collection = ?1 AND recipient_id = ?2 RETURNING value, before",
-        )?;
-        let rows = stmt.query_map(params![collection, key.id], |r| {
-            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
-        })?;
-        for row in rows {
-            let (value, before) = row?;
-            ids.extend(value);
-            ids.extend(before);
-        }
+    for (value, before) in conn.all(
+        "DELETE FROM changes WHERE collection = ?1 AND recipient_id = ?2 RETURNING value, before",
+        params![collection, &key.id],
+        |r| Ok((r.get::<Option<i64>>(0)?, r.get::<Option<i64>>(1)?)),
+    )? {
+        ids.extend(value);
+        ids.extend(before);
     }
     release(conn, &ids)
 }
@@ -344,7 +334,7 @@ const CHANGE_COLUMNS: &str =
      (SELECT value FROM change_values WHERE id = c.value),
      (SELECT value FROM change_values WHERE id = c.before)";
 
-fn row_to_change(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawChange> {
+fn row_to_change(r: &mut Row) -> Result<RawChange, Error> {
     Ok(RawChange {
         seq: r.get(0)?,
         at: r.get(1)?,
@@ -409,11 +399,6 @@ impl RawChange {
     }
 }
 
-fn collect(rows: impl Iterator<Item = rusqlite::Result<RawChange>>) -> Result<Vec<Change>, Error> {
-    rows.map(|row| row.map_err(Error::from).and_then(RawChange::parse))
-        .collect()
-}
-
 /// How far back the log reaches, after pruning (history.md §4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Retained {
@@ -425,40 +410,51 @@ pub struct Retained {
 
 /// The log's reading side, on a read or write transaction.
 pub struct LogRead<'c> {
-    pub(super) conn: &'c Connection,
+    pub(super) conn: Conn<'c>,
 }
 
 impl LogRead<'_> {
     /// The changes `clauses` (after `FROM changes c`) select, with `params`.
-    fn query(&self, clauses: &str, params: impl rusqlite::Params) -> Result<Vec<Change>, Error> {
+    fn query(&self, clauses: &str, params: &[Param<'_>]) -> Result<Vec<Change>, Error> {
         let sql = format!("SELECT {CHANGE_COLUMNS} FROM changes c {clauses}");
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params, row_to_change)?;
-        collect(rows)
+        self.conn
+            .all(&sql, params, row_to_change)?
+            .into_iter()
+            .map(RawChange::parse)
+            .collect()
     }
 
     /// The newest `seq` ever committed (0 when none): erased changes count, so a reader
     /// never sees `head` go back.
     pub fn head(&self) -> Result<i64, Error> {
+        // PostgreSQL's sequence would also show values of uncommitted changes; the newest
+        // committed change is there to read instead (erasure and pruning always leave the
+        // newest change in place, so it is the newest ever committed).
+        let sql = self.conn.pick(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'changes'",
+            "SELECT greatest((SELECT max(seq) FROM changes),
+                             (SELECT pruned_seq FROM change_log_state WHERE id = 1))",
+        );
         Ok(self
             .conn
-            .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")?
-            .query_row([], |r| r.get(0))
-            .optional()?
+            .value::<Option<i64>>(sql, params![])?
+            .flatten()
             .unwrap_or(0))
     }
 
     pub fn retained(&self) -> Result<Retained, Error> {
         Ok(self
             .conn
-            .prepare_cached("SELECT pruned_seq, pruned_at FROM change_log_state WHERE id = 1")?
-            .query_row([], |r| {
-                Ok(Retained {
-                    from_seq: r.get(0)?,
-                    from_at: r.get(1)?,
-                })
-            })
-            .optional()?
+            .opt(
+                "SELECT pruned_seq, pruned_at FROM change_log_state WHERE id = 1",
+                params![],
+                |r| {
+                    Ok(Retained {
+                        from_seq: r.get(0)?,
+                        from_at: r.get(1)?,
+                    })
+                },
+            )?
             .unwrap_or_default())
     }
 
@@ -474,15 +470,24 @@ impl LogRead<'_> {
         let any_kind = filter.kinds.is_empty();
         match &filter.recipient {
             Some(key) => self.query(
-                "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq > ?3
-                   AND (?4 OR c.kind IN (SELECT value FROM json_each(?5)))
-                 ORDER BY c.seq LIMIT ?6",
-                params![collection(key), key.id, after, any_kind, kinds, limit],
+                self.conn.pick(
+                    "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq > ?3
+                       AND (?4 OR c.kind IN (SELECT value FROM json_each(?5)))
+                     ORDER BY c.seq LIMIT ?6",
+                    "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq > ?3
+                       AND (?4 OR c.kind IN (SELECT json_array_elements_text(CAST(?5 AS json))))
+                     ORDER BY c.seq LIMIT ?6",
+                ),
+                params![collection(key), &key.id, after, any_kind, &kinds, limit],
             ),
             None => self.query(
-                "WHERE c.seq > ?1 AND (?2 OR c.kind IN (SELECT value FROM json_each(?3)))
-                 ORDER BY c.seq LIMIT ?4",
-                params![after, any_kind, kinds, limit],
+                self.conn.pick(
+                    "WHERE c.seq > ?1 AND (?2 OR c.kind IN (SELECT value FROM json_each(?3)))
+                     ORDER BY c.seq LIMIT ?4",
+                    "WHERE c.seq > ?1 AND (?2 OR c.kind IN (SELECT json_array_elements_text(CAST(?3 AS json))))
+                     ORDER BY c.seq LIMIT ?4",
+                ),
+                params![after, any_kind, &kinds, limit],
             ),
         }
     }
@@ -497,30 +502,36 @@ impl LogRead<'_> {
         limit: u32,
     ) -> Result<Vec<Change>, Error> {
         let mut changes = self.query(
-            "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
-               AND c.kind IN ('preferences.set', 'preferences.unset')
-               AND (?4 IS NULL OR c.preference_set = ?4)
-             ORDER BY c.seq DESC LIMIT ?5",
-            params![collection(key), key.id, before, set, limit],
+            self.conn.pick(
+                "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
+                   AND c.kind IN ('preferences.set', 'preferences.unset')
+                   AND (?4 IS NULL OR c.preference_set = ?4)
+                 ORDER BY c.seq DESC LIMIT ?5",
+                "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
+                   AND c.kind IN ('preferences.set', 'preferences.unset')
+                   AND (CAST(?4 AS bytea) IS NULL OR c.preference_set = ?4)
+                 ORDER BY c.seq DESC LIMIT ?5",
+            ),
+            params![collection(key), &key.id, before, set, limit],
         )?;
         // `before` is stored only for a set's first logged change; every other's is the
         // value of the previous change of the same set.
-        let mut previous = self.conn.prepare_cached(
-            "SELECT (SELECT value FROM change_values WHERE id = c.value) FROM changes c
-             WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
-               AND c.kind IN ('preferences.set', 'preferences.unset') AND c.preference_set = ?4
-             ORDER BY c.seq DESC LIMIT 1",
-        )?;
         for change in &mut changes {
             if change.before.is_some() {
                 continue;
             }
-            let value: Option<Option<String>> = previous
-                .query_row(
-                    params![collection(key), key.id, change.seq, change.preference_set],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let value: Option<Option<String>> = self.conn.value(
+                "SELECT (SELECT value FROM change_values WHERE id = c.value) FROM changes c
+                 WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
+                   AND c.kind IN ('preferences.set', 'preferences.unset') AND c.preference_set = ?4
+                 ORDER BY c.seq DESC LIMIT 1",
+                params![
+                    collection(key),
+                    &key.id,
+                    change.seq,
+                    change.preference_set.as_deref()
+                ],
+            )?;
             if let Some(Some(text)) = value {
                 change.before = Some(serde_json::from_str(&text)?);
             }
@@ -532,7 +543,7 @@ impl LogRead<'_> {
     pub fn recipient_changes(&self, key: &RecipientKey) -> Result<Vec<Change>, Error> {
         self.query(
             "WHERE c.collection = ?1 AND c.recipient_id = ?2 ORDER BY c.seq",
-            params![collection(key), key.id],
+            params![collection(key), &key.id],
         )
     }
 
@@ -548,33 +559,38 @@ impl LogRead<'_> {
     /// before it, else of the oldest one stored (the log does not reach further back).
     /// Answers its hash and its files (a JSON array of `[path, content]`).
     pub fn config_files_at(&self, at: i64) -> Result<Option<(String, String)>, Error> {
-        let mut stmt = self.conn.prepare_cached(
+        let sql = self.conn.pick(
             "SELECT f.hash, f.files FROM changes c
                JOIN change_values v ON v.id = c.value
                JOIN configs f ON f.hash = json_extract(v.value, '$.hash')
              WHERE c.kind = 'config.applied' AND c.recipient_id IS NULL
              ORDER BY (c.at > ?1), CASE WHEN c.at > ?1 THEN c.seq ELSE -c.seq END
              LIMIT 1",
-        )?;
-        Ok(stmt
-            .query_row(params![at], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
+            "SELECT f.hash, f.files FROM changes c
+               JOIN change_values v ON v.id = c.value
+               JOIN configs f ON f.hash = (CAST(v.value AS json) ->> 'hash')
+             WHERE c.kind = 'config.applied' AND c.recipient_id IS NULL
+             ORDER BY (c.at > ?1), CASE WHEN c.at > ?1 THEN c.seq ELSE -c.seq END
+             LIMIT 1",
+        );
+        self.conn
+            .opt(sql, params![at], |r| Ok((r.get(0)?, r.get(1)?)))
     }
 }
 
 /// Stores a config's files once per content and appends its `config.applied` change.
 pub(super) fn config_applied(
-    conn: &Connection,
+    conn: Conn<'_>,
     log: &Log,
     version: u64,
     files: &[(String, String)],
 ) -> Result<String, Error> {
     let text = serde_json::to_string(files)?;
     let hash = format!("sha256:{}", hex(&hash(&text)));
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO configs (hash, files) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-    )?
-    .execute(params![hash, text])?;
+        params![&hash, &text],
+    )?;
     let mut change = Pending::new(ChangeKind::ConfigApplied);
     change.value = Some(json!({ "version": version, "hash": hash }).to_string());
     log.push(change);
@@ -632,33 +648,33 @@ pub struct PrunePlan {
 /// older than `horizon` (ms), every change that is not the newest of its key older than the
 /// horizon is deleted. `seen` carries the keys met so far across steps.
 pub(super) fn prune_step(
-    conn: &Connection,
+    conn: Conn<'_>,
     horizon: i64,
     below: i64,
     seen: &mut std::collections::HashSet<String>,
 ) -> Result<(usize, PrunePlan), Error> {
-    let mut stmt = conn.prepare_cached(
+    let rows = conn.all(
         "SELECT seq, kind, collection, recipient_id, preference_set, tenant, audience
          FROM changes WHERE at < ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+        params![horizon, below, PRUNE_BATCH * 4],
+        |r| {
+            Ok(PruneRow {
+                seq: r.get(0)?,
+                kind: r.get(1)?,
+                collection: r.get(2)?,
+                recipient_id: r.get(3)?,
+                preference_set: r.get(4)?,
+                tenant: r.get(5)?,
+                audience: r.get(6)?,
+            })
+        },
     )?;
-    let rows = stmt.query_map(params![horizon, below, (PRUNE_BATCH * 4) as i64], |r| {
-        Ok(PruneRow {
-            seq: r.get(0)?,
-            kind: r.get(1)?,
-            collection: r.get(2)?,
-            recipient_id: r.get(3)?,
-            preference_set: r.get(4)?,
-            tenant: r.get(5)?,
-            audience: r.get(6)?,
-        })
-    })?;
     let mut plan = PrunePlan {
         seqs: Vec::new(),
         below,
         done: true,
     };
     for row in rows {
-        let row = row?;
         plan.done = false;
         plan.below = row.seq;
         if !seen.insert(key_of(&row)) {
@@ -671,22 +687,29 @@ pub(super) fn prune_step(
     let deleted = plan.seqs.len();
     if deleted > 0 {
         let mut ids = Vec::new();
-        let mut delete =
-            conn.prepare_cached("DELETE FROM changes WHERE seq = ?1 RETURNING value, before")?;
         for seq in &plan.seqs {
-            let (value, before): (Option<i64>, Option<i64>) =
-                delete.query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (value, before): (Option<i64>, Option<i64>) = conn.one(
+                "DELETE FROM changes WHERE seq = ?1 RETURNING value, before",
+                params![seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             ids.extend(value);
             ids.extend(before);
         }
         release(conn, &ids)?;
         let max = plan.seqs.iter().copied().max().unwrap_or(0);
-        conn.prepare_cached(
-            "INSERT INTO change_log_state (id, pruned_seq, pruned_at) VALUES (1, ?1, ?2)
-             ON CONFLICT (id) DO UPDATE SET pruned_seq = max(pruned_seq, excluded.pruned_seq),
-                                            pruned_at = max(pruned_at, excluded.pruned_at)",
-        )?
-        .execute(params![max, horizon])?;
+        conn.execute(
+            conn.pick(
+                "INSERT INTO change_log_state (id, pruned_seq, pruned_at) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET pruned_seq = max(pruned_seq, excluded.pruned_seq),
+                                                pruned_at = max(pruned_at, excluded.pruned_at)",
+                "INSERT INTO change_log_state (id, pruned_seq, pruned_at) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE
+                 SET pruned_seq = greatest(change_log_state.pruned_seq, excluded.pruned_seq),
+                     pruned_at = greatest(change_log_state.pruned_at, excluded.pruned_at)",
+            ),
+            params![max, horizon],
+        )?;
     }
     Ok((deleted, plan))
 }

@@ -711,6 +711,7 @@ impl Requests {
         let overrides = prefsd::config::Overrides {
             socket: Some(dir.path().join("fuzz.sock")),
             database: Some(dir.path().join("fuzz.db")),
+            ..Default::default()
         };
         let config = prefsd::config::ConfigHandle::load(config_dir, overrides, None)
             .unwrap_or_else(|e| panic!("the fuzz config is invalid: {e:?}"));

@@ -739,6 +739,10 @@ async fn as_of_refuses_the_future_inline_writes_and_answers_nothing_of_an_erased
 
 #[tokio::test]
 async fn retention_prunes_all_but_the_newest_change_of_each_key_and_refuses_what_it_cut() {
+    // SQLite only: it ages the changes through the SQLite file.
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let mut d = Daemon::start_with(&[("prefsd.toml", "[history]\nretention_days = 1\n")]).await;
     let set =
         |id: &str, on: bool| json!({ "user_id": id, "preferences": { "workflows": { "w": on } } });
