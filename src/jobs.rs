@@ -440,6 +440,11 @@ async fn work(
                     wait = until + Duration::from_millis(50);
                     break;
                 }
+                Err(e) if is_unavailable(&e) => {
+                    // Try again shortly; the store reconnects by itself.
+                    wait = UNAVAILABLE_RETRY;
+                    break;
+                }
                 Err(e) => {
                     // A store failure (a full disk, say) has already failed the job where
                     // possible; wait for the next wake rather than spin on it.
@@ -508,6 +513,15 @@ impl Sharing {
         self.shared = calls.saturating_sub(self.mark) > 1;
         self.mark = calls;
     }
+}
+
+/// How soon the worker looks again when the store could not be reached.
+const UNAVAILABLE_RETRY: Duration = Duration::from_millis(500);
+
+/// Whether `e` says the store cannot be reached now (fleet mode: PostgreSQL is away), as
+/// opposed to a failure of the job itself.
+fn is_unavailable(e: &Error) -> bool {
+    matches!(e, Error::Store(store) if store.is_unavailable())
 }
 
 /// What [`run_next`] found.
@@ -593,6 +607,12 @@ async fn run_next(
         let took = started.elapsed();
         let state = match result {
             Ok(state) => state,
+            Err(e) if is_unavailable(&e) => {
+                // PostgreSQL is away (fleet mode): the chunk rolled back whole; the job
+                // goes on from its committed offset once the store is back.
+                tracing::warn!(job = job.id, error = %e, "bulk job paused: the store cannot be reached");
+                return Err(e);
+            }
             Err(e) => {
                 tracing::error!(job = job.id, error = %e, "bulk job failed");
                 // Failing it may fail too (a full disk); the chunk's error is the one to report.

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, fresh_schema, join_all, test_pg, wait_for};
+use crate::support::{Daemon, fleet_pg, fresh_schema, join_all, wait_for};
 
 /// `n` daemons on one fresh schema, or `None` without a PostgreSQL to test on.
 async fn fleet(n: usize) -> Option<Vec<Daemon>> {
-    let url = test_pg()?;
+    let url = fleet_pg()?;
     let pg = prefsd::store::PgOptions {
         url,
         schema: fresh_schema(),
@@ -180,7 +180,7 @@ async fn writes_of_the_fleet_commit_one_at_a_time_in_seq_order() {
     // The change log is commit-ordered across daemons (fleet.md §3): a write holds the
     // fleet's write lock from its start to its commit, so a second daemon's write waits,
     // and a reader never sees a change whose seq is below one it saw before.
-    let Some(url) = test_pg() else { return };
+    let Some(url) = fleet_pg() else { return };
     let pg = prefsd::store::PgOptions {
         url,
         schema: fresh_schema(),
@@ -318,7 +318,7 @@ fn child_on_pg(dir: &std::path::Path, pg: &prefsd::store::PgOptions) -> crate::c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_runner_is_killed_is_finished_once_by_another_daemon() {
-    let Some(url) = test_pg() else { return };
+    let Some(url) = fleet_pg() else { return };
     let pg = prefsd::store::PgOptions {
         url,
         schema: fresh_schema(),

@@ -57,10 +57,10 @@ fn shell_quote(s: &str) -> String {
 }
 
 impl Cluster {
-    /// Starts one, or `None` when the tests have no PostgreSQL (see `support::test_pg`,
+    /// Starts one, or `None` when the tests have no PostgreSQL (see `support::fleet_pg`,
     /// which fails under `PREFSD_REQUIRE_PG=1`).
     pub fn start() -> Option<Cluster> {
-        crate::support::test_pg()?;
+        crate::support::fleet_pg()?;
         let bin = pg_bin().expect("PostgreSQL's binaries under /usr/lib/postgresql");
         let dir = tempfile::Builder::new()
             .prefix("prefsd-pgc")

@@ -140,6 +140,16 @@ pub fn test_pg() -> Option<String> {
     url
 }
 
+/// The PostgreSQL of the fleet tests (several daemons, a cluster of a test's own): as
+/// [`test_pg`], but not in the rerun of the suite with every daemon on PostgreSQL
+/// (`PREFSD_TEST_BACKEND=postgres`), where they would only run a second time.
+pub fn fleet_pg() -> Option<String> {
+    if !on_sqlite() {
+        return None;
+    }
+    test_pg()
+}
+
 /// A fresh schema name for one test's store.
 pub fn fresh_schema() -> String {
     format!("t_{}", uuid::Uuid::new_v4().simple())
