@@ -288,6 +288,8 @@ pub struct Jobs {
     wake: Arc<Notify>,
     updates: broadcast::Sender<Arc<JobRow>>,
     hold: Arc<Hold>,
+    /// The job this daemon's worker is running, whose progress it publishes itself.
+    running: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// A hold on the worker, for tests that must catch a job between two chunks without
@@ -314,7 +316,20 @@ impl Jobs {
                 held: std::sync::atomic::AtomicBool::new(false),
                 permits: tokio::sync::Semaphore::new(0),
             }),
+            running: Arc::default(),
         }
+    }
+
+    fn set_running(&self, id: Option<&str>) {
+        if let Ok(mut running) = self.running.lock() {
+            *running = id.map(str::to_string);
+        }
+    }
+
+    fn is_running(&self, id: &str) -> bool {
+        self.running
+            .lock()
+            .is_ok_and(|running| running.as_deref() == Some(id))
     }
 
     /// From now on the worker runs a chunk only when [`Jobs::release_chunks`] allows it:
@@ -396,7 +411,9 @@ async fn forward_progress(db: Db, jobs: Jobs, cancel: CancellationToken) {
             }
             continue;
         };
-        if jobs.updates.receiver_count() == 0 {
+        // Nobody to tell, or this daemon runs the job and tells them itself (a read here
+        // would also make the worker think the daemon busy, and slow it down).
+        if jobs.updates.receiver_count() == 0 || jobs.is_running(&id) {
             continue;
         }
         match db.read(move |r| r.job(&id)).await {
@@ -566,6 +583,24 @@ async fn run_next(
         }
     };
     let work = Arc::new(work);
+    jobs.set_running(Some(&job.id));
+    let result = run_job(db, jobs, config, sharing, metrics, cancel, &job, work).await;
+    jobs.set_running(None);
+    result
+}
+
+/// Runs chunks of `job` until it ends, is cancelled or is taken over.
+#[allow(clippy::too_many_arguments)]
+async fn run_job(
+    db: &Db,
+    jobs: &Jobs,
+    config: &ConfigHandle,
+    sharing: &mut Sharing,
+    metrics: &crate::metrics::Metrics,
+    cancel: &CancellationToken,
+    job: &JobRow,
+    work: Arc<Work>,
+) -> Result<Next, Error> {
     // The job's counts so far: each chunk's rows are the difference.
     let mut counted = (job.success_count, job.error_count);
     tracing::info!(
@@ -700,6 +735,20 @@ pub fn run_chunk(
         .min(work.len());
     let end = (start + chunk.max(1)).min(work.len());
     let mut outcome = ChunkOutcome::default();
+    if let Work::SetPreferences(p, set) = work {
+        // One set for every user: written in one go (a few statements per chunk on
+        // PostgreSQL), with the same outcome as item by item — none of them can fail.
+        let keys: Vec<RecipientKey> = p.user_ids[start..end]
+            .iter()
+            .map(RecipientKey::user)
+            .collect();
+        w.put_sets(&keys, &p.preference_set, set, &now)?;
+        let n = i64::try_from(end - start).unwrap_or(i64::MAX);
+        outcome.succeeded = n;
+        outcome.processed = n;
+        w.advance_job(id, &outcome, &now)?;
+        return Ok(w.job(id)?);
+    }
     for i in start..end {
         match work.apply(w, i, limits, &now)? {
             None => outcome.succeeded += 1,

@@ -15,7 +15,7 @@ use crate::model::RecipientKey;
 use crate::model::change::{ChangeKind, Origin, hex};
 use crate::store::Error;
 use crate::store::repo::collection;
-use crate::store::sql::{Conn, Param, Row, params};
+use crate::store::sql::{Conn, Dialect, Param, Row, params};
 
 /// One change not yet appended.
 #[derive(Clone, Debug)]
@@ -101,13 +101,35 @@ impl Log {
         // before the log, or none), which spares a write to `change_values` on every other.
         let mut pending = pending;
         let mut logged = std::collections::HashSet::new();
-        for change in &mut pending {
+        // The changes that are their key's first here and carry a `before`: whether the
+        // log already holds their key decides whether that `before` is kept.
+        let mut first_with_before = Vec::new();
+        for (i, change) in pending.iter_mut().enumerate() {
             let Some(key) = state_key(change) else {
                 continue;
             };
             let first = logged.insert(key);
-            if change.before.is_some() && (!first || has_logged_state(conn, change)?) {
-                change.before = None;
+            if change.before.is_some() {
+                if first {
+                    first_with_before.push(i);
+                } else {
+                    change.before = None;
+                }
+            }
+        }
+        let already = match conn.dialect() {
+            Dialect::Sqlite => {
+                let mut already = Vec::with_capacity(first_with_before.len());
+                for &i in &first_with_before {
+                    already.push(has_logged_state(conn, &pending[i])?);
+                }
+                already
+            }
+            Dialect::Postgres => have_logged_states(conn, &pending, &first_with_before)?,
+        };
+        for (&i, already) in first_with_before.iter().zip(already) {
+            if already {
+                pending[i].before = None;
             }
         }
         let mut values = Values::default();
@@ -118,6 +140,9 @@ impl Log {
         let ids = values.store(conn)?;
         let actor = serde_json::to_string(&origin.actor)?;
         let id_of = |text: &Option<String>| text.as_deref().map(|t| ids[&hash(t)]);
+        if conn.dialect() == Dialect::Postgres {
+            return append_batch(conn, &pending, at, &actor, origin, &id_of).map(Some);
+        }
         let mut seq = None;
         for change in &pending {
             let (collection, id) = match &change.recipient {
@@ -147,6 +172,133 @@ impl Log {
         }
         Ok(seq)
     }
+}
+
+/// PostgreSQL: every change appended by one statement (one round trip however many),
+/// in order (`WITH ORDINALITY … ORDER BY`, so the identity hands out `seq` in that
+/// order); answers the last `seq`.
+fn append_batch(
+    conn: Conn<'_>,
+    pending: &[Pending],
+    at: i64,
+    actor: &str,
+    origin: &Origin,
+    id_of: &dyn Fn(&Option<String>) -> Option<i64>,
+) -> Result<i64, Error> {
+    let bytes = |s: Option<&str>| s.map(|s| s.as_bytes().to_vec());
+    let kinds: Vec<&str> = pending.iter().map(|c| c.kind.as_str()).collect();
+    let collections: Vec<Option<Vec<u8>>> = pending
+        .iter()
+        .map(|c| bytes(c.recipient.as_ref().map(collection)))
+        .collect();
+    let ids: Vec<Option<Vec<u8>>> = pending
+        .iter()
+        .map(|c| bytes(c.recipient.as_ref().map(|k| k.id.as_str())))
+        .collect();
+    let sets: Vec<Option<Vec<u8>>> = pending
+        .iter()
+        .map(|c| bytes(c.preference_set.as_deref()))
+        .collect();
+    let tenants: Vec<Option<Vec<u8>>> =
+        pending.iter().map(|c| bytes(c.tenant.as_deref())).collect();
+    let audiences: Vec<Option<Vec<u8>>> = pending
+        .iter()
+        .map(|c| bytes(c.audience.as_deref()))
+        .collect();
+    let values: Vec<Option<i64>> = pending.iter().map(|c| id_of(&c.value)).collect();
+    let befores: Vec<Option<i64>> = pending.iter().map(|c| id_of(&c.before)).collect();
+    let bulk = origin.bulk_operation();
+    let rows = conn.pg_query(
+        "INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
+                              actor, method, bulk_operation, value, before)
+         SELECT $1, k, c, r, ps, t, a, $2, $3, $4, v, b
+           FROM unnest($5::text[], $6::bytea[], $7::bytea[], $8::bytea[], $9::bytea[],
+                       $10::bytea[], $11::bigint[], $12::bigint[])
+                WITH ORDINALITY AS u(k, c, r, ps, t, a, v, b, n)
+          ORDER BY n
+         RETURNING seq",
+        &[
+            &at,
+            &actor,
+            &origin.method,
+            &bulk,
+            &kinds,
+            &collections,
+            &ids,
+            &sets,
+            &tenants,
+            &audiences,
+            &values,
+            &befores,
+        ],
+    )?;
+    let mut last = 0;
+    for mut row in rows {
+        last = last.max(row.get::<i64>(0)?);
+    }
+    Ok(last)
+}
+
+/// PostgreSQL: [`has_logged_state`] for the changes at `which`, the preference sets' in
+/// one statement (a bulk chunk's hundreds), the rest one by one.
+fn have_logged_states(
+    conn: Conn<'_>,
+    pending: &[Pending],
+    which: &[usize],
+) -> Result<Vec<bool>, Error> {
+    let is_set = |c: &Pending| {
+        matches!(
+            c.kind,
+            ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset
+        )
+    };
+    let sets: Vec<&Pending> = which
+        .iter()
+        .map(|&i| &pending[i])
+        .filter(|c| is_set(c))
+        .collect();
+    let mut found = std::collections::HashSet::new();
+    if !sets.is_empty() {
+        let field = |f: &dyn Fn(&Pending) -> Option<&str>| -> Vec<Vec<u8>> {
+            sets.iter()
+                .map(|c| f(c).unwrap_or("").as_bytes().to_vec())
+                .collect()
+        };
+        let collections = field(&|c| c.recipient.as_ref().map(collection));
+        let ids = field(&|c| c.recipient.as_ref().map(|k| k.id.as_str()));
+        let set_ids = field(&|c| c.preference_set.as_deref());
+        for mut row in conn.pg_query(
+            "SELECT DISTINCT u.c, u.r, u.s
+               FROM unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS u(c, r, s)
+              WHERE EXISTS (SELECT 1 FROM changes x
+                             WHERE x.collection = u.c AND x.recipient_id = u.r
+                               AND x.kind IN ('preferences.set', 'preferences.unset')
+                               AND x.preference_set = u.s)",
+            &[&collections, &ids, &set_ids],
+        )? {
+            found.insert((
+                row.get::<Vec<u8>>(0)?,
+                row.get::<Vec<u8>>(1)?,
+                row.get::<Vec<u8>>(2)?,
+            ));
+        }
+    }
+    which
+        .iter()
+        .map(|&i| {
+            let c = &pending[i];
+            if is_set(c) {
+                let key = |s: Option<&str>| s.unwrap_or("").as_bytes().to_vec();
+                Ok(found.contains(&(
+                    key(c.recipient.as_ref().map(collection)),
+                    key(c.recipient.as_ref().map(|k| k.id.as_str())),
+                    key(c.preference_set.as_deref()),
+                )))
+            } else {
+                has_logged_state(conn, c)
+            }
+        })
+        .collect()
 }
 
 /// The state a change is of, as text (`None`: a change of no one key's state, which has no

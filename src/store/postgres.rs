@@ -161,6 +161,20 @@ impl PgConn {
             .collect()
     }
 
+    /// A statement in PostgreSQL's text with typed parameters (see `Conn::pg_query`).
+    pub fn query_typed(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        let stmt = self.prepared.get(&mut self.client, sql)?;
+        self.client
+            .query(&stmt, params)?
+            .iter()
+            .map(postgres_row)
+            .collect()
+    }
+
     pub fn batch(&mut self, sql: &str) -> Result<(), Error> {
         Ok(self.client.batch_execute(sql)?)
     }

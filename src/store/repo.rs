@@ -551,6 +551,80 @@ impl<'c> Write<'c> {
         Ok(())
     }
 
+    /// Stores one set for many recipients, as [`Write::put_set`] for each in turn would
+    /// (a recipient given twice is written once). On PostgreSQL it is three statements
+    /// over arrays instead of three per recipient: a bulk chunk then costs a few round
+    /// trips, not hundreds.
+    pub fn put_sets(
+        &self,
+        keys: &[RecipientKey],
+        set_id: &str,
+        set: &PreferenceSet,
+        now: &str,
+    ) -> Result<(), Error> {
+        if self.read.conn.dialect() == crate::store::sql::Dialect::Sqlite {
+            for key in keys {
+                self.put_set(key, set_id, set, now)?;
+            }
+            return Ok(());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let keys: Vec<&RecipientKey> = keys.iter().filter(|k| seen.insert(*k)).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for key in &keys {
+            self.touch_recipient(key);
+        }
+        let collections: Vec<&[u8]> = keys.iter().map(|k| collection(k).as_bytes()).collect();
+        let ids: Vec<&[u8]> = keys.iter().map(|k| k.id.as_bytes()).collect();
+        let conn = self.read.conn;
+        conn.pg_query(
+            "INSERT INTO recipients (collection, id, properties, created_at, updated_at)
+             SELECT c, i, '{}', $3, $3 FROM unnest($1::bytea[], $2::bytea[]) AS u(c, i)
+             ON CONFLICT DO NOTHING",
+            &[&collections, &ids, &now],
+        )?;
+        let mut before = std::collections::HashMap::new();
+        for mut row in conn.pg_query(
+            "SELECT p.collection, p.recipient_id, p.preferences
+               FROM preference_sets p
+               JOIN unnest($1::bytea[], $2::bytea[]) AS u(c, i)
+                 ON p.collection = u.c AND p.recipient_id = u.i
+              WHERE p.set_id = $3",
+            &[&collections, &ids, &set_id.as_bytes()],
+        )? {
+            let key = key_from(row.get(0)?, row.get(1)?);
+            before.insert(key, row.get::<String>(2)?);
+        }
+        let text = to_text(set.as_map())?;
+        // Writing the set a recipient already has changes nothing, and appends nothing.
+        let changed: Vec<&RecipientKey> = keys
+            .into_iter()
+            .filter(|k| before.get(*k).map(String::as_str) != Some(text.as_str()))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let collections: Vec<&[u8]> = changed.iter().map(|k| collection(k).as_bytes()).collect();
+        let ids: Vec<&[u8]> = changed.iter().map(|k| k.id.as_bytes()).collect();
+        conn.pg_query(
+            "INSERT INTO preference_sets (collection, recipient_id, set_id, preferences, updated_at)
+             SELECT c, i, $3, $4, $5 FROM unnest($1::bytea[], $2::bytea[]) AS u(c, i)
+             ON CONFLICT (collection, recipient_id, set_id)
+             DO UPDATE SET preferences = excluded.preferences, updated_at = excluded.updated_at",
+            &[&collections, &ids, &set_id.as_bytes(), &text, &now],
+        )?;
+        for key in changed {
+            let mut change = self.change(ChangeKind::PreferencesSet, key);
+            change.preference_set = Some(set_id.to_string());
+            change.value = Some(text.clone());
+            change.before = before.remove(key);
+            self.log.push(change);
+        }
+        Ok(())
+    }
+
     pub fn delete_set(&self, key: &RecipientKey, set_id: &str) -> Result<bool, Error> {
         self.touch_recipient(key);
         let before: Option<String> = self.read.conn.value(

@@ -245,6 +245,20 @@ impl<'c> Conn<'c> {
         Ok(())
     }
 
+    /// PostgreSQL only: a statement with typed parameters (arrays for `unnest`, which
+    /// [`Param`] does not carry), for the batched writes that save a round trip per row.
+    /// The text is PostgreSQL's (`$1`); prepared once per connection like the rest.
+    pub fn pg_query(
+        self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        match self {
+            Conn::Postgres(conn) => conn.borrow_mut().query_typed(sql, params),
+            Conn::Sqlite(_) => Err(Error::Unsupported("a PostgreSQL statement on SQLite")),
+        }
+    }
+
     /// Runs a statement that returns no rows; answers how many rows it changed.
     pub fn execute(self, sql: &str, params: &[Param<'_>]) -> Result<usize, Error> {
         match self {

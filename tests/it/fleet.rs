@@ -489,3 +489,73 @@ async fn a_postgres_restart_mid_load_loses_no_acknowledged_write_and_every_daemo
         "{status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_it_cannot_reach_stops_the_start_with_exit_2_and_what_to_do() {
+    // No PostgreSQL needed: nothing listens on this socket directory.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    crate::support::write_files(&dir.path().join("config"), &crate::support::default_files());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prefsd"))
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.path().join("config"))
+        .arg("--socket")
+        .arg(dir.path().join("prefsd.sock"))
+        .arg("--database-url")
+        .arg(format!(
+            "postgresql://prefsd:s3cret@/prefsd?host={}",
+            dir.path().display()
+        ))
+        .output()
+        .expect("running prefsd serve");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PostgreSQL"), "{stderr}");
+    assert!(stderr.contains("[store] url"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret"),
+        "the password is never shown: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_the_binary_is_refused() {
+    let Some(url) = fleet_pg() else { return };
+    let pg = prefsd::store::PgOptions {
+        url,
+        schema: fresh_schema(),
+    };
+    let open = |pg: prefsd::store::PgOptions| {
+        std::thread::spawn(move || {
+            prefsd::store::Db::open_at(
+                &prefsd::store::Location::Postgres(pg),
+                prefsd::store::Options {
+                    durability: prefsd::config::Durability::Full,
+                    max_database_mb: None,
+                    read_cache_mb: 8,
+                    max_staleness_ms: 1000,
+                    skip_change_log: false,
+                },
+            )
+        })
+        .join()
+        .expect("no panic")
+    };
+    open(pg.clone()).expect("migrating a fresh schema").close();
+    let (url, schema) = (pg.url.clone(), pg.schema.clone());
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connecting");
+        client
+            .batch_execute(&format!(
+                "INSERT INTO \"{schema}\".prefsd_schema_migrations (version, name) VALUES (999, 'future')"
+            ))
+            .expect("a version from the future");
+    })
+    .join()
+    .expect("no panic");
+    match open(pg) {
+        Err(prefsd::store::Error::TooNew { found: 999, .. }) => {}
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a newer schema was opened"),
+    }
+}
