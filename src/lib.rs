@@ -26,9 +26,11 @@
 //!   is the condition language (operators, argument kinds, namespaces, the coercions of
 //!   §6.1, the literal-argument check), `model::validate`
 //!   the walk that checks a set as written; `model::change` the nouns of the change log
-//!   (`Actor`, `Origin`, `ChangeKind`).
+//!   (`Actor`, `Origin`, `ChangeKind`); `model::compact` a valid set in a quarter of the
+//!   memory, the form the read cache keeps recipients' sets in.
 //! - `resolve`: the default hierarchy (environment ⊕ tenant default ⊕ recipient set), admin
-//!   locks and provenance, as a lazy merged view (`Stack`, `Node`) and its materialisation.
+//!   locks and provenance, as a lazy merged view (`Stack`, `Node`) and its materialisation,
+//!   over sets in either form (`SetRef`: `serde_json`'s or compact).
 //! - `eval`: `decide(workflow, channel, stack, recipient default, context) -> Decision` with
 //!   its reason; conditions and their coercions.
 //! - `config`: the config directory parsed as one immutable `Config`, the live
@@ -45,8 +47,8 @@
 //!   thread (commits never wait for the WAL to be copied back), the domain
 //!   operations on one transaction (`Read`, `Write`), keyset pages of users, objects and
 //!   tenants (`store::pages`), the job table, and the read cache
-//!   (`Cache`: parsed recipient inputs and tenant rows, bounded, so hot reads never leave
-//!   the async worker) with its protocol for the two shapes of read the methods make
+//!   (`Cache`: recipient inputs in compact form, `Inputs`, and tenant rows, bounded by the
+//!   memory they take, so hot reads never leave the async worker) with its protocol for the two shapes of read the methods make
 //!   (`store::reads`: `Db::cached_snapshot`, `read_snapshot`, `snapshot_queued`,
 //!   `recipient_for_read`); `store::log` the change log (appended by every `Write`
 //!   operation, read by `changes.*` and the history methods, pruned, erased),

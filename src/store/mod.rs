@@ -53,7 +53,7 @@ use crossbeam_channel::Sender;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::watch;
 
-pub use cache::{Cache, CacheStats, Ticket, Touched, View};
+pub use cache::{Cache, CacheStats, Inputs, Ticket, Touched, View};
 pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob, NextJob};
 pub use migrate::latest as latest_schema_version;
 pub use pages::{Cursor, Page, PageQuery};
