@@ -8,6 +8,7 @@
 //! This module does no I/O.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,8 +20,8 @@ use serde_json::{Map, Value};
 use crate::model::condition::{
     Condition, Key, Operator, equal, list, number, split_variable, text, timestamp, utc_day,
 };
-use crate::model::{Channel, DEFAULT_SET, PreferenceSet, Workflow};
-use crate::resolve::{LayerId, Node, Stack};
+use crate::model::{Channel, DEFAULT_SET, Workflow};
+use crate::resolve::{LayerId, Node, SetRef, Stack};
 
 /// A recipient, actor or other entity whose properties conditions can read.
 #[derive(Clone, Copy, Debug)]
@@ -28,11 +29,32 @@ pub struct Entity<'a> {
     pub id: &'a str,
     pub collection: Option<&'a str>,
     /// A JSON object (anything else reads as having no properties).
-    pub properties: &'a Value,
+    pub properties: Properties<'a>,
     /// When prefsd first stored it and last changed it (RFC 3339); `None` when it is not
     /// stored.
     pub created_at: Option<&'a str>,
     pub updated_at: Option<&'a str>,
+}
+
+/// An entity's properties: parsed, or JSON text parsed into the cell the first time a
+/// condition reads them (the read cache keeps properties as text: most evaluations read
+/// none, and parsing them on every one would cost more than the rest of a cached call).
+#[derive(Clone, Copy, Debug)]
+pub enum Properties<'a> {
+    Parsed(&'a Value),
+    Text(&'a str, &'a OnceCell<Value>),
+}
+
+impl<'a> Properties<'a> {
+    pub fn get(self) -> &'a Value {
+        match self {
+            Properties::Parsed(value) => value,
+            // The text is an object `serde_json` wrote: it parses back.
+            Properties::Text(text, cell) => {
+                cell.get_or_init(|| serde_json::from_str(text).unwrap_or(Value::Null))
+            }
+        }
+    }
 }
 
 /// What conditions can see, besides the preferences.
@@ -50,7 +72,7 @@ pub struct Context<'a> {
     /// batched run), or `null` without one: every `run.*` path then reads as `""`.
     pub run: &'a Value,
     /// The keys of the audiences the recipient is a member of.
-    pub audiences: &'a [String],
+    pub audiences: &'a [Arc<str>],
     pub now: Timestamp,
     /// The work the call may still do comparing lists; see [`Budget`].
     pub budget: &'a Budget,
@@ -197,7 +219,7 @@ pub fn decide(
     workflow: &Workflow,
     channel: &Channel,
     stack: &Stack<'_>,
-    recipient_default: Option<&PreferenceSet>,
+    recipient_default: Option<SetRef<'_>>,
     ctx: &Context<'_>,
 ) -> Decision {
     let mut decisions = decide_channels(
@@ -219,7 +241,7 @@ pub fn decide_channels(
     workflow: &Workflow,
     channels: &[Channel],
     stack: &Stack<'_>,
-    recipient_default: Option<&PreferenceSet>,
+    recipient_default: Option<SetRef<'_>>,
     ctx: &Context<'_>,
 ) -> Vec<Decision> {
     let all = |d: Decision| vec![d; channels.len()];
@@ -232,7 +254,7 @@ pub fn decide_channels(
         // Read through a one-layer stack so that `{conditions}` is an object node whose
         // conditions are evaluated, not a leaf that `setting_allows` would take as allowing.
         let own = recipient_default
-            .filter(|set| set.as_map().contains_key("commercial_subscribed"))
+            .filter(|set| set.contains_key("commercial_subscribed"))
             .map(|set| {
                 Stack::from_layers(&[(LayerId::Recipient(DEFAULT_SET), set)])
                     .root()
@@ -336,7 +358,7 @@ impl<'a, 'n> Scope<'a, 'n> {
         };
         let kind = match node {
             Node::Absent => ScopeKind::AllowsAll,
-            Node::Leaf(Value::Bool(false), layer) => ScopeKind::DeniesAll(
+            Node::Leaf(leaf, layer) if leaf.is_false() => ScopeKind::DeniesAll(
                 Denial {
                     layer: Some(layer.to_string()),
                     condition: None,
@@ -348,7 +370,7 @@ impl<'a, 'n> Scope<'a, 'n> {
                 // The top level has no conditions of its own; `conditions` there is not a
                 // key a valid set can hold, so reading it is harmless.
                 match node.child("conditions") {
-                    Node::Leaf(conditions, layer) => match all_hold(conditions, ctx) {
+                    Node::Leaf(conditions, layer) => match all_hold(&conditions.to_value(), ctx) {
                         Err(condition) => ScopeKind::DeniesAll(
                             Denial {
                                 layer: Some(layer.to_string()),
@@ -413,14 +435,14 @@ impl<'a, 'n> Scope<'a, 'n> {
 fn setting_allows(node: &Node<'_>, ctx: &Context<'_>) -> Result<(), Denial> {
     match node {
         Node::Absent => Ok(()),
-        Node::Leaf(Value::Bool(false), layer) => Err(Denial {
+        Node::Leaf(leaf, layer) if leaf.is_false() => Err(Denial {
             layer: Some(layer.to_string()),
             condition: None,
         }),
         Node::Leaf(..) => Ok(()),
         Node::Object(_) => match node.child("conditions") {
             Node::Leaf(conditions, layer) => {
-                all_hold(conditions, ctx).map_err(|condition| Denial {
+                all_hold(&conditions.to_value(), ctx).map_err(|condition| Denial {
                     layer: Some(layer.to_string()),
                     condition: Some(condition),
                 })
@@ -608,7 +630,7 @@ fn holds(
                 Value::String(s) if !s.is_empty() => s.as_str(),
                 _ => return Err(unreadable("an audience key")),
             };
-            let member = ctx.audiences.iter().any(|a| a == key);
+            let member = ctx.audiences.iter().any(|a| **a == *key);
             if op == IsAudienceMember {
                 member
             } else {
@@ -649,7 +671,7 @@ fn resolve_entity<'v, 's>(
     mut segments: impl Iterator<Item = &'s str>,
 ) -> Option<Cow<'v, Value>> {
     let first = segments.next()?;
-    let properties = entity.properties.as_object();
+    let properties = entity.properties.get().as_object();
     // The fields Knock lists for a recipient (§6.1). `created_at` is the property when one
     // was identified (Knock's identify takes it), else when prefsd first stored the entity;
     // the others are prefsd's own and beat a property of the same name.

@@ -288,6 +288,8 @@ pub struct Jobs {
     wake: Arc<Notify>,
     updates: broadcast::Sender<Arc<JobRow>>,
     hold: Arc<Hold>,
+    /// The job this daemon's worker is running, whose progress it publishes itself.
+    running: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// A hold on the worker, for tests that must catch a job between two chunks without
@@ -314,7 +316,20 @@ impl Jobs {
                 held: std::sync::atomic::AtomicBool::new(false),
                 permits: tokio::sync::Semaphore::new(0),
             }),
+            running: Arc::default(),
         }
+    }
+
+    fn set_running(&self, id: Option<&str>) {
+        if let Ok(mut running) = self.running.lock() {
+            *running = id.map(str::to_string);
+        }
+    }
+
+    fn is_running(&self, id: &str) -> bool {
+        self.running
+            .lock()
+            .is_ok_and(|running| running.as_deref() == Some(id))
     }
 
     /// From now on the worker runs a chunk only when [`Jobs::release_chunks`] allows it:
@@ -369,20 +384,84 @@ pub async fn run(
     metrics: Arc<crate::metrics::Metrics>,
     cancel: CancellationToken,
 ) {
+    tokio::join!(
+        work(db.clone(), jobs.clone(), config, metrics, cancel.clone()),
+        forward_progress(db, jobs, cancel),
+    );
+}
+
+/// Fleet mode: publishes to this daemon's `bulkOperations.subscribe` subscribers the
+/// progress of jobs other daemons run (their chunks notify every daemon), by re-reading
+/// the job. Ends when `cancel` fires; on SQLite no notice ever comes.
+async fn forward_progress(db: Db, jobs: Jobs, cancel: CancellationToken) {
+    let mut notices = db.job_notices();
+    loop {
+        let notice = tokio::select! {
+            () = cancel.cancelled() => return,
+            notice = notices.recv() => notice,
+        };
+        // A lagging receiver has missed notices: nothing to re-read by id, the next
+        // ones carry the news.
+        let Ok(Some(id)) = notice else {
+            if matches!(
+                notice,
+                Err(tokio::sync::broadcast::error::RecvError::Closed)
+            ) {
+                return;
+            }
+            continue;
+        };
+        // Nobody to tell, or this daemon runs the job and tells them itself (a read here
+        // would also make the worker think the daemon busy, and slow it down).
+        if jobs.updates.receiver_count() == 0 || jobs.is_running(&id) {
+            continue;
+        }
+        match db.read(move |r| r.job(&id)).await {
+            Ok(Some(job)) => jobs.publish(job),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot re-read a job another daemon moved on"),
+        }
+    }
+}
+
+/// The worker itself: runs the runnable jobs one at a time, then waits for a wake (a job
+/// submitted here, or a notice from another daemon of a fleet), or for the first lease of
+/// another daemon's job to run out.
+async fn work(
+    db: Db,
+    jobs: Jobs,
+    config: ConfigHandle,
+    metrics: Arc<crate::metrics::Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut notices = db.job_notices();
     let mut sharing = Sharing::new(
         config.current().settings.jobs.chunk_size as usize,
         db.calls(),
     );
     loop {
         purge(&db, config.current().settings.jobs.retention_days).await;
+        // Finished jobs expire by age: look again in an hour even if nothing wakes us;
+        // sooner when another daemon's lease on an open job runs out.
+        let mut wait = Duration::from_secs(3600);
         loop {
             if cancel.is_cancelled() {
                 return;
             }
             sharing.configured = config.current().settings.jobs.chunk_size as usize;
             match run_next(&db, &jobs, &config, &mut sharing, &metrics, &cancel).await {
-                Ok(true) => continue,
-                Ok(false) => break,
+                Ok(Next::Ran) => continue,
+                Ok(Next::Idle) => break,
+                Ok(Next::LeasedFor(until)) => {
+                    // A little past the lease's end, so the claim then succeeds.
+                    wait = until + Duration::from_millis(50);
+                    break;
+                }
+                Err(e) if is_unavailable(&e) => {
+                    // Try again shortly; the store reconnects by itself.
+                    wait = UNAVAILABLE_RETRY;
+                    break;
+                }
                 Err(e) => {
                     // A store failure (a full disk, say) has already failed the job where
                     // possible; wait for the next wake rather than spin on it.
@@ -393,9 +472,10 @@ pub async fn run(
         }
         tokio::select! {
             () = jobs.wake.notified() => {}
+            // Closed or lagged: look again either way.
+            _ = notices.recv() => {}
             () = cancel.cancelled() => return,
-            // Finished jobs expire by age: look again in an hour even if nothing wakes us.
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -452,8 +532,26 @@ impl Sharing {
     }
 }
 
-/// Runs the oldest runnable job to its end (or until cancelled). Returns whether there was
-/// one.
+/// How soon the worker looks again when the store could not be reached.
+const UNAVAILABLE_RETRY: Duration = Duration::from_millis(500);
+
+/// Whether `e` says the store cannot be reached now (fleet mode: PostgreSQL is away), as
+/// opposed to a failure of the job itself.
+fn is_unavailable(e: &Error) -> bool {
+    matches!(e, Error::Store(store) if store.is_unavailable())
+}
+
+/// What [`run_next`] found.
+enum Next {
+    /// A job, run to its end or until cancelled or taken over.
+    Ran,
+    /// No open job.
+    Idle,
+    /// Open jobs, all leased by other daemons of a fleet, the first for this long.
+    LeasedFor(Duration),
+}
+
+/// Runs the oldest runnable job to its end (or until cancelled).
 async fn run_next(
     db: &Db,
     jobs: &Jobs,
@@ -461,11 +559,16 @@ async fn run_next(
     sharing: &mut Sharing,
     metrics: &crate::metrics::Metrics,
     cancel: &CancellationToken,
-) -> Result<bool, Error> {
-    let next = db.read(|r| Ok::<_, Error>(r.next_runnable_job()?)).await;
+) -> Result<Next, Error> {
+    let me = db.node().to_string();
+    let next = db
+        .read(move |r| Ok::<_, Error>(r.next_runnable_job(&me)?))
+        .await;
     sharing.observe(db.calls());
-    let Some(job) = next? else {
-        return Ok(false);
+    let job = match next? {
+        crate::store::NextJob::Run(job) => *job,
+        crate::store::NextJob::LeasedElsewhere(until) => return Ok(Next::LeasedFor(until)),
+        crate::store::NextJob::None => return Ok(Next::Idle),
     };
     let work = match Work::parse(&job) {
         Ok(work) => work,
@@ -476,10 +579,28 @@ async fn run_next(
                 "bulk job has an unreadable payload; failing it"
             );
             fail(db, jobs, &job.id, message).await?;
-            return Ok(true);
+            return Ok(Next::Ran);
         }
     };
     let work = Arc::new(work);
+    jobs.set_running(Some(&job.id));
+    let result = run_job(db, jobs, config, sharing, metrics, cancel, &job, work).await;
+    jobs.set_running(None);
+    result
+}
+
+/// Runs chunks of `job` until it ends, is cancelled or is taken over.
+#[allow(clippy::too_many_arguments)]
+async fn run_job(
+    db: &Db,
+    jobs: &Jobs,
+    config: &ConfigHandle,
+    sharing: &mut Sharing,
+    metrics: &crate::metrics::Metrics,
+    cancel: &CancellationToken,
+    job: &JobRow,
+    work: Arc<Work>,
+) -> Result<Next, Error> {
     // The job's counts so far: each chunk's rows are the difference.
     let mut counted = (job.success_count, job.error_count);
     tracing::info!(
@@ -490,12 +611,16 @@ async fn run_next(
     );
     loop {
         if cancel.is_cancelled() || !jobs.chunk_permit(cancel).await {
-            return Ok(true);
+            return Ok(Next::Ran);
         }
         let id = job.id.clone();
         let work = Arc::clone(&work);
         let chunk = sharing.chunk();
         let limits = config.current().settings.limits.clone();
+        let claim = Claim {
+            me: db.node().to_string(),
+            lease_s: config.current().settings.jobs.lease_s,
+        };
         let started = std::time::Instant::now();
         // The job's changes name it as their actor, and the method that queued it.
         let origin = Origin::new(
@@ -503,7 +628,9 @@ async fn run_next(
             work.kind().method(),
         );
         let result = db
-            .write_as(origin, move |w| run_chunk(w, &id, &work, &limits, chunk))
+            .write_as(origin, move |w| {
+                run_chunk(w, &id, &work, &limits, chunk, &claim)
+            })
             .await;
         sharing.observe(db.calls());
         if sharing.shared {
@@ -515,6 +642,12 @@ async fn run_next(
         let took = started.elapsed();
         let state = match result {
             Ok(state) => state,
+            Err(e) if is_unavailable(&e) => {
+                // PostgreSQL is away (fleet mode): the chunk rolled back whole; the job
+                // goes on from its committed offset once the store is back.
+                tracing::warn!(job = job.id, error = %e, "bulk job paused: the store cannot be reached");
+                return Err(e);
+            }
             Err(e) => {
                 tracing::error!(job = job.id, error = %e, "bulk job failed");
                 // Failing it may fail too (a full disk); the chunk's error is the one to report.
@@ -523,7 +656,10 @@ async fn run_next(
                 return Err(e);
             }
         };
-        let Some(state) = state else { return Ok(true) };
+        // Gone, or taken over by another daemon of a fleet.
+        let Some(state) = state else {
+            return Ok(Next::Ran);
+        };
         let rows = |now: i64, before: i64| u64::try_from(now - before).unwrap_or(0);
         metrics.record_job_rows(
             rows(state.success_count, counted.0),
@@ -534,7 +670,7 @@ async fn run_next(
         jobs.publish(state);
         if done {
             tracing::info!(job = job.id, "bulk job completed");
-            return Ok(true);
+            return Ok(Next::Ran);
         }
         // Let queued interactive work run between chunks, and give way to it for a while
         // when there is some.
@@ -544,7 +680,7 @@ async fn run_next(
         } else {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                () = cancel.cancelled() => return Ok(true),
+                () = cancel.cancelled() => return Ok(Next::Ran),
             }
         }
     }
@@ -565,14 +701,24 @@ async fn fail(db: &Db, jobs: &Jobs, id: &str, message: String) -> Result<(), Err
     Ok(())
 }
 
-/// One chunk, inside the writer's transaction: read where the job stands, apply the next
-/// items, advance the counters. Returns the job's new state (`None` if it vanished).
+/// Who runs a chunk: this daemon, and how long its claim on the job lasts (fleet mode).
+pub struct Claim {
+    pub me: String,
+    pub lease_s: u32,
+}
+
+/// One chunk, inside the writer's transaction: read where the job stands, claim it, apply
+/// the next items, advance the counters. Returns the job's new state (`None` if it
+/// vanished, or another daemon of a fleet holds it). The offset is read in the transaction
+/// that writes the chunk and advances it, so no item is applied twice or skipped, whoever
+/// runs the chunk.
 pub fn run_chunk(
     w: &crate::store::Write<'_>,
     id: &str,
     work: &Work,
     limits: &Limits,
     chunk: usize,
+    claim: &Claim,
 ) -> Result<Option<JobRow>, Error> {
     let Some(job) = w.job(id)? else {
         return Ok(None);
@@ -580,12 +726,29 @@ pub fn run_chunk(
     if job.status.is_terminal() {
         return Ok(Some(job));
     }
+    if !w.claim_job(id, &claim.me, claim.lease_s)? {
+        return Ok(None);
+    }
     let now = crate::store::time::now();
     let start = usize::try_from(job.processed_rows)
         .unwrap_or(0)
         .min(work.len());
     let end = (start + chunk.max(1)).min(work.len());
     let mut outcome = ChunkOutcome::default();
+    if let Work::SetPreferences(p, set) = work {
+        // One set for every user: written in one go (a few statements per chunk on
+        // PostgreSQL), with the same outcome as item by item — none of them can fail.
+        let keys: Vec<RecipientKey> = p.user_ids[start..end]
+            .iter()
+            .map(RecipientKey::user)
+            .collect();
+        w.put_sets(&keys, &p.preference_set, set, &now)?;
+        let n = i64::try_from(end - start).unwrap_or(i64::MAX);
+        outcome.succeeded = n;
+        outcome.processed = n;
+        w.advance_job(id, &outcome, &now)?;
+        return Ok(w.job(id)?);
+    }
     for i in start..end {
         match work.apply(w, i, limits, &now)? {
             None => outcome.succeeded += 1,

@@ -26,22 +26,29 @@
 //!   is the condition language (operators, argument kinds, namespaces, the coercions of
 //!   §6.1, the literal-argument check), `model::validate`
 //!   the walk that checks a set as written; `model::change` the nouns of the change log
-//!   (`Actor`, `Origin`, `ChangeKind`).
+//!   (`Actor`, `Origin`, `ChangeKind`); `model::compact` a valid set in a quarter of the
+//!   memory, the form the read cache keeps recipients' sets in.
 //! - `resolve`: the default hierarchy (environment ⊕ tenant default ⊕ recipient set), admin
-//!   locks and provenance, as a lazy merged view (`Stack`, `Node`) and its materialisation.
+//!   locks and provenance, as a lazy merged view (`Stack`, `Node`) and its materialisation,
+//!   over sets in either form (`SetRef`: `serde_json`'s or compact).
 //! - `eval`: `decide(workflow, channel, stack, recipient default, context) -> Decision` with
 //!   its reason; conditions and their coercions.
 //! - `config`: the config directory parsed as one immutable `Config`, the live
 //!   `ConfigHandle` and the watcher that swaps it on valid edits.
 //! - `logs`: the logger: format (`[log] format`, `PREFSD_LOG_FORMAT`; JSON unless on a
 //!   terminal), level (`[log] level`, `PREFSD_LOG`), colour only on a terminal.
-//! - `store`: SQLite — migrations from `sql/`, one writer thread that owns the only write
+//! - `store`: SQLite by default, PostgreSQL in fleet mode — the domain operations written
+//!   once over `store::sql` (`Conn`: SQLite's dialect, rewritten for PostgreSQL once per
+//!   connection, with the few statements whose dialects differ chosen by `Conn::pick`);
+//!   `store::postgres` the PostgreSQL connections, migrations from `sql/postgres/`, the
+//!   fleet's write lock and the listener thread that keeps the cache coherent with the
+//!   other daemons' writes (fleet.md). On SQLite: migrations from `sql/`, one writer thread that owns the only write
 //!   connection, two reader threads (WAL: reads never wait for writes) and a checkpointer
 //!   thread (commits never wait for the WAL to be copied back), the domain
 //!   operations on one transaction (`Read`, `Write`), keyset pages of users, objects and
 //!   tenants (`store::pages`), the job table, and the read cache
-//!   (`Cache`: parsed recipient inputs and tenant rows, bounded, so hot reads never leave
-//!   the async worker) with its protocol for the two shapes of read the methods make
+//!   (`Cache`: recipient inputs in compact form, `Inputs`, and tenant rows, bounded by the
+//!   memory they take, so hot reads never leave the async worker) with its protocol for the two shapes of read the methods make
 //!   (`store::reads`: `Db::cached_snapshot`, `read_snapshot`, `snapshot_queued`,
 //!   `recipient_for_read`); `store::log` the change log (appended by every `Write`
 //!   operation, read by `changes.*` and the history methods, pruned, erased),
@@ -116,7 +123,14 @@
 //!   `api` never imports `rpc` (the protocol version is `rpc::PROTOCOL`, handed to
 //!   `api::daemon::status`); inside `rpc`, the outer layers (`http`, `ws`) import the inner
 //!   (`wire`) and what they hand it (`envelope`), never the reverse.
-//! - Only `store` names rusqlite. Only `rpc` and `server` name jsonrpsee server types; the
+//! - Only `store` names rusqlite or postgres, and only `store::sql` and `store::postgres`
+//!   (plus the SQLite-only `backup`, `export`, `migrate` and the threads in `store`'s root)
+//!   tell the two apart; `api` does not change per backend.
+//! - PostgreSQL's client never runs on an async worker thread either: it blocks on a
+//!   runtime of its own, which cannot start inside the daemon's.
+//! - On PostgreSQL, every write transaction holds the fleet's write lock from its start
+//!   to its commit: the change log's `seq` order is commit order fleet-wide, and the
+//!   listener's reads of the log never skip a change. Only `rpc` and `server` name jsonrpsee server types; the
 //!   CLI uses jsonrpsee's client.
 //! - No SQL outside `store/` and `sql/`; no preference rule outside `model`, `resolve` and
 //!   `eval`; `api` holds neither, only the order of steps of each method.
@@ -314,6 +328,17 @@
 //!   idempotency key is a hash of its items (so a repeated import queues nothing new), and
 //!   imported rows get the import's time as their timestamps, as an identify does. A run
 //!   with lines left out exits 1.
+//! - Fleet mode (fleet.md): writes are serialised fleet-wide by one advisory lock held
+//!   for the whole write transaction (not only around the log append, as the design notes
+//!   sketch): it gives the no-lost-update and commit-ordered-log guarantees with one
+//!   mechanism and no per-key locks or deadlock handling, at the price of one fleet-wide
+//!   writer — acceptable because writes are rare next to reads, which the caches take.
+//! - On PostgreSQL, ids (recipients, sets, tenants, audiences, jobs, idempotency keys) are
+//!   `bytea` holding their UTF-8, so that an id may hold NUL as on SQLite and sorts
+//!   bytewise; JSON stays `text` (prefsd parses it; `jsonb` would reorder keys).
+//! - A fleet daemon that loses its change feed turns its cache off at once rather than
+//!   serving entries up to `max_staleness_ms` old: stricter than fleet.md §5 allows, and
+//!   simpler to reason about.
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.

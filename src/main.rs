@@ -28,11 +28,17 @@ fn main() -> ExitCode {
     prefsd::logs::init(&log);
     let socket = cli.socket.as_deref();
     let result = match cli.command {
-        Command::Serve { database } => prefsd::server::main(prefsd::server::ServeOptions {
+        Command::Serve {
+            database,
+            database_url,
+            schema,
+        } => prefsd::server::main(prefsd::server::ServeOptions {
             config_dir: cli.config,
             overrides: prefsd::config::Overrides {
                 socket: cli.socket,
                 database,
+                database_url,
+                schema,
             },
         }),
         Command::Token(args) => prefsd::auth::mint::run(&args, &cli.config),

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub mod change;
+pub mod compact;
 pub mod condition;
 mod validate;
 

@@ -8,10 +8,12 @@
 //!
 //! This module does no I/O.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::model::compact::{self, CompactSet};
 use crate::model::{DEFAULT_SET, PreferenceSet, STRATEGY_KEY};
 
 /// Which layer a value came from, as named in reasons (`recipient:default`,
@@ -41,9 +43,123 @@ pub struct Sources<'a> {
     /// the config template, else none).
     pub tenant: Option<(&'a str, Option<&'a PreferenceSet>)>,
     /// The recipient's `default` set.
-    pub recipient_default: Option<&'a PreferenceSet>,
+    pub recipient_default: Option<SetRef<'a>>,
     /// The recipient's set for the request's tenant.
-    pub recipient_tenant: Option<&'a PreferenceSet>,
+    pub recipient_tenant: Option<SetRef<'a>>,
+}
+
+/// A set in either of its forms: as `serde_json` holds it (the config's, a tenant's), or
+/// compact (a recipient's, as the read cache keeps it: `model::compact`).
+#[derive(Clone, Copy, Debug)]
+pub enum SetRef<'a> {
+    Json(&'a PreferenceSet),
+    Compact(&'a CompactSet),
+}
+
+impl<'a> From<&'a PreferenceSet> for SetRef<'a> {
+    fn from(set: &'a PreferenceSet) -> SetRef<'a> {
+        SetRef::Json(set)
+    }
+}
+
+impl<'a> From<&'a CompactSet> for SetRef<'a> {
+    fn from(set: &'a CompactSet) -> SetRef<'a> {
+        SetRef::Compact(set)
+    }
+}
+
+impl<'a> SetRef<'a> {
+    fn root(self) -> Obj<'a> {
+        match self {
+            SetRef::Json(set) => Obj::Json(set.as_map()),
+            SetRef::Compact(set) => Obj::Compact(set.root()),
+        }
+    }
+
+    pub fn contains_key(self, key: &str) -> bool {
+        self.root().get(key).is_some()
+    }
+
+    /// The set as `serde_json` holds it (a copy of a compact one).
+    pub fn to_set(self) -> Cow<'a, PreferenceSet> {
+        match self {
+            SetRef::Json(set) => Cow::Borrowed(set),
+            SetRef::Compact(set) => Cow::Owned(set.to_set()),
+        }
+    }
+}
+
+/// An object of one layer, in either form.
+#[derive(Clone, Copy, Debug)]
+enum Obj<'a> {
+    Json(&'a Map<String, Value>),
+    Compact(compact::Obj<'a>),
+}
+
+/// A member of an [`Obj`].
+enum Member<'a> {
+    Null,
+    Obj(Obj<'a>),
+    Leaf(Leaf<'a>),
+}
+
+impl<'a> Obj<'a> {
+    fn get(self, key: &str) -> Option<Member<'a>> {
+        static TRUE: Value = Value::Bool(true);
+        static FALSE: Value = Value::Bool(false);
+        Some(match self {
+            Obj::Json(map) => match map.get(key)? {
+                Value::Null => Member::Null,
+                Value::Object(child) => Member::Obj(Obj::Json(child)),
+                leaf => Member::Leaf(Leaf::Value(leaf)),
+            },
+            Obj::Compact(obj) => match obj.get(key)? {
+                compact::Item::Bool(b) => Member::Leaf(Leaf::Value(if b { &TRUE } else { &FALSE })),
+                compact::Item::Obj(child) => Member::Obj(Obj::Compact(child)),
+                compact::Item::Json(text) => Member::Leaf(Leaf::Json(text)),
+            },
+        })
+    }
+
+    fn keys(self) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+        match self {
+            Obj::Json(map) => Box::new(map.keys().map(String::as_str)),
+            Obj::Compact(obj) => Box::new(obj.keys()),
+        }
+    }
+
+    fn is_locked(self) -> bool {
+        match self {
+            Obj::Json(map) => map.get(STRATEGY_KEY).and_then(Value::as_str) == Some("replace"),
+            Obj::Compact(obj) => matches!(
+                obj.get(STRATEGY_KEY),
+                Some(compact::Item::Json("\"replace\""))
+            ),
+        }
+    }
+}
+
+/// A non-object value of the hierarchy: borrowed, or (from a compact set) JSON text that
+/// is parsed when read, which only condition lists and locks are.
+#[derive(Clone, Copy, Debug)]
+pub enum Leaf<'a> {
+    Value(&'a Value),
+    Json(&'a str),
+}
+
+impl<'a> Leaf<'a> {
+    /// Whether this is `false`, the one leaf that denies.
+    pub fn is_false(self) -> bool {
+        matches!(self, Leaf::Value(Value::Bool(false)))
+    }
+
+    pub fn to_value(self) -> Cow<'a, Value> {
+        match self {
+            Leaf::Value(value) => Cow::Borrowed(value),
+            // Written by `serde_json` from a valid set's value: it parses back.
+            Leaf::Json(text) => Cow::Owned(serde_json::from_str(text).unwrap_or(Value::Null)),
+        }
+    }
 }
 
 /// At most three layers: environment, tenant default, recipient.
@@ -52,7 +168,7 @@ const MAX_LAYERS: usize = 3;
 /// The layers that apply, lowest first.
 #[derive(Clone, Copy, Debug)]
 pub struct Stack<'a> {
-    layers: [Option<(LayerId<'a>, &'a PreferenceSet)>; MAX_LAYERS],
+    layers: [Option<(LayerId<'a>, SetRef<'a>)>; MAX_LAYERS],
     /// The layers §4.2 looked at, lowest first, and whether each had a set: what a reason
     /// says was considered. With a tenant that has neither a default nor a recipient set,
     /// the fallback looks at four.
@@ -63,7 +179,7 @@ impl<'a> Stack<'a> {
     /// The hierarchy of §4.2: with tenant T, `env ⊕ tenant_default(T) ⊕ recipient[T]` when
     /// either of the last two exists, otherwise (and with no tenant) `env ⊕ recipient["default"]`.
     pub fn for_recipient(sources: &Sources<'a>) -> Stack<'a> {
-        let env = Some((LayerId::Environment, sources.environment));
+        let env = Some((LayerId::Environment, SetRef::Json(sources.environment)));
         let default = (
             LayerId::Recipient(DEFAULT_SET),
             sources.recipient_default.is_some(),
@@ -78,7 +194,7 @@ impl<'a> Stack<'a> {
                 return Stack {
                     layers: [
                         env,
-                        tenant_default.map(|s| (LayerId::Tenant(tenant), s)),
+                        tenant_default.map(|s| (LayerId::Tenant(tenant), SetRef::Json(s))),
                         sources
                             .recipient_tenant
                             .map(|s| (LayerId::Recipient(tenant), s)),
@@ -114,9 +230,9 @@ impl<'a> Stack<'a> {
 
     /// `env ⊕ recipient["default"]`.
     fn default_layers(
-        env: Option<(LayerId<'a>, &'a PreferenceSet)>,
+        env: Option<(LayerId<'a>, SetRef<'a>)>,
         sources: &Sources<'a>,
-    ) -> [Option<(LayerId<'a>, &'a PreferenceSet)>; MAX_LAYERS] {
+    ) -> [Option<(LayerId<'a>, SetRef<'a>)>; MAX_LAYERS] {
         [
             env,
             sources
@@ -140,7 +256,7 @@ impl<'a> Stack<'a> {
     }
 
     /// Any layers, lowest first; `tenants.get` uses it for `env ⊕ tenant default`.
-    pub fn from_layers(layers: &[(LayerId<'a>, &'a PreferenceSet)]) -> Stack<'a> {
+    pub fn from_layers(layers: &[(LayerId<'a>, SetRef<'a>)]) -> Stack<'a> {
         let mut stack = Stack {
             layers: [None; MAX_LAYERS],
             consulted: [None; MAX_LAYERS + 1],
@@ -162,7 +278,7 @@ impl<'a> Stack<'a> {
         let mut parts = Parts::default();
         // Top-down: the highest layer first.
         for (id, set) in self.layers.iter().rev().flatten() {
-            parts.push(*id, set.as_map());
+            parts.push(*id, set.root());
         }
         Node::Object(parts)
     }
@@ -180,19 +296,19 @@ impl<'a> Stack<'a> {
 /// The objects that contribute to one merged node, top-down.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Parts<'a> {
-    items: [Option<(LayerId<'a>, &'a Map<String, Value>)>; MAX_LAYERS],
+    items: [Option<(LayerId<'a>, Obj<'a>)>; MAX_LAYERS],
     len: usize,
 }
 
 impl<'a> Parts<'a> {
-    fn push(&mut self, id: LayerId<'a>, map: &'a Map<String, Value>) {
+    fn push(&mut self, id: LayerId<'a>, map: Obj<'a>) {
         if self.len < MAX_LAYERS {
             self.items[self.len] = Some((id, map));
             self.len += 1;
         }
     }
 
-    fn iter(&self) -> impl DoubleEndedIterator<Item = (LayerId<'a>, &'a Map<String, Value>)> + '_ {
+    fn iter(&self) -> impl DoubleEndedIterator<Item = (LayerId<'a>, Obj<'a>)> + '_ {
         self.items[..self.len].iter().flatten().copied()
     }
 
@@ -207,10 +323,10 @@ impl<'a> Parts<'a> {
                 }
                 let value = match Node::Object(*self).child(key) {
                     Node::Absent => continue,
-                    Node::Leaf(value, _) => value.clone(),
+                    Node::Leaf(leaf, _) => leaf.to_value().into_owned(),
                     Node::Object(parts) => Value::Object(parts.materialise()),
                 };
-                out.insert(key.clone(), value);
+                out.insert(key.to_string(), value);
             }
         }
         out
@@ -223,7 +339,7 @@ pub enum Node<'a> {
     /// No layer sets this node.
     Absent,
     /// A non-object value and the layer it came from.
-    Leaf(&'a Value, LayerId<'a>),
+    Leaf(Leaf<'a>, LayerId<'a>),
     /// An object merged from one or more layers.
     Object(Parts<'a>),
 }
@@ -241,7 +357,7 @@ impl<'a> Node<'a> {
             return Node::Absent;
         };
         // One lookup per layer: the lock scan and the merge read the same values.
-        let mut found: [Option<(LayerId<'a>, &'a Value)>; MAX_LAYERS] = [None; MAX_LAYERS];
+        let mut found: [Option<(LayerId<'a>, Member<'a>)>; MAX_LAYERS] = [None, None, None];
         for (slot, (id, map)) in found.iter_mut().zip(parts.iter()) {
             *slot = map.get(key).map(|value| (id, value));
         }
@@ -250,15 +366,15 @@ impl<'a> Node<'a> {
         let lowest_lock = found
             .iter()
             .skip(1)
-            .rposition(|item| item.is_some_and(|(_, value)| is_locked(value)))
+            .rposition(|item| matches!(item, Some((_, Member::Obj(obj))) if obj.is_locked()))
             .map_or(0, |i| i + 1);
         let mut merged = Parts::default();
         for (id, value) in found[lowest_lock..].iter().flatten() {
             match value {
-                Value::Null => continue,
-                Value::Object(child) => merged.push(*id, child),
-                leaf if merged.len == 0 => return Node::Leaf(leaf, *id),
-                _ => break,
+                Member::Null => continue,
+                Member::Obj(child) => merged.push(*id, *child),
+                Member::Leaf(leaf) if merged.len == 0 => return Node::Leaf(*leaf, *id),
+                Member::Leaf(_) => break,
             }
         }
         if merged.len == 0 {
@@ -280,12 +396,4 @@ impl<'a> Node<'a> {
     pub fn is_absent(&self) -> bool {
         matches!(self, Node::Absent)
     }
-}
-
-fn is_locked(value: &Value) -> bool {
-    value
-        .as_object()
-        .and_then(|m| m.get(STRATEGY_KEY))
-        .and_then(Value::as_str)
-        == Some("replace")
 }

@@ -358,8 +358,7 @@ async fn apply_store_limits(ctx: Arc<Context>, cancel: CancellationToken) {
             (limits.max_database_mb, limits.read_cache_mb)
         };
         ctx.db
-            .cache()
-            .set_budget(cache_mb as usize * crate::store::MIB);
+            .set_cache_budget(cache_mb as usize * crate::store::MIB);
         if applied != Some(wanted) {
             match ctx.db.set_max_size(wanted).await {
                 Ok(()) => applied = Some(wanted),
@@ -580,6 +579,50 @@ pub fn check_rest_secret_key(
     })
 }
 
+/// Opens the store. SQLite's file is checked whole first (about a second per GB), said
+/// first so that a slow start is not taken for a hang. PostgreSQL is reached from a thread
+/// of its own: its client runs a runtime of its own, which cannot start inside this one.
+fn open_store(
+    location: &crate::store::Location,
+    options: crate::store::Options,
+) -> anyhow::Result<crate::store::Db> {
+    use crate::store::{Db, Location};
+    match location {
+        Location::Sqlite(database) => {
+            tracing::info!(
+                database = %database.display(),
+                "checking the database (PRAGMA quick_check) before serving"
+            );
+            Db::open_with(database, options)
+                .with_context(|| format!("opening the database {}", database.display()))
+        }
+        Location::Postgres(pg) => {
+            let at = location.clone();
+            let schema = pg.schema.clone();
+            std::thread::spawn(move || Db::open_at(&at, options))
+                .join()
+                .map_err(|_| anyhow::anyhow!("opening the PostgreSQL store panicked"))?
+                .map_err(|e| {
+                    let hint = if e.is_unavailable() {
+                        "; check `[store] url` (or --database-url) and that PostgreSQL is running"
+                    } else {
+                        ""
+                    };
+                    anyhow::anyhow!("opening the PostgreSQL store (schema {schema}): {e}{hint}")
+                })
+        }
+    }
+}
+
+/// The store for the log: the SQLite path, or PostgreSQL's schema (never the URL, which
+/// may hold a password).
+fn store_description(location: &crate::store::Location) -> String {
+    match location {
+        crate::store::Location::Sqlite(path) => path.display().to_string(),
+        crate::store::Location::Postgres(pg) => format!("postgres (schema {})", pg.schema),
+    }
+}
+
 /// What `prefsd serve` needs, from flags and environment.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -623,36 +666,37 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         durability: settings.durability,
         max_database_mb: settings.limits.max_database_mb,
         read_cache_mb: settings.limits.read_cache_mb,
+        max_staleness_ms: settings.store.max_staleness_ms,
         skip_change_log: false,
     };
-    parent_must_exist(
-        &settings.database,
-        "opening the database",
-        "`database` in prefsd.toml or --database",
-    )?;
-    // One daemon per database (ops.md §5): held until this function returns, after the
-    // database is closed; the kernel drops it if the process dies.
-    let _lock = crate::store::lock::DbLock::acquire(&settings.database)?;
-    outside_config(
-        &settings.database,
-        &options.config_dir,
-        "database",
-        "../prefsd.db",
-    )?;
+    let location = settings.store_location().ok_or_else(|| {
+        anyhow::anyhow!(
+            "`[store] backend = \"postgres\"` needs a URL: `[store] url` in prefsd.toml, --database-url or PREFSD_DATABASE_URL"
+        )
+    })?;
     outside_config(
         &settings.socket,
         &options.config_dir,
         "socket",
         "../prefsd.sock",
     )?;
-    // Opening checks the whole file (about a second per GB) before the socket appears:
-    // said first, so that a slow start is not taken for a hang.
-    tracing::info!(
-        database = %settings.database.display(),
-        "checking the database (PRAGMA quick_check) before serving"
-    );
-    let db = crate::store::Db::open_with(&settings.database, db_options)
-        .with_context(|| format!("opening the database {}", settings.database.display()))?;
+    // One daemon per SQLite database (ops.md §5): held until this function returns, after
+    // the database is closed; the kernel drops it if the process dies. A PostgreSQL store
+    // is shared by design (fleet.md).
+    let _lock = match &location {
+        crate::store::Location::Sqlite(database) => {
+            parent_must_exist(
+                database,
+                "opening the database",
+                "`database` in prefsd.toml or --database",
+            )?;
+            let lock = crate::store::lock::DbLock::acquire(database)?;
+            outside_config(database, &options.config_dir, "database", "../prefsd.db")?;
+            Some(lock)
+        }
+        crate::store::Location::Postgres(_) => None,
+    };
+    let db = open_store(&location, db_options)?;
     // Socket activation: serve on the sockets systemd passed (and never remove them), else
     // bind our own; the REST TCP listener too when systemd passed one named `rest`.
     let activated = systemd::activated()?;
@@ -700,7 +744,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|| settings.socket.clone());
     tracing::info!(
         socket = %serving_on.display(),
-        database = %settings.database.display(),
+        database = %store_description(&location),
         config = %options.config_dir.display(),
         schema_version = db.schema_version(),
         "prefsd is serving"

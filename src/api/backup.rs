@@ -64,7 +64,14 @@ pub struct BackupParams {
 
 /// `daemon.backup { path }`: an online, verified copy of the store at `path` (replacing a
 /// file there only once the copy is verified).
+/// What `daemon.backup` answers on the PostgreSQL backend (ops.md §6, issue 20 item 6).
+pub const POSTGRES_BACKUPS: &str = "the store is on PostgreSQL, whose own tools back it up: \
+pg_dump (or pg_basebackup with WAL archiving for point-in-time recovery), and pg_restore";
+
 pub async fn backup(ctx: &Context, p: BackupParams) -> Result<BackupInfo, Error> {
+    if ctx.db.is_postgres() {
+        return Err(Error::Conflict(POSTGRES_BACKUPS.into()));
+    }
     let database = ctx.config().settings.database.clone();
     let dest = destination(&p.path, &database)?;
     run(ctx, database, dest).await
@@ -152,6 +159,12 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 /// removed, only after the new one is verified. Follows config reloads; ends when
 /// cancelled.
 pub async fn schedule(ctx: Arc<Context>, cancel: CancellationToken) {
+    if ctx.db.is_postgres() {
+        if ctx.config.current().settings.backup.dir.is_some() {
+            tracing::warn!("[backup] is ignored: {POSTGRES_BACKUPS}");
+        }
+        return;
+    }
     let mut configs = ctx.config.subscribe();
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {

@@ -30,6 +30,8 @@ pub struct Status {
     /// The newest backup this daemon made (`daemon.backup` or `[backup]`), with its age in
     /// seconds, or null.
     pub last_backup: Value,
+    /// The backend and, on PostgreSQL, the schema and the change feed (fleet.md §1).
+    pub store: crate::store::StoreStatus,
 }
 
 /// `daemon.status`; `protocol` is the version of the wire protocol the caller serves it on.
@@ -47,6 +49,7 @@ pub async fn status(ctx: &Context, protocol: u32) -> Result<Status, Error> {
         jobs: json!({ "queued": queued, "processing": processing }),
         cache: ctx.db.cache().stats(),
         last_backup: ctx.backups.status(),
+        store: ctx.db.store_status(),
     })
 }
 

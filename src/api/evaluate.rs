@@ -11,6 +11,7 @@
 //! This file is the order of those steps; `params` validates the request and `answer`
 //! writes the result.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -25,9 +26,9 @@ use crate::config::{Config, Limits};
 use crate::eval::{self, Entity};
 use crate::model::change::Origin;
 use crate::model::{PreferenceSet, RecipientKey};
-use crate::resolve::{Sources, Stack};
+use crate::resolve::{SetRef, Sources, Stack};
 use crate::store::time::now;
-use crate::store::{Snapshot, Wanted};
+use crate::store::{Inputs, Snapshot, Wanted};
 
 mod answer;
 mod params;
@@ -382,14 +383,15 @@ fn decide_all(
         (None, None) => Value::Null,
     };
     let workflow_value = req.workflow.to_value();
+    let actor_properties = OnceCell::new();
     let actor = req.actor.as_ref().map(|a| {
         let stored = snapshot.actor.as_deref();
         Entity {
             id: &a.id,
             collection: None,
-            properties: stored.map_or(&Value::Null, |a| &a.properties),
-            created_at: stored.and_then(|a| a.created_at.as_deref()),
-            updated_at: stored.and_then(|a| a.updated_at.as_deref()),
+            properties: properties(stored, &actor_properties),
+            created_at: stored.and_then(Inputs::created_at),
+            updated_at: stored.and_then(Inputs::updated_at),
         }
     });
     let mut results = Vec::with_capacity(recipients.len());
@@ -400,16 +402,17 @@ fn decide_all(
         let stack = Stack::for_recipient(&Sources {
             environment: &config.environment,
             tenant: tenant_id.map(|t| (t, tenant_default)),
-            recipient_default: loaded.default_set.as_ref(),
-            recipient_tenant: loaded.tenant_set.as_ref(),
+            recipient_default: loaded.default_set.as_ref().map(SetRef::from),
+            recipient_tenant: loaded.tenant_set.as_ref().map(SetRef::from),
         });
+        let recipient_properties = OnceCell::new();
         let ctx = eval::Context {
             recipient: Entity {
                 id: &rp.key.id,
                 collection: rp.key.collection.as_deref(),
-                properties: &loaded.properties,
-                created_at: loaded.created_at.as_deref(),
-                updated_at: loaded.updated_at.as_deref(),
+                properties: properties(Some(loaded), &recipient_properties),
+                created_at: loaded.created_at(),
+                updated_at: loaded.updated_at(),
             },
             actor,
             data: &req.data,
@@ -425,7 +428,7 @@ fn decide_all(
             &req.workflow,
             &req.channels,
             &stack,
-            loaded.default_set.as_ref(),
+            loaded.default_set.as_ref().map(SetRef::from),
             &ctx,
         );
         let channels = req
@@ -448,4 +451,14 @@ fn decide_all(
         });
     }
     Evaluation { results }
+}
+
+/// A stored entity's properties as conditions read them: its JSON text, parsed into `cell`
+/// only if a condition reads it (the cache keeps the text: `store::cache`).
+fn properties<'a>(stored: Option<&'a Inputs>, cell: &'a OnceCell<Value>) -> eval::Properties<'a> {
+    static NULL: Value = Value::Null;
+    match stored.and_then(Inputs::properties_text) {
+        Some(text) => eval::Properties::Text(text, cell),
+        None => eval::Properties::Parsed(&NULL),
+    }
 }

@@ -12,12 +12,13 @@ use crate::api::past::{parse_as_of, read_at};
 use crate::api::{Context, Deleted, Errors, strict};
 use crate::config::Config;
 use crate::model::change::Origin;
+use crate::model::compact::CompactSet;
 use crate::model::{
     DEFAULT_SET, PreferenceSet, PreferenceSetRequest, RecipientKey, SetKind, Strategy,
 };
-use crate::resolve::{Sources, Stack};
+use crate::resolve::{SetRef, Sources, Stack};
 use crate::store::time::now;
-use crate::store::{RecipientRow, TenantRow};
+use crate::store::{Inputs, RecipientRow, TenantRow};
 use crate::writes::inline_sets;
 pub use crate::writes::{check_size, write_inline};
 
@@ -262,7 +263,7 @@ pub async fn get_preferences(
             let (config, (inputs, row)) = read_at(ctx, as_of, move |past| {
                 let inputs = past.evaluation_inputs(&key, set.as_deref())?;
                 let row = row.map(|t| past.tenant(&t)).transpose()?.flatten();
-                Ok((Arc::new(inputs), row.map(Arc::new)))
+                Ok((Arc::new(Inputs::from(inputs)), row.map(Arc::new)))
             })
             .await?;
             (config, inputs, row)
@@ -273,7 +274,8 @@ pub async fn get_preferences(
             None => inputs.default_set.as_ref(),
             Some(_) => inputs.tenant_set.as_ref(),
         };
-        return render(&set.cloned().unwrap_or_default().into_response(&set_id));
+        let set = set.map(CompactSet::to_set).unwrap_or_default();
+        return render(&set.into_response(&set_id));
     }
     if let Some(r) = inputs.memo.get::<Rendered>()
         && r.is_for(&config, tenant_row.as_ref(), may_read_default)
@@ -287,8 +289,12 @@ pub async fn get_preferences(
     let stack = Stack::for_recipient(&Sources {
         environment: &config.environment,
         tenant: tenant.map(|t| (t, tenant_default)),
-        recipient_default: inputs.default_set.as_ref().filter(|_| may_read_default),
-        recipient_tenant: inputs.tenant_set.as_ref(),
+        recipient_default: inputs
+            .default_set
+            .as_ref()
+            .filter(|_| may_read_default)
+            .map(SetRef::from),
+        recipient_tenant: inputs.tenant_set.as_ref().map(SetRef::from),
     });
     let answer = render(&stack.effective().into_response(&set_id))?;
     inputs.memo.set(Arc::new(Rendered {

@@ -8,7 +8,7 @@ use crate::api::past::{parse_as_of, read_at};
 use crate::api::{Context, Deleted, Errors, strict};
 use crate::model::change::Origin;
 use crate::model::{PreferenceSetRequest, Strategy};
-use crate::resolve::{LayerId, Stack};
+use crate::resolve::{LayerId, SetRef, Stack};
 use crate::store::TenantRow;
 use crate::store::time::now;
 pub use crate::writes::TenantWrite;
@@ -114,9 +114,9 @@ fn shown_set(
     let template = config.tenant_templates.get(id);
     let stored_set = row.and_then(|row| row.preference_set.as_ref());
     if resolve {
-        let mut layers = vec![(LayerId::Environment, &config.environment)];
+        let mut layers = vec![(LayerId::Environment, SetRef::Json(&config.environment))];
         if let Some(set) = stored_set.or(template) {
-            layers.push((LayerId::Tenant(id), set));
+            layers.push((LayerId::Tenant(id), SetRef::Json(set)));
         }
         Some(Stack::from_layers(&layers).effective().to_response(id))
     } else {

@@ -110,9 +110,16 @@ pub struct LoadArgs {
 /// `prefsd bench seed`'s options.
 #[derive(Debug, Args)]
 pub struct SeedArgs {
-    /// The SQLite database to fill (created and migrated if needed).
-    #[arg(long)]
+    /// The SQLite database to fill (created and migrated if needed); ignored with
+    /// --database-url.
+    #[arg(long, required_unless_present = "database_url", default_value = "")]
     pub database: PathBuf,
+    /// Fill a PostgreSQL store instead (fleet mode): a libpq connection string or URL.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// The PostgreSQL schema to fill (with --database-url).
+    #[arg(long, default_value = "public")]
+    pub schema: String,
     /// Users: user-000000 .. user-(N-1).
     #[arg(long, default_value_t = 1000)]
     pub users: u64,

@@ -481,21 +481,41 @@ pub fn seed_db(
 /// progress to stderr and a summary to stdout.
 pub fn run(args: &SeedArgs) -> anyhow::Result<SeedSummary> {
     let plan = SeedPlan::from_args(args)?;
-    seed_path(&args.database, &plan)
+    match &args.database_url {
+        None => seed_path(&args.database, &plan),
+        Some(url) => {
+            let location = crate::store::Location::Postgres(crate::store::PgOptions {
+                url: url.clone(),
+                schema: args.schema.clone(),
+            });
+            let options = crate::store::Options {
+                durability: Durability::Normal,
+                max_database_mb: None,
+                read_cache_mb: 0,
+                max_staleness_ms: 1000,
+                skip_change_log: false,
+            };
+            // PostgreSQL's client runs a runtime of its own: opened off any runtime.
+            let db = std::thread::spawn(move || Db::open_at(&location, options))
+                .join()
+                .map_err(|_| anyhow::anyhow!("opening PostgreSQL panicked"))?
+                .with_context(|| format!("opening the PostgreSQL schema {}", args.schema))?;
+            seed_opened(db, &format!("postgres schema {}", args.schema), &plan)
+        }
+    }
 }
 
 fn seed_path(path: &Path, plan: &SeedPlan) -> anyhow::Result<SeedSummary> {
     // Bulk loading needs no fsync per commit; the daemon reopens with its own setting.
     let db = Db::open(path, Durability::Normal)
         .with_context(|| format!("opening {}", path.display()))?;
+    seed_opened(db, &path.display().to_string(), plan)
+}
+
+fn seed_opened(db: Db, name: &str, plan: &SeedPlan) -> anyhow::Result<SeedSummary> {
     eprintln!(
         "seeding {}: {} users × {} sets, {} tenants, {} objects, seed {}",
-        path.display(),
-        plan.users,
-        plan.sets_per_user,
-        plan.tenants,
-        plan.objects,
-        plan.seed
+        name, plan.users, plan.sets_per_user, plan.tenants, plan.objects, plan.seed
     );
     let start = Instant::now();
     let mut progress = None;
@@ -513,7 +533,7 @@ fn seed_path(path: &Path, plan: &SeedPlan) -> anyhow::Result<SeedSummary> {
     summary.elapsed = start.elapsed();
     println!(
         "seeded {}: {} users, {} objects, {} tenants, {} preference sets, {} audience memberships, {} extra changes in {:.1} s ({:.0} users/s)",
-        path.display(),
+        name,
         summary.users,
         summary.objects,
         summary.tenants,

@@ -11,6 +11,8 @@ Environment:
   PREFSD_SOCKET         the daemon's socket (as --socket)
   PREFSD_CONFIG         the config directory (as --config)
   PREFSD_DATABASE       the database of `serve` (as --database)
+  PREFSD_DATABASE_URL   the PostgreSQL store of `serve` (as --database-url; fleet mode)
+  PREFSD_SCHEMA         the PostgreSQL schema of `serve` (as --schema)
   PREFSD_LOG            log filter of the daemon and CLI, e.g. info, debug, prefsd=trace
                         (over `[log] level`)
   PREFSD_LOG_FORMAT     text or json (over `[log] format`; default: text on a terminal)
@@ -52,9 +54,17 @@ pub enum Command {
         after_help = "Examples:\n  prefsd serve\n  prefsd --config /etc/prefsd --socket /run/prefsd/prefsd.sock serve --database /var/lib/prefsd/prefsd.db"
     )]
     Serve {
-        /// The SQLite database. Default: the `database` of prefsd.toml.
+        /// The SQLite database (a `postgres://` URL here means the PostgreSQL backend).
+        /// Default: the `database` of prefsd.toml.
         #[arg(long, env = "PREFSD_DATABASE")]
         database: Option<PathBuf>,
+        /// The PostgreSQL store (fleet mode): a `postgres://` URL or a libpq key=value
+        /// string. Default: `[store] url` of prefsd.toml.
+        #[arg(long, env = "PREFSD_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// The PostgreSQL schema of this environment. Default: `[store] schema`, `public`.
+        #[arg(long, env = "PREFSD_SCHEMA")]
+        schema: Option<String>,
     },
     /// Mint a user token (like Knock's signUserToken) for development and tests; print it.
     #[command(

@@ -166,11 +166,16 @@ fn read_bounded(path: &Path) -> io::Result<String> {
 pub struct Overrides {
     pub socket: Option<PathBuf>,
     pub database: Option<PathBuf>,
+    /// `--database-url`/`PREFSD_DATABASE_URL`: the PostgreSQL backend at this URL.
+    pub database_url: Option<String>,
+    /// `--schema`/`PREFSD_SCHEMA`: the PostgreSQL schema.
+    pub schema: Option<String>,
 }
 
 impl Overrides {
     pub fn apply(&self, settings: &mut Settings) {
         settings.apply_overrides(self.socket.clone(), self.database.clone());
+        settings.apply_store_overrides(self.database_url.as_deref(), self.schema.as_deref());
     }
 }
 

@@ -36,6 +36,55 @@ pub struct Settings {
     pub backup: BackupSettings,
     /// `[log]`: read once at start (`logs::init`); not hot-reloaded.
     pub log: LogSettings,
+    /// `[store]`: the backend (fleet.md §1). Restart-only.
+    pub store: StoreSettings,
+}
+
+/// `[store]`: SQLite (the file `database`, the default) or PostgreSQL (fleet mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// `backend = "postgres"`; implied by a `url` given on the command line or in the
+    /// environment (`--database-url`, `PREFSD_DATABASE_URL`).
+    pub postgres: bool,
+    /// `url`: a `postgres://` URL or a libpq key=value string. Never logged.
+    pub url: Option<String>,
+    /// `schema`: this environment's tables on PostgreSQL; default `public`.
+    pub schema: String,
+    /// `max_staleness_ms`: how long another daemon's write may go unseen here; default
+    /// 1000 (fleet.md §3).
+    pub max_staleness_ms: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> StoreSettings {
+        StoreSettings {
+            postgres: false,
+            url: None,
+            schema: "public".into(),
+            max_staleness_ms: 1000,
+        }
+    }
+}
+
+impl Settings {
+    /// Where the store is: the PostgreSQL schema of `[store]` when the backend is
+    /// PostgreSQL, else the SQLite file `database`. `None` when PostgreSQL is chosen
+    /// without a URL.
+    pub fn store_location(&self) -> Option<crate::store::Location> {
+        if !self.store.postgres {
+            return Some(crate::store::Location::Sqlite(self.database.clone()));
+        }
+        Some(crate::store::Location::Postgres(crate::store::PgOptions {
+            url: self.store.url.clone()?,
+            schema: self.store.schema.clone(),
+        }))
+    }
+}
+
+/// Whether a `database` value is a PostgreSQL URL (fleet.md D1: an alias for
+/// `backend = "postgres"` with that `url`).
+pub fn is_postgres_url(value: &str) -> bool {
+    value.starts_with("postgres://") || value.starts_with("postgresql://")
 }
 
 /// `[rest]`: the optional TCP listener of the REST API and its CORS origins.
@@ -140,6 +189,9 @@ pub struct JobSettings {
     /// interactive writes wait at most a few milliseconds behind a chunk. While the daemon
     /// serves other calls the worker writes a tenth of it per chunk (see `jobs`).
     pub chunk_size: u32,
+    /// `[jobs] lease_s`, fleet mode: how long a daemon's claim on a job lasts past its last
+    /// chunk; another daemon takes over a job whose runner died once it runs out. Default 30.
+    pub lease_s: u32,
 }
 
 /// `[access]` (access.md).
@@ -169,12 +221,14 @@ impl Default for Settings {
             jobs: JobSettings {
                 retention_days: 7,
                 chunk_size: 250,
+                lease_s: 30,
             },
             access: Access::default(),
             history_retention_days: 0,
             rest: RestSettings::default(),
             backup: BackupSettings::default(),
             log: LogSettings::default(),
+            store: StoreSettings::default(),
         }
     }
 }
@@ -214,7 +268,25 @@ impl Settings {
             self.socket = socket;
         }
         if let Some(database) = database {
-            self.database = database;
+            match database.to_str().filter(|d| is_postgres_url(d)) {
+                Some(url) => {
+                    self.store.postgres = true;
+                    self.store.url = Some(url.to_string());
+                }
+                None => self.database = database,
+            }
+        }
+    }
+
+    /// Applies `--database-url`/`PREFSD_DATABASE_URL` (which implies the PostgreSQL
+    /// backend) and `--schema`/`PREFSD_SCHEMA`.
+    pub fn apply_store_overrides(&mut self, url: Option<&str>, schema: Option<&str>) {
+        if let Some(url) = url {
+            self.store.postgres = true;
+            self.store.url = Some(url.to_string());
+        }
+        if let Some(schema) = schema {
+            self.store.schema = schema.to_string();
         }
     }
 }
@@ -295,9 +367,19 @@ pub(super) fn parse_settings(
                                     settings.jobs.chunk_size = n;
                                 }
                             }
+                            "lease_s" => {
+                                if let Some(n) = r.u32_in("jobs.lease_s", item, 1) {
+                                    settings.jobs.lease_s = n;
+                                }
+                            }
                             _ => r.unknown_key(key, "[jobs]"),
                         }
                     }
+                }
+            }
+            "store" => {
+                if let Some(store) = r.table(name, item) {
+                    parse_store(&mut r, store, &mut settings.store);
                 }
             }
             "history" => {
@@ -610,5 +692,43 @@ fn parse_rest(r: &mut TomlReader<'_>, table: &DeTable<'_>, rest: &mut RestSettin
                 "`rest.listen` {addr} is not a loopback address; set `rest.allow_non_loopback = true` to serve it anyway (put TLS in front)"
             ),
         );
+    }
+}
+
+/// `[store]` (fleet.md §1).
+fn parse_store(r: &mut TomlReader<'_>, table: &DeTable<'_>, store: &mut StoreSettings) {
+    for (key, item) in table.iter() {
+        let name = key.get_ref().as_ref();
+        match name {
+            "backend" => match r.string("store.backend", item).as_deref() {
+                Some("sqlite") => store.postgres = false,
+                Some("postgres") => store.postgres = true,
+                Some(other) => r.err(
+                    item.span(),
+                    format!("`store.backend` must be \"sqlite\" or \"postgres\", got \"{other}\""),
+                ),
+                None => {}
+            },
+            "url" => {
+                if let Some(url) = r.string("store.url", item) {
+                    store.url = Some(url);
+                }
+            }
+            "schema" => {
+                if let Some(schema) = r.string("store.schema", item) {
+                    if schema.is_empty() || schema.len() > 63 {
+                        r.err(item.span(), "`store.schema` must be 1 to 63 bytes long");
+                    } else {
+                        store.schema = schema;
+                    }
+                }
+            }
+            "max_staleness_ms" => {
+                if let Some(n) = r.u32_in("store.max_staleness_ms", item, 1) {
+                    store.max_staleness_ms = n;
+                }
+            }
+            _ => r.unknown_key(key, "[store]"),
+        }
     }
 }

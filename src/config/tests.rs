@@ -634,6 +634,7 @@ fn overrides_win_over_the_file_which_wins_over_defaults() {
         Overrides {
             socket: Some("flag.sock".into()),
             database: None,
+            ..Default::default()
         },
         None,
     )
@@ -889,6 +890,7 @@ fn an_overridden_setting_changed_in_the_file_is_not_a_restart_note() {
     let overrides = Overrides {
         socket: Some("/run/flag.sock".into()),
         database: Some("/var/env.db".into()),
+        ..Default::default()
     };
     let handle = match ConfigHandle::load(dir.path().to_path_buf(), overrides, None) {
         Ok(handle) => handle,

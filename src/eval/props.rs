@@ -35,13 +35,13 @@ use proptest::sample::select;
 use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{Map, Value, json};
 
-use crate::eval::{Context, Decision, Entity, ReasonCode, decide, decide_channels};
+use crate::eval::{Context, Decision, Entity, Properties, ReasonCode, decide, decide_channels};
 use crate::model::condition::{ArgumentKind, Operator};
 use crate::model::{
     Channel, ChannelType, PreferenceSet, PreferenceSetRequest, SetKind, Strategy as WriteStrategy,
     Workflow,
 };
-use crate::resolve::{LayerId, Sources, Stack};
+use crate::resolve::{LayerId, SetRef, Sources, Stack};
 
 // ---------------------------------------------------------------------------------------
 // Vocabulary
@@ -664,7 +664,7 @@ impl OwnedEntity {
         Entity {
             id: &self.id,
             collection: self.collection.as_deref(),
-            properties: &self.properties,
+            properties: Properties::Parsed(&self.properties),
             created_at: None,
             updated_at: None,
         }
@@ -693,7 +693,7 @@ struct World {
     data: Value,
     tenant: Value,
     vars: Value,
-    audiences: Vec<String>,
+    audiences: Vec<std::sync::Arc<str>>,
     now: Timestamp,
 }
 
@@ -723,7 +723,7 @@ fn world() -> BoxedStrategy<World> {
                 data,
                 tenant,
                 vars,
-                audiences,
+                audiences: audiences.into_iter().map(Into::into).collect(),
                 now,
             },
         )
@@ -811,8 +811,8 @@ impl Parsed {
                 .tenant
                 .as_ref()
                 .map(|(id, set)| (id.as_str(), set.as_ref())),
-            recipient_default: self.recipient_default.as_ref(),
-            recipient_tenant: self.recipient_tenant.as_ref(),
+            recipient_default: self.recipient_default.as_ref().map(SetRef::from),
+            recipient_tenant: self.recipient_tenant.as_ref().map(SetRef::from),
         })
     }
 }
@@ -873,13 +873,13 @@ fn check_decisions(
     };
     let stack = parsed.stack();
     let effective = stack.effective();
-    let flat = Stack::from_layers(&[(LayerId::Environment, &effective)]);
+    let flat = Stack::from_layers(&[(LayerId::Environment, SetRef::Json(&effective))]);
     // Deciding all channels at once gives each channel the answer it gets alone.
     let together = decide_channels(
         workflow,
         channels,
         &stack,
-        parsed.recipient_default.as_ref(),
+        parsed.recipient_default.as_ref().map(SetRef::from),
         &ctx,
     );
     let mut codes = Vec::new();
@@ -888,7 +888,7 @@ fn check_decisions(
             workflow,
             channel,
             &stack,
-            parsed.recipient_default.as_ref(),
+            parsed.recipient_default.as_ref().map(SetRef::from),
             &ctx,
         );
         well_formed(&lazy)?;
@@ -897,7 +897,7 @@ fn check_decisions(
             workflow,
             channel,
             &flat,
-            parsed.recipient_default.as_ref(),
+            parsed.recipient_default.as_ref().map(SetRef::from),
             &ctx,
         );
         prop_assert_eq!(
@@ -1261,7 +1261,7 @@ proptest! {
         };
         let _ = stack.effective();
         for channel in &channels {
-            let _ = decide(&workflow, channel, &stack, parsed.recipient_default.as_ref(), &ctx);
+            let _ = decide(&workflow, channel, &stack, parsed.recipient_default.as_ref().map(SetRef::from), &ctx);
         }
     }
 }

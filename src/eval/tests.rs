@@ -20,9 +20,10 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
-use crate::eval::{Context, Entity, decide, empty_object};
+use crate::eval::{Context, Entity, Properties, decide, empty_object};
+use crate::model::compact::{CompactSet, Interner};
 use crate::model::{Channel, PreferenceSet, PreferenceSetRequest, SetKind, Strategy, Workflow};
-use crate::resolve::{LayerId, Sources, Stack};
+use crate::resolve::{LayerId, SetRef, Sources, Stack};
 
 const CASES: &str = "tests/eval";
 
@@ -182,7 +183,9 @@ struct Sets {
     environment: PreferenceSet,
     tenant_default: Option<PreferenceSet>,
     recipient: Map<String, Value>,
-    parsed_recipient: Vec<(String, PreferenceSet)>,
+    /// The recipient's sets in the compact form the daemon evaluates them in (the read
+    /// cache's: `model::compact`), so every case checks that form too.
+    parsed_recipient: Vec<(String, CompactSet)>,
     tenant: Option<String>,
 }
 
@@ -193,11 +196,12 @@ impl Sets {
             .cloned()
             .unwrap_or_default();
         let mut parsed_recipient = Vec::new();
+        let keys = Interner::default();
         for (id, set) in &recipient {
             let set =
                 PreferenceSet::parse(set, SetKind::Recipient, &format!("recipient_sets.{id}"))
                     .map_err(|e| e.to_string())?;
-            parsed_recipient.push((id.clone(), set));
+            parsed_recipient.push((id.clone(), CompactSet::new(&set, &keys)));
         }
         Ok(Sets {
             environment: optional_set(case, "environment", SetKind::Default)?.unwrap_or_default(),
@@ -208,12 +212,12 @@ impl Sets {
         })
     }
 
-    fn recipient_set(&self, id: &str) -> Option<&PreferenceSet> {
+    fn recipient_set(&self, id: &str) -> Option<SetRef<'_>> {
         debug_assert_eq!(self.recipient.len(), self.parsed_recipient.len());
         self.parsed_recipient
             .iter()
             .find(|(k, _)| k == id)
-            .map(|(_, s)| s)
+            .map(|(_, s)| SetRef::Compact(s))
     }
 
     fn stack(&self) -> Stack<'_> {
@@ -250,6 +254,7 @@ fn evaluate(case: &Value) -> Result<Value, String> {
     let audiences: Vec<String> =
         serde_json::from_value(case.get("audiences").cloned().unwrap_or(json!([])))
             .map_err(|e| format!("audiences: {e}"))?;
+    let audiences: Vec<std::sync::Arc<str>> = audiences.iter().map(|a| a.as_str().into()).collect();
     let now: Timestamp = case["now"]
         .as_str()
         .unwrap_or("2026-11-29T12:00:00Z")
@@ -274,7 +279,7 @@ fn evaluate(case: &Value) -> Result<Value, String> {
     // Invariant: deciding against the materialised effective set gives the same answer as the
     // lazy walk, so reads and evaluation cannot disagree.
     let effective = stack.effective();
-    let flat = Stack::from_layers(&[(LayerId::Environment, &effective)]);
+    let flat = Stack::from_layers(&[(LayerId::Environment, SetRef::Json(&effective))]);
     let mut out = Vec::new();
     for channel in &channels {
         let decision = decide(&workflow, channel, &stack, default_set, &ctx);
@@ -300,7 +305,7 @@ fn entity(v: &Value) -> Option<Entity<'_>> {
     Some(Entity {
         id: v["id"].as_str()?,
         collection: v["collection"].as_str(),
-        properties: v.get("properties").unwrap_or(&NULL),
+        properties: Properties::Parsed(v.get("properties").unwrap_or(&NULL)),
         created_at: v["created_at"].as_str(),
         updated_at: v["updated_at"].as_str(),
     })

@@ -164,6 +164,16 @@ impl From<Error> for RestError {
                 INVALID,
                 e.to_string(),
             ),
+            Error::Store(store) if store.is_unavailable() => {
+                // Logged once by the mapping to JSON-RPC's `unavailable`.
+                let rpc = jsonrpsee::types::ErrorObjectOwned::from(Error::Store(store));
+                RestError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "api_error",
+                    rpc.message(),
+                )
+            }
             Error::Config(_) | Error::Store(_) | Error::Internal(_) => {
                 // The one mapping that logs internal details and words the full disk.
                 let rpc = jsonrpsee::types::ErrorObjectOwned::from(e);

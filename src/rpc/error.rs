@@ -13,6 +13,8 @@ pub const LIMIT_EXCEEDED: i32 = -32004;
 pub const CONFLICT: i32 = -32005;
 pub const WORKFLOW_NOT_FOUND: i32 = -32006;
 pub const HISTORY_TRUNCATED: i32 = -32007;
+/// The store cannot be reached (fleet.md §5): retry later.
+pub const UNAVAILABLE: i32 = -32008;
 pub const INVALID_REQUEST: i32 = -32600;
 pub const INVALID_PARAMS: i32 = -32602;
 pub const INTERNAL: i32 = -32603;
@@ -90,6 +92,14 @@ impl From<Error> for ErrorObjectOwned {
                     INVALID_PARAMS,
                     message,
                     json!({ "type": "invalid_params", "errors": fields }),
+                )
+            }
+            Error::Store(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "a call failed: the database cannot be reached");
+                object(
+                    UNAVAILABLE,
+                    "the database cannot be reached; retry later (a write answered this may or may not have been applied)".into(),
+                    json!({ "type": "unavailable" }),
                 )
             }
             Error::Store(e) if e.is_full() => {

@@ -10,18 +10,29 @@
 //!   therefore never inserts after that commit's invalidation; if it inserted before it,
 //!   the invalidation removes the entry.
 //!
-//! Values are shared (`Arc`), never copied out. The cache is bounded by an estimate of
-//! the memory its parsed values hold, strictly: an entry that would take more than an
-//! eighth of the budget is never admitted, and when an insert passes the budget a quarter
-//! of the entries, arbitrary ones, are dropped per pass until it is under again.
+//! Values are shared (`Arc`), never copied out. The cache is bounded by the memory its
+//! values hold, strictly: an entry that would take more than an eighth of the budget is
+//! never admitted, and when an insert passes the budget a quarter of the entries, arbitrary
+//! ones, are dropped per pass until it is under again.
+//!
+//! A recipient's values are kept compact ([`Inputs`], issue 17.7): its sets as
+//! `model::compact` sets (keys shared through one interner), its properties as their JSON
+//! text, parsed only when a condition reads them, its timestamps in one allocation. Parsed as
+//! `serde_json` values they took about 6.4 KB of resident memory for a recipient of the
+//! benchmark's data (B-tree nodes of 632 bytes per object, however small); compact, about
+//! 1.5 KB with `getPreferences`' rendered answer, 1.1 KB without. An entry's weight is what
+//! its allocations take from the allocator, computed from its lengths ([`Inputs::weight`]),
+//! times the slack of the allocator's pages ([`PAGE_SLACK`]), and checked against the
+//! daemon's resident memory (README, performance).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use crate::model::RecipientKey;
-use crate::store::{EvaluationInputs, TenantRow};
+use crate::model::compact::{CompactSet, Interner, allocated};
+use crate::store::{EvaluationInputs, Memo, TenantRow};
 
 /// A row a write transaction touched, so its cached copies must go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,8 +68,158 @@ pub struct CacheStats {
     pub misses: u64,
 }
 
-/// One recipient's cached inputs, per tenant set read.
-type PerSet = Vec<(Option<String>, Arc<EvaluationInputs>)>;
+/// One recipient's cached inputs, per tenant set read: a boxed slice, which is 8 bytes
+/// less in the map's slot than a `Vec` and never holds spare room.
+type PerSet = Box<[(Option<Box<str>>, Arc<Inputs>)]>;
+
+/// What evaluating or reading one recipient needs, compact (see the module docs): what the
+/// cache holds, and what every read hands out, cached or not, so that a hit and a miss
+/// evaluate the same form.
+#[derive(Debug)]
+pub struct Inputs {
+    /// The properties object as JSON text; `None` when the recipient is not stored.
+    properties: Option<Box<str>>,
+    /// When the recipient was first stored and last changed (RFC 3339), one after the
+    /// other in one allocation, the first `created_len` bytes the first; `None` when it is
+    /// not stored.
+    stamps: Option<Box<str>>,
+    pub default_set: Option<CompactSet>,
+    pub tenant_set: Option<CompactSet>,
+    pub audiences: Box<[Arc<str>]>,
+    /// A value derived from these inputs by the layer above (the rendered answer of
+    /// `getPreferences`); see [`Memo`].
+    pub memo: Memo,
+    /// The bytes all this takes, memo included: see [`Inputs::weight`]. (With the field
+    /// after it, 32 bits each, the struct fits the allocator's 112-byte class.)
+    weight: u32,
+    created_len: u32,
+}
+
+/// The keys of every compact set, shared by all recipients.
+static KEYS: LazyLock<Interner> = LazyLock::new(Interner::default);
+
+impl From<EvaluationInputs> for Inputs {
+    fn from(read: EvaluationInputs) -> Inputs {
+        let keys = &*KEYS;
+        let (stamps, created_len) = match (read.created_at, read.updated_at) {
+            (Some(created), Some(updated)) => {
+                let len = created.len();
+                (Some(created + &updated), len)
+            }
+            (Some(created), None) => {
+                let len = created.len();
+                (Some(created), len)
+            }
+            (None, updated) => (updated, 0),
+        };
+        let mut inputs = Inputs {
+            properties: match &read.properties {
+                serde_json::Value::Null => None,
+                value => Some(value.to_string().into_boxed_str()),
+            },
+            stamps: stamps.map(String::into_boxed_str),
+            default_set: read.default_set.map(|s| CompactSet::new(&s, keys)),
+            tenant_set: read.tenant_set.map(|s| CompactSet::new(&s, keys)),
+            audiences: read
+                .audiences
+                .iter()
+                .map(|a| Arc::from(a.as_str()))
+                .collect(),
+            memo: Memo::default(),
+            weight: 0,
+            created_len: u32::try_from(created_len).unwrap_or(0),
+        };
+        inputs.weight = u32::try_from(inputs.measure()).unwrap_or(u32::MAX);
+        inputs
+    }
+}
+
+/// What `getPreferences` keeps in an entry's memo besides the answer's text: the `Arc`'d
+/// record of what the answer was rendered from (api::recipients' `Rendered`).
+const MEMO_RECORD: usize = 64;
+/// A rendered answer's text beyond the recipient's set: `__typename`, `id` and the
+/// sections the set does not have, as `null`.
+const ANSWER_FRAME: usize = 100;
+
+impl Inputs {
+    /// The properties object as JSON text, `None` when the recipient is not stored.
+    pub fn properties_text(&self) -> Option<&str> {
+        self.properties.as_deref()
+    }
+
+    /// The bytes the allocator holds for this entry: the struct in its `Arc`, the texts,
+    /// the compact sets and the audience keys (interned set keys are shared, so not counted
+    /// per entry), and the memo `getPreferences` adds, estimated as its record and an answer as
+    /// long as the text of the set it reads plus the answer's frame (an environment or
+    /// tenant default adds to real answers).
+    pub fn weight(&self) -> usize {
+        self.weight as usize
+    }
+
+    /// When the recipient was first stored (RFC 3339); `None` when it is not stored.
+    pub fn created_at(&self) -> Option<&str> {
+        let stamps = self.stamps.as_deref()?;
+        stamps
+            .get(..self.created_len as usize)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// When the recipient was last changed (RFC 3339); `None` when it is not stored.
+    pub fn updated_at(&self) -> Option<&str> {
+        let stamps = self.stamps.as_deref()?;
+        stamps
+            .get(self.created_len as usize..)
+            .filter(|s| !s.is_empty())
+    }
+
+    fn measure(&self) -> usize {
+        let text = |t: &Option<Box<str>>| t.as_deref().map_or(0, |t| allocated(t.len()));
+        let sets = [&self.default_set, &self.tenant_set];
+        let sets_heap: usize = sets
+            .iter()
+            .flat_map(|s| s.as_ref())
+            .map(CompactSet::heap_bytes)
+            .sum();
+        let read = self.tenant_set.as_ref().or(self.default_set.as_ref());
+        let answer = read.map_or(0, CompactSet::text_len) + ANSWER_FRAME;
+        allocated(16 + std::mem::size_of::<Inputs>())
+            + text(&self.properties)
+            + text(&self.stamps)
+            + sets_heap
+            + allocated(std::mem::size_of_val::<[Arc<str>]>(&self.audiences))
+            + self
+                .audiences
+                .iter()
+                .map(|a| allocated(16 + a.len()))
+                .sum::<usize>()
+            + MEMO_RECORD
+            + allocated(answer)
+    }
+}
+
+#[cfg(test)]
+impl Inputs {
+    /// Inputs whose weight is `weight`, for the tests of the budget.
+    pub(crate) fn weighing(weight: u32, marker: &str) -> Inputs {
+        Inputs {
+            properties: Some(format!(r#"{{"marker":"{marker}"}}"#).into_boxed_str()),
+            weight,
+            ..Inputs::from(EvaluationInputs::default())
+        }
+    }
+}
+
+impl PartialEq for Inputs {
+    /// Equal when all but the memo (derived from the rest) and the weight are.
+    fn eq(&self, other: &Inputs) -> bool {
+        self.properties == other.properties
+            && self.stamps == other.stamps
+            && self.created_len == other.created_len
+            && self.default_set == other.default_set
+            && self.tenant_set == other.tenant_set
+            && self.audiences == other.audiences
+    }
+}
 
 #[derive(Default)]
 struct State {
@@ -78,12 +239,20 @@ struct State {
 const SEEN_ONCE: usize = 16 * 1024;
 
 /// A parsed JSON value costs many times its text (a B-tree node of about 600 bytes per
-/// map, one allocation per string), and a rendered answer in the entry's memo about its
-/// text again. Measured with `prefsd bench seed` data: 1000 cached recipients with 356
-/// bytes of text each added 4.5 MiB of resident memory, 4.7 KB each.
+/// map, one allocation per string): tenant rows, few and cached once per change, are kept
+/// parsed and weighed by their text.
 const PARSED_PER_TEXT_BYTE: usize = 13;
-/// What an entry costs besides its JSON: the key, the map slot, the `Arc`.
-const ENTRY_OVERHEAD: usize = 256;
+/// What an entry costs besides its values and its id: the map slot (64 bytes of key and
+/// list, and the table's spare capacity: between 1/8 and 9/16 of it) and the list of its
+/// tenant sets (24 bytes per set).
+const ENTRY_OVERHEAD: usize = 100 + 24;
+
+/// What the allocator's pages hold beyond the blocks an entry asked for, as a ratio: the
+/// daemon's resident memory grew by 1.24 times the sum of the entries' blocks for 10 000
+/// cached recipients (cache.rs in the integration tests measures it), since entries are
+/// allocated among the short-lived values of the reads that made them and share pages with
+/// the gaps those leave. It was 1.16–1.19 times the old estimate before issue 17.7 too.
+const PAGE_SLACK: (usize, usize) = (5, 4);
 
 /// The largest share of the budget one entry may take: a larger one is not cached (issue
 /// 22.5: recipients with large properties took the cache to 205 MB against 8 MiB, since
@@ -118,6 +287,13 @@ impl Cache {
 
     fn budget(&self) -> usize {
         self.budget.load(Ordering::Relaxed)
+    }
+
+    /// Moves the generation on, so that no read begun before this call inserts what it
+    /// read: for a cache that may have missed invalidations (a fleet daemon that lost its
+    /// change feed), together with emptying it.
+    pub fn forget_tickets(&self) {
+        self.state().generation += 1;
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -178,7 +354,7 @@ impl Cache {
         ticket: Ticket,
         key: &RecipientKey,
         tenant_set: Option<&str>,
-        inputs: &Arc<EvaluationInputs>,
+        inputs: &Arc<Inputs>,
     ) {
         let mut state = self.state();
         if state.generation != ticket.0 || self.budget() == 0 {
@@ -192,7 +368,8 @@ impl Cache {
         if entries.iter().any(|(set, _)| set.as_deref() == tenant_set) {
             return;
         }
-        entries.push((tenant_set.map(str::to_string), Arc::clone(inputs)));
+        let entry = (tenant_set.map(Box::from), Arc::clone(inputs));
+        *entries = entries.iter().cloned().chain([entry]).collect();
         state.weight += weight;
         self.trim(&mut state);
     }
@@ -299,11 +476,7 @@ pub struct View<'a> {
 
 impl View<'_> {
     /// The cached inputs of `key` for `tenant_set`, if any.
-    pub fn inputs(
-        &self,
-        key: &RecipientKey,
-        tenant_set: Option<&str>,
-    ) -> Option<Arc<EvaluationInputs>> {
+    pub fn inputs(&self, key: &RecipientKey, tenant_set: Option<&str>) -> Option<Arc<Inputs>> {
         let entries = self.state.recipients.get(key)?;
         entries
             .iter()
@@ -317,8 +490,8 @@ impl View<'_> {
     }
 }
 
-fn inputs_weight(key: &RecipientKey, inputs: &EvaluationInputs) -> usize {
-    ENTRY_OVERHEAD + key.id.len() + inputs.text_bytes * PARSED_PER_TEXT_BYTE
+fn inputs_weight(key: &RecipientKey, inputs: &Inputs) -> usize {
+    (ENTRY_OVERHEAD + allocated(key.id.len()) + inputs.weight()) * PAGE_SLACK.0 / PAGE_SLACK.1
 }
 
 /// Tenants are few and cached once per change, so their text is measured by serialising.
@@ -339,17 +512,39 @@ mod tests {
 
     const BUDGET: usize = 8 << 20;
 
-    fn inputs(marker: &str) -> Arc<EvaluationInputs> {
-        Arc::new(EvaluationInputs {
-            properties: serde_json::json!({ "marker": marker }),
-            created_at: None,
-            updated_at: None,
-            default_set: None,
-            tenant_set: None,
-            audiences: vec![],
-            text_bytes: 100,
-            memo: Default::default(),
-        })
+    fn inputs(marker: &str) -> Arc<Inputs> {
+        Arc::new(Inputs::weighing(1_000, marker))
+    }
+
+    /// The struct of an entry fits the allocator's 112-byte class with its `Arc`'s counts.
+    #[test]
+    fn inputs_fit_112_bytes_with_their_counts() {
+        assert!(16 + std::mem::size_of::<Inputs>() <= 112);
+    }
+
+    #[test]
+    fn timestamps_are_read_back_from_their_one_allocation() {
+        let read = |created: Option<&str>, updated: Option<&str>| {
+            let inputs = Inputs::from(EvaluationInputs {
+                created_at: created.map(str::to_string),
+                updated_at: updated.map(str::to_string),
+                ..EvaluationInputs::default()
+            });
+            (
+                inputs.created_at().map(str::to_string),
+                inputs.updated_at().map(str::to_string),
+            )
+        };
+        let (c, u) = ("2024-04-17T19:40:17Z", "2025-01-02T03:04:05.123Z");
+        for (created, updated) in [
+            (Some(c), Some(u)),
+            (Some(c), None),
+            (None, Some(u)),
+            (None, None),
+        ] {
+            let expected = (created.map(str::to_string), updated.map(str::to_string));
+            assert_eq!(read(created, updated), expected);
+        }
     }
 
     #[test]
@@ -373,7 +568,7 @@ mod tests {
         ticket: Ticket,
         key: &RecipientKey,
         tenant_set: Option<&str>,
-        inputs: &Arc<EvaluationInputs>,
+        inputs: &Arc<Inputs>,
     ) {
         if cache.admit(key, tenant_set) || cache.admit(key, tenant_set) {
             cache.put_inputs(ticket, key, tenant_set, inputs);
@@ -466,10 +661,7 @@ mod tests {
     fn a_budget_below_a_few_large_entries_empties_the_cache() {
         let cache = Cache::new(BUDGET);
         // Each within the eighth of the budget an entry may take.
-        let large = Arc::new(EvaluationInputs {
-            text_bytes: 50_000,
-            ..EvaluationInputs::clone(&inputs("large"))
-        });
+        let large = Arc::new(Inputs::weighing(650_000, "large"));
         for id in ["u1", "u2", "u3"] {
             admit(
                 &cache,
@@ -487,10 +679,7 @@ mod tests {
     #[test]
     fn an_entry_over_an_eighth_of_the_budget_is_not_cached() {
         let u1 = RecipientKey::user("u1");
-        let large = Arc::new(EvaluationInputs {
-            text_bytes: 10_000,
-            ..EvaluationInputs::clone(&inputs("large"))
-        });
+        let large = Arc::new(Inputs::weighing(130_000, "large"));
         let weight = inputs_weight(&u1, &large);
         let cache = Cache::new(weight * MAX_ENTRY_SHARE - 1);
         admit(&cache, cache.ticket(), &u1, None, &large);

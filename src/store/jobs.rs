@@ -1,8 +1,8 @@
 //! The bulk operations table: durable jobs with exact progress counters.
 
-use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
+use crate::store::sql::{Row, params};
 use crate::store::{Error, Read, Write};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +94,7 @@ pub struct ChunkOutcome {
 const COLUMNS: &str = "seq, id, name, status, payload, idempotency_key, estimated_total_rows, processed_rows, \
     success_count, error_count, error_items, inserted_at, updated_at, started_at, completed_at, failed_at, kind";
 
-fn job_from_row(r: &Row<'_>) -> rusqlite::Result<(JobRow, String)> {
+fn job_from_row(r: &mut Row) -> Result<(JobRow, String), Error> {
     let status: String = r.get(3)?;
     let error_items: String = r.get(10)?;
     Ok((
@@ -132,25 +132,55 @@ fn finish(row: Option<(JobRow, String)>) -> Result<Option<JobRow>, Error> {
 
 impl Read<'_> {
     pub fn job(&self, id: &str) -> Result<Option<JobRow>, Error> {
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM bulk_operations WHERE id = ?1"
-        ))?;
-        finish(stmt.query_row(params![id], job_from_row).optional()?)
+        finish(self.conn().opt(
+            &format!("SELECT {COLUMNS} FROM bulk_operations WHERE id = ?1"),
+            params![id],
+            job_from_row,
+        )?)
     }
 
     pub fn job_by_key(&self, key: &str) -> Result<Option<JobRow>, Error> {
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM bulk_operations WHERE idempotency_key = ?1"
-        ))?;
-        finish(stmt.query_row(params![key], job_from_row).optional()?)
+        finish(self.conn().opt(
+            &format!("SELECT {COLUMNS} FROM bulk_operations WHERE idempotency_key = ?1"),
+            params![key],
+            job_from_row,
+        )?)
     }
 
-    /// The oldest job that is queued or was processing when the daemon stopped.
-    pub fn next_runnable_job(&self) -> Result<Option<JobRow>, Error> {
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM bulk_operations WHERE status IN ('queued', 'processing') ORDER BY seq LIMIT 1"
-        ))?;
-        finish(stmt.query_row([], job_from_row).optional()?)
+    /// The oldest job that is queued or was processing when the daemon stopped, and that
+    /// no other daemon of a fleet holds a lease on (`me` names this daemon); else, when
+    /// open jobs are leased elsewhere, how long until the first lease runs out.
+    pub fn next_runnable_job(&self, me: &str) -> Result<NextJob, Error> {
+        let sql = self.conn().pick(
+            "SELECT {COLUMNS} FROM bulk_operations
+             WHERE status IN ('queued', 'processing') AND (?1 = ?1) ORDER BY seq LIMIT 1",
+            "SELECT {COLUMNS} FROM bulk_operations
+             WHERE status IN ('queued', 'processing')
+               AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_until < clock_timestamp())
+             ORDER BY seq LIMIT 1",
+        );
+        let found = finish(self.conn().opt(
+            &sql.replace("{COLUMNS}", COLUMNS),
+            params![me],
+            job_from_row,
+        )?)?;
+        if let Some(job) = found {
+            return Ok(NextJob::Run(Box::new(job)));
+        }
+        if self.conn().dialect() == crate::store::sql::Dialect::Sqlite {
+            return Ok(NextJob::None);
+        }
+        let wait_ms: Option<Option<i64>> = self.conn().value(
+            "SELECT CAST(ceil(extract(epoch FROM (min(lease_until) - clock_timestamp())) * 1000) AS bigint)
+             FROM bulk_operations WHERE status IN ('queued', 'processing')",
+            params![],
+        )?;
+        Ok(match wait_ms.flatten() {
+            Some(ms) => NextJob::LeasedElsewhere(std::time::Duration::from_millis(
+                u64::try_from(ms).unwrap_or(0),
+            )),
+            None => NextJob::None,
+        })
     }
 
     /// Jobs newest first, `limit` of them, older than the cursor `before_seq`.
@@ -160,18 +190,19 @@ impl Read<'_> {
         limit: u32,
         before_seq: Option<i64>,
     ) -> Result<Vec<JobRow>, Error> {
-        let mut stmt = self.conn().prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM bulk_operations
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR seq < ?2)
-             ORDER BY seq DESC LIMIT ?3"
-        ))?;
-        let rows = stmt.query_map(
-            params![status.map(JobStatus::as_str), before_seq, i64::from(limit)],
+        let rows = self.conn().all(
+            &format!(
+                "SELECT {COLUMNS} FROM bulk_operations
+                 WHERE (CAST(?1 AS text) IS NULL OR status = ?1)
+                   AND (CAST(?2 AS bigint) IS NULL OR seq < ?2)
+                 ORDER BY seq DESC LIMIT ?3"
+            ),
+            params![status.map(JobStatus::as_str), before_seq, limit],
             job_from_row,
         )?;
         let mut out = Vec::new();
         for row in rows {
-            if let Some(job) = finish(Some(row?))? {
+            if let Some(job) = finish(Some(row))? {
                 out.push(job);
             }
         }
@@ -180,39 +211,68 @@ impl Read<'_> {
 
     /// Counts of jobs queued and processing, for `daemon.status`.
     pub fn job_counts(&self) -> Result<(i64, i64), Error> {
-        let mut stmt = self.conn().prepare_cached(
+        self.conn().one(
             "SELECT (SELECT count(*) FROM bulk_operations WHERE status = 'queued'),
                     (SELECT count(*) FROM bulk_operations WHERE status = 'processing')",
-        )?;
-        Ok(stmt.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+            params![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 }
 
+/// What the bulk worker should do next ([`Read::next_runnable_job`]).
+#[derive(Debug)]
+pub enum NextJob {
+    Run(Box<JobRow>),
+    /// Every open job is leased by another daemon; the first lease runs out after this.
+    LeasedElsewhere(std::time::Duration),
+    None,
+}
+
 impl Write<'_> {
+    /// Claims a job for this daemon for `lease_s` seconds (fleet mode): answers false when
+    /// another daemon holds an unexpired lease on it. The lease is on PostgreSQL's clock,
+    /// so the daemons' clocks do not matter; the claim commits with the chunk it precedes,
+    /// so a daemon killed mid-chunk keeps only its previous lease. On SQLite (one daemon
+    /// per file) every claim succeeds.
+    pub fn claim_job(&self, id: &str, me: &str, lease_s: u32) -> Result<bool, Error> {
+        if self.conn().dialect() == crate::store::sql::Dialect::Sqlite {
+            return Ok(true);
+        }
+        let claimed = self.conn().execute(
+            "UPDATE bulk_operations
+                SET lease_owner = ?2, lease_until = clock_timestamp() + make_interval(secs => ?3)
+              WHERE id = ?1
+                AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_until < clock_timestamp())",
+            params![id, me, f64::from(lease_s)],
+        )?;
+        Ok(claimed > 0)
+    }
+
     pub fn insert_job(&self, job: &NewJob<'_>, now: &str) -> Result<(), Error> {
-        let mut stmt = self.conn().prepare_cached(
+        self.conn().execute(
             "INSERT INTO bulk_operations (id, name, status, payload, idempotency_key, estimated_total_rows, inserted_at, updated_at, kind)
              VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?6, ?7)",
+            params![
+                job.id,
+                job.name,
+                job.payload,
+                job.idempotency_key,
+                job.total_rows,
+                now,
+                job.kind
+            ],
         )?;
-        stmt.execute(params![
-            job.id,
-            job.name,
-            job.payload,
-            job.idempotency_key,
-            job.total_rows,
-            now,
-            job.kind
-        ])?;
-        Ok(())
+        self.conn().notify_job(job.id)
     }
 
     /// Frees an idempotency key whose window has passed, so a new job may take it; the
     /// job that had it keeps everything else.
     pub fn release_job_key(&self, id: &str) -> Result<(), Error> {
-        let mut stmt = self
-            .conn()
-            .prepare_cached("UPDATE bulk_operations SET idempotency_key = NULL WHERE id = ?1")?;
-        stmt.execute(params![id])?;
+        self.conn().execute(
+            "UPDATE bulk_operations SET idempotency_key = NULL WHERE id = ?1",
+            params![id],
+        )?;
         Ok(())
     }
 
@@ -221,14 +281,16 @@ impl Write<'_> {
     /// `completed` (with `completed_at`).
     pub fn advance_job(&self, id: &str, outcome: &ChunkOutcome, now: &str) -> Result<(), Error> {
         let mut items: Vec<ErrorItem> = {
-            let mut stmt = self
-                .conn()
-                .prepare_cached("SELECT error_items FROM bulk_operations WHERE id = ?1")?;
-            let text: String = stmt.query_row(params![id], |r| r.get(0))?;
+            let text: String = self.conn().one(
+                "SELECT error_items FROM bulk_operations WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )?;
             serde_json::from_str(&text)?
         };
         items.extend(outcome.errors.iter().cloned());
-        let mut stmt = self.conn().prepare_cached(
+        let items = serde_json::to_string(&items)?;
+        self.conn().execute(
             "UPDATE bulk_operations SET
                 processed_rows = processed_rows + ?2,
                 success_count = success_count + ?3,
@@ -239,37 +301,42 @@ impl Write<'_> {
                 status = CASE WHEN processed_rows + ?2 >= estimated_total_rows THEN 'completed' ELSE 'processing' END,
                 completed_at = CASE WHEN processed_rows + ?2 >= estimated_total_rows THEN ?6 ELSE completed_at END
              WHERE id = ?1",
+            params![
+                id,
+                outcome.processed,
+                outcome.succeeded,
+                outcome.errors.len(),
+                &items,
+                now
+            ],
         )?;
-        stmt.execute(params![
-            id,
-            outcome.processed,
-            outcome.succeeded,
-            outcome.errors.len() as i64,
-            serde_json::to_string(&items)?,
-            now
-        ])?;
-        Ok(())
+        self.conn().notify_job(id)
     }
 
     /// Marks a job failed, with the reason as an error item.
     pub fn fail_job(&self, id: &str, message: &str, now: &str) -> Result<(), Error> {
-        let mut stmt = self.conn().prepare_cached(
+        let sql = self.conn().pick(
             "UPDATE bulk_operations SET status = 'failed', failed_at = ?2, updated_at = ?2,
                 started_at = coalesce(started_at, ?2),
                 error_items = json_insert(error_items, '$[#]', json_object('id', '', 'message', ?3))
              WHERE id = ?1",
-        )?;
-        stmt.execute(params![id, now, message])?;
-        Ok(())
+            "UPDATE bulk_operations SET status = 'failed', failed_at = ?2, updated_at = ?2,
+                started_at = coalesce(started_at, ?2),
+                error_items = (CAST(error_items AS jsonb)
+                    || jsonb_build_array(jsonb_build_object('id', '', 'message', CAST(?3 AS text))))::text
+             WHERE id = ?1",
+        );
+        self.conn().execute(sql, params![id, now, message])?;
+        self.conn().notify_job(id)
     }
 
     /// Deletes terminal jobs that ended at or before `cutoff`; returns how many. (At: with
     /// `retention_days = 0` a job that ended in the same millisecond as the purge goes too.)
     pub fn purge_jobs(&self, cutoff: &str) -> Result<usize, Error> {
-        let mut stmt = self.conn().prepare_cached(
+        self.conn().execute(
             "DELETE FROM bulk_operations
              WHERE status IN ('completed', 'failed') AND coalesce(completed_at, failed_at) <= ?1",
-        )?;
-        Ok(stmt.execute(params![cutoff])?)
+            params![cutoff],
+        )
     }
 }

@@ -12,13 +12,13 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 
 use crate::model::RecipientKey;
 use crate::model::change::{ChangeKind, Origin, hex};
 use crate::store::Error;
 use crate::store::repo::collection;
+use crate::store::sql::{Conn, Dialect, Param, Row, params};
 
 /// One change not yet appended.
 #[derive(Clone, Debug)]
@@ -74,7 +74,7 @@ impl Log {
     /// With `skip` (benchmarks only: `store::Options::skip_change_log`) nothing is appended.
     pub fn flush(
         self,
-        conn: &Connection,
+        conn: Conn<'_>,
         origin: Option<&Origin>,
         skip: bool,
         memo: &Memo,
@@ -91,10 +91,10 @@ impl Log {
         }
         let last = match memo.last_at {
             Some(at) => Some(at),
-            None => conn
-                .prepare_cached("SELECT at FROM changes ORDER BY seq DESC LIMIT 1")?
-                .query_row([], |r| r.get(0))
-                .optional()?,
+            None => conn.value(
+                "SELECT at FROM changes ORDER BY seq DESC LIMIT 1",
+                params![],
+            )?,
         };
         // Rounded as the store's other times are (`time::format_time`), so that a row
         // created in this transaction never has a `created_at` after its change's `at`.
@@ -109,17 +109,37 @@ impl Log {
         // before the log, or none), which spares storing it on every other.
         let mut pending = pending;
         let mut keys = HashSet::new();
-        for change in &mut pending {
+        // The changes that are their key's first here and carry a `before`: whether the
+        // log already holds their key decides whether that `before` is kept.
+        let mut first_with_before = Vec::new();
+        for (i, change) in pending.iter_mut().enumerate() {
             let Some(key) = state_key(change) else {
                 continue;
             };
             let first = !keys.contains(&key);
-            if change.before.is_some()
-                && (!first || memo.logged.contains(&key) || has_logged_state(conn, change)?)
-            {
-                change.before = None;
+            if change.before.is_some() {
+                if !first || memo.logged.contains(&key) {
+                    change.before = None;
+                } else {
+                    first_with_before.push(i);
+                }
             }
             keys.insert(key);
+        }
+        let already = match conn.dialect() {
+            Dialect::Sqlite => {
+                let mut already = Vec::with_capacity(first_with_before.len());
+                for &i in &first_with_before {
+                    already.push(has_logged_state(conn, &pending[i])?);
+                }
+                already
+            }
+            Dialect::Postgres => have_logged_states(conn, &pending, &first_with_before)?,
+        };
+        for (&i, already) in first_with_before.iter().zip(already) {
+            if already {
+                pending[i].before = None;
+            }
         }
         let mut values = Values::default();
         for change in &pending {
@@ -130,40 +150,42 @@ impl Log {
         // is stored once for the whole job, not once per chunk.
         let ids = values.store(conn, origin.bulk_operation().is_some())?;
         let actor = serde_json::to_string(&origin.actor)?;
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
-                                  actor, method, bulk_operation, value, before, value_text, before_text)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?;
+        if conn.dialect() == Dialect::Postgres {
+            let seq = append_batch(conn, &pending, at, &actor, origin, &ids)?;
+            return Ok(Some(Flushed { seq, at, keys }));
+        }
+        let mut seq = 0;
         for change in &pending {
             let (collection, id) = match &change.recipient {
-                Some(key) => (Some(collection(key)), Some(&key.id)),
+                Some(key) => (Some(collection(key)), Some(key.id.as_str())),
                 None => (None, None),
             };
             let (value, value_text) = split(&ids, change.value.as_deref());
             let (before, before_text) = split(&ids, change.before.as_deref());
-            insert.execute(params![
-                at,
-                change.kind.as_str(),
-                collection,
-                id,
-                change.preference_set,
-                change.tenant,
-                change.audience,
-                actor,
-                origin.method,
-                origin.bulk_operation(),
-                value,
-                before,
-                value_text,
-                before_text,
-            ])?;
+            seq = conn.one(
+                "INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
+                                      actor, method, bulk_operation, value, before, value_text, before_text)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) RETURNING seq",
+                params![
+                    at,
+                    change.kind.as_str(),
+                    collection,
+                    id,
+                    change.preference_set.as_deref(),
+                    change.tenant.as_deref(),
+                    change.audience.as_deref(),
+                    &actor,
+                    origin.method,
+                    origin.bulk_operation(),
+                    value,
+                    before,
+                    value_text,
+                    before_text,
+                ],
+                |r| r.get::<i64>(0),
+            )?;
         }
-        Ok(Some(Flushed {
-            seq: conn.last_insert_rowid(),
-            at,
-            keys,
-        }))
+        Ok(Some(Flushed { seq, at, keys }))
     }
 }
 
@@ -225,6 +247,141 @@ fn recipient_text(key: &RecipientKey) -> String {
     format!("{}\u{0}{}", collection(key), key.id)
 }
 
+/// PostgreSQL: every change appended by one statement (one round trip however many),
+/// in order (`WITH ORDINALITY … ORDER BY`, so the identity hands out `seq` in that
+/// order); answers the last `seq`.
+fn append_batch(
+    conn: Conn<'_>,
+    pending: &[Pending],
+    at: i64,
+    actor: &str,
+    origin: &Origin,
+    stored: &HashMap<&str, i64>,
+) -> Result<i64, Error> {
+    let bytes = |s: Option<&str>| s.map(|s| s.as_bytes().to_vec());
+    let kinds: Vec<&str> = pending.iter().map(|c| c.kind.as_str()).collect();
+    let collections: Vec<Option<Vec<u8>>> = pending
+        .iter()
+        .map(|c| bytes(c.recipient.as_ref().map(collection)))
+        .collect();
+    let ids: Vec<Option<Vec<u8>>> = pending
+        .iter()
+        .map(|c| bytes(c.recipient.as_ref().map(|k| k.id.as_str())))
+        .collect();
+    let sets: Vec<Option<Vec<u8>>> = pending
+        .iter()
+        .map(|c| bytes(c.preference_set.as_deref()))
+        .collect();
+    let tenants: Vec<Option<Vec<u8>>> =
+        pending.iter().map(|c| bytes(c.tenant.as_deref())).collect();
+    let audiences: Vec<Option<Vec<u8>>> = pending
+        .iter()
+        .map(|c| bytes(c.audience.as_deref()))
+        .collect();
+    let (values, value_texts): (Vec<Option<i64>>, Vec<Option<&str>>) = pending
+        .iter()
+        .map(|c| split(stored, c.value.as_deref()))
+        .unzip();
+    let (befores, before_texts): (Vec<Option<i64>>, Vec<Option<&str>>) = pending
+        .iter()
+        .map(|c| split(stored, c.before.as_deref()))
+        .unzip();
+    let bulk = origin.bulk_operation();
+    let rows = conn.pg_query(
+        "INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
+                              actor, method, bulk_operation, value, before, value_text, before_text)
+         SELECT $1, k, c, r, ps, t, a, $2, $3, $4, v, b, vt, bt
+           FROM unnest($5::text[], $6::bytea[], $7::bytea[], $8::bytea[], $9::bytea[],
+                       $10::bytea[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
+                WITH ORDINALITY AS u(k, c, r, ps, t, a, v, b, vt, bt, n)
+          ORDER BY n
+         RETURNING seq",
+        &[
+            &at,
+            &actor,
+            &origin.method,
+            &bulk,
+            &kinds,
+            &collections,
+            &ids,
+            &sets,
+            &tenants,
+            &audiences,
+            &values,
+            &befores,
+            &value_texts,
+            &before_texts,
+        ],
+    )?;
+    let mut last = 0;
+    for mut row in rows {
+        last = last.max(row.get::<i64>(0)?);
+    }
+    Ok(last)
+}
+
+/// PostgreSQL: [`has_logged_state`] for the changes at `which`, the preference sets' in
+/// one statement (a bulk chunk's hundreds), the rest one by one.
+fn have_logged_states(
+    conn: Conn<'_>,
+    pending: &[Pending],
+    which: &[usize],
+) -> Result<Vec<bool>, Error> {
+    let is_set = |c: &Pending| {
+        matches!(
+            c.kind,
+            ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset
+        )
+    };
+    let sets: Vec<&Pending> = which
+        .iter()
+        .map(|&i| &pending[i])
+        .filter(|c| is_set(c))
+        .collect();
+    let mut found = std::collections::HashSet::new();
+    if !sets.is_empty() {
+        let field = |f: &dyn Fn(&Pending) -> Option<&str>| -> Vec<Vec<u8>> {
+            sets.iter()
+                .map(|c| f(c).unwrap_or("").as_bytes().to_vec())
+                .collect()
+        };
+        let collections = field(&|c| c.recipient.as_ref().map(collection));
+        let ids = field(&|c| c.recipient.as_ref().map(|k| k.id.as_str()));
+        let set_ids = field(&|c| c.preference_set.as_deref());
+        for mut row in conn.pg_query(
+            "SELECT DISTINCT u.c, u.r, u.s
+               FROM unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS u(c, r, s)
+              WHERE EXISTS (SELECT 1 FROM changes x
+                             WHERE x.collection = u.c AND x.recipient_id = u.r
+                               AND x.kind IN ('preferences.set', 'preferences.unset')
+                               AND x.preference_set = u.s)",
+            &[&collections, &ids, &set_ids],
+        )? {
+            found.insert((
+                row.get::<Vec<u8>>(0)?,
+                row.get::<Vec<u8>>(1)?,
+                row.get::<Vec<u8>>(2)?,
+            ));
+        }
+    }
+    which
+        .iter()
+        .map(|&i| {
+            let c = &pending[i];
+            if is_set(c) {
+                let key = |s: Option<&str>| s.unwrap_or("").as_bytes().to_vec();
+                Ok(found.contains(&(
+                    key(c.recipient.as_ref().map(collection)),
+                    key(c.recipient.as_ref().map(|k| k.id.as_str())),
+                    key(c.preference_set.as_deref()),
+                )))
+            } else {
+                has_logged_state(conn, c)
+            }
+        })
+        .collect()
+}
+
 /// The state a change is of, as text (`None`: a change of no one key's state, which has no
 /// `before`).
 fn state_key(change: &Pending) -> Option<String> {
@@ -245,34 +402,28 @@ fn state_key(change: &Pending) -> Option<String> {
 
 /// Whether the log already holds a change of `change`'s state, whose value is then the
 /// state before it.
-fn has_logged_state(conn: &Connection, change: &Pending) -> Result<bool, Error> {
+fn has_logged_state(conn: Conn<'_>, change: &Pending) -> Result<bool, Error> {
     let (collection, id) = match &change.recipient {
         Some(k) => (collection(k), k.id.as_str()),
         None => ("", ""),
     };
     let found: Option<i64> = match change.kind {
-        ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset => conn
-            .prepare_cached(
-                "SELECT 1 FROM changes WHERE collection = ?1 AND recipient_id = ?2
-                   AND kind IN ('preferences.set', 'preferences.unset') AND preference_set = ?3
-                 LIMIT 1",
-            )?
-            .query_row(params![collection, id, change.preference_set], |r| r.get(0))
-            .optional()?,
-        ChangeKind::RecipientSet => conn
-            .prepare_cached(
-                "SELECT 1 FROM changes WHERE collection = ?1 AND recipient_id = ?2
-                   AND kind = 'recipient.set' LIMIT 1",
-            )?
-            .query_row(params![collection, id], |r| r.get(0))
-            .optional()?,
-        ChangeKind::TenantSet | ChangeKind::TenantDelete => conn
-            .prepare_cached(
-                "SELECT 1 FROM changes WHERE tenant = ?1 AND kind IN ('tenant.set', 'tenant.delete')
-                 LIMIT 1",
-            )?
-            .query_row(params![change.tenant], |r| r.get(0))
-            .optional()?,
+        ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset => conn.value(
+            "SELECT 1 FROM changes WHERE collection = ?1 AND recipient_id = ?2
+               AND kind IN ('preferences.set', 'preferences.unset') AND preference_set = ?3
+             LIMIT 1",
+            params![collection, id, change.preference_set.as_deref()],
+        )?,
+        ChangeKind::RecipientSet => conn.value(
+            "SELECT 1 FROM changes WHERE collection = ?1 AND recipient_id = ?2
+               AND kind = 'recipient.set' LIMIT 1",
+            params![collection, id],
+        )?,
+        ChangeKind::TenantSet | ChangeKind::TenantDelete => conn.value(
+            "SELECT 1 FROM changes WHERE tenant = ?1 AND kind IN ('tenant.set', 'tenant.delete')
+             LIMIT 1",
+            params![change.tenant.as_deref()],
+        )?,
         _ => None,
     };
     Ok(found.is_some())
@@ -304,18 +455,19 @@ impl<'a> Values<'a> {
     /// Stores by content (or adds to the count of) each value that several changes share,
     /// is longer than [`INLINE_MAX`], or, when `all`, every value; answers their ids. The
     /// others are kept in their change's row (`sql/0006_inline_change_values.sql`).
-    fn store(self, conn: &Connection, all: bool) -> Result<HashMap<&'a str, i64>, Error> {
+    fn store(self, conn: Conn<'_>, all: bool) -> Result<HashMap<&'a str, i64>, Error> {
         let mut ids = HashMap::new();
         for (text, count) in self.counts {
             if count < 2 && !all && text.len() <= INLINE_MAX {
                 continue;
             }
-            let mut upsert = conn.prepare_cached(
+            let id: i64 = conn.one(
                 "INSERT INTO change_values (hash, refs, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (hash) DO UPDATE SET refs = refs + excluded.refs
+                 ON CONFLICT (hash) DO UPDATE SET refs = change_values.refs + excluded.refs
                  RETURNING id",
+                params![&hash(text)[..], count, text],
+                |r| r.get(0),
             )?;
-            let id: i64 = upsert.query_row(params![&hash(text)[..], count, text], |r| r.get(0))?;
             ids.insert(text, id);
         }
         Ok(ids)
@@ -324,20 +476,18 @@ impl<'a> Values<'a> {
 
 /// Releases the values of changes about to be deleted: each loses one reference per
 /// change that named it, and a value with none left is deleted.
-fn release(conn: &Connection, value_ids: &[i64]) -> Result<(), Error> {
+fn release(conn: Conn<'_>, value_ids: &[i64]) -> Result<(), Error> {
     let mut counts: HashMap<i64, i64> = HashMap::new();
     for id in value_ids {
         *counts.entry(*id).or_default() += 1;
     }
-    let mut update = conn
-        .prepare_cached("UPDATE change_values SET refs = refs - ?2 WHERE id = ?1 RETURNING refs")?;
-    let mut delete = conn.prepare_cached("DELETE FROM change_values WHERE id = ?1")?;
     for (id, count) in counts {
-        let left: Option<i64> = update
-            .query_row(params![id, count], |r| r.get(0))
-            .optional()?;
+        let left: Option<i64> = conn.value(
+            "UPDATE change_values SET refs = refs - ?2 WHERE id = ?1 RETURNING refs",
+            params![id, count],
+        )?;
         if left.is_some_and(|n| n <= 0) {
-            delete.execute(params![id])?;
+            conn.execute("DELETE FROM change_values WHERE id = ?1", params![id])?;
         }
     }
     Ok(())
@@ -345,21 +495,16 @@ fn release(conn: &Connection, value_ids: &[i64]) -> Result<(), Error> {
 
 /// Erasure (history.md §4): deletes every change about a recipient, and the values only
 /// those changes held.
-pub(super) fn erase(conn: &Connection, key: &RecipientKey) -> Result<(), Error> {
+pub(super) fn erase(conn: Conn<'_>, key: &RecipientKey) -> Result<(), Error> {
     let collection = collection(key);
     let mut ids = Vec::new();
-    {
-        let mut stmt = conn.prepare_cached(
-            "DELETE FROM changes WHERE collection = ?1 AND recipient_id = ?2 RETURNING value, before",
-        )?;
-        let rows = stmt.query_map(params![collection, key.id], |r| {
-            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
-        })?;
-        for row in rows {
-            let (value, before) = row?;
-            ids.extend(value);
-            ids.extend(before);
-        }
+    for (value, before) in conn.all(
+        "DELETE FROM changes WHERE collection = ?1 AND recipient_id = ?2 RETURNING value, before",
+        params![collection, &key.id],
+        |r| Ok((r.get::<Option<i64>>(0)?, r.get::<Option<i64>>(1)?)),
+    )? {
+        ids.extend(value);
+        ids.extend(before);
     }
     release(conn, &ids)
 }
@@ -428,7 +573,7 @@ const CHANGE_COLUMNS: &str =
      coalesce(c.value_text, (SELECT value FROM change_values WHERE id = c.value)),
      coalesce(c.before_text, (SELECT value FROM change_values WHERE id = c.before))";
 
-fn row_to_change(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawChange> {
+fn row_to_change(r: &mut Row) -> Result<RawChange, Error> {
     Ok(RawChange {
         seq: r.get(0)?,
         at: r.get(1)?,
@@ -493,11 +638,6 @@ impl RawChange {
     }
 }
 
-fn collect(rows: impl Iterator<Item = rusqlite::Result<RawChange>>) -> Result<Vec<Change>, Error> {
-    rows.map(|row| row.map_err(Error::from).and_then(RawChange::parse))
-        .collect()
-}
-
 /// How far back the log reaches, after pruning (history.md §4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Retained {
@@ -509,40 +649,51 @@ pub struct Retained {
 
 /// The log's reading side, on a read or write transaction.
 pub struct LogRead<'c> {
-    pub(super) conn: &'c Connection,
+    pub(super) conn: Conn<'c>,
 }
 
 impl LogRead<'_> {
     /// The changes `clauses` (after `FROM changes c`) select, with `params`.
-    fn query(&self, clauses: &str, params: impl rusqlite::Params) -> Result<Vec<Change>, Error> {
+    fn query(&self, clauses: &str, params: &[Param<'_>]) -> Result<Vec<Change>, Error> {
         let sql = format!("SELECT {CHANGE_COLUMNS} FROM changes c {clauses}");
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params, row_to_change)?;
-        collect(rows)
+        self.conn
+            .all(&sql, params, row_to_change)?
+            .into_iter()
+            .map(RawChange::parse)
+            .collect()
     }
 
     /// The newest `seq` ever committed (0 when none): erased changes count, so a reader
     /// never sees `head` go back.
     pub fn head(&self) -> Result<i64, Error> {
+        // PostgreSQL's sequence would also show values of uncommitted changes; the newest
+        // committed change is there to read instead (erasure and pruning always leave the
+        // newest change in place, so it is the newest ever committed).
+        let sql = self.conn.pick(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'changes'",
+            "SELECT greatest((SELECT max(seq) FROM changes),
+                             (SELECT pruned_seq FROM change_log_state WHERE id = 1))",
+        );
         Ok(self
             .conn
-            .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")?
-            .query_row([], |r| r.get(0))
-            .optional()?
+            .value::<Option<i64>>(sql, params![])?
+            .flatten()
             .unwrap_or(0))
     }
 
     pub fn retained(&self) -> Result<Retained, Error> {
         Ok(self
             .conn
-            .prepare_cached("SELECT pruned_seq, pruned_at FROM change_log_state WHERE id = 1")?
-            .query_row([], |r| {
-                Ok(Retained {
-                    from_seq: r.get(0)?,
-                    from_at: r.get(1)?,
-                })
-            })
-            .optional()?
+            .opt(
+                "SELECT pruned_seq, pruned_at FROM change_log_state WHERE id = 1",
+                params![],
+                |r| {
+                    Ok(Retained {
+                        from_seq: r.get(0)?,
+                        from_at: r.get(1)?,
+                    })
+                },
+            )?
             .unwrap_or_default())
     }
 
@@ -558,15 +709,24 @@ impl LogRead<'_> {
         let any_kind = filter.kinds.is_empty();
         match &filter.recipient {
             Some(key) => self.query(
-                "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq > ?3
-                   AND (?4 OR c.kind IN (SELECT value FROM json_each(?5)))
-                 ORDER BY c.seq LIMIT ?6",
-                params![collection(key), key.id, after, any_kind, kinds, limit],
+                self.conn.pick(
+                    "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq > ?3
+                       AND (?4 OR c.kind IN (SELECT value FROM json_each(?5)))
+                     ORDER BY c.seq LIMIT ?6",
+                    "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq > ?3
+                       AND (?4 OR c.kind IN (SELECT json_array_elements_text(CAST(?5 AS json))))
+                     ORDER BY c.seq LIMIT ?6",
+                ),
+                params![collection(key), &key.id, after, any_kind, &kinds, limit],
             ),
             None => self.query(
-                "WHERE c.seq > ?1 AND (?2 OR c.kind IN (SELECT value FROM json_each(?3)))
-                 ORDER BY c.seq LIMIT ?4",
-                params![after, any_kind, kinds, limit],
+                self.conn.pick(
+                    "WHERE c.seq > ?1 AND (?2 OR c.kind IN (SELECT value FROM json_each(?3)))
+                     ORDER BY c.seq LIMIT ?4",
+                    "WHERE c.seq > ?1 AND (?2 OR c.kind IN (SELECT json_array_elements_text(CAST(?3 AS json))))
+                     ORDER BY c.seq LIMIT ?4",
+                ),
+                params![after, any_kind, &kinds, limit],
             ),
         }
     }
@@ -581,31 +741,37 @@ impl LogRead<'_> {
         limit: u32,
     ) -> Result<Vec<Change>, Error> {
         let mut changes = self.query(
-            "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
-               AND c.kind IN ('preferences.set', 'preferences.unset')
-               AND (?4 IS NULL OR c.preference_set = ?4)
-             ORDER BY c.seq DESC LIMIT ?5",
-            params![collection(key), key.id, before, set, limit],
+            self.conn.pick(
+                "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
+                   AND c.kind IN ('preferences.set', 'preferences.unset')
+                   AND (?4 IS NULL OR c.preference_set = ?4)
+                 ORDER BY c.seq DESC LIMIT ?5",
+                "WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
+                   AND c.kind IN ('preferences.set', 'preferences.unset')
+                   AND (CAST(?4 AS bytea) IS NULL OR c.preference_set = ?4)
+                 ORDER BY c.seq DESC LIMIT ?5",
+            ),
+            params![collection(key), &key.id, before, set, limit],
         )?;
         // `before` is stored only for a set's first logged change; every other's is the
         // value of the previous change of the same set.
-        let mut previous = self.conn.prepare_cached(
-            "SELECT coalesce(c.value_text, (SELECT value FROM change_values WHERE id = c.value))
-             FROM changes c
-             WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
-               AND c.kind IN ('preferences.set', 'preferences.unset') AND c.preference_set = ?4
-             ORDER BY c.seq DESC LIMIT 1",
-        )?;
         for change in &mut changes {
             if change.before.is_some() {
                 continue;
             }
-            let value: Option<Option<String>> = previous
-                .query_row(
-                    params![collection(key), key.id, change.seq, change.preference_set],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let value: Option<Option<String>> = self.conn.value(
+                "SELECT coalesce(c.value_text, (SELECT value FROM change_values WHERE id = c.value))
+                 FROM changes c
+                 WHERE c.collection = ?1 AND c.recipient_id = ?2 AND c.seq < ?3
+                   AND c.kind IN ('preferences.set', 'preferences.unset') AND c.preference_set = ?4
+                 ORDER BY c.seq DESC LIMIT 1",
+                params![
+                    collection(key),
+                    &key.id,
+                    change.seq,
+                    change.preference_set.as_deref()
+                ],
+            )?;
             if let Some(Some(text)) = value {
                 change.before = Some(serde_json::from_str(&text)?);
             }
@@ -619,7 +785,7 @@ impl LogRead<'_> {
     pub fn recipient_events(&self, key: &RecipientKey) -> Result<Vec<EventRow>, Error> {
         self.events(
             "WHERE collection = ?1 AND recipient_id = ?2 ORDER BY seq",
-            params![collection(key), key.id],
+            params![collection(key), &key.id],
         )
     }
 
@@ -631,20 +797,16 @@ impl LogRead<'_> {
         )
     }
 
-    fn events(&self, clauses: &str, params: impl rusqlite::Params) -> Result<Vec<EventRow>, Error> {
+    fn events(&self, clauses: &str, params: &[Param<'_>]) -> Result<Vec<EventRow>, Error> {
         let sql = format!("SELECT seq, at, kind, preference_set, audience FROM changes {clauses}");
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params, |r| {
-            Ok((
+        self.conn.all(&sql, params, |r| {
+            let (seq, at, kind, preference_set, audience) = (
                 r.get(0)?,
                 r.get(1)?,
-                r.get::<_, String>(2)?,
+                r.get::<String>(2)?,
                 r.get(3)?,
                 r.get(4)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (seq, at, kind, preference_set, audience) = row?;
+            );
             let kind = ChangeKind::parse(&kind).ok_or(Error::UnknownChangeKind(kind))?;
             Ok(EventRow {
                 seq,
@@ -654,7 +816,6 @@ impl LogRead<'_> {
                 audience,
             })
         })
-        .collect()
     }
 
     /// The value of change `seq` (`before`: the state before it, as stored), parsed;
@@ -667,11 +828,7 @@ impl LogRead<'_> {
             "SELECT coalesce(c.value_text, (SELECT value FROM change_values WHERE id = c.value))
              FROM changes c WHERE c.seq = ?1"
         };
-        let text: Option<Option<String>> = self
-            .conn
-            .prepare_cached(sql)?
-            .query_row(params![seq], |r| r.get(0))
-            .optional()?;
+        let text: Option<Option<String>> = self.conn.value(sql, params![seq])?;
         Ok(text
             .flatten()
             .map(|t| serde_json::from_str(&t))
@@ -681,29 +838,22 @@ impl LogRead<'_> {
     /// The hash of the config in force at `at` (ms): the newest config applied at or
     /// before it, else the oldest one stored (the log does not reach further back).
     pub fn config_at(&self, at: i64) -> Result<Option<String>, Error> {
-        let value = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Result<_, Error> {
-            Ok(self
-                .conn
-                .prepare_cached(sql)?
-                .query_row(params, |r| r.get::<_, Option<String>>(0))
-                .optional()?)
-        };
         // Newest first through `changes_by_kind`, stopping at the first old enough; then,
         // if none is, the oldest.
-        let found = match value(
+        let found: Option<Option<String>> = match self.conn.value(
             "SELECT coalesce(c.value_text, (SELECT value FROM change_values WHERE id = c.value))
              FROM changes c
              WHERE c.kind = 'config.applied' AND c.recipient_id IS NULL AND c.at <= ?1
              ORDER BY c.seq DESC LIMIT 1",
-            &[&at],
+            params![at],
         )? {
             Some(found) => Some(found),
-            None => value(
+            None => self.conn.value(
                 "SELECT coalesce(c.value_text, (SELECT value FROM change_values WHERE id = c.value))
                  FROM changes c
                  WHERE c.kind = 'config.applied' AND c.recipient_id IS NULL
                  ORDER BY c.seq LIMIT 1",
-                &[],
+                params![],
             )?,
         };
         let Some(Some(text)) = found else {
@@ -715,11 +865,8 @@ impl LogRead<'_> {
 
     /// The files of the config with this hash (a JSON array of `[path, content]`).
     pub fn config_files(&self, hash: &str) -> Result<Option<String>, Error> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT files FROM configs WHERE hash = ?1")?
-            .query_row(params![hash], |r| r.get(0))
-            .optional()?)
+        self.conn
+            .value("SELECT files FROM configs WHERE hash = ?1", params![hash])
     }
 }
 
@@ -735,17 +882,17 @@ pub struct EventRow {
 
 /// Stores a config's files once per content and appends its `config.applied` change.
 pub(super) fn config_applied(
-    conn: &Connection,
+    conn: Conn<'_>,
     log: &Log,
     version: u64,
     files: &[(String, String)],
 ) -> Result<String, Error> {
     let text = serde_json::to_string(files)?;
     let hash = format!("sha256:{}", hex(&hash(&text)));
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO configs (hash, files) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-    )?
-    .execute(params![hash, text])?;
+        params![&hash, &text],
+    )?;
     let mut change = Pending::new(ChangeKind::ConfigApplied);
     change.value = Some(json!({ "version": version, "hash": hash }).to_string());
     log.push(change);
@@ -803,33 +950,33 @@ pub struct PrunePlan {
 /// older than `horizon` (ms), every change that is not the newest of its key older than the
 /// horizon is deleted. `seen` carries the keys met so far across steps.
 pub(super) fn prune_step(
-    conn: &Connection,
+    conn: Conn<'_>,
     horizon: i64,
     below: i64,
     seen: &mut HashSet<String>,
 ) -> Result<(usize, PrunePlan), Error> {
-    let mut stmt = conn.prepare_cached(
+    let rows = conn.all(
         "SELECT seq, kind, collection, recipient_id, preference_set, tenant, audience
          FROM changes WHERE at < ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+        params![horizon, below, PRUNE_BATCH * 4],
+        |r| {
+            Ok(PruneRow {
+                seq: r.get(0)?,
+                kind: r.get(1)?,
+                collection: r.get(2)?,
+                recipient_id: r.get(3)?,
+                preference_set: r.get(4)?,
+                tenant: r.get(5)?,
+                audience: r.get(6)?,
+            })
+        },
     )?;
-    let rows = stmt.query_map(params![horizon, below, (PRUNE_BATCH * 4) as i64], |r| {
-        Ok(PruneRow {
-            seq: r.get(0)?,
-            kind: r.get(1)?,
-            collection: r.get(2)?,
-            recipient_id: r.get(3)?,
-            preference_set: r.get(4)?,
-            tenant: r.get(5)?,
-            audience: r.get(6)?,
-        })
-    })?;
     let mut plan = PrunePlan {
         seqs: Vec::new(),
         below,
         done: true,
     };
     for row in rows {
-        let row = row?;
         plan.done = false;
         plan.below = row.seq;
         if !seen.insert(key_of(&row)) {
@@ -842,22 +989,29 @@ pub(super) fn prune_step(
     let deleted = plan.seqs.len();
     if deleted > 0 {
         let mut ids = Vec::new();
-        let mut delete =
-            conn.prepare_cached("DELETE FROM changes WHERE seq = ?1 RETURNING value, before")?;
         for seq in &plan.seqs {
-            let (value, before): (Option<i64>, Option<i64>) =
-                delete.query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (value, before): (Option<i64>, Option<i64>) = conn.one(
+                "DELETE FROM changes WHERE seq = ?1 RETURNING value, before",
+                params![seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             ids.extend(value);
             ids.extend(before);
         }
         release(conn, &ids)?;
         let max = plan.seqs.iter().copied().max().unwrap_or(0);
-        conn.prepare_cached(
-            "INSERT INTO change_log_state (id, pruned_seq, pruned_at) VALUES (1, ?1, ?2)
-             ON CONFLICT (id) DO UPDATE SET pruned_seq = max(pruned_seq, excluded.pruned_seq),
-                                            pruned_at = max(pruned_at, excluded.pruned_at)",
-        )?
-        .execute(params![max, horizon])?;
+        conn.execute(
+            conn.pick(
+                "INSERT INTO change_log_state (id, pruned_seq, pruned_at) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET pruned_seq = max(pruned_seq, excluded.pruned_seq),
+                                                pruned_at = max(pruned_at, excluded.pruned_at)",
+                "INSERT INTO change_log_state (id, pruned_seq, pruned_at) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE
+                 SET pruned_seq = greatest(change_log_state.pruned_seq, excluded.pruned_seq),
+                     pruned_at = greatest(change_log_state.pruned_at, excluded.pruned_at)",
+            ),
+            params![max, horizon],
+        )?;
     }
     Ok((deleted, plan))
 }

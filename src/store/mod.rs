@@ -37,12 +37,15 @@ pub mod log;
 mod migrate;
 mod pages;
 pub mod past;
+pub mod postgres;
 mod reads;
 mod repo;
+pub mod sql;
 pub mod time;
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
@@ -50,8 +53,8 @@ use crossbeam_channel::Sender;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::watch;
 
-pub use cache::{Cache, CacheStats, Ticket, Touched, View};
-pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob};
+pub use cache::{Cache, CacheStats, Inputs, Ticket, Touched, View};
+pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob, NextJob};
 pub use migrate::latest as latest_schema_version;
 pub use pages::{Cursor, Page, PageQuery};
 pub use reads::{Snapshot, Wanted};
@@ -61,6 +64,9 @@ pub use repo::{
 
 use crate::config::Durability;
 use crate::model::change::Origin;
+use postgres::PgConn;
+pub use postgres::PgOptions;
+use sql::Conn;
 
 /// What can go wrong below the domain: all of it is internal to clients, except a full disk.
 #[derive(Debug, thiserror::Error)]
@@ -94,16 +100,86 @@ pub enum Error {
     UnknownChangeKind(String),
     #[error("cannot create the database file: {0}")]
     Create(std::io::Error),
+    #[error("postgresql: {0}")]
+    Pg(#[from] ::postgres::Error),
+    #[error("postgresql migration {name} failed: {source}")]
+    PgMigration {
+        name: String,
+        source: ::postgres::Error,
+    },
+    /// The store cannot be reached (PostgreSQL down, restarting or unreachable): the
+    /// caller may retry later; a write it was told this about may or may not have been
+    /// applied if the connection was lost during its commit.
+    #[error("the database cannot be reached: {0}")]
+    Unavailable(::postgres::Error),
+    #[error("a stored value is not what the store expects: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    Config(String),
+    /// What the PostgreSQL backend leaves to PostgreSQL's own tools (backups, restore).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl Error {
     /// True when SQLite ran out of space (disk full or `max_page_count` reached).
     pub fn is_full(&self) -> bool {
-        matches!(self, Error::Db(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
+        match self {
+            Error::Db(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            Error::Pg(e) => e.code() == Some(&::postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
+    }
+
+    /// True when the store cannot be reached now (the `unavailable` error of fleet.md
+    /// §5): a lost or refused PostgreSQL connection, or a server shutting down.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Unavailable(_) => true,
+            Error::Pg(e) => postgres::is_connection_error(e),
+            _ => false,
+        }
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+type Job = Box<dyn FnOnce(&mut Backend) + Send>;
+
+/// Where the store is: a SQLite file (the default) or a schema on PostgreSQL (fleet mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres(PgOptions),
+}
+
+/// The connection a database thread owns.
+enum Backend {
+    Sqlite(Connection),
+    /// In a `RefCell` because the `postgres` client needs `&mut` for every statement,
+    /// while the domain operations share a `&` of their transaction.
+    Postgres(Box<RefCell<PgConn>>),
+}
+
+impl Backend {
+    /// Before a job: a PostgreSQL connection that was lost is made again (the job then
+    /// fails as unavailable if that fails too, and the next job tries again).
+    fn ready(&mut self) {
+        if let Backend::Postgres(pg) = self {
+            let pg = pg.get_mut();
+            if pg.is_closed() {
+                match pg.reconnect() {
+                    Ok(()) => tracing::info!("reconnected to PostgreSQL"),
+                    Err(e) => tracing::debug!(error = %e, "PostgreSQL is still unreachable"),
+                }
+            }
+        }
+    }
+}
+
+/// Job notices kept for a slow receiver; one that lags just re-reads (see
+/// [`Db::job_notices`]).
+const JOB_NOTICES: usize = 256;
 
 /// Reader threads: enough to keep both cores busy without piling up connections.
 const READERS: usize = 2;
@@ -123,8 +199,18 @@ struct Inner {
     calls: AtomicU64,
     /// Parsed rows for reads on the async side; the writer invalidates after commit.
     cache: Arc<Cache>,
-    /// The checkpointer's queue, for [`Db::wait_for_checkpoints`].
-    checkpoint_barrier: Mutex<mpsc::SyncSender<Wake>>,
+    /// The checkpointer's queue, for [`Db::wait_for_checkpoints`] (SQLite only).
+    checkpoint_barrier: Option<Mutex<mpsc::SyncSender<Wake>>>,
+    /// What the store runs on, for `daemon.status`.
+    backend: BackendInfo,
+    /// Whether the cache follows every daemon's writes (always, on SQLite).
+    feed: Arc<Feed>,
+    /// Tells the PostgreSQL listener to stop; its thread is joined by [`Db::close`].
+    listener: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    /// This daemon's name in job leases: unique per open.
+    node: String,
+    /// Jobs queued or moved on by any daemon of a fleet (see [`Db::job_notices`]).
+    job_notices: tokio::sync::broadcast::Sender<Option<String>>,
     /// What every write transaction tells after its commit.
     commits: Arc<Commits>,
 }
@@ -140,6 +226,72 @@ struct Commits {
     log: Mutex<log::Memo>,
 }
 
+/// The state of a fleet daemon's change feed (fleet.md §3), and the cache budget that
+/// applies while the feed is whole.
+struct Feed {
+    coherent: AtomicBool,
+    reconnects: AtomicU64,
+    budget: AtomicU64,
+}
+
+impl Feed {
+    fn new(budget: usize) -> Feed {
+        Feed {
+            coherent: AtomicBool::new(true),
+            reconnects: AtomicU64::new(0),
+            budget: AtomicU64::new(budget as u64),
+        }
+    }
+
+    /// The feed is whole (the cache may serve and fill) or lost (it is emptied and off,
+    /// and no read begun before it was lost inserts afterwards).
+    fn set_coherent(&self, cache: &Cache, coherent: bool) {
+        let was = self.coherent.swap(coherent, Ordering::SeqCst);
+        cache.forget_tickets();
+        if coherent {
+            cache.set_budget(self.budget.load(Ordering::Relaxed) as usize);
+        } else {
+            cache.set_budget(0);
+            if was {
+                self.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What `daemon.status` says of the store (fleet.md §1).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BackendInfo {
+    pub backend: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+}
+
+/// `daemon.status`'s `store` (fleet.md §1).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStatus {
+    #[serde(flatten)]
+    pub info: BackendInfo,
+    /// Whether this daemon's cache follows every daemon's writes (always on SQLite).
+    pub coherent: bool,
+    /// How often the change feed from PostgreSQL was lost.
+    pub reconnects: u64,
+}
+
+impl Commits {
+    /// Moves the head on to `seq`, never back: the writer and the listener both report
+    /// commits, the listener's possibly later than the writer's own.
+    fn advance_head(&self, seq: i64) {
+        self.head.send_if_modified(|head| {
+            let newer = seq > *head;
+            if newer {
+                *head = seq;
+            }
+            newer
+        });
+    }
+}
+
 /// The database threads, joined by [`Db::close`] in an order that leaves a read-write
 /// connection last (see there).
 #[derive(Default)]
@@ -147,6 +299,16 @@ struct Threads {
     writer: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
     readers: Vec<JoinHandle<()>>,
+}
+
+/// The thread body of the writer and the readers: run jobs until the queue closes.
+fn serve_jobs(jobs: crossbeam_channel::Receiver<Job>) -> impl FnOnce(&mut Backend) + Send {
+    move |backend| {
+        for job in jobs {
+            backend.ready();
+            job(backend);
+        }
+    }
 }
 
 impl Db {
@@ -158,12 +320,112 @@ impl Db {
                 durability,
                 max_database_mb: None,
                 read_cache_mb: crate::config::Limits::default().read_cache_mb,
+                max_staleness_ms: 1000,
                 skip_change_log: false,
             },
         )
     }
 
-    /// [`Db::open`] with every option; the daemon opens with its settings.
+    /// Opens the store at `location` with every option; the daemon opens with its settings.
+    pub fn open_at(location: &Location, options: Options) -> Result<Db, Error> {
+        match location {
+            Location::Sqlite(path) => Db::open_with(path, options),
+            Location::Postgres(pg) => Db::open_postgres(pg, options),
+        }
+    }
+
+    /// Connects to PostgreSQL (one connection per database thread), migrates the schema,
+    /// and starts the threads.
+    fn open_postgres(pg: &PgOptions, options: Options) -> Result<Db, Error> {
+        let mut writer = PgConn::connect(pg, options.durability)?;
+        let schema_version = writer.migrate()?;
+        let writer = RefCell::new(writer);
+        writer.borrow_mut().begin_read()?;
+        let head = Read::new(Conn::Postgres(&writer)).log().head();
+        writer.borrow_mut().rollback();
+        let head = head?;
+        let cache = Arc::new(Cache::new(options.read_cache_mb as usize * MIB));
+        let (writer_tx, writer_rx) = crossbeam_channel::unbounded::<Job>();
+        let writer_thread = spawn_thread(
+            "prefsd-db-writer",
+            Backend::Postgres(Box::new(writer)),
+            serve_jobs(writer_rx),
+        )?;
+        let (readers_tx, readers_rx) = crossbeam_channel::unbounded::<Job>();
+        let mut readers = Vec::new();
+        for i in 0..READERS {
+            let conn = PgConn::connect(pg, options.durability)?;
+            readers.push(spawn_thread(
+                &format!("prefsd-db-reader-{i}"),
+                Backend::Postgres(Box::new(RefCell::new(conn))),
+                serve_jobs(readers_rx.clone()),
+            )?);
+        }
+        let threads = Threads {
+            writer: Some(writer_thread),
+            checkpointer: None,
+            readers,
+        };
+        let commits = Arc::new(Commits {
+            cache: Arc::clone(&cache),
+            head: watch::channel(head).0,
+            skip_log: options.skip_change_log,
+            log: Mutex::default(),
+        });
+        let feed = Arc::new(Feed::new(options.read_cache_mb as usize * MIB));
+        let stop = Arc::new(AtomicBool::new(false));
+        let job_notices = tokio::sync::broadcast::channel(JOB_NOTICES).0;
+        let hooks = postgres::ListenerHooks {
+            invalidate: {
+                let cache = Arc::clone(&cache);
+                Box::new(move |touched| cache.invalidate(touched))
+            },
+            head: {
+                let commits = Arc::clone(&commits);
+                Box::new(move |seq| commits.advance_head(seq))
+            },
+            coherent: {
+                let (cache, feed) = (Arc::clone(&cache), Arc::clone(&feed));
+                Box::new(move |coherent| feed.set_coherent(&cache, coherent))
+            },
+            job: {
+                let notices = job_notices.clone();
+                Box::new(move |id| {
+                    let _ = notices.send(id);
+                })
+            },
+        };
+        let listener = postgres::spawn_listener(
+            pg.clone(),
+            options.durability,
+            head,
+            std::time::Duration::from_millis(options.max_staleness_ms.into()),
+            Arc::clone(&stop),
+            hooks,
+        )?;
+        Ok(Db {
+            inner: Arc::new(Inner {
+                writer: writer_tx,
+                readers: readers_tx,
+                threads: Mutex::new(threads),
+                schema_version,
+                calls: AtomicU64::new(0),
+                cache,
+                checkpoint_barrier: None,
+                backend: BackendInfo {
+                    backend: "postgres",
+                    schema: Some(pg.schema.clone()),
+                },
+                feed,
+                listener: Some((stop, listener)),
+                node: uuid::Uuid::new_v4().to_string(),
+                job_notices,
+                commits,
+            }),
+        })
+    }
+
+    /// [`Db::open`] with every option, on a SQLite file.
     pub fn open_with(path: &Path, options: Options) -> Result<Db, Error> {
         let durability = options.durability;
         let mut writer = open_connection(path, durability, Role::Writer)?;
@@ -172,15 +434,15 @@ impl Db {
             set_max_size(&writer, Some(mb))?;
         }
         let schema_version = migrate::migrate(&mut writer)?;
-        let head = Read::new(&writer).log().head()?;
+        let head = Read::new(Conn::Sqlite(&writer)).log().head()?;
         let cache = Arc::new(Cache::new(options.read_cache_mb as usize * MIB));
         let checkpoints = Checkpointer::start(path, durability, &mut writer)?;
         let (writer_tx, writer_rx) = crossbeam_channel::unbounded::<Job>();
-        let writer_thread = spawn_thread("prefsd-db-writer", writer, move |conn| {
-            for job in writer_rx {
-                job(conn);
-            }
-        })?;
+        let writer_thread = spawn_thread(
+            "prefsd-db-writer",
+            Backend::Sqlite(writer),
+            serve_jobs(writer_rx),
+        )?;
         // One shared queue: an idle reader takes the next job, so a slow read does not hold
         // up the ones queued behind it. A job wakes one waiting reader; with std's channel
         // behind a mutex, it also woke the other, which had been waiting for the mutex.
@@ -191,12 +453,10 @@ impl Db {
             let rx = readers_rx.clone();
             readers.push(spawn_thread(
                 &format!("prefsd-db-reader-{i}"),
-                conn,
-                move |conn| {
+                Backend::Sqlite(conn),
+                move |backend| {
                     crate::sched::prefer_short_slices();
-                    for job in rx {
-                        job(conn);
-                    }
+                    serve_jobs(rx)(backend);
                 },
             )?);
         }
@@ -213,7 +473,15 @@ impl Db {
                 schema_version,
                 calls: AtomicU64::new(0),
                 cache: Arc::clone(&cache),
-                checkpoint_barrier: Mutex::new(checkpoints.wakes),
+                checkpoint_barrier: Some(Mutex::new(checkpoints.wakes)),
+                backend: BackendInfo {
+                    backend: "sqlite",
+                    schema: None,
+                },
+                feed: Arc::new(Feed::new(options.read_cache_mb as usize * MIB)),
+                listener: None,
+                node: uuid::Uuid::new_v4().to_string(),
+                job_notices: tokio::sync::broadcast::channel(JOB_NOTICES).0,
                 commits: Arc::new(Commits {
                     cache,
                     head: watch::channel(head).0,
@@ -242,6 +510,48 @@ impl Db {
         &self.inner.cache
     }
 
+    /// What the store runs on, for `daemon.status`.
+    pub fn backend(&self) -> &BackendInfo {
+        &self.inner.backend
+    }
+
+    /// This daemon's name in the leases of fleet jobs.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// Job ids queued or moved on by any daemon of a fleet (PostgreSQL), and `None` when
+    /// notices may have been missed (the feed was lost and is back): the bulk worker
+    /// wakes on them, and progress subscribers re-read the job. Nothing comes on SQLite,
+    /// where this daemon's own worker is the only one.
+    pub fn job_notices(&self) -> tokio::sync::broadcast::Receiver<Option<String>> {
+        self.inner.job_notices.subscribe()
+    }
+
+    /// `daemon.status`'s `store`.
+    pub fn store_status(&self) -> StoreStatus {
+        StoreStatus {
+            info: self.inner.backend.clone(),
+            coherent: self.inner.feed.coherent.load(Ordering::Relaxed),
+            reconnects: self.inner.feed.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the read cache's budget (`limits.read_cache_mb`); while a fleet daemon's feed
+    /// is lost the cache stays off and takes the budget when the feed is back.
+    pub fn set_cache_budget(&self, budget: usize) {
+        let feed = &self.inner.feed;
+        feed.budget.store(budget as u64, Ordering::Relaxed);
+        if feed.coherent.load(Ordering::SeqCst) {
+            self.inner.cache.set_budget(budget);
+        }
+    }
+
+    /// True on the PostgreSQL backend.
+    pub fn is_postgres(&self) -> bool {
+        self.inner.backend.backend == "postgres"
+    }
+
     pub fn schema_version(&self) -> u32 {
         self.inner.schema_version
     }
@@ -257,8 +567,11 @@ impl Db {
     /// database ([`Error::is_full`]) and roll back, as on a full disk. A limit below the
     /// current size stops all growth; pages freed by deletes are reused.
     pub async fn set_max_size(&self, max_database_mb: Option<u64>) -> Result<(), Error> {
-        self.run(&self.inner.writer, move |conn| {
-            set_max_size(conn, max_database_mb)
+        self.run(&self.inner.writer, move |backend| match backend {
+            Backend::Sqlite(conn) => set_max_size(conn, max_database_mb),
+            // PostgreSQL has no per-database size limit to set; a full disk there is
+            // still refused as full (`Error::is_full`).
+            Backend::Postgres(_) => Ok(()),
         })
         .await
     }
@@ -269,7 +582,10 @@ impl Db {
     /// without sleeping. Blocks; returns at once if the threads have stopped.
     pub fn wait_for_checkpoints(&self) {
         let (done, wait) = mpsc::channel();
-        let sent = match self.inner.checkpoint_barrier.lock() {
+        let Some(barrier) = &self.inner.checkpoint_barrier else {
+            return;
+        };
+        let sent = match barrier.lock() {
             Ok(queue) => queue.send(Wake::Barrier(done)).is_ok(),
             Err(_) => false,
         };
@@ -300,12 +616,8 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.queue(&self.inner.readers, move |conn| {
-            let tx = conn.transaction().map_err(Error::from)?;
-            let result = f(&Read::new(&tx));
-            // A read transaction has nothing to commit; ending it releases the snapshot.
-            drop(tx);
-            result
+        self.queue(&self.inner.readers, move |backend| {
+            in_read_transaction(backend, f)
         })
     }
 
@@ -324,8 +636,8 @@ impl Db {
         E: From<Error> + Send + 'static,
     {
         let commits = self.after_commit();
-        self.run(&self.inner.writer, move |conn| {
-            in_write_transaction(conn, &commits, Some(origin), f)
+        self.run(&self.inner.writer, move |backend| {
+            in_write_transaction(backend, &commits, Some(origin), f)
         })
         .await
     }
@@ -341,8 +653,8 @@ impl Db {
         E: From<Error> + Send + 'static,
     {
         let commits = self.after_commit();
-        self.run(&self.inner.writer, move |conn| {
-            in_write_transaction(conn, &commits, None, f)
+        self.run(&self.inner.writer, move |backend| {
+            in_write_transaction(backend, &commits, None, f)
         })
         .await
     }
@@ -360,8 +672,8 @@ impl Db {
     {
         let (tx, rx) = mpsc::channel();
         let commits = self.after_commit();
-        let job: Job = Box::new(move |conn| {
-            let _ = tx.send(in_write_transaction(conn, &commits, Some(origin), f));
+        let job: Job = Box::new(move |backend| {
+            let _ = tx.send(in_write_transaction(backend, &commits, Some(origin), f));
         });
         self.inner.writer.send(job).map_err(|_| Error::Closed)?;
         rx.recv().map_err(|_| E::from(Error::Closed))?
@@ -370,7 +682,7 @@ impl Db {
     async fn run<R, E>(
         &self,
         queue: &Sender<Job>,
-        f: impl FnOnce(&mut Connection) -> Result<R, E> + Send + 'static,
+        f: impl FnOnce(&mut Backend) -> Result<R, E> + Send + 'static,
     ) -> Result<R, E>
     where
         R: Send + 'static,
@@ -383,7 +695,7 @@ impl Db {
     fn queue<R, E>(
         &self,
         queue: &Sender<Job>,
-        f: impl FnOnce(&mut Connection) -> Result<R, E> + Send + 'static,
+        f: impl FnOnce(&mut Backend) -> Result<R, E> + Send + 'static,
     ) -> impl Future<Output = Result<R, E>> + Send + 'static
     where
         R: Send + 'static,
@@ -417,8 +729,13 @@ impl Db {
                     readers,
                     threads,
                     checkpoint_barrier,
+                    listener,
                     ..
                 } = inner;
+                if let Some((stop, thread)) = listener {
+                    stop.store(true, Ordering::Relaxed);
+                    let _ = thread.join();
+                }
                 // Readers first, then the writer, then the checkpointer: SQLite checkpoints
                 // the WAL into the database file and removes it when the last connection
                 // closes, which must be a read-write one, and only if no other connection
@@ -448,11 +765,64 @@ impl Db {
     }
 }
 
-/// Runs `f` in an immediate write transaction, committed only if `f` returns `Ok`. What it
-/// touched leaves the cache after the commit and before the caller is answered; the changes
-/// it appended to the log move [`Db::head`] on, after the commit too.
+/// Runs `f` in one read transaction: a consistent snapshot of all its statements.
+fn in_read_transaction<R, E>(
+    backend: &mut Backend,
+    f: impl FnOnce(&Read<'_>) -> Result<R, E>,
+) -> Result<R, E>
+where
+    E: From<Error>,
+{
+    match backend {
+        Backend::Sqlite(conn) => {
+            let tx = conn.transaction().map_err(Error::from)?;
+            let result = f(&Read::new(Conn::Sqlite(&tx)));
+            // A read transaction has nothing to commit; ending it releases the snapshot.
+            drop(tx);
+            result
+        }
+        Backend::Postgres(pg) => {
+            begin_or_reconnect(pg.get_mut(), PgConn::begin_read)?;
+            let result = f(&Read::new(Conn::Postgres(pg)));
+            pg.get_mut().rollback();
+            result
+        }
+    }
+}
+
+/// Begins a transaction; when the connection turns out to be dead (PostgreSQL restarted
+/// since its last use), connects again and begins once more. Nothing was sent yet, so
+/// the retry cannot apply anything twice; a connection lost later in the transaction is
+/// the caller's `unavailable`.
+fn begin_or_reconnect(
+    pg: &mut PgConn,
+    begin: fn(&mut PgConn) -> Result<(), Error>,
+) -> Result<(), Error> {
+    match begin(pg) {
+        Err(Error::Pg(e)) if postgres::is_connection_error(&e) => {
+            pg.reconnect().map_err(unavailable_if_lost)?;
+            tracing::info!("reconnected to PostgreSQL");
+            begin(pg).map_err(unavailable_if_lost)
+        }
+        other => other.map_err(unavailable_if_lost),
+    }
+}
+
+/// A connection error as [`Error::Unavailable`], so that the caller hears "retry later".
+fn unavailable_if_lost(e: Error) -> Error {
+    match e {
+        Error::Pg(e) if postgres::is_connection_error(&e) => Error::Unavailable(e),
+        other => other,
+    }
+}
+
+/// Runs `f` in a write transaction, committed only if `f` returns `Ok`. What it touched
+/// leaves the cache after the commit and before the caller is answered; the changes it
+/// appended to the log move [`Db::head`] on, after the commit too. On SQLite the
+/// transaction is immediate (the one writer); on PostgreSQL it holds the fleet's write
+/// lock (see `store::postgres`) and notifies the other daemons of the new head.
 fn in_write_transaction<R, E>(
-    conn: &mut Connection,
+    backend: &mut Backend,
     commits: &Commits,
     origin: Option<Origin>,
     f: impl FnOnce(&Write<'_>) -> Result<R, E>,
@@ -460,35 +830,83 @@ fn in_write_transaction<R, E>(
 where
     E: From<Error>,
 {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(Error::from)?;
-    let write = Write::new(&tx, origin);
-    let result = f(&write)?;
-    // The memo is the writer's alone; a panic that poisoned it left it as it was before
-    // the transaction that panicked, which did not commit.
-    let mut memo = commits
-        .log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (touched, flushed) = write.finish(commits.skip_log, &memo)?;
-    tx.commit().map_err(Error::from)?;
+    let (result, touched, seq) = match backend {
+        Backend::Sqlite(conn) => {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(Error::from)?;
+            let write = Write::new(Conn::Sqlite(&tx), origin);
+            let result = f(&write)?;
+            // The memo is the writer's alone; a panic that poisoned it left it as it was
+            // before the transaction that panicked, which did not commit.
+            let mut memo = commits
+                .log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (touched, flushed) = write.finish(commits.skip_log, &memo)?;
+            tx.commit().map_err(Error::from)?;
+            let seq = flushed.map(|flushed| {
+                let seq = flushed.seq;
+                memo.committed(flushed);
+                seq
+            });
+            (result, touched, seq)
+        }
+        Backend::Postgres(pg) => {
+            begin_or_reconnect(pg.get_mut(), PgConn::begin_write)?;
+            let outcome = {
+                let write = Write::new(Conn::Postgres(pg), origin);
+                // No memo: other daemons of the fleet append to the log too, so what this
+                // writer appended is not all there is; the log is asked each time.
+                let memo = log::Memo::default();
+                match f(&write) {
+                    Ok(result) => write
+                        .finish(commits.skip_log, &memo)
+                        .map(|(touched, flushed)| (result, touched, flushed.map(|f| f.seq)))
+                        .map_err(E::from),
+                    Err(e) => Err(e),
+                }
+            };
+            let pg = pg.get_mut();
+            let (result, touched, seq) = match outcome {
+                Ok(done) => done,
+                Err(e) => {
+                    pg.rollback();
+                    return Err(e);
+                }
+            };
+            if let Some(seq) = seq {
+                let channel = pg.keys.changes_channel.clone();
+                let payload = seq.to_string();
+                if let Err(e) =
+                    pg.execute("SELECT pg_notify(?1, ?2)", sql::params![&channel, &payload])
+                {
+                    pg.rollback();
+                    return Err(unavailable_if_lost(e).into());
+                }
+            }
+            if let Err(e) = pg.commit() {
+                pg.rollback();
+                return Err(unavailable_if_lost(e).into());
+            }
+            (result, touched, seq)
+        }
+    };
     commits.cache.invalidate(&touched);
-    if let Some(flushed) = flushed {
-        commits.head.send_replace(flushed.seq);
-        memo.committed(flushed);
+    if let Some(seq) = seq {
+        commits.advance_head(seq);
     }
     Ok(result)
 }
 
 fn spawn_thread(
     name: &str,
-    mut conn: Connection,
-    body: impl FnOnce(&mut Connection) + Send + 'static,
+    mut backend: Backend,
+    body: impl FnOnce(&mut Backend) + Send + 'static,
 ) -> Result<JoinHandle<()>, Error> {
     Ok(std::thread::Builder::new()
         .name(name.to_string())
-        .spawn(move || body(&mut conn))?)
+        .spawn(move || body(&mut backend))?)
 }
 
 /// `PRAGMA quick_check` (it reads every page, about a second per GB): a database damaged
@@ -521,6 +939,9 @@ pub struct Options {
     pub max_database_mb: Option<u64>,
     /// `limits.read_cache_mb`: the read cache's budget; 0 for no cache.
     pub read_cache_mb: u32,
+    /// `[store] max_staleness_ms` (PostgreSQL): how long another daemon's write may go
+    /// unseen by this daemon's cache.
+    pub max_staleness_ms: u32,
     /// Benchmarks only: append nothing to the change log, to measure what it costs a write
     /// (history.md §6). Never for a daemon: history, point-in-time answers and the change
     /// feed would miss every change.
@@ -651,16 +1072,23 @@ impl Checkpointer {
             // make it look failed to the caller.
             Ok(())
         }))?;
-        let thread = spawn_thread("prefsd-db-checkpointer", conn, move |conn| {
-            for wake in queue {
-                match wake {
-                    Wake::Due => checkpoint(conn),
-                    Wake::Barrier(done) => {
-                        let _ = done.send(());
+        let thread = spawn_thread(
+            "prefsd-db-checkpointer",
+            Backend::Sqlite(conn),
+            move |backend| {
+                let Backend::Sqlite(conn) = backend else {
+                    return;
+                };
+                for wake in queue {
+                    match wake {
+                        Wake::Due => checkpoint(conn),
+                        Wake::Barrier(done) => {
+                            let _ = done.send(());
+                        }
                     }
                 }
-            }
-        })?;
+            },
+        )?;
         Ok(Checkpointer { thread, wakes })
     }
 }
@@ -731,7 +1159,7 @@ mod tests {
         let path = dir.path().join("prefsd.db");
         let db = Db::open(&path, Durability::Normal).expect("open");
         db.write_blocking(test_origin(), |w| {
-            w.conn().execute_batch(
+            w.conn().batch(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
                  INSERT INTO recipients (collection, id, created_at, updated_at)
                  SELECT '', 'u' || i, 'now', 'now' FROM n;",
@@ -758,7 +1186,7 @@ mod tests {
             w.put_recipient(&dana, &Map::new(), "now")?;
             w.put_recipient(&dana, &Map::new(), "later")?;
             w.put_recipient(&RecipientKey::object("projects", "p1"), &Map::new(), "now")?;
-            w.conn().execute_batch(
+            w.conn().batch(
                 "INSERT INTO preference_sets (collection, recipient_id, set_id, preferences, updated_at)
                  VALUES ('', 'dana', 'default', '{}', 'now'), ('', 'dana', 'acme', '{}', 'now');
                  INSERT INTO tenants (id, created_at, updated_at) VALUES ('acme', 'now', 'now');",
@@ -777,7 +1205,7 @@ mod tests {
             (300_001, 1, 1, 2)
         );
         db.write_blocking(test_origin(), |w| {
-            w.conn().execute_batch(
+            w.conn().batch(
                 "DELETE FROM recipients WHERE collection = '' AND id = 'dana';
                  DELETE FROM tenants WHERE id = 'acme';",
             )?;

@@ -5,10 +5,8 @@
 //! cursor is the key of a row, so a page never skips or repeats a row when others are
 //! inserted or deleted meanwhile. Migration 3 indexes both tables on it.
 
-use rusqlite::types::ToSql;
-use rusqlite::{Row, params_from_iter};
-
 use crate::store::repo::{json_map, json_set, key_from};
+use crate::store::sql::{Param, Row};
 use crate::store::{Error, Read, RecipientRow, TenantRow};
 
 /// A position in a list: the key of one row. Opaque to clients: hex of a JSON array, so it
@@ -63,7 +61,7 @@ pub struct Page<T> {
 struct Source<'a> {
     columns: &'a str,
     from_where: &'a str,
-    params: Vec<&'a dyn ToSql>,
+    params: Vec<Param<'a>>,
 }
 
 impl Read<'_> {
@@ -77,13 +75,13 @@ impl Read<'_> {
         let source = Source {
             columns: "created_at, id, properties, updated_at, collection",
             from_where: "FROM recipients WHERE collection = ?1",
-            params: vec![&c],
+            params: vec![Param::Text(c)],
         };
-        self.page(&source, q, |r| {
+        self.page(&source, q, |r, key| {
             Ok(RecipientRow {
-                created_at: r.get(0)?,
-                key: key_from(r.get(4)?, r.get(1)?),
-                properties: json_map(&r.get::<_, String>(2)?)?,
+                created_at: key.created_at.clone(),
+                key: key_from(r.get(4)?, key.id.clone()),
+                properties: json_map(&r.get::<String>(2)?)?,
                 updated_at: r.get(3)?,
             })
         })
@@ -98,23 +96,27 @@ impl Read<'_> {
     ) -> Result<Page<TenantRow>, Error> {
         let source = Source {
             columns: "created_at, id, name, properties, preference_set, updated_at, branding",
-            from_where: "FROM tenants WHERE (?1 IS NULL OR name = ?1) AND (?2 IS NULL OR id = ?2)",
-            params: vec![&name, &id],
+            from_where: self.conn().pick(
+                "FROM tenants WHERE (?1 IS NULL OR name = ?1) AND (?2 IS NULL OR id = ?2)",
+                "FROM tenants WHERE (CAST(?1 AS text) IS NULL OR name = ?1)
+                   AND (CAST(?2 AS bytea) IS NULL OR id = ?2)",
+            ),
+            params: vec![name.into(), id.into()],
         };
-        self.page(&source, q, |r| {
+        self.page(&source, q, |r, key| {
             Ok(TenantRow {
-                created_at: r.get(0)?,
-                id: r.get(1)?,
+                created_at: key.created_at.clone(),
+                id: key.id.clone(),
                 name: r.get(2)?,
-                properties: json_map(&r.get::<_, String>(3)?)?,
+                properties: json_map(&r.get::<String>(3)?)?,
                 preference_set: r
-                    .get::<_, Option<String>>(4)?
+                    .get::<Option<String>>(4)?
                     .as_deref()
                     .map(json_set)
                     .transpose()?,
                 updated_at: r.get(5)?,
                 branding: r
-                    .get::<_, Option<String>>(6)?
+                    .get::<Option<String>>(6)?
                     .as_deref()
                     .map(serde_json::from_str)
                     .transpose()?,
@@ -126,7 +128,7 @@ impl Read<'_> {
         &self,
         source: &Source<'_>,
         q: &PageQuery,
-        read: impl Fn(&Row<'_>) -> Result<T, Error>,
+        read: impl Fn(&mut Row, &Cursor) -> Result<T, Error>,
     ) -> Result<Page<T>, Error> {
         // `>` is "later in the list's order".
         let (later, earlier, order) = if q.descending {
@@ -145,8 +147,8 @@ impl Read<'_> {
                     params.len() + 1,
                     params.len() + 2
                 );
-                params.push(&c.created_at);
-                params.push(&c.id);
+                params.push(Param::Text(&c.created_at));
+                params.push(Param::Text(&c.id));
             }
         }
         // With only `before`, the page is the last rows before it: read backwards from it.
@@ -157,17 +159,17 @@ impl Read<'_> {
             (true, _) => "ASC",
         };
         sql += &format!(" ORDER BY created_at {order}, id {order} LIMIT {}", q.limit);
-        let mut stmt = self.conn().prepare_cached(&sql)?;
-        let mut rows = stmt.query(params_from_iter(params.iter()))?;
         let mut items = Vec::new();
         let mut keys = Vec::new();
-        while let Some(row) = rows.next()? {
-            keys.push(Cursor {
+        self.conn().each(&sql, &params, |row| {
+            let key = Cursor {
                 created_at: row.get(0)?,
                 id: row.get(1)?,
-            });
-            items.push(read(row)?);
-        }
+            };
+            items.push(read(row, &key)?);
+            keys.push(key);
+            Ok(std::ops::ControlFlow::Continue(()))
+        })?;
         if backwards {
             items.reverse();
             keys.reverse();
@@ -180,11 +182,10 @@ impl Read<'_> {
                 n + 1,
                 n + 2
             );
-            let mut stmt = self.conn().prepare_cached(&sql)?;
             let mut params = source.params.clone();
-            params.push(&key.created_at);
-            params.push(&key.id);
-            Ok(stmt.query_row(params_from_iter(params.iter()), |r| r.get(0))?)
+            params.push(Param::Text(&key.created_at));
+            params.push(Param::Text(&key.id));
+            self.conn().one(&sql, &params, |r| r.get::<bool>(0))
         };
         let next = match keys.last() {
             Some(last) if beyond(last, later)? => Some(last.encode()),

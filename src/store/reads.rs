@@ -13,13 +13,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::model::{DEFAULT_SET, RecipientKey};
-use crate::store::{Cache, Db, Error, EvaluationInputs, Read, TenantRow, Ticket, View};
+use crate::store::{Cache, Db, Error, EvaluationInputs, Inputs, Read, TenantRow, Ticket, View};
 
 /// Everything one evaluation reads: from one transaction, or all of it from the cache.
 pub struct Snapshot {
     pub tenant: Option<Arc<TenantRow>>,
-    pub actor: Option<Arc<EvaluationInputs>>,
-    pub recipients: Vec<Arc<EvaluationInputs>>,
+    pub actor: Option<Arc<Inputs>>,
+    pub recipients: Vec<Arc<Inputs>>,
 }
 
 /// What a [`Snapshot`] holds: the stored row of `tenant`, the inputs of `actor`, and those
@@ -48,7 +48,7 @@ impl Read<'_> {
 
 impl Snapshot {
     /// The snapshot `wanted` describes, read with these two reads (of the state now, or of
-    /// a past instant: `store::past`).
+    /// a past instant: `store::past`), the inputs made compact as the cache keeps them.
     pub(super) fn read<K: AsRef<RecipientKey>>(
         wanted: &Wanted<'_, K>,
         tenant: impl Fn(&str) -> Result<Option<TenantRow>, Error>,
@@ -59,13 +59,13 @@ impl Snapshot {
             None => None,
         };
         let actor = match &wanted.actor {
-            Some(key) => Some(Arc::new(inputs(key, None)?)),
+            Some(key) => Some(Arc::new(Inputs::from(inputs(key, None)?))),
             None => None,
         };
         let recipients = wanted
             .recipients
             .iter()
-            .map(|k| inputs(k.as_ref(), wanted.tenant_set).map(Arc::new))
+            .map(|k| inputs(k.as_ref(), wanted.tenant_set).map(|i| Arc::new(Inputs::from(i))))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Snapshot {
             tenant,
@@ -189,7 +189,7 @@ impl Db {
         key: RecipientKey,
         tenant_set: Option<&str>,
         tenant: Option<&str>,
-    ) -> Result<(Arc<EvaluationInputs>, Option<Arc<TenantRow>>), Error> {
+    ) -> Result<(Arc<Inputs>, Option<Arc<TenantRow>>), Error> {
         let cache = self.cache();
         let cached = cache.lookup(|v| {
             let inputs = v.inputs(&key, tenant_set)?;
@@ -224,7 +224,7 @@ impl Db {
                     Some(t) => r.tenant(t)?.map(Arc::new),
                     None => None,
                 };
-                Ok::<_, Error>((key, Arc::new(inputs), row))
+                Ok::<_, Error>((key, Arc::new(Inputs::from(inputs)), row))
             })
             .await?;
         if admit {

@@ -14,9 +14,10 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
-use prefsd::eval::{Context, Decision, Entity, decide};
+use prefsd::eval::{Context, Decision, Entity, Properties, decide};
+use prefsd::model::compact::{CompactSet, Interner};
 use prefsd::model::{Channel, ChannelType, PreferenceSet, SetKind, Workflow};
-use prefsd::resolve::{Sources, Stack};
+use prefsd::resolve::{SetRef, Sources, Stack};
 use serde_json::{Map, Value, json};
 
 const CATEGORIES: [&str; 10] = [
@@ -175,8 +176,9 @@ fn recipient_tenant() -> Value {
 struct Fixture {
     environment: PreferenceSet,
     tenant_default: PreferenceSet,
-    recipient_default: PreferenceSet,
-    recipient_tenant: PreferenceSet,
+    /// The recipient's sets in the form the daemon evaluates them in (the read cache's).
+    recipient_default: CompactSet,
+    recipient_tenant: CompactSet,
     recipient_tenant_raw: Value,
     workflow: Workflow,
     workflow_value: Value,
@@ -185,7 +187,7 @@ struct Fixture {
     data: Value,
     tenant: Value,
     vars: Value,
-    audiences: Vec<String>,
+    audiences: Vec<std::sync::Arc<str>>,
     now: Timestamp,
 }
 
@@ -210,14 +212,21 @@ impl Fixture {
             })
             .collect();
         let recipient_tenant_raw = recipient_tenant();
+        let keys = Interner::default();
         Fixture {
             environment: parse(&environment(), SetKind::Default),
             tenant_default: parse(&tenant_default(), SetKind::Default),
-            recipient_default: parse(
-                &json!({ "commercial_subscribed": true }),
-                SetKind::Recipient,
+            recipient_default: CompactSet::new(
+                &parse(
+                    &json!({ "commercial_subscribed": true }),
+                    SetKind::Recipient,
+                ),
+                &keys,
             ),
-            recipient_tenant: parse(&recipient_tenant_raw, SetKind::Recipient),
+            recipient_tenant: CompactSet::new(
+                &parse(&recipient_tenant_raw, SetKind::Recipient),
+                &keys,
+            ),
             recipient_tenant_raw,
             workflow_value: workflow.to_value(),
             workflow,
@@ -244,8 +253,8 @@ impl Fixture {
         Sources {
             environment: &self.environment,
             tenant: Some(("acme", Some(&self.tenant_default))),
-            recipient_default: Some(&self.recipient_default),
-            recipient_tenant: Some(&self.recipient_tenant),
+            recipient_default: Some(SetRef::Compact(&self.recipient_default)),
+            recipient_tenant: Some(SetRef::Compact(&self.recipient_tenant)),
         }
     }
 
@@ -254,7 +263,7 @@ impl Fixture {
             recipient: Entity {
                 id: "u1",
                 collection: None,
-                properties: &self.properties,
+                properties: Properties::Parsed(&self.properties),
                 created_at: None,
                 updated_at: None,
             },
@@ -279,7 +288,7 @@ impl Fixture {
                 &self.workflow,
                 channel,
                 &stack,
-                Some(&self.recipient_default),
+                Some(SetRef::Compact(&self.recipient_default)),
                 ctx,
             ));
         }
@@ -382,7 +391,7 @@ fn list_conditions(c: &mut Criterion) {
             recipient: Entity {
                 id: "u1",
                 collection: None,
-                properties: &properties,
+                properties: Properties::Parsed(&properties),
                 created_at: None,
                 updated_at: None,
             },
@@ -399,13 +408,21 @@ fn list_conditions(c: &mut Criterion) {
         let stack = Stack::for_recipient(&Sources {
             environment: &environment,
             tenant: None,
-            recipient_default: Some(&set),
+            recipient_default: Some(SetRef::Json(&set)),
             recipient_tenant: None,
         });
-        let d = decide(&workflow, &channel, &stack, Some(&set), &ctx);
+        let d = decide(&workflow, &channel, &stack, Some(SetRef::Json(&set)), &ctx);
         assert!(d.send, "the conditions hold: {d:?}");
         c.bench_function(&format!("decide_list_conditions_1000_vs_{have}"), |b| {
-            b.iter(|| decide(&workflow, &channel, black_box(&stack), Some(&set), &ctx))
+            b.iter(|| {
+                decide(
+                    &workflow,
+                    &channel,
+                    black_box(&stack),
+                    Some(SetRef::Json(&set)),
+                    &ctx,
+                )
+            })
         });
     }
 }

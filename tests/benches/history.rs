@@ -174,6 +174,7 @@ async fn start(
         Overrides {
             socket: Some(socket.clone()),
             database: Some(database.to_path_buf()),
+            ..Default::default()
         },
         None,
     )
@@ -182,6 +183,7 @@ async fn start(
         durability: prefsd::config::Durability::Full,
         max_database_mb: None,
         read_cache_mb: 8,
+        max_staleness_ms: 1000,
         skip_change_log,
     };
     let db = Db::open_with(database, options)?;

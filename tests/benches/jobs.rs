@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             Overrides {
                 socket: Some(socket.clone()),
                 database: Some(db_path.clone()),
+                ..Default::default()
             },
             None,
         )

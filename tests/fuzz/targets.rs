@@ -16,13 +16,15 @@
 
 #![allow(dead_code)]
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
-use prefsd::eval::{Context, Entity, decide};
+use prefsd::eval::{Context, Entity, Properties, decide};
+use prefsd::model::compact::{CompactSet, Interner};
 use prefsd::model::{
     Channel, ChannelType, PreferenceSet, PreferenceSetRequest, SetKind, Strategy, Workflow,
 };
-use prefsd::resolve::{LayerId, Sources, Stack};
+use prefsd::resolve::{LayerId, SetRef, Sources, Stack};
 use serde_json::{Map, Value, json};
 
 // ---------------------------------------------------------------------------------------
@@ -602,7 +604,7 @@ pub fn evaluate(data: &[u8]) {
         Value::Null
     };
     let vars = g.properties();
-    let audiences: Vec<String> = (0..g.below(3)).map(|_| g.word()).collect();
+    let audiences: Vec<Arc<str>> = (0..g.below(3)).map(|_| g.word().into()).collect();
     let now = match g.below(4) {
         0 => jiff::Timestamp::MIN,
         1 => jiff::Timestamp::MAX,
@@ -611,18 +613,25 @@ pub fn evaluate(data: &[u8]) {
     };
 
     let workflow_value = workflow.to_value();
+    // The recipient as the daemon evaluates it: properties as text, parsed when read, and
+    // its sets compact (`store::cache`).
+    let recipient_text = recipient_props.to_string();
+    let recipient_parsed = OnceCell::new();
+    let keys = Interner::default();
+    let recipient_default = recipient_default.map(|s| CompactSet::new(&s, &keys));
+    let recipient_tenant = recipient_tenant.map(|s| CompactSet::new(&s, &keys));
     let ctx = Context {
         recipient: Entity {
             id: "u1",
             collection: None,
-            properties: &recipient_props,
+            properties: Properties::Text(&recipient_text, &recipient_parsed),
             created_at: None,
             updated_at: None,
         },
         actor: has_actor.then_some(Entity {
             id: "a1",
             collection: None,
-            properties: &actor_props,
+            properties: Properties::Parsed(&actor_props),
             created_at: None,
             updated_at: None,
         }),
@@ -638,20 +647,21 @@ pub fn evaluate(data: &[u8]) {
     let stack = Stack::for_recipient(&Sources {
         environment: &environment,
         tenant: has_tenant.then_some((tenant_id.as_str(), tenant_default.as_ref())),
-        recipient_default: recipient_default.as_ref(),
-        recipient_tenant: recipient_tenant.as_ref(),
+        recipient_default: recipient_default.as_ref().map(SetRef::from),
+        recipient_tenant: recipient_tenant.as_ref().map(SetRef::from),
     });
     let effective = stack.effective();
     check_normalised(&effective, SetKind::Default);
-    let flat = Stack::from_layers(&[(LayerId::Environment, &effective)]);
+    let flat = Stack::from_layers(&[(LayerId::Environment, SetRef::Json(&effective))]);
+    let recipient_default = recipient_default.as_ref().map(SetRef::from);
     for channel in &channels {
-        let d = decide(&workflow, channel, &stack, recipient_default.as_ref(), &ctx);
-        let again = decide(&workflow, channel, &stack, recipient_default.as_ref(), &ctx);
+        let d = decide(&workflow, channel, &stack, recipient_default, &ctx);
+        let again = decide(&workflow, channel, &stack, recipient_default, &ctx);
         assert_eq!(d, again, "decide is not deterministic");
         if workflow.override_preferences {
             assert!(d.send, "override_preferences always sends: {d:?}");
         }
-        let m = decide(&workflow, channel, &flat, recipient_default.as_ref(), &ctx);
+        let m = decide(&workflow, channel, &flat, recipient_default, &ctx);
         assert_eq!(
             (d.send, d.reason.code, &d.reason.path, &d.reason.condition),
             (m.send, m.reason.code, &m.reason.path, &m.reason.condition),
@@ -711,6 +721,7 @@ impl Requests {
         let overrides = prefsd::config::Overrides {
             socket: Some(dir.path().join("fuzz.sock")),
             database: Some(dir.path().join("fuzz.db")),
+            ..Default::default()
         };
         let config = prefsd::config::ConfigHandle::load(config_dir, overrides, None)
             .unwrap_or_else(|e| panic!("the fuzz config is invalid: {e:?}"));

@@ -44,6 +44,10 @@ fn written(database: &Path) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_eight_writers_restores_every_write_acknowledged_before_it() {
+    // SQLite only: SQLite's online backup; on PostgreSQL its own tools back up (`backup_on_postgres_names_its_tools`).
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let d = Daemon::start().await;
     // Something to copy besides the writers' users: a few thousand rows, several pages.
     let users: Vec<Value> = (0..2000)
@@ -151,6 +155,10 @@ async fn a_backup_under_eight_writers_restores_every_write_acknowledged_before_i
 
 #[tokio::test]
 async fn a_backup_path_is_checked_before_anything_is_written() {
+    // SQLite only: on PostgreSQL its own tools back up (`backup_on_postgres_names_its_tools`).
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let d = Daemon::start().await;
     let cases = [
         ("relative.db", "absolute"),
@@ -273,6 +281,10 @@ async fn restore_refuses_a_corrupt_backup_and_a_held_database() {
 
 #[tokio::test]
 async fn the_cli_backs_up_to_a_relative_path() {
+    // SQLite only: SQLite's online backup; on PostgreSQL its own tools back up (`backup_on_postgres_names_its_tools`).
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let d = Daemon::start().await;
     d.call("users.identify", json!({ "user_id": "dana" })).await;
     let run = client(&d, &["backup", "cli.db"]).await;
@@ -287,6 +299,10 @@ async fn the_cli_backs_up_to_a_relative_path() {
 
 #[tokio::test]
 async fn scheduled_backups_keep_the_newest_and_show_in_status() {
+    // SQLite only: SQLite's online backup; on PostgreSQL its own tools back up (`backup_on_postgres_names_its_tools`).
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let toml = format!(
         "{}\n[backup]\ndir = \"{{DIR}}\"\ninterval = \"300ms\"\nkeep = 2\n",
         crate::support::PREFSD_TOML

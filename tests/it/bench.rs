@@ -169,6 +169,10 @@ async fn bench_against_no_daemon_exits_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_seed_fills_a_database_the_daemon_serves() {
+    // SQLite only: `bench seed` fills a SQLite file.
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let mut daemon = Daemon::start().await;
     daemon.stop().await;
 

@@ -67,6 +67,10 @@ async fn snapshot(d: &Daemon, users: &[String]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_database_refuses_writes_whole_serves_reads_and_recovers() {
+    // SQLite only: `limits.max_database_mb` is SQLite's page limit.
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let d = Daemon::start_with(&[("prefsd.toml", ONE_MB)]).await;
     d.call(
         "users.setPreferences",

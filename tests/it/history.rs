@@ -291,6 +291,10 @@ async fn a_bulk_job_writes_one_change_per_user_with_its_operation_as_actor() {
 /// preference history and `as_of`, and erasure leaves neither behind.
 #[tokio::test]
 async fn a_single_writes_value_is_kept_in_its_row_and_a_bulk_jobs_once_by_content() {
+    // SQLite only: it counts the stored values through the SQLite file.
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let d = Daemon::start().await;
     let set = |n: i64| json!({ "user_id": "solo", "preferences": { "workflows": { "w": { "channel_types": { "sms": n > 1 } } }, "categories": { format!("c{n}"): true } } });
     d.call("users.setPreferences", set(1)).await;
@@ -846,6 +850,10 @@ async fn as_of_refuses_the_future_inline_writes_and_answers_nothing_of_an_erased
 
 #[tokio::test]
 async fn retention_prunes_all_but_the_newest_change_of_each_key_and_refuses_what_it_cut() {
+    // SQLite only: it ages the changes through the SQLite file.
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let mut d = Daemon::start_with(&[("prefsd.toml", "[history]\nretention_days = 1\n")]).await;
     let set =
         |id: &str, on: bool| json!({ "user_id": id, "preferences": { "workflows": { "w": on } } });

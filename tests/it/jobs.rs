@@ -159,6 +159,10 @@ async fn the_subscription_reports_processing_states_between_queued_and_completed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_with_an_unreadable_payload_fails() {
+    // SQLite only: it edits the job table through the SQLite file.
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let mut daemon = Daemon::start().await;
     daemon.stop().await;
     // A row no submit could produce, written behind the daemon's back.
@@ -186,6 +190,10 @@ async fn a_job_with_an_unreadable_payload_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_left_by_a_stop_continue_at_start() {
+    // SQLite only: it edits the job table through the SQLite file.
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let mut daemon = Daemon::start_with(&[(
         "prefsd.toml",
         "durability = \"normal\"\n[jobs]\nchunk_size = 1\n",

@@ -1560,6 +1560,7 @@ async fn daemon_ping_and_status() {
             "last_backup",
             "protocol",
             "schema_version",
+            "store",
             "uptime_s",
             "version"
         ]
@@ -1567,10 +1568,25 @@ async fn daemon_ping_and_status() {
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["protocol"], 1);
     assert!(status["uptime_s"].is_u64(), "{status}");
-    assert_eq!(
-        status["schema_version"],
-        prefsd::store::latest_schema_version()
-    );
+    match &d.pg {
+        None => {
+            assert_eq!(
+                status["schema_version"],
+                prefsd::store::latest_schema_version()
+            );
+            assert_eq!(
+                status["store"],
+                json!({ "backend": "sqlite", "coherent": true, "reconnects": 0 })
+            );
+        }
+        Some(pg) => {
+            assert_eq!(status["schema_version"], prefsd::store::postgres::latest());
+            assert_eq!(
+                status["store"],
+                json!({ "backend": "postgres", "schema": pg.schema, "coherent": true, "reconnects": 0 })
+            );
+        }
+    }
     assert_eq!(
         status["counts"],
         json!({ "users": 0, "objects": 0, "tenants": 0, "preference_sets": 0 })

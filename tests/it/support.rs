@@ -121,7 +121,57 @@ pub struct Daemon {
     pub database: PathBuf,
     /// The REST TCP listener's address, for a daemon started with one.
     pub tcp: Option<std::net::SocketAddr>,
+    /// The PostgreSQL store of this daemon when the suite runs on PostgreSQL
+    /// ([`pg_backend`]): a schema of its own.
+    pub pg: Option<prefsd::store::PgOptions>,
     running: Option<Running>,
+}
+
+/// The PostgreSQL server the tests may use (`PREFSD_TEST_PG`, a libpq connection string),
+/// or `None`. With `PREFSD_REQUIRE_PG=1` (CI) a missing one is a failure, not a skip: a
+/// silent skip would hide a broken install.
+pub fn test_pg() -> Option<String> {
+    let url = std::env::var("PREFSD_TEST_PG")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() && std::env::var("PREFSD_REQUIRE_PG").is_ok_and(|v| v == "1") {
+        panic!("PREFSD_REQUIRE_PG=1 but PREFSD_TEST_PG is not set");
+    }
+    url
+}
+
+/// The PostgreSQL of the fleet tests (several daemons, a cluster of a test's own): as
+/// [`test_pg`], but not in the rerun of the suite with every daemon on PostgreSQL
+/// (`PREFSD_TEST_BACKEND=postgres`), where they would only run a second time.
+pub fn fleet_pg() -> Option<String> {
+    if !on_sqlite() {
+        return None;
+    }
+    test_pg()
+}
+
+/// A fresh schema name for one test's store.
+pub fn fresh_schema() -> String {
+    format!("t_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Whether the whole suite runs its daemons on PostgreSQL (`PREFSD_TEST_BACKEND=postgres`,
+/// with `PREFSD_TEST_PG`): the same tests, the other backend.
+pub fn pg_backend() -> Option<prefsd::store::PgOptions> {
+    if std::env::var("PREFSD_TEST_BACKEND").ok()? != "postgres" {
+        return None;
+    }
+    let url = test_pg().expect("PREFSD_TEST_BACKEND=postgres needs PREFSD_TEST_PG");
+    Some(prefsd::store::PgOptions {
+        url,
+        schema: fresh_schema(),
+    })
+}
+
+/// True when the daemons of this run are on SQLite: a test of what only the SQLite file
+/// has (its backups, its lock, its file on disk) returns early otherwise.
+pub fn on_sqlite() -> bool {
+    std::env::var("PREFSD_TEST_BACKEND").map_or(true, |b| b != "postgres")
 }
 
 struct Running {
@@ -148,23 +198,37 @@ impl Daemon {
         Daemon::start_on(files, true).await
     }
 
+    /// A daemon on the test config, on PostgreSQL in the schema `pg` names (several
+    /// daemons on one schema make a fleet).
+    pub async fn start_on_pg(pg: prefsd::store::PgOptions, files: &[(&str, &str)]) -> Daemon {
+        let mut daemon = Daemon::unlaunched(files, false);
+        daemon.pg = Some(pg);
+        daemon.launch();
+        daemon
+    }
+
     async fn start_on(files: &[(&str, &str)], tcp: bool) -> Daemon {
+        let mut daemon = Daemon::unlaunched(files, tcp);
+        daemon.launch();
+        daemon
+    }
+
+    fn unlaunched(files: &[(&str, &str)], tcp: bool) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("prefsd-it")
             .tempdir()
             .expect("creating a temp dir");
         let config_dir = dir.path().join("config");
         write_files(&config_dir, &files_with(files));
-        let mut daemon = Daemon {
+        Daemon {
             socket: dir.path().join("daemon.sock"),
             database: dir.path().join("prefsd.db"),
             config_dir,
             dir,
             tcp: tcp.then(|| "127.0.0.1:0".parse().expect("an address")),
+            pg: pg_backend(),
             running: None,
-        };
-        daemon.launch();
-        daemon
+        }
     }
 
     /// Loads the config, opens the database, binds the socket, then spawns `server::run`.
@@ -172,6 +236,8 @@ impl Daemon {
         let overrides = Overrides {
             socket: Some(self.socket.clone()),
             database: Some(self.database.clone()),
+            database_url: None,
+            schema: None,
         };
         let config = ConfigHandle::load(self.config_dir.clone(), overrides, None)
             .unwrap_or_else(|errors| panic!("the test config is invalid: {errors:?}"));
@@ -180,9 +246,21 @@ impl Daemon {
             durability: settings.durability,
             max_database_mb: settings.limits.max_database_mb,
             read_cache_mb: settings.limits.read_cache_mb,
+            max_staleness_ms: settings.store.max_staleness_ms,
             skip_change_log: false,
         };
-        let db = Db::open_with(&self.database, options).expect("opening the database");
+        let db = match &self.pg {
+            None => Db::open_with(&self.database, options).expect("opening the database"),
+            Some(pg) => {
+                // The PostgreSQL client runs a runtime of its own, which cannot start on
+                // this runtime's thread.
+                let location = prefsd::store::Location::Postgres(pg.clone());
+                std::thread::spawn(move || Db::open_at(&location, options))
+                    .join()
+                    .expect("opening PostgreSQL did not panic")
+                    .expect("opening the PostgreSQL store")
+            }
+        };
         let listener =
             prefsd::server::bind(&self.socket, settings.socket_mode).expect("binding the socket");
         // Bound before the server runs, like the socket; a restart binds the same port.
