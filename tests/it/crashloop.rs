@@ -75,21 +75,16 @@ const UNAVAILABLE: i64 = -32008;
 
 /// A `prefsd serve` child on `dir`, on SQLite or on the schema `crashloop` of `cluster`.
 fn spawn(dir: &Path, cluster: Option<&crate::pgcluster::Cluster>) -> ChildDaemon {
-    let Some(cluster) = cluster else {
-        return ChildDaemon::spawn(dir);
-    };
-    let socket = dir.join("prefsd.sock");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_prefsd"));
-    command
-        .arg("serve")
-        .arg("--config")
-        .arg(dir.join("config"))
-        .arg("--socket")
-        .arg(&socket)
-        .env("PREFSD_DATABASE_URL", cluster.url())
-        .env("PREFSD_SCHEMA", "crashloop");
-    ChildDaemon::start(command, dir, socket, dir.join("prefsd.db"))
-        .unwrap_or_else(|f| panic!("prefsd serve on PostgreSQL did not start: {f:?}"))
+    match cluster {
+        None => ChildDaemon::spawn(dir),
+        Some(cluster) => crate::fleet::child_on_pg(
+            dir,
+            &prefsd::store::PgOptions {
+                url: cluster.url(),
+                schema: "crashloop".into(),
+            },
+        ),
+    }
 }
 
 /// What a writer does.

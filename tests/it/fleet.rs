@@ -185,23 +185,7 @@ async fn writes_of_the_fleet_commit_one_at_a_time_in_seq_order() {
         url,
         schema: fresh_schema(),
     };
-    let open = |pg: prefsd::store::PgOptions| {
-        std::thread::spawn(move || {
-            prefsd::store::Db::open_at(
-                &prefsd::store::Location::Postgres(pg),
-                prefsd::store::Options {
-                    durability: prefsd::config::Durability::Full,
-                    max_database_mb: None,
-                    read_cache_mb: 8,
-                    max_staleness_ms: 1000,
-                    skip_change_log: false,
-                },
-            )
-        })
-        .join()
-        .expect("no panic")
-        .expect("opening")
-    };
+    let open = |pg| open_store(pg).expect("opening");
     let (da, db) = (open(pg.clone()), open(pg.clone()));
     let origin =
         || prefsd::model::change::Origin::new(prefsd::model::change::Actor::Config, "test");
@@ -299,8 +283,30 @@ async fn backup_on_postgres_names_its_tools() {
     assert!(e.message.contains("pg_dump"), "{}", e.message);
 }
 
+/// Opens a store on `pg` in this process, off the runtime (PostgreSQL's client runs one of
+/// its own).
+fn open_store(pg: prefsd::store::PgOptions) -> Result<prefsd::store::Db, prefsd::store::Error> {
+    std::thread::spawn(move || {
+        prefsd::store::Db::open_at(
+            &prefsd::store::Location::Postgres(pg),
+            prefsd::store::Options {
+                durability: prefsd::config::Durability::Full,
+                max_database_mb: None,
+                read_cache_mb: 8,
+                max_staleness_ms: 1000,
+                skip_change_log: false,
+            },
+        )
+    })
+    .join()
+    .expect("opening did not panic")
+}
+
 /// A `prefsd serve` child process in `dir` on the PostgreSQL schema `pg`.
-fn child_on_pg(dir: &std::path::Path, pg: &prefsd::store::PgOptions) -> crate::child::ChildDaemon {
+pub fn child_on_pg(
+    dir: &std::path::Path,
+    pg: &prefsd::store::PgOptions,
+) -> crate::child::ChildDaemon {
     let socket = dir.join("prefsd.sock");
     let database = dir.join("prefsd.db");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_prefsd"));
@@ -525,22 +531,7 @@ async fn a_schema_newer_than_the_binary_is_refused() {
         url,
         schema: fresh_schema(),
     };
-    let open = |pg: prefsd::store::PgOptions| {
-        std::thread::spawn(move || {
-            prefsd::store::Db::open_at(
-                &prefsd::store::Location::Postgres(pg),
-                prefsd::store::Options {
-                    durability: prefsd::config::Durability::Full,
-                    max_database_mb: None,
-                    read_cache_mb: 8,
-                    max_staleness_ms: 1000,
-                    skip_change_log: false,
-                },
-            )
-        })
-        .join()
-        .expect("no panic")
-    };
+    let open = open_store;
     open(pg.clone()).expect("migrating a fresh schema").close();
     let (url, schema) = (pg.url.clone(), pg.schema.clone());
     std::thread::spawn(move || {
