@@ -360,6 +360,10 @@ impl Jobs {
     }
 }
 
+/// How long the worker waits for another job before the writer's page cache gets its
+/// usual size back.
+const CACHE_BACK_AFTER: Duration = Duration::from_secs(10);
+
 /// Runs jobs until `cancel` fires. The job settings (retention, chunk size) are read from
 /// the live config for each job; the rows written are counted in `metrics`.
 pub async fn run(
@@ -373,6 +377,8 @@ pub async fn run(
         config.current().settings.jobs.chunk_size as usize,
         db.calls(),
     );
+    // Whether chunks have shrunk the writer's page cache since it was last restored.
+    let mut shrunk = false;
     loop {
         purge(&db, config.current().settings.jobs.retention_days).await;
         loop {
@@ -381,7 +387,10 @@ pub async fn run(
             }
             sharing.configured = config.current().settings.jobs.chunk_size as usize;
             match run_next(&db, &jobs, &config, &mut sharing, &metrics, &cancel).await {
-                Ok(true) => continue,
+                Ok(true) => {
+                    shrunk = true;
+                    continue;
+                }
                 Ok(false) => break,
                 Err(e) => {
                     // A store failure (a full disk, say) has already failed the job where
@@ -391,11 +400,25 @@ pub async fn run(
                 }
             }
         }
+        // Finished jobs expire by age: look again in an hour even if nothing wakes us. The
+        // writer's page cache gets its usual size back once no job came for a while: an
+        // import queues its jobs one after the other, and growing the cache between two of
+        // them only left more pages resident.
+        let idle = match shrunk {
+            true => CACHE_BACK_AFTER,
+            false => Duration::from_secs(3600),
+        };
         tokio::select! {
-            () = jobs.wake.notified() => {}
+            () = jobs.wake.notified() => continue,
             () = cancel.cancelled() => return,
-            // Finished jobs expire by age: look again in an hour even if nothing wakes us.
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = tokio::time::sleep(idle) => {}
+        }
+        if shrunk {
+            shrunk = false;
+            if let Err(e) = db.write(|w| w.bulk_page_cache(false)).await {
+                tracing::warn!(error = %e, "could not restore the writer's page cache");
+            }
+            sharing.observe(db.calls());
         }
     }
 }
@@ -580,6 +603,8 @@ pub fn run_chunk(
     if job.status.is_terminal() {
         return Ok(Some(job));
     }
+    // Until the queue is empty, the writer's page cache is the bulk size (`run` restores it).
+    w.bulk_page_cache(true)?;
     let now = crate::store::time::now();
     let start = usize::try_from(job.processed_rows)
         .unwrap_or(0)
