@@ -313,7 +313,7 @@
 //!   and it keeps at most two of them queued or running in the daemon, following the oldest
 //!   before it submits the next: the daemon's memory during an import stays within ops.md's
 //!   64 MiB. While bulk jobs run (until none came for 10 s), the writer's page cache is
-//!   8 MiB instead of 32.
+//!   4 MiB instead of 32.
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.

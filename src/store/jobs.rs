@@ -189,11 +189,11 @@ impl Read<'_> {
 }
 
 /// The writer's page cache while bulk jobs run, in KiB. At its usual 32 MiB, a job's
-/// writes (and the megabyte of payload each queued job stores) filled the whole cache, and
-/// the daemon's RSS during an import stayed above 80 MiB; with 8 MiB it stays well under
-/// the 64 MiB of ops.md (README, "Backups and moving data"), and SQLite reads what the
-/// cache lacks from the OS page cache.
-const BULK_PAGE_CACHE_KIB: u32 = 8 * 1024;
+/// writes (and the payload each queued job stores) filled the whole cache, and the daemon's
+/// RSS during an import stayed above 80 MiB. With 8 MiB its peak on 300 000 lines of the
+/// 1 M-user export was 66.8 MiB, with 4 MiB 62.6 MiB (ops.md: 64 MiB; README, "Backups
+/// and moving data"); SQLite reads what the cache lacks from the OS page cache.
+const BULK_PAGE_CACHE_KIB: u32 = 4 * 1024;
 
 impl Write<'_> {
     /// Sizes the writer's page cache for bulk jobs (`true`: [`BULK_PAGE_CACHE_KIB`],
