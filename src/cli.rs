@@ -708,14 +708,42 @@ fn read_user_ids(arg: &str) -> anyhow::Result<Vec<String>> {
 /// them in order), with one progress display for all; then prints a summary line each. A
 /// failed job, or one with errors, is a [`Refused`] answer (exit 1).
 async fn follow_operations(client: &Client, ops: Vec<Value>) -> anyhow::Result<()> {
-    let total = ops
-        .iter()
-        .map(|op| op["estimated_total_rows"].as_u64().unwrap_or(0))
-        .sum();
-    let mut progress = crate::client::Progress::new(total, "users");
-    let mut done = 0;
-    let mut finals = Vec::with_capacity(ops.len());
+    let mut follower = Follower::new();
+    for op in &ops {
+        follower.expect(op);
+    }
     for op in ops {
+        follower.follow(client, op).await?;
+    }
+    follower.finish()
+}
+
+/// Follows bulk operations to their end, in the order the worker runs them, with one
+/// progress display for all, and keeps each one's final state for the summary.
+pub(crate) struct Follower {
+    progress: crate::client::Progress,
+    /// The rows of the operations already followed to their end.
+    done: u64,
+    finals: Vec<(String, Value)>,
+}
+
+impl Follower {
+    pub(crate) fn new() -> Follower {
+        Follower {
+            progress: crate::client::Progress::new(0, "users"),
+            done: 0,
+            finals: Vec::new(),
+        }
+    }
+
+    /// Counts the rows of `op` in the progress display's total, before it is followed.
+    pub(crate) fn expect(&mut self, op: &Value) {
+        self.progress
+            .add_to_total(op["estimated_total_rows"].as_u64().unwrap_or(0));
+    }
+
+    /// Follows `op` (as its bulk method answered it) until it is completed or failed.
+    pub(crate) async fn follow(&mut self, client: &Client, op: Value) -> anyhow::Result<()> {
         let id = op["id"].as_str().unwrap_or_default().to_string();
         let mut last = op;
         if !is_terminal(&last) {
@@ -723,46 +751,54 @@ async fn follow_operations(client: &Client, ops: Vec<Value>) -> anyhow::Result<(
             while let Some(update) = sub.next().await {
                 last = update?;
                 let processed = last["processed_rows"].as_u64().unwrap_or(0);
-                progress.set(done + processed, last["status"].as_str().unwrap_or(""));
+                self.progress
+                    .set(self.done + processed, last["status"].as_str().unwrap_or(""));
                 if is_terminal(&last) {
                     break;
                 }
             }
         }
-        done += last["processed_rows"].as_u64().unwrap_or(0);
-        progress.set(done, last["status"].as_str().unwrap_or(""));
-        finals.push((id, last));
+        self.done += last["processed_rows"].as_u64().unwrap_or(0);
+        self.progress
+            .set(self.done, last["status"].as_str().unwrap_or(""));
+        self.finals.push((id, last));
+        Ok(())
     }
-    progress.finish();
-    let mut refusals = Vec::new();
-    for (id, last) in &finals {
-        println!(
-            "bulk operation {id}: {} — {} processed, {} succeeded, {} errors",
-            last["status"].as_str().unwrap_or("?"),
-            last["processed_rows"],
-            last["success_count"],
-            last["error_count"]
-        );
-        for item in last["error_items"].as_array().into_iter().flatten() {
+
+    /// Clears the progress display and prints each operation's summary; refused (exit 1)
+    /// when one failed or had errors.
+    pub(crate) fn finish(self) -> anyhow::Result<()> {
+        self.progress.finish();
+        let mut refusals = Vec::new();
+        for (id, last) in &self.finals {
             println!(
-                "  {}: {}",
-                item["id"].as_str().unwrap_or(""),
-                item["message"].as_str().unwrap_or("")
+                "bulk operation {id}: {} — {} processed, {} succeeded, {} errors",
+                last["status"].as_str().unwrap_or("?"),
+                last["processed_rows"],
+                last["success_count"],
+                last["error_count"]
             );
+            for item in last["error_items"].as_array().into_iter().flatten() {
+                println!(
+                    "  {}: {}",
+                    item["id"].as_str().unwrap_or(""),
+                    item["message"].as_str().unwrap_or("")
+                );
+            }
+            let errors = last["error_count"].as_u64().unwrap_or(0);
+            match last["status"].as_str() {
+                Some("completed") if errors == 0 => {}
+                Some("completed") => refusals.push(format!(
+                    "bulk operation {id} completed with {errors} errors"
+                )),
+                Some(status) => refusals.push(format!("bulk operation {id} {status}")),
+                None => refusals.push(format!("bulk operation {id} has no status")),
+            }
         }
-        let errors = last["error_count"].as_u64().unwrap_or(0);
-        match last["status"].as_str() {
-            Some("completed") if errors == 0 => {}
-            Some("completed") => refusals.push(format!(
-                "bulk operation {id} completed with {errors} errors"
-            )),
-            Some(status) => refusals.push(format!("bulk operation {id} {status}")),
-            None => refusals.push(format!("bulk operation {id} has no status")),
+        match refusals.is_empty() {
+            true => Ok(()),
+            false => Err(Refused(refusals.join("; ")).into()),
         }
-    }
-    match refusals.is_empty() {
-        true => Ok(()),
-        false => Err(Refused(refusals.join("; ")).into()),
     }
 }
 

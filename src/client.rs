@@ -314,6 +314,15 @@ impl Progress {
         }
     }
 
+    /// Adds `more` items to the total (work found as it goes, e.g. jobs submitted while
+    /// earlier ones run).
+    pub fn add_to_total(&mut self, more: u64) {
+        self.total += more;
+        if let Some(bar) = &self.bar {
+            bar.set_length(self.total);
+        }
+    }
+
     /// Clears the bar (the caller prints its own summary).
     pub fn finish(self) {
         if let Some(bar) = self.bar {

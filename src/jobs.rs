@@ -375,6 +375,10 @@ impl Jobs {
     }
 }
 
+/// How long the worker waits for another job before the writer's page cache gets its
+/// usual size back.
+const CACHE_BACK_AFTER: Duration = Duration::from_secs(10);
+
 /// Runs jobs until `cancel` fires. The job settings (retention, chunk size) are read from
 /// the live config for each job; the rows written are counted in `metrics`.
 pub async fn run(
@@ -439,6 +443,8 @@ async fn work(
         config.current().settings.jobs.chunk_size as usize,
         db.calls(),
     );
+    // Whether chunks have shrunk the writer's page cache since it was last restored.
+    let mut shrunk = false;
     loop {
         purge(&db, config.current().settings.jobs.retention_days).await;
         // Finished jobs expire by age: look again in an hour even if nothing wakes us;
@@ -450,7 +456,10 @@ async fn work(
             }
             sharing.configured = config.current().settings.jobs.chunk_size as usize;
             match run_next(&db, &jobs, &config, &mut sharing, &metrics, &cancel).await {
-                Ok(Next::Ran) => continue,
+                Ok(Next::Ran) => {
+                    shrunk = true;
+                    continue;
+                }
                 Ok(Next::Idle) => break,
                 Ok(Next::LeasedFor(until)) => {
                     // A little past the lease's end, so the claim then succeeds.
@@ -470,12 +479,25 @@ async fn work(
                 }
             }
         }
+        // The writer's page cache gets its usual size back once no job came for a while: an
+        // import queues its jobs one after the other, and growing the cache between two of
+        // them only left more pages resident.
+        if shrunk {
+            wait = wait.min(CACHE_BACK_AFTER);
+        }
         tokio::select! {
-            () = jobs.wake.notified() => {}
+            () = jobs.wake.notified() => continue,
             // Closed or lagged: look again either way.
-            _ = notices.recv() => {}
+            _ = notices.recv() => continue,
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
+        }
+        if shrunk {
+            shrunk = false;
+            if let Err(e) = db.write(|w| w.bulk_page_cache(false)).await {
+                tracing::warn!(error = %e, "could not restore the writer's page cache");
+            }
+            sharing.observe(db.calls());
         }
     }
 }
@@ -729,6 +751,8 @@ pub fn run_chunk(
     if !w.claim_job(id, &claim.me, claim.lease_s)? {
         return Ok(None);
     }
+    // Until the queue is empty, the writer's page cache is the bulk size (`run` restores it).
+    w.bulk_page_cache(true)?;
     let now = crate::store::time::now();
     let start = usize::try_from(job.processed_rows)
         .unwrap_or(0)

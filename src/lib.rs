@@ -327,7 +327,11 @@
 //!   daemon refuses is left out and its batch resubmitted without it, each batch's
 //!   idempotency key is a hash of its items (so a repeated import queues nothing new), and
 //!   imported rows get the import's time as their timestamps, as an identify does. A run
-//!   with lines left out exits 1.
+//!   with lines left out exits 1. Its jobs hold 250 lines each (the spec's "up to 1000"),
+//!   and it keeps at most two of them queued or running in the daemon, following the oldest
+//!   before it submits the next: the daemon's memory during an import stays within ops.md's
+//!   64 MiB. While bulk jobs run (until none came for 10 s), the writer's page cache is
+//!   4 MiB instead of 32.
 //! - Fleet mode (fleet.md): writes are serialised fleet-wide by one advisory lock held
 //!   for the whole write transaction (not only around the log append, as the design notes
 //!   sketch): it gives the no-lost-update and commit-ordered-log guarantees with one

@@ -175,22 +175,23 @@ fn check_count(
 }
 
 /// The items of a bulk list param given as a JSON value: an array, checked for its size.
-fn items<'a>(
-    value: &'a Option<Value>,
+/// Taken by value, so that each item can be moved into what it becomes.
+fn items(
+    value: Option<Value>,
     field: &str,
     what: &str,
     max: usize,
     errors: &mut Errors,
-) -> Result<&'a [Value], Error> {
+) -> Result<Vec<Value>, Error> {
     let items = match value {
-        Some(Value::Array(items)) => items.as_slice(),
+        Some(Value::Array(items)) => items,
         Some(_) => {
             errors.push(field, "must be an array");
-            &[]
+            Vec::new()
         }
         None => {
             errors.push(field, "is required");
-            return Ok(&[]);
+            return Ok(Vec::new());
         }
     };
     check_count(items.len(), field, what, max, errors)?;
@@ -222,16 +223,19 @@ fn serde_message(e: &serde_json::Error) -> String {
     text.split(" at line ").next().unwrap_or(&text).to_string()
 }
 
-/// Users or objects to identify: `{ id, properties?, preferences? }` each.
-fn recipient_items(items: &[Value], field: &str, errors: &mut Errors) -> Vec<RecipientItem> {
+/// Users or objects to identify: `{ id, properties?, preferences? }` each. Each item's JSON
+/// is moved into its `RecipientItem`, not copied: a 1000-item `users.bulkIdentify` (about
+/// 1 MB of JSON) held both copies at once, several MiB of the daemon's peak during an
+/// import.
+fn recipient_items(items: Vec<Value>, field: &str, errors: &mut Errors) -> Vec<RecipientItem> {
     let mut out = Vec::with_capacity(items.len());
-    for (i, value) in items.iter().enumerate() {
+    for (i, value) in items.into_iter().enumerate() {
         let prefix = format!("{field}.{i}");
         if !value.is_object() {
             errors.push(&prefix, "must be an object with an id");
             continue;
         }
-        let item: RecipientItem = match serde_json::from_value(value.clone()) {
+        let item: RecipientItem = match serde_json::from_value(value) {
             Ok(item) => item,
             Err(e) => {
                 errors.push(&prefix, serde_message(&e));
@@ -259,7 +263,7 @@ pub struct BulkIdentifyParams {
 pub async fn bulk_identify(ctx: &Context, p: BulkIdentifyParams) -> Result<Value, Error> {
     let max = ctx.config().settings.limits.max_bulk_users;
     let mut errors = Errors::default();
-    let list = items(&p.users, "users", "users", max, &mut errors)?;
+    let list = items(p.users, "users", "users", max, &mut errors)?;
     let items = recipient_items(list, "users", &mut errors);
     check_key(&p.idempotency_key, &mut errors);
     errors.finish()?;
@@ -284,7 +288,7 @@ pub async fn bulk_set_objects(ctx: &Context, p: BulkSetObjectsParams) -> Result<
     let max = ctx.config().settings.limits.max_bulk_users;
     let mut errors = Errors::default();
     let collection = collection(&p.collection, &mut errors);
-    let list = items(&p.objects, "objects", "objects", max, &mut errors)?;
+    let list = items(p.objects, "objects", "objects", max, &mut errors)?;
     let items = recipient_items(list, "objects", &mut errors);
     check_key(&p.idempotency_key, &mut errors);
     errors.finish()?;
@@ -395,7 +399,7 @@ struct BulkTenant {
 pub async fn bulk_set_tenants(ctx: &Context, p: BulkSetTenantsParams) -> Result<Value, Error> {
     let max = ctx.config().settings.limits.max_bulk_users;
     let mut errors = Errors::default();
-    let list = items(&p.tenants, "tenants", "tenants", max, &mut errors)?;
+    let list = items(p.tenants, "tenants", "tenants", max, &mut errors)?;
     let mut items = Vec::with_capacity(list.len());
     for (i, value) in list.iter().enumerate() {
         let prefix = format!("tenants.{i}");

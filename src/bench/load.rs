@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -67,9 +67,13 @@ impl LoadConfig {
             rate: args.rate,
             workload: args.workload,
             compare: args.compare,
-            rounds: args
-                .rounds
-                .unwrap_or(if args.compare.is_some() { 3 } else { 1 }),
+            rounds: args.rounds.unwrap_or(
+                if args.compare.is_some() || args.during_backup.is_some() {
+                    3
+                } else {
+                    1
+                },
+            ),
             batch: args.batch,
             mix: args.mix,
             users: Users {
@@ -154,13 +158,79 @@ pub async fn run_rounds_reporting(
     let mut results = Vec::new();
     for round in 1..=config.rounds {
         if let Some(baseline) = config.compare {
-            results.push(run_once(config, baseline, true, round).await?);
+            results.push(run_once(config, baseline, true, round, End::Configured).await?);
             finished(&results[results.len() - 1]);
         }
-        results.push(run_once(config, config.workload, false, round).await?);
+        results.push(run_once(config, config.workload, false, round, End::Configured).await?);
         finished(&results[results.len() - 1]);
     }
     Ok(results)
+}
+
+/// The longest a benchmark's backup may take.
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `prefsd bench --during-backup PATH`: each round runs the workload while the daemon
+/// makes a backup to PATH (`daemon.backup`), for exactly as long as the backup takes, and
+/// beside it a baseline run of the same workload without a backup, for the same length.
+/// The order alternates (with first in odd rounds, without first in even ones, at the
+/// previous backup's length), so a drift of the machine's load or the disk's speed over
+/// the rounds falls on both sides alike. A baseline longer than the backup (a fixed
+/// `--duration`) would dilute its effect, and a single pair of runs on a shared disk is
+/// noise: the report gives every round and the medians.
+pub async fn backup_rounds_reporting(
+    config: &LoadConfig,
+    path: &Path,
+    mut finished: impl FnMut(&RunResult),
+) -> anyhow::Result<Vec<RunResult>> {
+    let client =
+        Arc::new(crate::client::Client::connect_timeout(&config.socket, BACKUP_TIMEOUT).await?);
+    let path = std::path::absolute(path).context("the backup path")?;
+    let mut results = Vec::new();
+    let mut last_backup: Option<Duration> = None;
+    for round in 1..=config.rounds {
+        let without_first = last_backup.filter(|_| round % 2 == 0);
+        if let Some(length) = without_first {
+            let run = run_once(config, config.workload, true, round, End::After(length)).await?;
+            finished(&run);
+            results.push(run);
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let backup = {
+            let client = Arc::clone(&client);
+            let done = Arc::clone(&done);
+            let params = serde_json::json!({ "path": path });
+            async move {
+                let answer = client.call("daemon.backup", params).await;
+                done.store(true, Ordering::Relaxed);
+                answer
+            }
+        };
+        let during = run_once(config, config.workload, false, round, End::When(done));
+        let (answer, run) = tokio::join!(backup, during);
+        answer.context("the backup to measure against")?;
+        let run = run?;
+        let length = run.elapsed;
+        last_backup = Some(length);
+        finished(&run);
+        results.push(run);
+        if without_first.is_none() {
+            let run = run_once(config, config.workload, true, round, End::After(length)).await?;
+            finished(&run);
+            results.push(run);
+        }
+    }
+    Ok(results)
+}
+
+/// When one run ends.
+enum End {
+    /// As the command line says (`--duration`, `--calls`).
+    Configured,
+    /// After this long.
+    After(Duration),
+    /// When the flag is set (a backup has answered).
+    When(Arc<AtomicBool>),
 }
 
 /// The end of a run, shared by its workers.
@@ -168,6 +238,8 @@ pub async fn run_rounds_reporting(
 enum Stop {
     At(Instant),
     Budget(Arc<AtomicU64>),
+    /// Until the flag is set.
+    Flag(Arc<AtomicBool>),
 }
 
 impl Stop {
@@ -175,6 +247,7 @@ impl Stop {
     fn take(&self) -> bool {
         match self {
             Stop::At(deadline) => Instant::now() < *deadline,
+            Stop::Flag(done) => !done.load(Ordering::Relaxed),
             Stop::Budget(left) => left
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok(),
@@ -204,6 +277,7 @@ async fn run_once(
     workload: Workload,
     baseline: bool,
     round: u32,
+    end: End,
 ) -> anyhow::Result<RunResult> {
     let n = config.connections as usize;
     // Every run of a round draws the same calls; rounds differ.
@@ -235,9 +309,10 @@ async fn run_once(
     let server_before = config.pid.and_then(procfs::cpu_time);
     let client_before = procfs::own_cpu_time();
     let start = Instant::now();
-    let stop = match config.limit {
-        Limit::Duration(d) => Stop::At(start + d),
-        Limit::Calls(c) => Stop::Budget(Arc::new(AtomicU64::new(c))),
+    let stop = match (end, config.limit) {
+        (End::After(d), _) | (End::Configured, Limit::Duration(d)) => Stop::At(start + d),
+        (End::Configured, Limit::Calls(c)) => Stop::Budget(Arc::new(AtomicU64::new(c))),
+        (End::When(done), _) => Stop::Flag(done),
     };
     let mut workers = tokio::task::JoinSet::new();
     match &ws {

@@ -93,7 +93,14 @@ pub struct LoadArgs {
     /// Alternate runs of this baseline workload with the measured one and print the ratio.
     #[arg(long, value_enum, value_name = "WORKLOAD")]
     pub compare: Option<Workload>,
-    /// Runs of each workload (default 3 with --compare, else 1); medians are reported.
+    /// Measure the workload while the daemon makes a backup to PATH (`daemon.backup`), for
+    /// exactly as long as the backup takes, against the same workload without a backup for
+    /// as long, in alternating order, round by round (`--rounds`, default 3): the p99 of
+    /// each round and the median of their ratios. The file at PATH is replaced each round.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["compare", "duration", "calls"])]
+    pub during_backup: Option<PathBuf>,
+    /// Runs of each workload (default 3 with --compare or --during-backup, else 1); medians
+    /// are reported.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub rounds: Option<u32>,
     /// The daemon's pid, for its CPU time and RSS (default: found from the socket).
@@ -431,21 +438,38 @@ fn load_run(socket: &Path, args: &LoadArgs) -> anyhow::Result<u64> {
     if config.pid.is_none() {
         config.pid = runtime.block_on(load::daemon_pid(&config.socket));
     }
+    if args.during_backup.is_some() {
+        // The report's baseline: the same workload, without a backup.
+        config.compare = Some(config.workload);
+    }
     // Each run is reported on stderr as it ends: a benchmark of several rounds takes
     // minutes, and the table comes only at the end.
     let total = config.rounds * if config.compare.is_some() { 2 } else { 1 };
     let mut done = 0;
-    let results = runtime.block_on(load::run_rounds_reporting(&config, |r| {
+    let during_backup = args.during_backup.is_some();
+    let finished = |r: &RunResult| {
         done += 1;
+        let what = match (during_backup, r.baseline) {
+            (false, _) => "",
+            (true, false) => " during a backup",
+            (true, true) => " without a backup",
+        };
         eprintln!(
-            "run {done}/{total}: {} round {}: {:.0} calls/s, p99 {:.0} µs, {} errors",
+            "run {done}/{total}: {} round {}{what}: {:.1} s, {:.0} calls/s, p99 {:.0} µs, {} errors",
             r.workload.as_str(),
             r.round,
+            r.elapsed.as_secs_f64(),
             r.calls_per_s(),
             r.latency.p99.as_secs_f64() * 1e6,
             r.errors
         );
-    }))?;
+    };
+    let results = runtime.block_on(async {
+        match &args.during_backup {
+            Some(path) => load::backup_rounds_reporting(&config, path, finished).await,
+            None => load::run_rounds_reporting(&config, finished).await,
+        }
+    })?;
     let peak_rss = config.pid.and_then(|p| procfs::status_kib(p, "VmHWM"));
     let rss = config.pid.and_then(|p| procfs::status_kib(p, "VmRSS"));
     let report = report::Report {
@@ -461,6 +485,9 @@ fn load_run(socket: &Path, args: &LoadArgs) -> anyhow::Result<u64> {
         );
     } else {
         print!("{}", report.table());
+        if during_backup {
+            print!("{}", backup_ratios(&results));
+        }
     }
     for r in results.iter().filter(|r| r.first_error.is_some()) {
         eprintln!(
@@ -472,6 +499,39 @@ fn load_run(socket: &Path, args: &LoadArgs) -> anyhow::Result<u64> {
         );
     }
     Ok(results.iter().map(|r| r.errors).sum())
+}
+
+/// For `--during-backup`: each round's p99 during the backup over its p99 without, and
+/// the median and largest of those ratios.
+fn backup_ratios(results: &[RunResult]) -> String {
+    let p99 = |r: &RunResult| r.latency.p99.as_secs_f64() * 1e6;
+    let mut out = String::new();
+    let mut ratios = Vec::new();
+    for during in results.iter().filter(|r| !r.baseline) {
+        let Some(without) = results
+            .iter()
+            .find(|r| r.baseline && r.round == during.round)
+        else {
+            continue;
+        };
+        let ratio = p99(during) / p99(without);
+        ratios.push(ratio);
+        out.push_str(&format!(
+            "round {}: {:.1} s each, p99 {:.0} µs during the backup, {:.0} µs without: {ratio:.2}x\n",
+            during.round,
+            during.elapsed.as_secs_f64(),
+            p99(during),
+            p99(without)
+        ));
+    }
+    if let Some(m) = median(&ratios) {
+        let largest = ratios.iter().copied().fold(f64::NAN, f64::max);
+        out.push_str(&format!(
+            "p99 during a backup / without: median {m:.2}x, largest {largest:.2}x ({} rounds)\n",
+            ratios.len()
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

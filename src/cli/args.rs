@@ -245,8 +245,8 @@ pub enum ClientCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Import an export, or JSON lines of Knock users or objects, as bulk jobs of up to
-    /// 1000 lines; bad lines are reported by number and left out.
+    /// Import an export, or JSON lines of Knock users or objects, as bulk jobs of 250
+    /// lines; bad lines are reported by number and left out.
     #[command(
         after_help = "Examples:\n  prefsd import prefsd.ndjson\n  prefsd import knock-users.jsonl --format knock"
     )]

@@ -24,9 +24,15 @@ use super::lock::{DbLock, LockError, with_suffix};
 /// milliseconds.
 const STEP_PAGES: i32 = 256;
 
-/// Copied pages are flushed to disk every this many (16 MiB): a backup left to flush 800
-/// MB at the end held every commit's fsync behind it for seconds.
-const SYNC_EVERY_PAGES: i32 = 4096;
+/// Copied pages are flushed to disk every this many (1 MiB, every step). A backup left to
+/// flush 800 MB at the end held every commit's fsync behind it for seconds; flushed every
+/// 16 MiB, a commit that came during a flush waited for up to 16 MiB of it. With `prefsd
+/// bench --during-backup` (README, "Backups and moving data"), `users.setPreferences` p99
+/// during a backup over without, two runs of three rounds each: every 16 MiB 0.80x, 0.08x,
+/// 2.9x and 2.0x, 8.4x, 12.1x; every 1 MiB 2.4x, 0.55x, 1.5x and 5.8x, 3.1x, 1.0x. Better
+/// in the median (2.0x against 2.5x) but within the shared disk's noise. Preallocating the
+/// file, the idle I/O class and nice 19 for this thread measured no better (5.4x median).
+const SYNC_EVERY_PAGES: i32 = STEP_PAGES;
 
 /// A backup gives way to the daemon's own work: after every [`Pace::SLICE`] of copying or
 /// checking it sleeps as long as it ran, so it takes at most half of a core and of the

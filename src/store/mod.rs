@@ -1026,11 +1026,14 @@ fn open_connection(path: &Path, durability: Durability, role: Role) -> Result<Co
         // The writer touches pages all over the tables (bulk jobs write random users); a
         // 32 MiB page cache keeps them in memory instead of re-reading them per statement.
         // Readers keep SQLite's default (2 MiB each): the OS page cache serves them.
-        conn.execute_batch("PRAGMA cache_size = -32768;")?;
+        conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_PAGE_CACHE_KIB};"))?;
     }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
+
+/// The writer's page cache, in KiB (bulk jobs shrink it while they run: `store::jobs`).
+pub(super) const WRITER_PAGE_CACHE_KIB: u32 = 32 * 1024;
 
 /// A message to the checkpointer.
 enum Wake {

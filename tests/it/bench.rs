@@ -263,3 +263,58 @@ async fn bench_seed_fills_a_database_the_daemon_serves() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_during_a_backup_alternates_rounds_as_long_as_the_backup() {
+    let mut daemon = Daemon::start().await;
+    let backup = daemon.dir.path().join("during.db");
+    let backup_arg = backup.display().to_string();
+    let bench = |json: bool| {
+        let mut flags = vec![
+            "--workload",
+            "ping",
+            "--connections",
+            "1",
+            "--during-backup",
+            &backup_arg,
+            "--rounds",
+            "2",
+        ];
+        if json {
+            flags.push("--json");
+        }
+        prefsd(args(&daemon.socket, &flags))
+    };
+    let output = bench(true).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("--json prints JSON");
+    let runs = report["runs"].as_array().expect("runs");
+    // Round 1 runs during the backup first, round 2 without one first.
+    assert_eq!(
+        runs.iter()
+            .map(|r| (
+                r["round"].as_u64().unwrap_or(0),
+                r["baseline"] == json!(true)
+            ))
+            .collect::<Vec<_>>(),
+        [(1, false), (1, true), (2, true), (2, false)],
+        "{report}"
+    );
+    // Each run without a backup lasts as long as the backup of its pair (the one before
+    // it in round 2: the previous round's).
+    let seconds = |i: usize| runs[i]["seconds"].as_f64().unwrap_or(0.0);
+    for (without, backup_run) in [(1, 0), (2, 0)] {
+        let (a, b) = (seconds(without), seconds(backup_run));
+        assert!((a - b).abs() < 0.25 + b * 0.1, "{a} s vs {b} s: {report}");
+    }
+    assert!(backup.exists(), "the backup was written");
+    // The table gives each round's p99 ratio and their median.
+    let output = bench(false).await;
+    assert!(output.status.success(), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for text in ["round 1: ", "round 2: ", "median "] {
+        assert!(stdout.contains(text), "{text}: {}", describe(&output));
+    }
+    daemon.assert_alive().await;
+    daemon.stop().await;
+}
