@@ -10,8 +10,8 @@ use crate::store::export::Chunk;
 /// The chunks of an export of the store, the header line first; a stopping daemon ends
 /// it, and so does dropping the receiver.
 pub fn start(ctx: &Context) -> mpsc::Receiver<Result<Chunk, crate::store::Error>> {
-    let database = ctx.config().settings.database.clone();
-    crate::store::export::export(database, ctx.stopping.child_token())
+    let location = ctx.db.location().clone();
+    crate::store::export::export(location, ctx.stopping.child_token())
 }
 
 /// One message of the stream: `{"lines": [...]}`, each item one line of the export.

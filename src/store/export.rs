@@ -2,15 +2,15 @@
 //! per tenant, user, object (with its properties and every stored set) and audience
 //! membership.
 //!
-//! The snapshot is one read transaction on a connection and a thread of its own, so writes
-//! go on meanwhile (WAL) and a long export does not hold up a reader thread. Rows are read
-//! in primary-key order (recipients and their sets as two cursors walked side by side, so
-//! no sort and no table is held in memory) and handed over in chunks of about
+//! The snapshot is one read transaction on a connection and a thread of its own (SQLite
+//! or PostgreSQL, through `store::sql`), so writes go on meanwhile and a long export does
+//! not hold up a reader thread. Rows are read in primary-key order, a page of [`PAGE`] at
+//! a time by key (a recipient page's sets by one range of the same keys, so no sort and no
+//! table is held in memory) and handed over in chunks of about
 //! [`CHUNK_BYTES`] through a channel of two: memory stays constant however large the
 //! store, and a slow consumer slows the export instead of queueing it. Stored JSON
 //! (properties, sets) is copied into the lines as the text it is, unparsed.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Error;
+use super::sql::{Conn, params};
 
 /// The `format` of the header line.
 pub const FORMAT: &str = "prefsd-export";
@@ -47,11 +48,11 @@ impl Chunk {
     }
 }
 
-/// Starts an export of the database at `database`; its chunks arrive on the receiver, the
+/// Starts an export of the store at `location`; its chunks arrive on the receiver, the
 /// header line first, and the channel closes after the last (or after an error, sent as
 /// the last item). Dropping the receiver or cancelling `cancel` stops the export.
 pub fn export(
-    database: PathBuf,
+    location: super::Location,
     cancel: CancellationToken,
 ) -> mpsc::Receiver<Result<Chunk, Error>> {
     let (tx, rx) = mpsc::channel(2);
@@ -60,7 +61,7 @@ pub fn export(
         .spawn({
             let tx = tx.clone();
             move || {
-                if let Err(e) = write_snapshot(&database, &tx, &cancel) {
+                if let Err(e) = write_snapshot(&location, &tx, &cancel) {
                     let _ = tx.blocking_send(Err(e));
                 }
             }
@@ -103,23 +104,36 @@ impl Out<'_> {
 }
 
 fn write_snapshot(
-    database: &std::path::Path,
+    location: &super::Location,
     tx: &mpsc::Sender<Result<Chunk, Error>>,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
-    let conn = Connection::open_with_flags(
-        database,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
     let mut out = Out {
         tx,
         cancel,
         chunk: Chunk::default(),
     };
     // One read transaction: every line is of the same snapshot, the header's seq included.
-    conn.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")?;
-    match lines(&conn, &mut out) {
+    let result = match location {
+        super::Location::Sqlite(database) => {
+            let conn = Connection::open_with_flags(
+                database,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")?;
+            lines(Conn::Sqlite(&conn), &mut out)
+        }
+        super::Location::Postgres(pg) => {
+            let conn = std::cell::RefCell::new(super::postgres::PgConn::connect(
+                pg,
+                crate::config::Durability::Full,
+            )?);
+            conn.borrow_mut().begin_read()?;
+            lines(Conn::Postgres(&conn), &mut out)
+        }
+    };
+    match result {
         Ok(Ok(())) => {}
         // The consumer went away: nothing to report to it.
         Ok(Err(Gone)) => return Ok(()),
@@ -129,8 +143,13 @@ fn write_snapshot(
     Ok(())
 }
 
+/// Rows read per statement: the export walks each table in key order a page at a time
+/// (an index range each), so memory stays constant on both backends, and PostgreSQL, whose
+/// client fetches a statement's rows whole, never holds more than a page.
+const PAGE: i64 = 500;
+
 /// Every line of the snapshot `conn` holds; the inner error means the consumer is gone.
-fn lines(conn: &Connection, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
+fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
     macro_rules! emit {
         ($line:expr) => {
             if out.line(&$line).is_err() {
@@ -138,133 +157,185 @@ fn lines(conn: &Connection, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error
             }
         };
     }
-    let seq = super::backup::newest_seq(conn)?;
+    let seq = super::Read::new(conn).log().head()?;
     // Written by hand for the spec's key order (a JSON map would sort them).
     emit!(format!(
         r#"{{"format":"{FORMAT}","version":{VERSION},"seq":{},"at":{}}}"#,
-        seq.map_or("null".to_string(), |s| s.to_string()),
+        if seq > 0 {
+            seq.to_string()
+        } else {
+            "null".to_string()
+        },
         quote(&super::time::now())?,
     ));
 
-    let mut tenants = conn.prepare(
-        "SELECT id, name, properties, preference_set, branding, created_at, updated_at FROM tenants ORDER BY id",
-    )?;
-    let mut rows = tenants.query([])?;
-    while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        let name: Option<String> = row.get(1)?;
-        let properties: String = row.get(2)?;
-        let set: Option<String> = row.get(3)?;
-        let branding = match row.get::<_, Option<String>>(4)? {
-            Some(b) => format!(r#","branding":{b}"#),
-            None => String::new(),
-        };
-        let created: String = row.get(5)?;
-        let updated: String = row.get(6)?;
-        emit!(format!(
-            r#"{{"type":"tenant","id":{},"name":{},"properties":{properties},"settings":{{"preference_set":{}{branding}}},"created_at":{},"updated_at":{}}}"#,
-            quote(&id)?,
-            serde_json::to_string(&name)?,
-            set.as_deref().unwrap_or("null"),
-            quote(&created)?,
-            quote(&updated)?,
-        ));
+    let mut after = String::new();
+    let mut first_page = true;
+    loop {
+        let tenants = conn.all(
+            "SELECT id, name, properties, preference_set, branding, created_at, updated_at
+               FROM tenants WHERE (?1 OR id > ?2) ORDER BY id LIMIT ?3",
+            params![first_page, &after, PAGE],
+            |r| {
+                Ok((
+                    r.get::<String>(0)?,
+                    r.get::<Option<String>>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<Option<String>>(3)?,
+                    r.get::<Option<String>>(4)?,
+                    r.get::<String>(5)?,
+                    r.get::<String>(6)?,
+                ))
+            },
+        )?;
+        first_page = false;
+        let full = tenants.len() as i64 == PAGE;
+        for (id, name, properties, set, branding, created, updated) in tenants {
+            let branding = match branding {
+                Some(b) => format!(r#","branding":{b}"#),
+                None => String::new(),
+            };
+            emit!(format!(
+                r#"{{"type":"tenant","id":{},"name":{},"properties":{properties},"settings":{{"preference_set":{}{branding}}},"created_at":{},"updated_at":{}}}"#,
+                quote(&id)?,
+                serde_json::to_string(&name)?,
+                set.as_deref().unwrap_or("null"),
+                quote(&created)?,
+                quote(&updated)?,
+            ));
+            after = id;
+        }
+        if !full {
+            break;
+        }
     }
-    drop(rows);
 
-    // Recipients and their sets, both in (collection, id) order, walked side by side.
-    let mut recipients = conn.prepare(
-        "SELECT collection, id, properties, created_at, updated_at FROM recipients ORDER BY collection, id",
-    )?;
-    let mut sets = conn.prepare(
-        "SELECT collection, recipient_id, set_id, preferences FROM preference_sets ORDER BY collection, recipient_id, set_id",
-    )?;
-    let mut recipient_rows = recipients.query([])?;
-    let mut set_rows = sets.query([])?;
-    let mut next_set: Option<(String, String, String, String)> = read_set(set_rows.next()?)?;
+    // Recipients a page at a time, each page's sets read by one range of the same keys.
+    let mut after = (String::new(), String::new());
+    let mut first_page = true;
     let mut line = String::new();
-    while let Some(row) = recipient_rows.next()? {
-        let collection: String = row.get(0)?;
-        let id: String = row.get(1)?;
-        let properties: String = row.get(2)?;
-        let created: String = row.get(3)?;
-        let updated: String = row.get(4)?;
-        line.clear();
-        if collection.is_empty() {
-            line.push_str(r#"{"type":"user","id":"#);
-        } else {
-            line.push_str(r#"{"type":"object","collection":"#);
-            line.push_str(&quote(&collection)?);
-            line.push_str(r#","id":"#);
-        }
-        line.push_str(&quote(&id)?);
-        line.push_str(r#","properties":"#);
-        line.push_str(&properties);
-        line.push_str(r#","preferences":{"#);
-        let mut first = true;
-        // Sets of recipients before this one cannot exist (a foreign key), but are
-        // skipped rather than trusted.
-        while let Some((c, r, set_id, preferences)) = &next_set {
-            match (c.as_str(), r.as_str()).cmp(&(collection.as_str(), id.as_str())) {
-                std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => {
-                    if !first {
-                        line.push(',');
-                    }
-                    first = false;
-                    line.push_str(&quote(set_id)?);
-                    line.push(':');
-                    line.push_str(preferences);
-                }
-                std::cmp::Ordering::Greater => break,
-            }
-            next_set = read_set(set_rows.next()?)?;
-        }
-        line.push_str(r#"},"created_at":"#);
-        line.push_str(&quote(&created)?);
-        line.push_str(r#","updated_at":"#);
-        line.push_str(&quote(&updated)?);
-        line.push('}');
-        emit!(line);
-    }
-    drop(recipient_rows);
-    drop(set_rows);
-
-    let mut members = conn.prepare(
-        "SELECT audience_key, collection, recipient_id, added_at FROM audience_members ORDER BY audience_key, collection, recipient_id",
-    )?;
-    let mut rows = members.query([])?;
-    while let Some(row) = rows.next()? {
-        let audience: String = row.get(0)?;
-        let collection: String = row.get(1)?;
-        let id: String = row.get(2)?;
-        let added: String = row.get(3)?;
-        // Members as `audiences.addMembers` names them.
-        let member = if collection.is_empty() {
-            format!(r#""user_id":{}"#, quote(&id)?)
-        } else {
-            format!(
-                r#""collection":{},"object_id":{}"#,
-                quote(&collection)?,
-                quote(&id)?
-            )
+    loop {
+        let recipients = conn.all(
+            "SELECT collection, id, properties, created_at, updated_at FROM recipients
+              WHERE (?1 OR (collection, id) > (?2, ?3)) ORDER BY collection, id LIMIT ?4",
+            params![first_page, &after.0, &after.1, PAGE],
+            |r| {
+                Ok((
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
+                    r.get::<String>(4)?,
+                ))
+            },
+        )?;
+        first_page = false;
+        let (Some(first), Some(last)) = (recipients.first(), recipients.last()) else {
+            break;
         };
-        emit!(format!(
-            r#"{{"type":"audience_member","audience_key":{},{member},"added_at":{}}}"#,
-            quote(&audience)?,
-            quote(&added)?,
-        ));
+        let full = recipients.len() as i64 == PAGE;
+        let sets = conn.all(
+            "SELECT collection, recipient_id, set_id, preferences FROM preference_sets
+              WHERE (collection, recipient_id) >= (?1, ?2) AND (collection, recipient_id) <= (?3, ?4)
+              ORDER BY collection, recipient_id, set_id",
+            params![&first.0, &first.1, &last.0, &last.1],
+            |r| {
+                Ok((
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
+                ))
+            },
+        )?;
+        let mut sets = sets.into_iter().peekable();
+        for (collection, id, properties, created, updated) in recipients {
+            line.clear();
+            if collection.is_empty() {
+                line.push_str(r#"{"type":"user","id":"#);
+            } else {
+                line.push_str(r#"{"type":"object","collection":"#);
+                line.push_str(&quote(&collection)?);
+                line.push_str(r#","id":"#);
+            }
+            line.push_str(&quote(&id)?);
+            line.push_str(r#","properties":"#);
+            line.push_str(&properties);
+            line.push_str(r#","preferences":{"#);
+            let mut first = true;
+            // Sets of recipients before this one cannot exist (a foreign key), but are
+            // skipped rather than trusted.
+            while let Some((c, r, set_id, preferences)) = sets.peek() {
+                match (c.as_str(), r.as_str()).cmp(&(collection.as_str(), id.as_str())) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        if !first {
+                            line.push(',');
+                        }
+                        first = false;
+                        line.push_str(&quote(set_id)?);
+                        line.push(':');
+                        line.push_str(preferences);
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+                sets.next();
+            }
+            line.push_str(r#"},"created_at":"#);
+            line.push_str(&quote(&created)?);
+            line.push_str(r#","updated_at":"#);
+            line.push_str(&quote(&updated)?);
+            line.push('}');
+            emit!(line);
+            after = (collection, id);
+        }
+        if !full {
+            break;
+        }
+    }
+
+    let mut after = (String::new(), String::new(), String::new());
+    let mut first_page = true;
+    loop {
+        let members = conn.all(
+            "SELECT audience_key, collection, recipient_id, added_at FROM audience_members
+              WHERE (?1 OR (audience_key, collection, recipient_id) > (?2, ?3, ?4))
+              ORDER BY audience_key, collection, recipient_id LIMIT ?5",
+            params![first_page, &after.0, &after.1, &after.2, PAGE],
+            |r| {
+                Ok((
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<String>(3)?,
+                ))
+            },
+        )?;
+        first_page = false;
+        let full = members.len() as i64 == PAGE;
+        for (audience, collection, id, added) in members {
+            // Members as `audiences.addMembers` names them.
+            let member = if collection.is_empty() {
+                format!(r#""user_id":{}"#, quote(&id)?)
+            } else {
+                format!(
+                    r#""collection":{},"object_id":{}"#,
+                    quote(&collection)?,
+                    quote(&id)?
+                )
+            };
+            emit!(format!(
+                r#"{{"type":"audience_member","audience_key":{},{member},"added_at":{}}}"#,
+                quote(&audience)?,
+                quote(&added)?,
+            ));
+            after = (audience, collection, id);
+        }
+        if !full {
+            break;
+        }
     }
     Ok(Ok(()))
-}
-
-type SetRow = (String, String, String, String);
-
-fn read_set(row: Option<&rusqlite::Row<'_>>) -> Result<Option<SetRow>, Error> {
-    Ok(match row {
-        Some(row) => Some((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-        None => None,
-    })
 }
 
 /// A string as a JSON string literal.

@@ -203,6 +203,8 @@ struct Inner {
     checkpoint_barrier: Option<Mutex<mpsc::SyncSender<Wake>>>,
     /// What the store runs on, for `daemon.status`.
     backend: BackendInfo,
+    /// Where it is (the export opens a connection of its own there).
+    location: Location,
     /// Whether the cache follows every daemon's writes (always, on SQLite).
     feed: Arc<Feed>,
     /// Tells the PostgreSQL listener to stop; its thread is joined by [`Db::close`].
@@ -416,6 +418,7 @@ impl Db {
                     backend: "postgres",
                     schema: Some(pg.schema.clone()),
                 },
+                location: Location::Postgres(pg.clone()),
                 feed,
                 listener: Some((stop, listener)),
                 node: uuid::Uuid::new_v4().to_string(),
@@ -478,6 +481,7 @@ impl Db {
                     backend: "sqlite",
                     schema: None,
                 },
+                location: Location::Sqlite(path.to_path_buf()),
                 feed: Arc::new(Feed::new(options.read_cache_mb as usize * MIB)),
                 listener: None,
                 node: uuid::Uuid::new_v4().to_string(),
@@ -508,6 +512,11 @@ impl Db {
     /// result it wants to insert.
     pub fn cache(&self) -> &Arc<Cache> {
         &self.inner.cache
+    }
+
+    /// Where the store is.
+    pub fn location(&self) -> &Location {
+        &self.inner.location
     }
 
     /// What the store runs on, for `daemon.status`.

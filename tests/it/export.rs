@@ -57,10 +57,6 @@ pub(crate) async fn fill(d: &Daemon) {
 
 #[tokio::test]
 async fn export_writes_every_row_once_after_a_header_to_a_private_file() {
-    // SQLite only: the export reads a SQLite snapshot (not yet on PostgreSQL).
-    if !crate::support::on_sqlite() {
-        return;
-    }
     let d = Daemon::start().await;
     fill(&d).await;
     let run = client(&d, &["export", "--out", "out.ndjson"]).await;
@@ -144,10 +140,6 @@ async fn export_writes_every_row_once_after_a_header_to_a_private_file() {
 
 #[tokio::test]
 async fn export_to_standard_output_of_an_empty_store_is_the_header_alone() {
-    // SQLite only: the export reads a SQLite snapshot (not yet on PostgreSQL).
-    if !crate::support::on_sqlite() {
-        return;
-    }
     let d = Daemon::start().await;
     // A subscription: over plain HTTP it says so instead of failing inside.
     for method in ["daemon.export", "daemon.exportCancel"] {

@@ -79,10 +79,6 @@ async fn answers(d: &Daemon) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn export_then_import_into_an_empty_store_answers_every_read_the_same() {
-    // SQLite only: it compares through an export (not yet on PostgreSQL).
-    if !crate::support::on_sqlite() {
-        return;
-    }
     let a = Daemon::start().await;
     fill(&a).await;
     let file = a.dir.path().join("store.ndjson");
