@@ -266,6 +266,10 @@ async fn bench_seed_fills_a_database_the_daemon_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_during_a_backup_alternates_rounds_as_long_as_the_backup() {
+    // SQLite only: SQLite's online backup; on PostgreSQL its own tools back up.
+    if !crate::support::on_sqlite() {
+        return;
+    }
     let mut daemon = Daemon::start().await;
     let backup = daemon.dir.path().join("during.db");
     let backup_arg = backup.display().to_string();
