@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Error;
-use super::sql::{Conn, params};
+use super::sql::{Conn, Row, params};
 
 /// The `format` of the header line.
 pub const FORMAT: &str = "prefsd-export";
@@ -219,18 +219,11 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
             "SELECT collection, id, properties, created_at, updated_at FROM recipients
               WHERE (?1 OR (collection, id) > (?2, ?3)) ORDER BY collection, id LIMIT ?4",
             params![first_page, &after.0, &after.1, PAGE],
-            |r| {
-                Ok((
-                    r.get::<String>(0)?,
-                    r.get::<String>(1)?,
-                    r.get::<String>(2)?,
-                    r.get::<String>(3)?,
-                    r.get::<String>(4)?,
-                ))
-            },
+            Row::texts::<5>,
         )?;
         first_page = false;
-        let (Some(first), Some(last)) = (recipients.first(), recipients.last()) else {
+        let (Some([c0, i0, ..]), Some([c1, i1, ..])) = (recipients.first(), recipients.last())
+        else {
             break;
         };
         let full = recipients.len() as i64 == PAGE;
@@ -238,18 +231,11 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
             "SELECT collection, recipient_id, set_id, preferences FROM preference_sets
               WHERE (collection, recipient_id) >= (?1, ?2) AND (collection, recipient_id) <= (?3, ?4)
               ORDER BY collection, recipient_id, set_id",
-            params![&first.0, &first.1, &last.0, &last.1],
-            |r| {
-                Ok((
-                    r.get::<String>(0)?,
-                    r.get::<String>(1)?,
-                    r.get::<String>(2)?,
-                    r.get::<String>(3)?,
-                ))
-            },
+            params![c0, i0, c1, i1],
+            Row::texts::<4>,
         )?;
         let mut sets = sets.into_iter().peekable();
-        for (collection, id, properties, created, updated) in recipients {
+        for [collection, id, properties, created, updated] in recipients {
             line.clear();
             if collection.is_empty() {
                 line.push_str(r#"{"type":"user","id":"#);
@@ -265,7 +251,7 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
             let mut first = true;
             // Sets of recipients before this one cannot exist (a foreign key), but are
             // skipped rather than trusted.
-            while let Some((c, r, set_id, preferences)) = sets.peek() {
+            while let Some([c, r, set_id, preferences]) = sets.peek() {
                 match (c.as_str(), r.as_str()).cmp(&(collection.as_str(), id.as_str())) {
                     std::cmp::Ordering::Less => {}
                     std::cmp::Ordering::Equal => {
@@ -302,18 +288,11 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
               WHERE (?1 OR (audience_key, collection, recipient_id) > (?2, ?3, ?4))
               ORDER BY audience_key, collection, recipient_id LIMIT ?5",
             params![first_page, &after.0, &after.1, &after.2, PAGE],
-            |r| {
-                Ok((
-                    r.get::<String>(0)?,
-                    r.get::<String>(1)?,
-                    r.get::<String>(2)?,
-                    r.get::<String>(3)?,
-                ))
-            },
+            Row::texts::<4>,
         )?;
         first_page = false;
         let full = members.len() as i64 == PAGE;
-        for (audience, collection, id, added) in members {
+        for [audience, collection, id, added] in members {
             // Members as `audiences.addMembers` names them.
             let member = if collection.is_empty() {
                 format!(r#""user_id":{}"#, quote(&id)?)

@@ -161,22 +161,6 @@ enum Backend {
     Postgres(Box<RefCell<PgConn>>),
 }
 
-impl Backend {
-    /// Before a job: a PostgreSQL connection that was lost is made again (the job then
-    /// fails as unavailable if that fails too, and the next job tries again).
-    fn ready(&mut self) {
-        if let Backend::Postgres(pg) = self {
-            let pg = pg.get_mut();
-            if pg.is_closed() {
-                match pg.reconnect() {
-                    Ok(()) => tracing::info!("reconnected to PostgreSQL"),
-                    Err(e) => tracing::debug!(error = %e, "PostgreSQL is still unreachable"),
-                }
-            }
-        }
-    }
-}
-
 /// Job notices kept for a slow receiver; one that lags just re-reads (see
 /// [`Db::job_notices`]).
 const JOB_NOTICES: usize = 256;
@@ -201,8 +185,6 @@ struct Inner {
     cache: Arc<Cache>,
     /// The checkpointer's queue, for [`Db::wait_for_checkpoints`] (SQLite only).
     checkpoint_barrier: Option<Mutex<mpsc::SyncSender<Wake>>>,
-    /// What the store runs on, for `daemon.status`.
-    backend: BackendInfo,
     /// Where it is (the export opens a connection of its own there).
     location: Location,
     /// Whether the cache follows every daemon's writes (always, on SQLite).
@@ -303,12 +285,107 @@ struct Threads {
     readers: Vec<JoinHandle<()>>,
 }
 
-/// The thread body of the writer and the readers: run jobs until the queue closes.
+/// The thread body of the writer and the readers: run jobs until the queue closes. A
+/// PostgreSQL connection lost meanwhile is made again when a job begins its transaction
+/// (`begin_or_reconnect`).
 fn serve_jobs(jobs: crossbeam_channel::Receiver<Job>) -> impl FnOnce(&mut Backend) + Send {
     move |backend| {
         for job in jobs {
-            backend.ready();
             job(backend);
+        }
+    }
+}
+
+/// What both backends start alike: the writer's thread and the readers' threads, each on
+/// the connection given, the cache, and what commits tell.
+struct Started {
+    writer: Sender<Job>,
+    readers: Sender<Job>,
+    threads: Threads,
+    cache: Arc<Cache>,
+    commits: Arc<Commits>,
+    feed: Arc<Feed>,
+    /// Sent on by the PostgreSQL listener alone: on SQLite this daemon's worker is the
+    /// only one.
+    job_notices: tokio::sync::broadcast::Sender<Option<String>>,
+}
+
+impl Started {
+    fn start(
+        writer: Backend,
+        readers: Vec<Backend>,
+        head: i64,
+        options: &Options,
+    ) -> Result<Started, Error> {
+        let (writer_tx, writer_rx) = crossbeam_channel::unbounded::<Job>();
+        let writer_thread = spawn_thread("prefsd-db-writer", writer, serve_jobs(writer_rx))?;
+        // One shared queue: an idle reader takes the next job, so a slow read does not hold
+        // up the ones queued behind it. A job wakes one waiting reader; with std's channel
+        // behind a mutex, it also woke the other, which had been waiting for the mutex.
+        let (readers_tx, readers_rx) = crossbeam_channel::unbounded::<Job>();
+        let mut threads = Vec::new();
+        for (i, reader) in readers.into_iter().enumerate() {
+            let rx = readers_rx.clone();
+            threads.push(spawn_thread(
+                &format!("prefsd-db-reader-{i}"),
+                reader,
+                move |backend| {
+                    crate::sched::prefer_short_slices();
+                    serve_jobs(rx)(backend);
+                },
+            )?);
+        }
+        let budget = options.read_cache_mb as usize * MIB;
+        let cache = Arc::new(Cache::new(budget));
+        Ok(Started {
+            writer: writer_tx,
+            readers: readers_tx,
+            threads: Threads {
+                writer: Some(writer_thread),
+                checkpointer: None,
+                readers: threads,
+            },
+            commits: Arc::new(Commits {
+                cache: Arc::clone(&cache),
+                head: watch::channel(head).0,
+                skip_log: options.skip_change_log,
+                log: Mutex::default(),
+            }),
+            cache,
+            feed: Arc::new(Feed::new(budget)),
+            job_notices: tokio::sync::broadcast::channel(JOB_NOTICES).0,
+        })
+    }
+
+    /// The handle on them, with what only one backend has: SQLite's checkpointer, the
+    /// PostgreSQL listener.
+    fn into_db(
+        mut self,
+        schema_version: u32,
+        location: Location,
+        checkpointer: Option<Checkpointer>,
+        listener: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    ) -> Db {
+        let checkpoint_barrier = checkpointer.map(|c| {
+            self.threads.checkpointer = Some(c.thread);
+            Mutex::new(c.wakes)
+        });
+        Db {
+            inner: Arc::new(Inner {
+                writer: self.writer,
+                readers: self.readers,
+                threads: Mutex::new(self.threads),
+                schema_version,
+                calls: AtomicU64::new(0),
+                cache: self.cache,
+                checkpoint_barrier,
+                location,
+                feed: self.feed,
+                listener,
+                node: uuid::Uuid::new_v4().to_string(),
+                job_notices: self.job_notices,
+                commits: self.commits,
+            }),
         }
     }
 }
@@ -346,52 +423,29 @@ impl Db {
         let head = Read::new(Conn::Postgres(&writer)).log().head();
         writer.borrow_mut().rollback();
         let head = head?;
-        let cache = Arc::new(Cache::new(options.read_cache_mb as usize * MIB));
-        let (writer_tx, writer_rx) = crossbeam_channel::unbounded::<Job>();
-        let writer_thread = spawn_thread(
-            "prefsd-db-writer",
-            Backend::Postgres(Box::new(writer)),
-            serve_jobs(writer_rx),
-        )?;
-        let (readers_tx, readers_rx) = crossbeam_channel::unbounded::<Job>();
         let mut readers = Vec::new();
-        for i in 0..READERS {
+        for _ in 0..READERS {
             let conn = PgConn::connect(pg, options.durability)?;
-            readers.push(spawn_thread(
-                &format!("prefsd-db-reader-{i}"),
-                Backend::Postgres(Box::new(RefCell::new(conn))),
-                serve_jobs(readers_rx.clone()),
-            )?);
+            readers.push(Backend::Postgres(Box::new(RefCell::new(conn))));
         }
-        let threads = Threads {
-            writer: Some(writer_thread),
-            checkpointer: None,
-            readers,
-        };
-        let commits = Arc::new(Commits {
-            cache: Arc::clone(&cache),
-            head: watch::channel(head).0,
-            skip_log: options.skip_change_log,
-            log: Mutex::default(),
-        });
-        let feed = Arc::new(Feed::new(options.read_cache_mb as usize * MIB));
+        let started = Started::start(Backend::Postgres(Box::new(writer)), readers, head, &options)?;
+        let (cache, commits, feed) = (&started.cache, &started.commits, &started.feed);
         let stop = Arc::new(AtomicBool::new(false));
-        let job_notices = tokio::sync::broadcast::channel(JOB_NOTICES).0;
         let hooks = postgres::ListenerHooks {
             invalidate: {
-                let cache = Arc::clone(&cache);
+                let cache = Arc::clone(cache);
                 Box::new(move |touched| cache.invalidate(touched))
             },
             head: {
-                let commits = Arc::clone(&commits);
+                let commits = Arc::clone(commits);
                 Box::new(move |seq| commits.advance_head(seq))
             },
             coherent: {
-                let (cache, feed) = (Arc::clone(&cache), Arc::clone(&feed));
+                let (cache, feed) = (Arc::clone(cache), Arc::clone(feed));
                 Box::new(move |coherent| feed.set_coherent(&cache, coherent))
             },
             job: {
-                let notices = job_notices.clone();
+                let notices = started.job_notices.clone();
                 Box::new(move |id| {
                     let _ = notices.send(id);
                 })
@@ -405,27 +459,12 @@ impl Db {
             Arc::clone(&stop),
             hooks,
         )?;
-        Ok(Db {
-            inner: Arc::new(Inner {
-                writer: writer_tx,
-                readers: readers_tx,
-                threads: Mutex::new(threads),
-                schema_version,
-                calls: AtomicU64::new(0),
-                cache,
-                checkpoint_barrier: None,
-                backend: BackendInfo {
-                    backend: "postgres",
-                    schema: Some(pg.schema.clone()),
-                },
-                location: Location::Postgres(pg.clone()),
-                feed,
-                listener: Some((stop, listener)),
-                node: uuid::Uuid::new_v4().to_string(),
-                job_notices,
-                commits,
-            }),
-        })
+        Ok(started.into_db(
+            schema_version,
+            Location::Postgres(pg.clone()),
+            None,
+            Some((stop, listener)),
+        ))
     }
 
     /// [`Db::open`] with every option, on a SQLite file.
@@ -438,62 +477,22 @@ impl Db {
         }
         let schema_version = migrate::migrate(&mut writer)?;
         let head = Read::new(Conn::Sqlite(&writer)).log().head()?;
-        let cache = Arc::new(Cache::new(options.read_cache_mb as usize * MIB));
-        let checkpoints = Checkpointer::start(path, durability, &mut writer)?;
-        let (writer_tx, writer_rx) = crossbeam_channel::unbounded::<Job>();
-        let writer_thread = spawn_thread(
-            "prefsd-db-writer",
-            Backend::Sqlite(writer),
-            serve_jobs(writer_rx),
-        )?;
-        // One shared queue: an idle reader takes the next job, so a slow read does not hold
-        // up the ones queued behind it. A job wakes one waiting reader; with std's channel
-        // behind a mutex, it also woke the other, which had been waiting for the mutex.
-        let (readers_tx, readers_rx) = crossbeam_channel::unbounded::<Job>();
+        let checkpointer = Checkpointer::start(path, durability, &mut writer)?;
         let mut readers = Vec::new();
-        for i in 0..READERS {
-            let conn = open_connection(path, durability, Role::Reader)?;
-            let rx = readers_rx.clone();
-            readers.push(spawn_thread(
-                &format!("prefsd-db-reader-{i}"),
-                Backend::Sqlite(conn),
-                move |backend| {
-                    crate::sched::prefer_short_slices();
-                    serve_jobs(rx)(backend);
-                },
-            )?);
+        for _ in 0..READERS {
+            readers.push(Backend::Sqlite(open_connection(
+                path,
+                durability,
+                Role::Reader,
+            )?));
         }
-        let threads = Threads {
-            writer: Some(writer_thread),
-            checkpointer: Some(checkpoints.thread),
-            readers,
-        };
-        Ok(Db {
-            inner: Arc::new(Inner {
-                writer: writer_tx,
-                readers: readers_tx,
-                threads: Mutex::new(threads),
-                schema_version,
-                calls: AtomicU64::new(0),
-                cache: Arc::clone(&cache),
-                checkpoint_barrier: Some(Mutex::new(checkpoints.wakes)),
-                backend: BackendInfo {
-                    backend: "sqlite",
-                    schema: None,
-                },
-                location: Location::Sqlite(path.to_path_buf()),
-                feed: Arc::new(Feed::new(options.read_cache_mb as usize * MIB)),
-                listener: None,
-                node: uuid::Uuid::new_v4().to_string(),
-                job_notices: tokio::sync::broadcast::channel(JOB_NOTICES).0,
-                commits: Arc::new(Commits {
-                    cache,
-                    head: watch::channel(head).0,
-                    skip_log: options.skip_change_log,
-                    log: Mutex::default(),
-                }),
-            }),
-        })
+        let started = Started::start(Backend::Sqlite(writer), readers, head, &options)?;
+        Ok(started.into_db(
+            schema_version,
+            Location::Sqlite(path.to_path_buf()),
+            Some(checkpointer),
+            None,
+        ))
     }
 
     /// What a write transaction needs beyond its connection.
@@ -520,8 +519,17 @@ impl Db {
     }
 
     /// What the store runs on, for `daemon.status`.
-    pub fn backend(&self) -> &BackendInfo {
-        &self.inner.backend
+    pub fn backend(&self) -> BackendInfo {
+        match &self.inner.location {
+            Location::Sqlite(_) => BackendInfo {
+                backend: "sqlite",
+                schema: None,
+            },
+            Location::Postgres(pg) => BackendInfo {
+                backend: "postgres",
+                schema: Some(pg.schema.clone()),
+            },
+        }
     }
 
     /// This daemon's name in the leases of fleet jobs.
@@ -540,7 +548,7 @@ impl Db {
     /// `daemon.status`'s `store`.
     pub fn store_status(&self) -> StoreStatus {
         StoreStatus {
-            info: self.inner.backend.clone(),
+            info: self.backend(),
             coherent: self.inner.feed.coherent.load(Ordering::Relaxed),
             reconnects: self.inner.feed.reconnects.load(Ordering::Relaxed),
         }
@@ -558,7 +566,7 @@ impl Db {
 
     /// True on the PostgreSQL backend.
     pub fn is_postgres(&self) -> bool {
-        self.inner.backend.backend == "postgres"
+        matches!(self.inner.location, Location::Postgres(_))
     }
 
     pub fn schema_version(&self) -> u32 {

@@ -224,25 +224,29 @@ impl<'c> Read<'c> {
         key: &RecipientKey,
         tenant_set: Option<&str>,
     ) -> Result<EvaluationInputs, Error> {
+        // The same statement on both backends but for the aggregate of the audiences,
+        // which must answer a JSON array of keys.
+        macro_rules! inputs_sql {
+            ($audiences:literal) => {
+                concat!(
+                    "SELECT
+                       r.properties, r.created_at, r.updated_at,
+                       (SELECT preferences FROM preference_sets
+                          WHERE collection = ?1 AND recipient_id = ?2 AND set_id = 'default'),
+                       (SELECT preferences FROM preference_sets
+                          WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3),
+                       (SELECT ",
+                    $audiences,
+                    " FROM audience_members
+                          WHERE collection = ?1 AND recipient_id = ?2)
+                     FROM (SELECT 1) AS one LEFT JOIN recipients r ON r.collection = ?1 AND r.id = ?2"
+                )
+            };
+        }
         let sql = self.conn.pick(
-            "SELECT
-               r.properties, r.created_at, r.updated_at,
-               (SELECT preferences FROM preference_sets
-                  WHERE collection = ?1 AND recipient_id = ?2 AND set_id = 'default'),
-               (SELECT preferences FROM preference_sets
-                  WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3),
-               (SELECT json_group_array(audience_key) FROM audience_members
-                  WHERE collection = ?1 AND recipient_id = ?2)
-             FROM (SELECT 1) LEFT JOIN recipients r ON r.collection = ?1 AND r.id = ?2",
-            "SELECT
-               r.properties, r.created_at, r.updated_at,
-               (SELECT preferences FROM preference_sets
-                  WHERE collection = ?1 AND recipient_id = ?2 AND set_id = 'default'),
-               (SELECT preferences FROM preference_sets
-                  WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3),
-               (SELECT coalesce(array_agg(audience_key), '{}') FROM audience_members
-                  WHERE collection = ?1 AND recipient_id = ?2)
-             FROM (SELECT 1) AS one LEFT JOIN recipients r ON r.collection = ?1 AND r.id = ?2",
+            inputs_sql!("json_group_array(audience_key)"),
+            // `bytea[]`, which `store::sql` reads as a JSON array of strings.
+            inputs_sql!("coalesce(array_agg(audience_key), '{}')"),
         );
         let (properties, created_at, updated_at, default_set, tenant_set, audiences) = self
             .conn

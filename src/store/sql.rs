@@ -38,18 +38,8 @@ impl<'a> From<&'a String> for Param<'a> {
         Param::Text(v)
     }
 }
-impl<'a> From<&'a &'a str> for Param<'a> {
-    fn from(v: &'a &'a str) -> Param<'a> {
-        Param::Text(v)
-    }
-}
 impl<'a> From<&'a [u8]> for Param<'a> {
     fn from(v: &'a [u8]) -> Param<'a> {
-        Param::Blob(v)
-    }
-}
-impl<'a> From<&'a Vec<u8>> for Param<'a> {
-    fn from(v: &'a Vec<u8>) -> Param<'a> {
         Param::Blob(v)
     }
 }
@@ -63,19 +53,9 @@ impl From<&i64> for Param<'_> {
         Param::Int(*v)
     }
 }
-impl From<i32> for Param<'_> {
-    fn from(v: i32) -> Self {
-        Param::Int(v.into())
-    }
-}
 impl From<u32> for Param<'_> {
     fn from(v: u32) -> Self {
         Param::Int(v.into())
-    }
-}
-impl From<u64> for Param<'_> {
-    fn from(v: u64) -> Self {
-        Param::Int(i64::try_from(v).unwrap_or(i64::MAX))
     }
 }
 impl From<usize> for Param<'_> {
@@ -130,6 +110,17 @@ impl Row {
             .map(|v| std::mem::replace(v, Value::Null))
             .ok_or_else(|| Error::Decode(format!("no column {i}")))?;
         T::from_value(value).map_err(|what| Error::Decode(format!("column {i}: {what}")))
+    }
+}
+
+impl Row {
+    /// The first `N` columns, each text.
+    pub fn texts<const N: usize>(&mut self) -> Result<[String; N], Error> {
+        let mut out: [String; N] = std::array::from_fn(|_| String::new());
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = self.get(i)?;
+        }
+        Ok(out)
     }
 }
 

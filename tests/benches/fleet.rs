@@ -362,7 +362,5 @@ fn raw_upsert(pg: &PgOptions, ids: &[String], round: usize) -> anyhow::Result<f6
 }
 
 fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    prefsd::bench::stats::median(values).unwrap_or(f64::NAN)
 }

@@ -78,14 +78,22 @@ impl ChildDaemon {
             }
         };
         command
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.join("config"))
-            .arg("--socket")
-            .arg(&socket)
+            .args(ChildDaemon::serve_args(dir))
             .arg("--database")
             .arg(&database);
         ChildDaemon::start(command, dir, socket, database)
+    }
+
+    /// `serve` on `dir`'s config and socket (`config/`, `prefsd.sock`), the store left to
+    /// the caller.
+    pub fn serve_args(dir: &Path) -> [std::ffi::OsString; 5] {
+        [
+            "serve".into(),
+            "--config".into(),
+            dir.join("config").into(),
+            "--socket".into(),
+            dir.join("prefsd.sock").into(),
+        ]
     }
 
     /// Runs `command` (a `prefsd serve` made by the caller, e.g. with systemd's

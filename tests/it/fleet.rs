@@ -311,11 +311,7 @@ pub fn child_on_pg(
     let database = dir.join("prefsd.db");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_prefsd"));
     command
-        .arg("serve")
-        .arg("--config")
-        .arg(dir.join("config"))
-        .arg("--socket")
-        .arg(&socket)
+        .args(crate::child::ChildDaemon::serve_args(dir))
         .env("PREFSD_DATABASE_URL", &pg.url)
         .env("PREFSD_SCHEMA", &pg.schema);
     crate::child::ChildDaemon::start(command, dir, socket, database)
