@@ -231,14 +231,17 @@ impl Feed {
     /// and no read begun before it was lost inserts afterwards).
     fn set_coherent(&self, cache: &Cache, coherent: bool) {
         let was = self.coherent.swap(coherent, Ordering::SeqCst);
+        // A feed that stayed whole missed nothing (its catch-up invalidated what changed):
+        // forgetting the tickets then would only refuse the inserts of reads in flight.
+        if was == coherent {
+            return;
+        }
         cache.forget_tickets();
         if coherent {
             cache.set_budget(self.budget.load(Ordering::Relaxed) as usize);
         } else {
             cache.set_budget(0);
-            if was {
-                self.reconnects.fetch_add(1, Ordering::Relaxed);
-            }
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
