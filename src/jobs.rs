@@ -445,8 +445,16 @@ async fn work(
     );
     // Whether chunks have shrunk the writer's page cache since it was last restored.
     let mut shrunk = false;
+    // Whether to purge before looking for work: not when another daemon's notice woke the
+    // worker. In a fleet every chunk of every job notifies every daemon, and a purge is a
+    // write, which takes the fleet's write lock: each daemon purging on each notice queued
+    // behind the running job and delayed its next chunk.
+    let mut purge_first = true;
     loop {
-        purge(&db, config.current().settings.jobs.retention_days).await;
+        if purge_first {
+            purge(&db, config.current().settings.jobs.retention_days).await;
+        }
+        purge_first = true;
         // Finished jobs expire by age: look again in an hour even if nothing wakes us;
         // sooner when another daemon's lease on an open job runs out.
         let mut wait = Duration::from_secs(3600);
@@ -488,7 +496,10 @@ async fn work(
         tokio::select! {
             () = jobs.wake.notified() => continue,
             // Closed or lagged: look again either way.
-            _ = notices.recv() => continue,
+            _ = notices.recv() => {
+                purge_first = false;
+                continue;
+            }
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }

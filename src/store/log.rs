@@ -216,10 +216,13 @@ const MEMO_KEYS: usize = 65_536;
 
 /// What the writer remembers of the log between its transactions, so that a write need
 /// not ask the database: the newest `at` appended, and state keys known to have a change
-/// in the log (whose next change then stores no `before`). Only the writer appends (the
-/// file lock of `store::lock` keeps a second daemon out), and the memo learns a flush only
-/// after its commit, so a rolled-back transaction teaches it nothing. Each query it saves
-/// is a descent of `changes` on the writer thread, which every write waits behind.
+/// in the log (whose next change then stores no `before`). On SQLite only the writer
+/// appends (the file lock of `store::lock` keeps a second daemon out); in a fleet the
+/// other daemons append too, so there the memo keeps the keys only (a key logged by
+/// anyone stays logged, see below) and the newest `at` is asked each time. The memo learns
+/// a flush only after its commit, so a rolled-back transaction teaches it nothing. Each
+/// query it saves is a descent of `changes` on the writer thread, which every write
+/// waits behind (on PostgreSQL, a bulk chunk's `EXISTS` over hundreds of keys).
 ///
 /// A key stays logged: pruning keeps every key's newest change, and erasure, which deletes
 /// all of a recipient's, leaves its id-only `recipient.delete`, which answers every
@@ -232,9 +235,13 @@ pub(super) struct Memo {
 }
 
 impl Memo {
-    /// Learns what a committed transaction appended.
-    pub fn committed(&mut self, flushed: Flushed) {
-        self.last_at = Some(self.last_at.unwrap_or(i64::MIN).max(flushed.at));
+    /// Learns what a committed transaction appended. With `shared_log` (fleet mode: the
+    /// other daemons append too) only the keys are learnt: a key stays logged whoever
+    /// appended its change (see above), but the newest `at` may be another daemon's.
+    pub fn committed(&mut self, flushed: Flushed, shared_log: bool) {
+        if !shared_log {
+            self.last_at = Some(self.last_at.unwrap_or(i64::MIN).max(flushed.at));
+        }
         if self.logged.len() + flushed.keys.len() > MEMO_KEYS {
             self.logged.clear();
         }
@@ -287,15 +294,18 @@ fn append_batch(
         .map(|c| split(stored, c.before.as_deref()))
         .unzip();
     let bulk = origin.bulk_operation();
+    // Only the last `seq` comes back, not one row per change.
     let rows = conn.pg_query(
-        "INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
-                              actor, method, bulk_operation, value, before, value_text, before_text)
-         SELECT $1, k, c, r, ps, t, a, $2, $3, $4, v, b, vt, bt
-           FROM unnest($5::text[], $6::bytea[], $7::bytea[], $8::bytea[], $9::bytea[],
-                       $10::bytea[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
-                WITH ORDINALITY AS u(k, c, r, ps, t, a, v, b, vt, bt, n)
-          ORDER BY n
-         RETURNING seq",
+        "WITH appended AS (
+           INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
+                                actor, method, bulk_operation, value, before, value_text, before_text)
+           SELECT $1, k, c, r, ps, t, a, $2, $3, $4, v, b, vt, bt
+             FROM unnest($5::text[], $6::bytea[], $7::bytea[], $8::bytea[], $9::bytea[],
+                         $10::bytea[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
+                  WITH ORDINALITY AS u(k, c, r, ps, t, a, v, b, vt, bt, n)
+            ORDER BY n
+           RETURNING seq)
+         SELECT max(seq) FROM appended",
         &[
             &at,
             &actor,

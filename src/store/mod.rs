@@ -867,34 +867,38 @@ where
             tx.commit().map_err(Error::from)?;
             let seq = flushed.map(|flushed| {
                 let seq = flushed.seq;
-                memo.committed(flushed);
+                memo.committed(flushed, false);
                 seq
             });
             (result, touched, seq)
         }
         Backend::Postgres(pg) => {
             begin_or_reconnect(pg.get_mut(), PgConn::begin_write)?;
+            // The memo learns keys only (`Memo::committed`): the other daemons of the fleet
+            // append to the log too, so the log is asked for its newest `at` each time.
+            let mut memo = commits
+                .log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let outcome = {
                 let write = Write::new(Conn::Postgres(pg), origin);
-                // No memo: other daemons of the fleet append to the log too, so what this
-                // writer appended is not all there is; the log is asked each time.
-                let memo = log::Memo::default();
                 match f(&write) {
                     Ok(result) => write
                         .finish(commits.skip_log, &memo)
-                        .map(|(touched, flushed)| (result, touched, flushed.map(|f| f.seq)))
+                        .map(|(touched, flushed)| (result, touched, flushed))
                         .map_err(E::from),
                     Err(e) => Err(e),
                 }
             };
             let pg = pg.get_mut();
-            let (result, touched, seq) = match outcome {
+            let (result, touched, flushed) = match outcome {
                 Ok(done) => done,
                 Err(e) => {
                     pg.rollback();
                     return Err(e);
                 }
             };
+            let seq = flushed.as_ref().map(|f| f.seq);
             if let Some(seq) = seq {
                 let channel = pg.keys.changes_channel.clone();
                 let payload = seq.to_string();
@@ -908,6 +912,9 @@ where
             if let Err(e) = pg.commit() {
                 pg.rollback();
                 return Err(unavailable_if_lost(e).into());
+            }
+            if let Some(flushed) = flushed {
+                memo.committed(flushed, true);
             }
             (result, touched, seq)
         }

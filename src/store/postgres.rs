@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_inline_change_values",
         include_str!("../../sql/postgres/0002_inline_change_values.sql"),
     ),
+    (
+        "0003_cheaper_bulk_writes",
+        include_str!("../../sql/postgres/0003_cheaper_bulk_writes.sql"),
+    ),
 ];
 
 /// The schema version this build writes on PostgreSQL.

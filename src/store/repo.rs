@@ -586,48 +586,57 @@ impl<'c> Write<'c> {
         }
         let collections: Vec<&[u8]> = keys.iter().map(|k| collection(k).as_bytes()).collect();
         let ids: Vec<&[u8]> = keys.iter().map(|k| k.id.as_bytes()).collect();
-        let conn = self.read.conn;
-        conn.pg_query(
-            "INSERT INTO recipients (collection, id, properties, created_at, updated_at)
-             SELECT c, i, '{}', $3, $3 FROM unnest($1::bytea[], $2::bytea[]) AS u(c, i)
-             ON CONFLICT DO NOTHING",
-            &[&collections, &ids, &now],
-        )?;
-        let mut before = std::collections::HashMap::new();
-        for mut row in conn.pg_query(
-            "SELECT p.collection, p.recipient_id, p.preferences
-               FROM preference_sets p
-               JOIN unnest($1::bytea[], $2::bytea[]) AS u(c, i)
-                 ON p.collection = u.c AND p.recipient_id = u.i
-              WHERE p.set_id = $3",
-            &[&collections, &ids, &set_id.as_bytes()],
-        )? {
-            let key = key_from(row.get(0)?, row.get(1)?);
-            before.insert(key, row.get::<String>(2)?);
-        }
         let text = to_text(set.as_map())?;
-        // Writing the set a recipient already has changes nothing, and appends nothing.
-        let changed: Vec<&RecipientKey> = keys
-            .into_iter()
-            .filter(|k| before.get(*k).map(String::as_str) != Some(text.as_str()))
-            .collect();
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let collections: Vec<&[u8]> = changed.iter().map(|k| collection(k).as_bytes()).collect();
-        let ids: Vec<&[u8]> = changed.iter().map(|k| k.id.as_bytes()).collect();
-        conn.pg_query(
-            "INSERT INTO preference_sets (collection, recipient_id, set_id, preferences, updated_at)
-             SELECT c, i, $3, $4, $5 FROM unnest($1::bytea[], $2::bytea[]) AS u(c, i)
-             ON CONFLICT (collection, recipient_id, set_id)
-             DO UPDATE SET preferences = excluded.preferences, updated_at = excluded.updated_at",
+        // One statement (one round trip, one snapshot): create the recipients that do not
+        // exist, write the set where it differs, and answer the keys written (`true`) and
+        // the sets they had (`false`, read by `old` from the snapshot before the
+        // statement). Writing the set a recipient already has changes nothing, and appends
+        // nothing. The new recipients' rows satisfy the sets' foreign key: it is checked at
+        // the end of the statement. The two answers are matched here: joined in SQL, the
+        // planner, which cannot count an `unnest`, compared every pair.
+        let mut written = std::collections::HashMap::new();
+        let mut old = std::collections::HashMap::new();
+        for mut row in self.read.conn.pg_query(
+            "WITH u AS (SELECT c, i FROM unnest($1::bytea[], $2::bytea[]) AS u(c, i)),
+                  created AS (
+                    INSERT INTO recipients (collection, id, properties, created_at, updated_at)
+                    SELECT c, i, '{}', $5, $5 FROM u
+                    ON CONFLICT DO NOTHING),
+                  old AS (
+                    SELECT p.collection, p.recipient_id, p.preferences
+                      FROM preference_sets p JOIN u ON p.collection = u.c AND p.recipient_id = u.i
+                     WHERE p.set_id = $3),
+                  written AS (
+                    INSERT INTO preference_sets (collection, recipient_id, set_id, preferences, updated_at)
+                    SELECT c, i, $3, $4, $5 FROM u
+                    ON CONFLICT (collection, recipient_id, set_id)
+                    DO UPDATE SET preferences = excluded.preferences, updated_at = excluded.updated_at
+                    WHERE preference_sets.preferences IS DISTINCT FROM excluded.preferences
+                    RETURNING collection, recipient_id)
+             SELECT true, collection, recipient_id, NULL::text FROM written
+             UNION ALL
+             SELECT false, collection, recipient_id, preferences FROM old",
             &[&collections, &ids, &set_id.as_bytes(), &text, &now],
-        )?;
-        for key in changed {
+        )? {
+            let key = key_from(row.get(1)?, row.get(2)?);
+            if row.get::<bool>(0)? {
+                written.insert(key, None);
+            } else {
+                old.insert(key, row.get::<String>(3)?);
+            }
+        }
+        for (key, before) in &mut written {
+            *before = old.remove(key);
+        }
+        // The changes in the order the keys were given.
+        for key in keys {
+            let Some(before) = written.remove(key) else {
+                continue;
+            };
             let mut change = self.change(ChangeKind::PreferencesSet, key);
             change.preference_set = Some(set_id.to_string());
             change.value = Some(text.clone());
-            change.before = before.remove(key);
+            change.before = before;
             self.log.push(change);
         }
         Ok(())

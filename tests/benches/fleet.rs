@@ -9,6 +9,8 @@
 //!    statement (target ≤ 2×);
 //! 5. the read cache's bytes per recipient on both backends.
 //!
+//! `-- --bulk` runs the bulk job's figure (4) alone, with 9 rounds.
+//!
 //! Needs a PostgreSQL: `PREFSD_TEST_PG="host=/tmp/sock user=postgres dbname=postgres"
 //! cargo bench --bench fleet` (add `-- --quick` for a short run). Without it, it says so
 //! and exits 0 (with `PREFSD_REQUIRE_PG=1`, as in CI, it fails).
@@ -30,6 +32,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    let bulk_only = std::env::args().any(|a| a == "--bulk");
     let Some(url) = std::env::var("PREFSD_TEST_PG")
         .ok()
         .filter(|u| !u.is_empty())
@@ -46,6 +49,8 @@ fn main() -> anyhow::Result<()> {
     } else {
         (100_000, 5, Duration::from_secs(3), 500)
     };
+    // Alone, the bulk figure gets more rounds: it is the noisiest.
+    let bulk_rounds = if bulk_only { 9 } else { rounds };
     let dir = tempfile::tempdir()?;
     let sqlite = dir.path().join("bench.db");
     let sqlite_cold = dir.path().join("cold.db");
@@ -109,51 +114,53 @@ fn main() -> anyhow::Result<()> {
         pid: None,
     };
 
-    // 1. Cached evaluations: 1000 users, which fit the 8 MiB cache; warmed first.
-    let (mut on_s, mut on_p) = (Vec::new(), Vec::new());
-    run(&load(&s.socket, Workload::Evaluate, 1000))?;
-    run(&load(&p.socket, Workload::Evaluate, 1000))?;
-    for _ in 0..rounds {
-        on_s.push(run(&load(&s.socket, Workload::Evaluate, 1000))?.calls_per_s());
-        on_p.push(run(&load(&p.socket, Workload::Evaluate, 1000))?.calls_per_s());
-    }
-    let (ms, mp) = (median(&on_s), median(&on_p));
-    println!("cached preferences.evaluate, SQLite: median {ms:.0} calls/s ({on_s:.0?})");
-    println!("cached preferences.evaluate, PostgreSQL: median {mp:.0} calls/s ({on_p:.0?})");
-    println!("ratio PostgreSQL / SQLite: {:.2} (target >= 0.9)", mp / ms);
+    if !bulk_only {
+        // 1. Cached evaluations: 1000 users, which fit the 8 MiB cache; warmed first.
+        let (mut on_s, mut on_p) = (Vec::new(), Vec::new());
+        run(&load(&s.socket, Workload::Evaluate, 1000))?;
+        run(&load(&p.socket, Workload::Evaluate, 1000))?;
+        for _ in 0..rounds {
+            on_s.push(run(&load(&s.socket, Workload::Evaluate, 1000))?.calls_per_s());
+            on_p.push(run(&load(&p.socket, Workload::Evaluate, 1000))?.calls_per_s());
+        }
+        let (ms, mp) = (median(&on_s), median(&on_p));
+        println!("cached preferences.evaluate, SQLite: median {ms:.0} calls/s ({on_s:.0?})");
+        println!("cached preferences.evaluate, PostgreSQL: median {mp:.0} calls/s ({on_p:.0?})");
+        println!("ratio PostgreSQL / SQLite: {:.2} (target >= 0.9)", mp / ms);
 
-    // 2. Misses: every read goes to the store.
-    let (mut lat_s, mut lat_p) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        lat_s.push(run(&load(&s0.socket, Workload::Get, users))?);
-        lat_p.push(run(&load(&p0.socket, Workload::Get, users))?);
-    }
-    for (name, runs) in [("SQLite", &lat_s), ("PostgreSQL", &lat_p)] {
-        let p50: Vec<f64> = runs.iter().map(|r| ms_of(r.latency.p50)).collect();
-        let p99: Vec<f64> = runs.iter().map(|r| ms_of(r.latency.p99)).collect();
-        let rate: Vec<f64> = runs.iter().map(RunResult::calls_per_s).collect();
+        // 2. Misses: every read goes to the store.
+        let (mut lat_s, mut lat_p) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            lat_s.push(run(&load(&s0.socket, Workload::Get, users))?);
+            lat_p.push(run(&load(&p0.socket, Workload::Get, users))?);
+        }
+        for (name, runs) in [("SQLite", &lat_s), ("PostgreSQL", &lat_p)] {
+            let p50: Vec<f64> = runs.iter().map(|r| ms_of(r.latency.p50)).collect();
+            let p99: Vec<f64> = runs.iter().map(|r| ms_of(r.latency.p99)).collect();
+            let rate: Vec<f64> = runs.iter().map(RunResult::calls_per_s).collect();
+            println!(
+                "cache-miss users.getPreferences, {name}, 8 connections: p50 {:.3} ms, p99 {:.3} ms (medians of {rounds}; p50s {p50:.3?}, p99s {p99:.3?}), {:.0} calls/s",
+                median(&p50),
+                median(&p99),
+                median(&rate)
+            );
+        }
+
+        // 3. Staleness: acknowledged on P, answered by P0's neighbour P (cache on) — the
+        //    write goes through P0, the reads through P, which cached the user first.
+        let staleness = runtime.block_on(staleness(&p0.socket, &p.socket, probes))?;
         println!(
-            "cache-miss users.getPreferences, {name}, 8 connections: p50 {:.3} ms, p99 {:.3} ms (medians of {rounds}; p50s {p50:.3?}, p99s {p99:.3?}), {:.0} calls/s",
-            median(&p50),
-            median(&p99),
-            median(&rate)
+            "cross-daemon staleness over {probes} writes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 <= 100 ms)",
+            ms_of(staleness.p50),
+            ms_of(staleness.p99),
+            ms_of(staleness.max)
         );
     }
-
-    // 3. Staleness: acknowledged on P, answered by P0's neighbour P (cache on) — the
-    //    write goes through P0, the reads through P, which cached the user first.
-    let staleness = runtime.block_on(staleness(&p0.socket, &p.socket, probes))?;
-    println!(
-        "cross-daemon staleness over {probes} writes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 <= 100 ms)",
-        ms_of(staleness.p50),
-        ms_of(staleness.p99),
-        ms_of(staleness.max)
-    );
 
     // 4. A 1000-user bulk job against one raw upsert of the same rows.
     let ids: Vec<String> = (0..1000).map(|i| format!("bulk-{i:04}")).collect();
     let (mut job, mut raw) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
+    for round in 0..bulk_rounds {
         let t = Instant::now();
         runtime.block_on(run_job(&p.socket, &ids, round))?;
         job.push(ms_of(t.elapsed()));

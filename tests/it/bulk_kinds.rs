@@ -476,3 +476,59 @@ async fn an_idempotency_key_is_kept_for_24_hours() {
         .call("bulkOperations.get", json!({ "id": first["id"] }))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_set_counts_what_it_creates_logs_what_it_changes_and_nothing_twice() {
+    // On PostgreSQL a chunk's users are written by one statement and counted by statement
+    // triggers (sql/postgres/0003_cheaper_bulk_writes.sql): the counts, the history and
+    // the log must come out as item by item.
+    let daemon = Daemon::start().await;
+    let before = json!({ "workflows": { "a": true } });
+    daemon
+        .call(
+            "users.setPreferences",
+            json!({ "user_id": "u-0001", "preferences": before }),
+        )
+        .await;
+    // 600 users over three chunks, one of them given twice, one of them stored already.
+    let mut ids: Vec<String> = (0..600).map(|i| format!("u-{i:04}")).collect();
+    ids.push("u-0002".to_string());
+    let after = json!({ "workflows": { "b": false } });
+    let params = json!({ "user_ids": ids, "preferences": after });
+    let (_, last) = run(&daemon, "users.bulkSetPreferences", params.clone()).await;
+    assert_eq!(counts(&last), (json!(601), json!(601), json!(0)));
+    let expected = json!({ "users": 600, "objects": 0, "tenants": 0, "preference_sets": 600 });
+    assert_eq!(daemon.counts().await, expected);
+    let head = daemon.call("changes.list", json!({ "limit": 1 })).await["head"].clone();
+    let sets = daemon
+        .call(
+            "changes.list",
+            json!({ "kinds": ["preferences.set"], "limit": 1000 }),
+        )
+        .await;
+    assert_eq!(
+        sets["items"].as_array().map(Vec::len),
+        Some(601),
+        "one change per user written, and u-0001's first"
+    );
+    // The stored user's entry names the set it replaced; a new user's, none.
+    let history = |user: &str| {
+        daemon.call(
+            "users.getPreferenceHistory",
+            json!({ "user_id": user, "limit": 1 }),
+        )
+    };
+    let entry = history("u-0001").await["items"][0].clone();
+    assert_eq!(
+        (&entry["before"]["workflows"], &entry["after"]["workflows"]),
+        (&before["workflows"], &after["workflows"]),
+        "{entry}"
+    );
+    let entry = history("u-0300").await["items"][0].clone();
+    assert_eq!(entry["before"], Value::Null, "{entry}");
+    // The same job again changes nothing: no row counted, no change appended.
+    run(&daemon, "users.bulkSetPreferences", params).await;
+    assert_eq!(daemon.counts().await, expected);
+    let again = daemon.call("changes.list", json!({ "limit": 1 })).await["head"].clone();
+    assert_eq!(again, head, "a job that changes nothing appends nothing");
+}
