@@ -239,11 +239,30 @@ impl PreferenceSet {
         self.clone().into_response(id)
     }
 
+    /// The keys of the response shape, `__typename` and `id` besides the sections, in the
+    /// order serde_json's map writes them (sorted), for the writers that skip the map
+    /// (`resolve::Stack::write_response`).
+    pub const RESPONSE_KEYS: [&'static str; 7] = [
+        PreferenceSet::TYPENAME_KEY,
+        "categories",
+        "channel_types",
+        "channels",
+        "commercial_subscribed",
+        PreferenceSet::ID_KEY,
+        "workflows",
+    ];
+    pub const TYPENAME_KEY: &'static str = "__typename";
+    pub const TYPENAME: &'static str = "PreferenceSet";
+    pub const ID_KEY: &'static str = "id";
+
     /// [`PreferenceSet::to_response`], reusing this set's values instead of copying them.
     pub fn into_response(mut self, id: &str) -> Value {
         let mut out = Map::new();
-        out.insert("__typename".into(), Value::from("PreferenceSet"));
-        out.insert("id".into(), Value::from(id));
+        out.insert(
+            PreferenceSet::TYPENAME_KEY.into(),
+            Value::from(PreferenceSet::TYPENAME),
+        );
+        out.insert(PreferenceSet::ID_KEY.into(), Value::from(id));
         for section in PreferenceSet::SECTIONS {
             out.insert(
                 section.into(),

@@ -4,7 +4,8 @@
 //! The merge is lazy: a [`Stack`] holds references to its layers, and [`Node::child`] walks
 //! them top-down, so evaluation reads only the few nodes it needs and learns which layer
 //! decided each value without building a merged copy. [`Stack::effective`] materialises the
-//! same walk for reads, so reads and evaluation cannot disagree.
+//! same walk for reads, and [`Stack::write_response`] writes it as JSON text, so reads and
+//! evaluation cannot disagree.
 //!
 //! This module does no I/O.
 
@@ -97,35 +98,72 @@ enum Obj<'a> {
 }
 
 /// A member of an [`Obj`].
+#[derive(Clone, Copy)]
 enum Member<'a> {
     Null,
     Obj(Obj<'a>),
     Leaf(Leaf<'a>),
 }
 
-impl<'a> Obj<'a> {
-    fn get(self, key: &str) -> Option<Member<'a>> {
+impl<'a> Member<'a> {
+    fn of_value(value: &'a Value) -> Member<'a> {
+        match value {
+            Value::Null => Member::Null,
+            Value::Object(child) => Member::Obj(Obj::Json(child)),
+            leaf => Member::Leaf(Leaf::Value(leaf)),
+        }
+    }
+
+    fn of_item(item: compact::Item<'a>) -> Member<'a> {
         static TRUE: Value = Value::Bool(true);
         static FALSE: Value = Value::Bool(false);
+        match item {
+            compact::Item::Bool(b) => Member::Leaf(Leaf::Value(if b { &TRUE } else { &FALSE })),
+            compact::Item::Obj(child) => Member::Obj(Obj::Compact(child)),
+            compact::Item::Json(text) => Member::Leaf(Leaf::Json(text)),
+        }
+    }
+}
+
+impl<'a> Obj<'a> {
+    fn get(self, key: &str) -> Option<Member<'a>> {
         Some(match self {
-            Obj::Json(map) => match map.get(key)? {
-                Value::Null => Member::Null,
-                Value::Object(child) => Member::Obj(Obj::Json(child)),
-                leaf => Member::Leaf(Leaf::Value(leaf)),
-            },
-            Obj::Compact(obj) => match obj.get(key)? {
-                compact::Item::Bool(b) => Member::Leaf(Leaf::Value(if b { &TRUE } else { &FALSE })),
-                compact::Item::Obj(child) => Member::Obj(Obj::Compact(child)),
-                compact::Item::Json(text) => Member::Leaf(Leaf::Json(text)),
-            },
+            Obj::Json(map) => Member::of_value(map.get(key)?),
+            Obj::Compact(obj) => Member::of_item(obj.get(key)?),
         })
     }
 
-    fn keys(self) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+    fn members(self) -> Members<'a> {
         match self {
-            Obj::Json(map) => Box::new(map.keys().map(String::as_str)),
-            Obj::Compact(obj) => Box::new(obj.keys()),
+            Obj::Json(map) => Members::Json(map.iter()),
+            Obj::Compact(obj) => Members::Compact(obj.members()),
         }
+    }
+
+    /// Writes this object as JSON text, as the merge of it alone materialises it: the
+    /// layer as it is, without the `null`s a merge drops (a valid set has none) and with no
+    /// lock to apply (a lock in the highest layer locks nothing). Most merged nodes come from
+    /// one layer, and this skips the look-ups of [`Node::child`] for them.
+    fn write_json(self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        let mut first = true;
+        for (key, member) in self.members() {
+            if let Member::Null = member {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_str(out, key);
+            out.push(b':');
+            match member {
+                Member::Obj(obj) => obj.write_json(out),
+                Member::Leaf(leaf) => leaf.write_json(out),
+                Member::Null => {}
+            }
+        }
+        out.push(b'}');
     }
 
     fn is_locked(self) -> bool {
@@ -135,6 +173,29 @@ impl<'a> Obj<'a> {
                 obj.get(STRATEGY_KEY),
                 Some(compact::Item::Json("\"replace\""))
             ),
+        }
+    }
+}
+
+/// The members of an [`Obj`], in key order: both forms keep an object's keys sorted
+/// (serde_json's map is a B-tree; a compact set sorts them as it does), which [`Merged`]
+/// relies on.
+enum Members<'a> {
+    Json(serde_json::map::Iter<'a>),
+    Compact(compact::Members<'a>),
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (&'a str, Member<'a>);
+
+    fn next(&mut self) -> Option<(&'a str, Member<'a>)> {
+        match self {
+            Members::Json(members) => members
+                .next()
+                .map(|(key, value)| (key.as_str(), Member::of_value(value))),
+            Members::Compact(members) => members
+                .next()
+                .map(|(key, item)| (key, Member::of_item(item))),
         }
     }
 }
@@ -159,6 +220,36 @@ impl<'a> Leaf<'a> {
             // Written by `serde_json` from a valid set's value: it parses back.
             Leaf::Json(text) => Cow::Owned(serde_json::from_str(text).unwrap_or(Value::Null)),
         }
+    }
+
+    /// Writes the value as JSON text. A compact set's text was written by serde_json from
+    /// the value, so it is copied: parsing it and writing it again gives the same bytes.
+    fn write_json(self, out: &mut Vec<u8>) {
+        match self {
+            Leaf::Value(Value::Bool(b)) => write_bool(out, *b),
+            // Writing to a `Vec` cannot fail.
+            Leaf::Value(value) => {
+                let _ = serde_json::to_writer(&mut *out, value);
+            }
+            Leaf::Json(text) => out.extend_from_slice(text.as_bytes()),
+        }
+    }
+}
+
+fn write_bool(out: &mut Vec<u8>, b: bool) {
+    out.extend_from_slice(if b { b"true" } else { b"false" });
+}
+
+/// Writes `s` as a JSON string, escaped as serde_json escapes it (only `"`, `\` and control
+/// characters are): copied when nothing in it needs escaping, as set keys nearly never do.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
     }
 }
 
@@ -291,6 +382,44 @@ impl<'a> Stack<'a> {
             _ => PreferenceSet::empty(),
         }
     }
+
+    /// The effective set in the response shape, as JSON text appended to `out`: byte for
+    /// byte what serde_json writes for `self.effective().into_response(id)`, without
+    /// building either (`getPreferences` renders a cached recipient on every call rather
+    /// than keep a rendered copy per entry: issue 17.7).
+    pub fn write_response(&self, id: &str, out: &mut Vec<u8>) {
+        let mut sections = match self.root() {
+            Node::Object(parts) => Some(parts.members().peekable()),
+            _ => None,
+        };
+        out.push(b'{');
+        for (i, key) in PreferenceSet::RESPONSE_KEYS.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, key);
+            out.push(b':');
+            match key {
+                PreferenceSet::TYPENAME_KEY => write_str(out, PreferenceSet::TYPENAME),
+                PreferenceSet::ID_KEY => write_str(out, id),
+                // Both in key order: a set's members are sections, so each is this one or
+                // a later one (anything else, which a valid set does not have, is passed).
+                section => {
+                    let mut node = Node::Absent;
+                    while let Some((key, next)) = sections
+                        .as_mut()
+                        .and_then(|s| s.next_if(|(key, _)| *key <= section))
+                    {
+                        if key == section {
+                            node = next;
+                        }
+                    }
+                    node.write_json(out);
+                }
+            }
+        }
+        out.push(b'}');
+    }
 }
 
 /// The objects that contribute to one merged node, top-down.
@@ -312,24 +441,93 @@ impl<'a> Parts<'a> {
         self.items[..self.len].iter().flatten().copied()
     }
 
+    /// The merged members, in key order.
+    fn members(&self) -> Merged<'a> {
+        let mut layers = [None, None, None];
+        for (slot, (_, obj)) in layers.iter_mut().zip(self.iter()) {
+            *slot = Some(obj.members().peekable());
+        }
+        Merged {
+            parts: *self,
+            layers,
+        }
+    }
+
     fn materialise(&self) -> Map<String, Value> {
-        let mut out = Map::new();
-        // Keys in the order of the lowest layer first, so a read looks like the defaults
-        // with the recipient's additions.
-        for (_, map) in self.iter().rev() {
-            for key in map.keys() {
-                if out.contains_key(key) {
-                    continue;
-                }
-                let value = match Node::Object(*self).child(key) {
-                    Node::Absent => continue,
-                    Node::Leaf(leaf, _) => leaf.to_value().into_owned(),
+        self.members()
+            .map(|(key, node)| {
+                let value = match node {
                     Node::Object(parts) => Value::Object(parts.materialise()),
+                    Node::Leaf(leaf, _) => leaf.to_value().into_owned(),
+                    // Never yielded.
+                    Node::Absent => Value::Null,
                 };
-                out.insert(key.to_string(), value);
+                (key.to_string(), value)
+            })
+            .collect()
+    }
+
+    /// Writes the merged object as JSON text: what serde_json writes for
+    /// [`Parts::materialise`]'s map, whose B-tree orders the members as [`Merged`] does.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        if let (1, Some((_, obj))) = (self.len, self.items[0]) {
+            return obj.write_json(out);
+        }
+        out.push(b'{');
+        for (i, (key, node)) in self.members().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, key);
+            out.push(b':');
+            node.write_json(out);
+        }
+        out.push(b'}');
+    }
+}
+
+/// The members of a merged object ([`Parts::members`]), in key order, each as
+/// [`Node::child`] merges it, absent ones left out. Each layer's members are sorted
+/// ([`Members`]), so their union is a merge of the layers; a member only one layer has is
+/// that layer's (which is what `child` would find, without its look-ups).
+struct Merged<'a> {
+    parts: Parts<'a>,
+    layers: [Option<std::iter::Peekable<Members<'a>>>; MAX_LAYERS],
+}
+
+impl<'a> Iterator for Merged<'a> {
+    type Item = (&'a str, Node<'a>);
+
+    fn next(&mut self) -> Option<(&'a str, Node<'a>)> {
+        loop {
+            let key = self
+                .layers
+                .iter_mut()
+                .flatten()
+                .filter_map(|layer| layer.peek().map(|(key, _)| *key))
+                .min()?;
+            let mut found = None;
+            let mut count = 0;
+            for (i, layer) in self.layers.iter_mut().enumerate() {
+                if let Some((_, member)) = layer.as_mut().and_then(|l| l.next_if(|m| m.0 == key)) {
+                    found = self.parts.items[i].map(|(id, _)| (id, member));
+                    count += 1;
+                }
+            }
+            let node = match (count, found) {
+                (1, Some((_, Member::Null))) | (_, None) => continue,
+                (1, Some((id, Member::Leaf(leaf)))) => Node::Leaf(leaf, id),
+                (1, Some((id, Member::Obj(obj)))) => {
+                    let mut parts = Parts::default();
+                    parts.push(id, obj);
+                    Node::Object(parts)
+                }
+                _ => Node::Object(self.parts).child(key),
+            };
+            if !node.is_absent() {
+                return Some((key, node));
             }
         }
-        out
     }
 }
 
@@ -395,5 +593,14 @@ impl<'a> Node<'a> {
 
     pub fn is_absent(&self) -> bool {
         matches!(self, Node::Absent)
+    }
+
+    /// Writes the merged value as JSON text; `null` when absent.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Node::Absent => out.extend_from_slice(b"null"),
+            Node::Leaf(leaf, _) => leaf.write_json(out),
+            Node::Object(parts) => parts.write_json(out),
+        }
     }
 }

@@ -80,6 +80,16 @@ pub struct Json(pub String);
 
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
+impl Json {
+    /// The text a writer made; `what` names it in the internal error of a writer that wrote
+    /// something other than UTF-8, which the writers never do.
+    pub fn from_utf8(bytes: Vec<u8>, what: &str) -> Result<Json, Error> {
+        String::from_utf8(bytes)
+            .map(Json)
+            .map_err(|e| Error::Internal(format!("rendering {what}: {e}")))
+    }
+}
+
 impl serde::Serialize for Json {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;

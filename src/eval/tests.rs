@@ -147,7 +147,18 @@ fn run(case: &Value) -> Result<Value, String> {
         Some("effective") => {
             let sets = Sets::read(case)?;
             let set_id = sets.tenant.clone().unwrap_or_else(|| "default".into());
-            Ok(sets.stack().effective().to_response(&set_id))
+            let stack = sets.stack();
+            let response = stack.effective().to_response(&set_id);
+            // The writer `getPreferences` answers with writes the same bytes as serde_json
+            // does for the materialised set (key order included).
+            let mut written = Vec::new();
+            stack.write_response(&set_id, &mut written);
+            let serde = serde_json::to_string(&response).map_err(|e| e.to_string())?;
+            let written = String::from_utf8(written).map_err(|e| e.to_string())?;
+            if written != serde {
+                return Err(format!("written {written}\nserde   {serde}"));
+            }
+            Ok(response)
         }
         other => Err(format!("unknown kind {other:?}")),
     }

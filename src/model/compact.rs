@@ -196,6 +196,14 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// The members, in key order.
+    pub fn members(self) -> Members<'a> {
+        Members {
+            obj: self,
+            members: self.members.iter(),
+        }
+    }
+
     /// The member keys, in order.
     pub fn keys(self) -> impl Iterator<Item = &'a str> {
         self.members.iter().map(|m| m.key.0.as_str())
@@ -225,6 +233,23 @@ impl<'a> Obj<'a> {
             })
             .sum();
         2 + members + self.members.len().saturating_sub(1)
+    }
+}
+
+/// The members of an [`Obj`], keys and values, in key order: a type that can be named, so
+/// that a walk over several objects' members keeps them without boxing.
+#[derive(Clone, Debug)]
+pub struct Members<'a> {
+    obj: Obj<'a>,
+    members: std::slice::Iter<'a, Member>,
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (&'a str, Item<'a>);
+
+    fn next(&mut self) -> Option<(&'a str, Item<'a>)> {
+        let member = self.members.next()?;
+        Some((member.key.0.as_str(), self.obj.item(member)))
     }
 }
 

@@ -225,7 +225,7 @@ async fn effective_set(kind: Kind, call: &Call, tenant: Option<&str>) -> Answer 
     let answer = r::get_preferences(&call.rest.ctx, kind, params(&p)?, call.may_read_default())
         .await
         .map_err(|e| RestError::renamed(e, "preference_set", "id"))?;
-    Ok(json_response(StatusCode::OK, answer.get().to_string()))
+    Ok(json_response(StatusCode::OK, answer.0))
 }
 
 async fn get_set(kind: Kind, call: Call) -> Answer {
@@ -337,7 +337,7 @@ async fn granular(section: Section, call: Call) -> Answer {
     )
     .await
     .map_err(|e| RestError::renamed(e, "value", ""))?;
-    Ok(json_response(StatusCode::OK, answer.get().to_string()))
+    Ok(json_response(StatusCode::OK, answer.0))
 }
 
 /// #10 and #11 (one key).

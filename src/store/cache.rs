@@ -20,8 +20,10 @@
 //! text, parsed only when a condition reads them, its timestamps in one allocation. Parsed as
 //! `serde_json` values they took about 6.4 KB of resident memory for a recipient of the
 //! benchmark's data (B-tree nodes of 632 bytes per object, however small); compact, about
-//! 1.5 KB with `getPreferences`' rendered answer, 1.1 KB without. An entry's weight is what
-//! its allocations take from the allocator, computed from its lengths ([`Inputs::weight`]),
+//! 1.1 KB. Nothing derived is kept: `getPreferences` writes its answer from the compact sets
+//! on every call (a rendered copy per entry made it 1.5 KB, and writing the answer costs less
+//! than copying the kept one did with its look-up). An entry's weight is what its
+//! allocations take from the allocator, computed from its lengths ([`Inputs::weight`]),
 //! times the slack of the allocator's pages ([`PAGE_SLACK`]), and checked against the
 //! daemon's resident memory (README, performance).
 
@@ -32,7 +34,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use crate::model::RecipientKey;
 use crate::model::compact::{CompactSet, Interner, allocated};
-use crate::store::{EvaluationInputs, Memo, TenantRow};
+use crate::store::{EvaluationInputs, TenantRow};
 
 /// A row a write transaction touched, so its cached copies must go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,11 +88,8 @@ pub struct Inputs {
     pub default_set: Option<CompactSet>,
     pub tenant_set: Option<CompactSet>,
     pub audiences: Box<[Arc<str>]>,
-    /// A value derived from these inputs by the layer above (the rendered answer of
-    /// `getPreferences`); see [`Memo`].
-    pub memo: Memo,
-    /// The bytes all this takes, memo included: see [`Inputs::weight`]. (With the field
-    /// after it, 32 bits each, the struct fits the allocator's 112-byte class.)
+    /// The bytes all this takes: see [`Inputs::weight`]. (With the field after it, 32 bits
+    /// each, the struct fits the allocator's 96-byte class with its `Arc`'s counts.)
     weight: u32,
     created_len: u32,
 }
@@ -125,7 +124,6 @@ impl From<EvaluationInputs> for Inputs {
                 .iter()
                 .map(|a| Arc::from(a.as_str()))
                 .collect(),
-            memo: Memo::default(),
             weight: 0,
             created_len: u32::try_from(created_len).unwrap_or(0),
         };
@@ -133,13 +131,6 @@ impl From<EvaluationInputs> for Inputs {
         inputs
     }
 }
-
-/// What `getPreferences` keeps in an entry's memo besides the answer's text: the `Arc`'d
-/// record of what the answer was rendered from (api::recipients' `Rendered`).
-const MEMO_RECORD: usize = 64;
-/// A rendered answer's text beyond the recipient's set: `__typename`, `id` and the
-/// sections the set does not have, as `null`.
-const ANSWER_FRAME: usize = 100;
 
 impl Inputs {
     /// The properties object as JSON text, `None` when the recipient is not stored.
@@ -149,9 +140,7 @@ impl Inputs {
 
     /// The bytes the allocator holds for this entry: the struct in its `Arc`, the texts,
     /// the compact sets and the audience keys (interned set keys are shared, so not counted
-    /// per entry), and the memo `getPreferences` adds, estimated as its record and an answer as
-    /// long as the text of the set it reads plus the answer's frame (an environment or
-    /// tenant default adds to real answers).
+    /// per entry).
     pub fn weight(&self) -> usize {
         self.weight as usize
     }
@@ -180,8 +169,6 @@ impl Inputs {
             .flat_map(|s| s.as_ref())
             .map(CompactSet::heap_bytes)
             .sum();
-        let read = self.tenant_set.as_ref().or(self.default_set.as_ref());
-        let answer = read.map_or(0, CompactSet::text_len) + ANSWER_FRAME;
         allocated(16 + std::mem::size_of::<Inputs>())
             + text(&self.properties)
             + text(&self.stamps)
@@ -192,8 +179,6 @@ impl Inputs {
                 .iter()
                 .map(|a| allocated(16 + a.len()))
                 .sum::<usize>()
-            + MEMO_RECORD
-            + allocated(answer)
     }
 }
 
@@ -210,7 +195,7 @@ impl Inputs {
 }
 
 impl PartialEq for Inputs {
-    /// Equal when all but the memo (derived from the rest) and the weight are.
+    /// Equal when all but the weight (derived from the rest) are.
     fn eq(&self, other: &Inputs) -> bool {
         self.properties == other.properties
             && self.stamps == other.stamps
@@ -248,11 +233,13 @@ const PARSED_PER_TEXT_BYTE: usize = 13;
 const ENTRY_OVERHEAD: usize = 100 + 24;
 
 /// What the allocator's pages hold beyond the blocks an entry asked for, as a ratio: the
-/// daemon's resident memory grew by 1.24 times the sum of the entries' blocks for 10 000
-/// cached recipients (cache.rs in the integration tests measures it), since entries are
-/// allocated among the short-lived values of the reads that made them and share pages with
-/// the gaps those leave. It was 1.16–1.19 times the old estimate before issue 17.7 too.
-const PAGE_SLACK: (usize, usize) = (5, 4);
+/// daemon's resident memory grew by 1.27–1.29 times the sum of the entries' blocks for
+/// 20 000 cached recipients of the 1M-user benchmark database (1.0–1.1 times for 10 000 of
+/// a fresh 10 000-user one: cache.rs in the integration tests measures it), since entries
+/// are allocated among the short-lived values of the reads that made them and share pages
+/// with the gaps those leave. It was 1.16–1.19 times the old estimate before issue 17.7 too.
+/// Counting more than is taken only makes the cache hold fewer entries.
+const PAGE_SLACK: (usize, usize) = (13, 10);
 
 /// The largest share of the budget one entry may take: a larger one is not cached (issue
 /// 22.5: recipients with large properties took the cache to 205 MB against 8 MiB, since
@@ -516,10 +503,10 @@ mod tests {
         Arc::new(Inputs::weighing(1_000, marker))
     }
 
-    /// The struct of an entry fits the allocator's 112-byte class with its `Arc`'s counts.
+    /// The struct of an entry fits the allocator's 96-byte class with its `Arc`'s counts.
     #[test]
-    fn inputs_fit_112_bytes_with_their_counts() {
-        assert!(16 + std::mem::size_of::<Inputs>() <= 112);
+    fn inputs_fit_96_bytes_with_their_counts() {
+        assert!(16 + std::mem::size_of::<Inputs>() <= 96);
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub use migrate::latest as latest_schema_version;
 pub use pages::{Cursor, Page, PageQuery};
 pub use reads::{Snapshot, Wanted};
 pub use repo::{
-    Counts, EvaluationInputs, MemberPage, Memo, Read, RecipientRow, TenantRow, Write, decode_cursor,
+    Counts, EvaluationInputs, MemberPage, Read, RecipientRow, TenantRow, Write, decode_cursor,
 };
 
 use crate::config::Durability;

@@ -5,10 +5,8 @@
 //! Stored preference sets were validated when written, so they are read back without
 //! re-validating them.
 
-use std::any::Any;
 use std::cell::RefCell;
 use std::ops::Deref;
-use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -28,9 +26,8 @@ pub struct RecipientRow {
     pub updated_at: String,
 }
 
-/// What evaluating one recipient reads ([`Read::evaluation_inputs`]). A copy starts with
-/// an empty [`Memo`] and a comparison ignores it: the memo is derived from the rest.
-#[derive(Debug, Default)]
+/// What evaluating one recipient reads ([`Read::evaluation_inputs`]).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct EvaluationInputs {
     /// The recipient's properties, an object; `Null` when the recipient is not stored
     /// (evaluation reads it as the recipient's properties either way).
@@ -45,63 +42,6 @@ pub struct EvaluationInputs {
     pub audiences: Vec<String>,
     /// The length of the JSON text all this was parsed from, for the cache's budget.
     pub text_bytes: usize,
-    /// A value derived from these inputs by the layer above; see [`Memo`].
-    pub memo: Memo,
-}
-
-impl Clone for EvaluationInputs {
-    fn clone(&self) -> EvaluationInputs {
-        EvaluationInputs {
-            properties: self.properties.clone(),
-            created_at: self.created_at.clone(),
-            updated_at: self.updated_at.clone(),
-            default_set: self.default_set.clone(),
-            tenant_set: self.tenant_set.clone(),
-            audiences: self.audiences.clone(),
-            text_bytes: self.text_bytes,
-            memo: Memo::default(),
-        }
-    }
-}
-
-impl PartialEq for EvaluationInputs {
-    fn eq(&self, other: &EvaluationInputs) -> bool {
-        self.properties == other.properties
-            && self.created_at == other.created_at
-            && self.updated_at == other.updated_at
-            && self.default_set == other.default_set
-            && self.tenant_set == other.tenant_set
-            && self.audiences == other.audiences
-            && self.text_bytes == other.text_bytes
-    }
-}
-
-/// One value derived from the [`EvaluationInputs`] it sits in (the rendered answer of
-/// `getPreferences`), kept by whoever computed it. It lives and dies with its inputs, so
-/// a write, which replaces cached inputs, drops it too; whatever else it depends on (the
-/// config, the tenant row) its owner records inside and checks. It is neither copied nor
-/// compared: [`EvaluationInputs`] says what its copies and comparisons do with it.
-#[derive(Default)]
-pub struct Memo(std::sync::Mutex<Option<Arc<dyn Any + Send + Sync>>>);
-
-impl Memo {
-    /// The value, if one of type `T` was set.
-    pub fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let slot = self.0.lock().ok()?;
-        Arc::clone(slot.as_ref()?).downcast().ok()
-    }
-
-    pub fn set<T: Any + Send + Sync>(&self, value: Arc<T>) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(value);
-        }
-    }
-}
-
-impl std::fmt::Debug for Memo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Memo")
-    }
 }
 
 /// A stored tenant.
@@ -273,7 +213,6 @@ impl<'c> Read<'c> {
             + audiences.len();
         Ok(EvaluationInputs {
             text_bytes,
-            memo: Memo::default(),
             properties: match properties {
                 Some(text) => Value::Object(json_map(&text)?),
                 None => Value::Null,

@@ -153,7 +153,7 @@ async fn the_legacy_granular_set_replaces_a_section_or_one_key_and_answers_the_e
             );
             let answer = granular_set(ctx, origin, Kind::User, section, p, true).await?;
             Ok::<_, prefsd::Error>(
-                serde_json::from_str::<serde_json::Value>(answer.get()).expect("JSON"),
+                serde_json::from_str::<serde_json::Value>(&answer.0).expect("JSON"),
             )
         }
     };

@@ -113,9 +113,7 @@ impl Evaluation {
     /// Text made by the writers above: only str, static ASCII and serde_json's own output
     /// went in, so this cannot fail.
     pub(super) fn to_json(out: Vec<u8>) -> Result<Json, Error> {
-        String::from_utf8(out)
-            .map(Json)
-            .map_err(|e| Error::Internal(format!("rendering an evaluation: {e}")))
+        Json::from_utf8(out, "an evaluation")
     }
 }
 
