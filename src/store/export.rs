@@ -227,13 +227,26 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
             break;
         };
         let full = recipients.len() as i64 == PAGE;
-        let sets = conn.all(
-            "SELECT collection, recipient_id, set_id, preferences FROM preference_sets
-              WHERE (collection, recipient_id) >= (?1, ?2) AND (collection, recipient_id) <= (?3, ?4)
-              ORDER BY collection, recipient_id, set_id",
-            params![c0, i0, c1, i1],
-            Row::texts::<4>,
-        )?;
+        // A page within one collection (nearly all of them) bounds the id alone: PostgreSQL
+        // stops an index scan at a bound on a column, but not at a row value's upper
+        // bound, and scanned on to the index's end (13 ms a page instead of 0.4 ms).
+        let sets = if c0 == c1 {
+            conn.all(
+                "SELECT collection, recipient_id, set_id, preferences FROM preference_sets
+                  WHERE collection = ?1 AND recipient_id >= ?2 AND recipient_id <= ?3
+                  ORDER BY collection, recipient_id, set_id",
+                params![c0, i0, i1],
+                Row::texts::<4>,
+            )?
+        } else {
+            conn.all(
+                "SELECT collection, recipient_id, set_id, preferences FROM preference_sets
+                  WHERE (collection, recipient_id) >= (?1, ?2) AND (collection, recipient_id) <= (?3, ?4)
+                  ORDER BY collection, recipient_id, set_id",
+                params![c0, i0, c1, i1],
+                Row::texts::<4>,
+            )?
+        };
         let mut sets = sets.into_iter().peekable();
         for [collection, id, properties, created, updated] in recipients {
             line.clear();
