@@ -141,8 +141,9 @@
 //!   before `server::run` returns. The bulk worker wakes on a `Notify`, never on a poll.
 //!   (`rpc::ws` spawns one short task per WebSocket upgrade, as jsonrpsee does: it ends once
 //!   jsonrpsee has taken the connection, or the client has gone.)
-//! - `unsafe` appears only in `sched` (two system calls, getpriority and sched_setattr,
-//!   mimalloc's option setter, and its getter in a test), in `main`'s one call of the
+//! - `unsafe` appears only in `sched` (the system calls getpriority, sched_setattr,
+//!   setpriority, ioprio_set and sync_file_range, mimalloc's option setter, and its getter
+//!   in a test), in `main`'s one call of the
 //!   `unsafe fn` `sched::return_freed_memory_sooner`, before any other thread exists, and
 //!   in `server::systemd`, which takes ownership of the sockets systemd passed
 //!   (`from_raw_fd` of `LISTEN_FDS`' descriptors).

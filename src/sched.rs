@@ -20,6 +20,34 @@ pub fn prefer_short_slices() {
     linux::set_slice(SHORT_SLICE_NS);
 }
 
+/// The nice value of a thread doing background work ([`background`]): it still runs at
+/// full speed on an idle machine, and gets about a tenth of a core beside a busy thread of
+/// normal priority (the kernel's weights for nice 10 and 0 are 110 and 1024).
+#[cfg(target_os = "linux")]
+const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority (nice [`BACKGROUND_NICE`]) and its I/O
+/// priority (the lowest level of the best-effort class, which the idle class's starvation
+/// under constant I/O would not be) for work that should give way to the daemon's calls:
+/// a backup's copy and check. Best effort: a kernel that refuses leaves the thread as it
+/// was, and that is only logged. The thread cannot take its old priority back (that needs
+/// CAP_SYS_NICE), so this is for a thread of its own.
+pub fn background() {
+    #[cfg(target_os = "linux")]
+    linux::background(BACKGROUND_NICE);
+}
+
+/// Writes `file`'s dirty pages to the disk and waits for them, without asking the disk to
+/// flush its cache and without committing the file system's journal, as `fdatasync` does
+/// (`sync_file_range`, Linux). Not durable: a file written this way is fsynced once at
+/// the end. Elsewhere it is `fdatasync`.
+pub fn write_out(file: &std::fs::File) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    return linux::write_out(file);
+    #[cfg(not(target_os = "linux"))]
+    return file.sync_data();
+}
+
 /// mimalloc's `mi_option_purge_delay`: its place in the `mi_option_e` of the mimalloc v3
 /// that libmimalloc-sys builds, which names only some options as constants. A test checks
 /// that this option holds mimalloc's default purge delay.
@@ -56,6 +84,46 @@ mod linux {
         runtime: u64,
         deadline: u64,
         period: u64,
+    }
+
+    /// `ioprio_set(2)`: the calling thread, the best-effort class, its lowest level.
+    pub(super) const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    const IOPRIO_CLASS_BE: libc::c_int = 2;
+    const IOPRIO_CLASS_SHIFT: libc::c_int = 13;
+    const IOPRIO_LOWEST_LEVEL: libc::c_int = 7;
+
+    pub fn background(nice: i32) {
+        // SAFETY: setpriority changes the calling thread's nice value (Linux applies
+        // PRIO_PROCESS with 0 to the calling thread) and touches no memory.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "cannot lower this thread's CPU priority"
+            );
+        }
+        let ioprio = (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | IOPRIO_LOWEST_LEVEL;
+        // SAFETY: ioprio_set changes the calling thread's (who 0) I/O priority and reads
+        // no memory.
+        let rc = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, ioprio) };
+        if rc != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "cannot lower this thread's I/O priority"
+            );
+        }
+    }
+
+    pub fn write_out(file: &std::fs::File) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: sync_file_range works on an open descriptor that `file` owns for the
+        // call's duration; offset 0 and length 0 mean the whole file.
+        if unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     pub fn set_slice(ns: u64) {
@@ -122,6 +190,24 @@ mod tests {
                 assert_eq!(slice, super::SHORT_SLICE_NS);
             }
         }
+    }
+
+    #[test]
+    fn a_background_thread_gets_a_lower_cpu_and_io_priority() {
+        let (nice, ioprio) = std::thread::spawn(|| {
+            super::background();
+            // SAFETY: getpriority and ioprio_get only read the calling thread's priorities.
+            unsafe {
+                (
+                    libc::getpriority(libc::PRIO_PROCESS, 0),
+                    libc::syscall(libc::SYS_ioprio_get, super::linux::IOPRIO_WHO_PROCESS, 0),
+                )
+            }
+        })
+        .join()
+        .expect("the thread ran");
+        assert_eq!(nice, super::BACKGROUND_NICE);
+        assert_eq!(ioprio, (2 << 13) | 7, "best effort, its lowest level");
     }
 
     #[test]

@@ -194,7 +194,9 @@ pub async fn schedule(ctx: Arc<Context>, cancel: CancellationToken) {
         match run(&ctx, database, dest).await {
             Ok(_) => {
                 retry_at = None;
-                prune(&dir, settings.keep);
+                // Off the runtime: a backup is removed in steps, over seconds.
+                let keep = settings.keep;
+                let _ = tokio::task::spawn_blocking(move || prune(&dir, keep)).await;
             }
             Err(_) => {
                 retry_at =
@@ -258,7 +260,7 @@ fn prune(dir: &Path, keep: u32) {
     let found = scheduled_backups(dir);
     let excess = found.len().saturating_sub(keep as usize);
     for old in &found[..excess] {
-        match std::fs::remove_file(old) {
+        match crate::store::backup::remove_gently(old) {
             Ok(()) => tracing::info!(path = %old.display(), "removed an old scheduled backup"),
             Err(e) => {
                 tracing::warn!(path = %old.display(), error = %e, "cannot remove an old backup")

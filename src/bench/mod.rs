@@ -531,7 +531,30 @@ fn backup_ratios(results: &[RunResult]) -> String {
             ratios.len()
         ));
     }
+    out.push_str(&baseline_spread(
+        &results
+            .iter()
+            .filter(|r| r.baseline)
+            .map(p99)
+            .collect::<Vec<_>>(),
+    ));
     out
+}
+
+/// How much the p99 of the runs without a backup vary among themselves: the ratio of the
+/// largest to the smallest, which a round's ratio must be read against. On a shared
+/// machine it can be larger than any effect of the backup (7.8x between two rounds of
+/// 49 s, on the 1 M-user database), and then no single round's ratio says anything.
+fn baseline_spread(p99s: &[f64]) -> String {
+    let smallest = p99s.iter().copied().fold(f64::NAN, f64::min);
+    let largest = p99s.iter().copied().fold(f64::NAN, f64::max);
+    if p99s.len() < 2 || smallest.is_nan() || smallest <= 0.0 {
+        return String::new();
+    }
+    format!(
+        "p99 without a backup, between rounds: {smallest:.0} to {largest:.0} µs, {:.2}x (the noise to read each round's ratio against)\n",
+        largest / smallest
+    )
 }
 
 #[cfg(test)]
@@ -540,6 +563,13 @@ mod tests {
 
     /// The first output for seed 1 (computed independently, in Python).
     const PINNED: u64 = 0x4b46_a55d_f361_1b9b;
+
+    #[test]
+    fn the_baseline_spread_is_its_largest_p99_over_its_smallest() {
+        let text = baseline_spread(&[4000.0, 1000.0, 2500.0]);
+        assert!(text.contains("1000 to 4000 µs, 4.00x"), "{text}");
+        assert_eq!(baseline_spread(&[1000.0]), "", "one run has no spread");
+    }
 
     #[test]
     fn rng_is_deterministic_and_seed_sensitive() {

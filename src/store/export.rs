@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Error;
-use super::sql::{Conn, Row, params};
+use super::sql::{Conn, Param, Row, params};
 
 /// The `format` of the header line.
 pub const FORMAT: &str = "prefsd-export";
@@ -169,13 +169,14 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
         quote(&super::time::now())?,
     ));
 
-    let mut after = String::new();
-    let mut first_page = true;
+    let mut after: Option<[String; 1]> = None;
     loop {
-        let tenants = conn.all(
-            "SELECT id, name, properties, preference_set, branding, created_at, updated_at
-               FROM tenants WHERE (?1 OR id > ?2) ORDER BY id LIMIT ?3",
-            params![first_page, &after, PAGE],
+        let tenants = page(
+            conn,
+            "id, name, properties, preference_set, branding, created_at, updated_at",
+            "tenants",
+            &["id"],
+            after.as_ref().map(|a| &a[..]),
             |r| {
                 Ok((
                     r.get::<String>(0)?,
@@ -188,7 +189,6 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
                 ))
             },
         )?;
-        first_page = false;
         let full = tenants.len() as i64 == PAGE;
         for (id, name, properties, set, branding, created, updated) in tenants {
             let branding = match branding {
@@ -203,7 +203,7 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
                 quote(&created)?,
                 quote(&updated)?,
             ));
-            after = id;
+            after = Some([id]);
         }
         if !full {
             break;
@@ -211,29 +211,42 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
     }
 
     // Recipients a page at a time, each page's sets read by one range of the same keys.
-    let mut after = (String::new(), String::new());
-    let mut first_page = true;
+    let mut after: Option<[String; 2]> = None;
     let mut line = String::new();
     loop {
-        let recipients = conn.all(
-            "SELECT collection, id, properties, created_at, updated_at FROM recipients
-              WHERE (?1 OR (collection, id) > (?2, ?3)) ORDER BY collection, id LIMIT ?4",
-            params![first_page, &after.0, &after.1, PAGE],
+        let recipients = page(
+            conn,
+            "collection, id, properties, created_at, updated_at",
+            "recipients",
+            &["collection", "id"],
+            after.as_ref().map(|a| &a[..]),
             Row::texts::<5>,
         )?;
-        first_page = false;
         let (Some([c0, i0, ..]), Some([c1, i1, ..])) = (recipients.first(), recipients.last())
         else {
             break;
         };
         let full = recipients.len() as i64 == PAGE;
-        let sets = conn.all(
-            "SELECT collection, recipient_id, set_id, preferences FROM preference_sets
-              WHERE (collection, recipient_id) >= (?1, ?2) AND (collection, recipient_id) <= (?3, ?4)
-              ORDER BY collection, recipient_id, set_id",
-            params![c0, i0, c1, i1],
-            Row::texts::<4>,
-        )?;
+        // A page within one collection (nearly all of them) bounds the id alone: PostgreSQL
+        // stops an index scan at a bound on a column, but not at a row value's upper
+        // bound, and scanned on to the index's end (13 ms a page instead of 0.4 ms).
+        let sets = if c0 == c1 {
+            conn.all(
+                "SELECT collection, recipient_id, set_id, preferences FROM preference_sets
+                  WHERE collection = ?1 AND recipient_id >= ?2 AND recipient_id <= ?3
+                  ORDER BY collection, recipient_id, set_id",
+                params![c0, i0, i1],
+                Row::texts::<4>,
+            )?
+        } else {
+            conn.all(
+                "SELECT collection, recipient_id, set_id, preferences FROM preference_sets
+                  WHERE (collection, recipient_id) >= (?1, ?2) AND (collection, recipient_id) <= (?3, ?4)
+                  ORDER BY collection, recipient_id, set_id",
+                params![c0, i0, c1, i1],
+                Row::texts::<4>,
+            )?
+        };
         let mut sets = sets.into_iter().peekable();
         for [collection, id, properties, created, updated] in recipients {
             line.clear();
@@ -273,24 +286,23 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
             line.push_str(&quote(&updated)?);
             line.push('}');
             emit!(line);
-            after = (collection, id);
+            after = Some([collection, id]);
         }
         if !full {
             break;
         }
     }
 
-    let mut after = (String::new(), String::new(), String::new());
-    let mut first_page = true;
+    let mut after: Option<[String; 3]> = None;
     loop {
-        let members = conn.all(
-            "SELECT audience_key, collection, recipient_id, added_at FROM audience_members
-              WHERE (?1 OR (audience_key, collection, recipient_id) > (?2, ?3, ?4))
-              ORDER BY audience_key, collection, recipient_id LIMIT ?5",
-            params![first_page, &after.0, &after.1, &after.2, PAGE],
+        let members = page(
+            conn,
+            "audience_key, collection, recipient_id, added_at",
+            "audience_members",
+            &["audience_key", "collection", "recipient_id"],
+            after.as_ref().map(|a| &a[..]),
             Row::texts::<4>,
         )?;
-        first_page = false;
         let full = members.len() as i64 == PAGE;
         for [audience, collection, id, added] in members {
             // Members as `audiences.addMembers` names them.
@@ -308,7 +320,7 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
                 quote(&audience)?,
                 quote(&added)?,
             ));
-            after = (audience, collection, id);
+            after = Some([audience, collection, id]);
         }
         if !full {
             break;
@@ -317,7 +329,82 @@ fn lines(conn: Conn<'_>, out: &mut Out<'_>) -> Result<Result<(), Gone>, Error> {
     Ok(Ok(()))
 }
 
+/// One page of `table`'s `columns` in `key` order: the first [`PAGE`] rows, or those
+/// after the key `after` (the previous page's last), a range of the key's index on both
+/// backends. The first page has a statement of its own: one statement for both, with
+/// `WHERE (?1 OR (key) > (...))`, made SQLite scan the table from its start for every page
+/// (its planner uses no index for an `OR` with a parameter), and an export of the 1 M-user
+/// database took 376 s instead of 9.
+fn page<T>(
+    conn: Conn<'_>,
+    columns: &str,
+    table: &str,
+    key: &[&str],
+    after: Option<&[String]>,
+    f: impl FnMut(&mut Row) -> Result<T, Error>,
+) -> Result<Vec<T>, Error> {
+    let mut params: Vec<Param<'_>> = after.unwrap_or_default().iter().map(Param::from).collect();
+    params.push(Param::from(PAGE));
+    let sql = page_sql(columns, table, key, after.is_some());
+    conn.all(&sql, &params, f)
+}
+
+/// The statement of [`page`]: with `after`, the key's columns are `?1..?N` and the limit
+/// `?N+1`; without, the limit is `?1`.
+fn page_sql(columns: &str, table: &str, key: &[&str], after: bool) -> String {
+    let key_list = key.join(", ");
+    let mut sql = format!("SELECT {columns} FROM {table}");
+    if after {
+        let marks: Vec<String> = (1..=key.len()).map(|i| format!("?{i}")).collect();
+        sql.push_str(&format!(" WHERE ({key_list}) > ({})", marks.join(", ")));
+    }
+    let limit = if after { key.len() + 1 } else { 1 };
+    sql.push_str(&format!(" ORDER BY {key_list} LIMIT ?{limit}"));
+    sql
+}
+
 /// A string as a JSON string literal.
 fn quote(s: &str) -> Result<String, Error> {
     Ok(serde_json::to_string(s)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_sql;
+
+    /// Every page after the first is a range of the key's index, never a scan from the
+    /// table's start: with one statement for both (`WHERE (?1 OR (key) > (...))`) SQLite
+    /// scanned (`SCAN recipients` in its plan), and the 1 M-user export took 376 s.
+    #[test]
+    fn a_page_after_the_first_searches_the_key_not_the_whole_table() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("prefsd.db");
+        crate::store::Db::open(&path, crate::config::Durability::Normal)
+            .expect("open")
+            .close();
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        for (table, key) in [
+            ("tenants", &["id"][..]),
+            ("recipients", &["collection", "id"][..]),
+            (
+                "audience_members",
+                &["audience_key", "collection", "recipient_id"][..],
+            ),
+        ] {
+            let sql = page_sql("*", table, key, true);
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .and_then(|mut s| {
+                    let unbound = vec![rusqlite::types::Null; key.len() + 1];
+                    s.query_map(rusqlite::params_from_iter(unbound), |r| r.get(3))?
+                        .collect()
+                })
+                .expect("plan");
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN")) && plan.len() == 1,
+                "{sql}: {plan:?}"
+            );
+            assert!(plan[0].starts_with(&format!("SEARCH {table}")), "{plan:?}");
+        }
+    }
 }
