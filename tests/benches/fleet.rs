@@ -160,6 +160,10 @@ fn main() -> anyhow::Result<()> {
     // 4. A 1000-user bulk job against one raw upsert of the same rows.
     let ids: Vec<String> = (0..1000).map(|i| format!("bulk-{i:04}")).collect();
     let (mut job, mut raw) = (Vec::new(), Vec::new());
+    // A first job, not timed, creates the users: the raw upsert is timed on rows that
+    // exist, and so is every timed job (as the cached runs, this figure is warmed first).
+    let client = runtime.block_on(prefsd::client::Client::connect(&p.socket))?;
+    runtime.block_on(run_job(&client, &ids, bulk_rounds))?;
     for round in 0..bulk_rounds {
         // Timed from the submit, as the raw upsert is from its statement: connecting is
         // neither's cost.
@@ -195,7 +199,20 @@ fn main() -> anyhow::Result<()> {
     for db in [s.db, p.db, s0.db, p0.db] {
         db.close();
     }
-    Ok(())
+    drop_schema(&pg)
+}
+
+/// Drops the benchmark's schema, so runs do not pile up in the server.
+fn drop_schema(pg: &PgOptions) -> anyhow::Result<()> {
+    let pg = pg.clone();
+    // On a thread of its own, as `raw_upsert`: the sync client runs a runtime inside.
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let mut client = postgres::Client::connect(&pg.url, postgres::NoTls)?;
+        client.batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", pg.schema))?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("dropping the schema panicked"))?
 }
 
 fn ms_of(d: Duration) -> f64 {
