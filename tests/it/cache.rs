@@ -437,7 +437,14 @@ async fn a_cached_recipient_takes_a_quarter_of_what_it_did_and_is_counted_as_it_
     let real = on.saturating_sub(*off) / recipients;
     let counted = cache["bytes"].as_u64().expect("cache.bytes") / recipients;
     println!("{real} bytes per cached recipient, {counted} counted");
-    assert!(real <= 1100, "{real} bytes per cached recipient ({cache})");
+    // The size is bounded as counted (1 035 bytes; 1 477 when entries kept a rendered
+    // answer), which is exact, and the count is held to the memory really taken below.
+    // RSS growth alone is too noisy for a bound of its own: 617-873 bytes on a quiet
+    // machine, 1 196 in one CI run.
+    assert!(
+        counted <= 1100,
+        "{counted} bytes per cached recipient ({cache})"
+    );
     // Counting less than is really taken would let the cache outgrow its budget; counting
     // more only makes it hold fewer entries. RSS growth is a noisy measure on a loaded
     // machine (the daemon without a cache grew by a varying amount too: 908 bytes real
