@@ -242,7 +242,8 @@ fn write_bool(out: &mut Vec<u8>, b: bool) {
 
 /// Writes `s` as a JSON string, escaped as serde_json escapes it (only `"`, `\` and control
 /// characters are): copied when nothing in it needs escaping, as set keys nearly never do.
-fn write_str(out: &mut Vec<u8>, s: &str) {
+/// The writers of answers use it too (`api::evaluate`).
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());

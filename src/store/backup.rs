@@ -463,7 +463,7 @@ fn shrink_if_unlinked(file: &File) -> std::io::Result<()> {
 /// database, writes' p99 during a backup that replaced an older one had its largest calls
 /// (200-350 ms, against 5-60 ms otherwise) in that half second. In 64 MiB steps the worst
 /// step took 41 ms and no write stood out.
-pub fn shrink_gently(file: &File) -> std::io::Result<()> {
+fn shrink_gently(file: &File) -> std::io::Result<()> {
     let mut size = file.metadata()?.len();
     while size > 0 {
         let started = Instant::now();

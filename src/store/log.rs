@@ -323,11 +323,10 @@ fn append_batch(
             &before_texts,
         ],
     )?;
-    let mut last = 0;
-    for mut row in rows {
-        last = last.max(row.get::<i64>(0)?);
+    match rows.into_iter().next() {
+        Some(mut row) => row.get::<i64>(0),
+        None => Ok(0),
     }
-    Ok(last)
 }
 
 /// PostgreSQL: [`has_logged_state`] for the changes at `which`, the preference sets' in

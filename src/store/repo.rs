@@ -533,7 +533,7 @@ impl<'c> Write<'c> {
         // nothing. The new recipients' rows satisfy the sets' foreign key: it is checked at
         // the end of the statement. The two answers are matched here: joined in SQL, the
         // planner, which cannot count an `unnest`, compared every pair.
-        let mut written = std::collections::HashMap::new();
+        let mut written = std::collections::HashSet::new();
         let mut old = std::collections::HashMap::new();
         for mut row in self.read.conn.pg_query(
             "WITH u AS (SELECT c, i FROM unnest($1::bytea[], $2::bytea[]) AS u(c, i)),
@@ -559,23 +559,17 @@ impl<'c> Write<'c> {
         )? {
             let key = key_from(row.get(1)?, row.get(2)?);
             if row.get::<bool>(0)? {
-                written.insert(key, None);
+                written.insert(key);
             } else {
                 old.insert(key, row.get::<String>(3)?);
             }
         }
-        for (key, before) in &mut written {
-            *before = old.remove(key);
-        }
         // The changes in the order the keys were given.
-        for key in keys {
-            let Some(before) = written.remove(key) else {
-                continue;
-            };
+        for key in keys.into_iter().filter(|k| written.contains(*k)) {
             let mut change = self.change(ChangeKind::PreferencesSet, key);
             change.preference_set = Some(set_id.to_string());
             change.value = Some(text.clone());
-            change.before = before;
+            change.before = old.remove(key);
             self.log.push(change);
         }
         Ok(())

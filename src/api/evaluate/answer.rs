@@ -51,10 +51,7 @@ impl Evaluation {
     /// The results, comma-separated, without the brackets around them: [`Evaluation::render`]
     /// writes one evaluation, a chunked one joins the parts of several.
     pub(super) fn write_results(&self, out: &mut Vec<u8>) {
-        fn string(out: &mut Vec<u8>, s: &str) {
-            // Writing a str to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, s);
-        }
+        use crate::resolve::write_str as string;
         fn optional(out: &mut Vec<u8>, s: Option<&str>) {
             match s {
                 Some(s) => string(out, s),
