@@ -291,26 +291,19 @@ fn verify_paced(path: &Path, cancel: Option<&CancellationToken>) -> Result<Verif
 }
 
 /// The newest change `seq` a database holds (history.md), `None` when it has no change
-/// log or no change yet. `changes.seq` is an AUTOINCREMENT rowid, so SQLite's
-/// `sqlite_sequence` holds the newest ever committed (erased changes count): the query of
-/// the change log's own `head` (`store::log` on main, schema version 3), on a connection of
-/// a file that may have no change log at all.
+/// log or no change yet. Erased and pruned changes count, so a backup's seq is the log's
+/// head as the daemon answers it (`store::log::NEWEST_EVER`), on a connection of a file
+/// that may be older than the change log (schema version 3).
 pub(super) fn newest_seq(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
-    let has_sequence: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'",
+    let has_log: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'changes'",
         [],
         |r| r.get(0),
     )?;
-    if !has_sequence {
+    if !has_log {
         return Ok(None);
     }
-    use rusqlite::OptionalExtension as _;
-    conn.query_row(
-        "SELECT seq FROM sqlite_sequence WHERE name = 'changes'",
-        [],
-        |r| r.get(0),
-    )
-    .optional()
+    conn.query_row(super::log::NEWEST_EVER, [], |r| r.get(0))
 }
 
 /// What `prefsd restore` did.
@@ -514,29 +507,52 @@ mod tests {
 
     #[test]
     fn the_seq_of_a_database_is_its_change_logs_newest_or_none() {
+        use crate::store::migrate::MIGRATIONS;
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("x.db");
         let conn = Connection::open(&path).expect("open");
         assert_eq!(newest_seq(&conn).expect("seq"), None, "no tables at all");
-        // Another AUTOINCREMENT table (the jobs') is not the change log.
-        conn.execute_batch(
-            "CREATE TABLE bulk_operations (seq INTEGER PRIMARY KEY AUTOINCREMENT, x);
-             INSERT INTO bulk_operations (x) VALUES (1), (2), (3);
-             PRAGMA user_version = 1;",
-        )
-        .expect("jobs");
+        let apply = |range: std::ops::Range<usize>| {
+            for (name, sql) in &MIGRATIONS[range.clone()] {
+                conn.execute_batch(sql)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            conn.execute_batch(&format!("PRAGMA user_version = {}", range.end))
+                .expect("version");
+        };
+        // Schema version 2: the jobs' AUTOINCREMENT is not the change log.
+        apply(0..2);
+        conn.execute_batch("INSERT INTO sqlite_sequence (name, seq) VALUES ('bulk_operations', 9)")
+            .expect("a job's seq");
         assert_eq!(newest_seq(&conn).expect("seq"), None, "no change log");
-        conn.execute_batch(
-            "CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, x);
-             INSERT INTO changes (x) VALUES (1), (2);",
-        )
-        .expect("changes");
+        let change = |seq: &str| {
+            conn.execute_batch(&format!(
+                "INSERT INTO changes (seq, at, kind, actor, method)
+                 VALUES ({seq}, 0, 'config.applied', '{{}}', 'config')"
+            ))
+            .expect("a change");
+        };
+        // Versions 3-6: AUTOINCREMENT numbered the changes.
+        apply(2..6);
+        assert_eq!(newest_seq(&conn).expect("seq"), None, "no change yet");
+        change("NULL");
+        change("NULL");
         assert_eq!(newest_seq(&conn).expect("seq"), Some(2));
         // An erased newest change still counts: seq never goes back.
         conn.execute_batch("DELETE FROM changes WHERE seq = 2")
             .expect("erase");
         assert_eq!(newest_seq(&conn).expect("seq"), Some(2));
+        // Version 7: the writer numbers them; pruning's mark counts too.
+        apply(6..7);
+        change("3");
+        assert_eq!(newest_seq(&conn).expect("seq"), Some(3));
+        conn.execute_batch(
+            "DELETE FROM changes WHERE seq = 3;
+             INSERT INTO change_log_state (id, pruned_seq, pruned_at) VALUES (1, 5, 0);",
+        )
+        .expect("prune");
+        assert_eq!(newest_seq(&conn).expect("seq"), Some(5));
         drop(conn);
-        assert_eq!(verify(&path).expect("verifies").seq, Some(2));
+        assert_eq!(verify(&path).expect("verifies").seq, Some(5));
     }
 }

@@ -154,19 +154,26 @@ impl Log {
             let seq = append_batch(conn, &pending, at, &actor, origin, &ids)?;
             return Ok(Some(Flushed { seq, at, keys }));
         }
-        let mut seq = 0;
+        // The writer numbers the changes itself (`sql/0007_changes_seq_by_hand.sql`), one
+        // past the newest seq it learnt before the transaction's first statement: erasure
+        // may have deleted the newest rows since, and their seqs must not come back.
+        let Some(mut seq) = memo.last_seq else {
+            return Err(Error::HeadUnknown);
+        };
         for change in &pending {
+            seq += 1;
             let (collection, id) = match &change.recipient {
                 Some(key) => (Some(collection(key)), Some(key.id.as_str())),
                 None => (None, None),
             };
             let (value, value_text) = split(&ids, change.value.as_deref());
             let (before, before_text) = split(&ids, change.before.as_deref());
-            seq = conn.one(
-                "INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
+            conn.execute(
+                "INSERT INTO changes (seq, at, kind, collection, recipient_id, preference_set, tenant, audience,
                                       actor, method, bulk_operation, value, before, value_text, before_text)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) RETURNING seq",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
+                    seq,
                     at,
                     change.kind.as_str(),
                     collection,
@@ -182,7 +189,6 @@ impl Log {
                     value_text,
                     before_text,
                 ],
-                |r| r.get::<i64>(0),
             )?;
         }
         Ok(Some(Flushed { seq, at, keys }))
@@ -231,16 +237,31 @@ const MEMO_KEYS: usize = 65_536;
 #[derive(Default)]
 pub(super) struct Memo {
     last_at: Option<i64>,
+    /// SQLite: the newest `seq` ever committed, which the writer numbers the next change
+    /// after ([`Memo::learn_head`]). Unused on PostgreSQL, where an identity numbers them.
+    last_seq: Option<i64>,
     logged: HashSet<String>,
 }
 
 impl Memo {
+    /// SQLite: reads the newest `seq` ever committed, once, before a write transaction's
+    /// first statement (erasure deletes a recipient's changes, the newest among them
+    /// perhaps, before its own change is appended).
+    pub fn learn_head(&mut self, conn: Conn<'_>) -> Result<(), Error> {
+        if self.last_seq.is_none() {
+            let newest = conn.value::<Option<i64>>(NEWEST_EVER, params![])?;
+            self.last_seq = Some(newest.flatten().unwrap_or(0));
+        }
+        Ok(())
+    }
+
     /// Learns what a committed transaction appended. With `shared_log` (fleet mode: the
     /// other daemons append too) only the keys are learnt: a key stays logged whoever
     /// appended its change (see above), but the newest `at` may be another daemon's.
     pub fn committed(&mut self, flushed: Flushed, shared_log: bool) {
         if !shared_log {
             self.last_at = Some(self.last_at.unwrap_or(i64::MIN).max(flushed.at));
+            self.last_seq = Some(self.last_seq.unwrap_or(0).max(flushed.seq));
         }
         if self.logged.len() + flushed.keys.len() > MEMO_KEYS {
             self.logged.clear();
@@ -248,6 +269,16 @@ impl Memo {
         self.logged.extend(flushed.keys);
     }
 }
+
+/// SQLite: the newest `seq` ever committed (`NULL` when none), erased and pruned changes
+/// included: the newest row (erasure and pruning always leave the newest change in place),
+/// what pruning has cut, and what `sqlite_sequence` kept from before
+/// `sql/0007_changes_seq_by_hand.sql`, when AUTOINCREMENT numbered the changes. For the
+/// writer ([`Memo::learn_head`]) and for a backup's `seq` (`store::backup`).
+pub(super) const NEWEST_EVER: &str =
+    "SELECT nullif(max(coalesce((SELECT max(seq) FROM changes), 0),
+                       coalesce((SELECT pruned_seq FROM change_log_state WHERE id = 1), 0),
+                       coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)), 0)";
 
 /// A recipient as the state keys write it.
 fn recipient_text(key: &RecipientKey) -> String {
@@ -679,7 +710,8 @@ impl LogRead<'_> {
         // committed change is there to read instead (erasure and pruning always leave the
         // newest change in place, so it is the newest ever committed).
         let sql = self.conn.pick(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'changes'",
+            "SELECT max(coalesce((SELECT max(seq) FROM changes), 0),
+                        coalesce((SELECT pruned_seq FROM change_log_state WHERE id = 1), 0))",
             "SELECT greatest((SELECT max(seq) FROM changes),
                              (SELECT pruned_seq FROM change_log_state WHERE id = 1))",
         );

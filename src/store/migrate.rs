@@ -20,6 +20,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_inline_change_values",
         include_str!("../../sql/0006_inline_change_values.sql"),
     ),
+    (
+        "0007_changes_seq_by_hand",
+        include_str!("../../sql/0007_changes_seq_by_hand.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -46,6 +50,13 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, Error> {
         // user_version cannot be bound as a parameter; the value is our own integer.
         tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
     }
+    if current < latest() {
+        // A migration may edit a definition in `sqlite_schema` in place (0007); moving the
+        // schema version on, as SQLite's documentation of that procedure says, makes any
+        // other connection read the definitions again (DDL does it by itself).
+        let version: i64 = tx.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        tx.execute_batch(&format!("PRAGMA schema_version = {}", version + 1))?;
+    }
     tx.commit()?;
     Ok(latest())
 }
@@ -67,6 +78,83 @@ mod tests {
             assert_eq!(migrate(&mut conn).expect("migrates"), latest());
             assert_eq!(migrate(&mut conn).expect("migrates again"), latest());
         }
+    }
+
+    /// `sql/0007_changes_seq_by_hand.sql` edits the change log's definition in place: a
+    /// populated log keeps its rows, is whole, and appending no longer writes
+    /// `sqlite_sequence` (the page every commit rewrote).
+    #[test]
+    fn the_change_log_stops_using_autoincrement_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("x.db");
+        let mut conn = Connection::open(&path).expect("open");
+        for (name, sql) in &MIGRATIONS[..6] {
+            conn.execute_batch(sql)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        conn.execute_batch("PRAGMA user_version = 6")
+            .expect("version");
+        let append = |conn: &Connection, seq: &str| {
+            conn.execute_batch(&format!(
+                "INSERT INTO changes (seq, at, kind, actor, method)
+                 VALUES ({seq}, 0, 'config.applied', '{{}}', 'config')"
+            ))
+            .expect("a change");
+        };
+        for _ in 0..3 {
+            append(&conn, "NULL");
+        }
+        let sequence = |conn: &Connection| -> i64 {
+            conn.query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'changes'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("sqlite_sequence")
+        };
+        assert_eq!(sequence(&conn), 3);
+        // Another connection has read the old definition before the migration.
+        let other = Connection::open(&path).expect("open");
+        append(&other, "NULL");
+        assert_eq!(sequence(&other), 4);
+        assert_eq!(migrate(&mut conn).expect("migrates"), latest());
+        let definition: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'changes'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("definition");
+        assert!(
+            definition.contains("seq             INTEGER PRIMARY KEY,"),
+            "{definition}"
+        );
+        assert!(!definition.contains("AUTOINCREMENT"), "{definition}");
+        let jobs: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'bulk_operations'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("definition");
+        assert!(jobs.contains("AUTOINCREMENT"), "the jobs' table keeps it");
+        // Both the migrating connection and the one opened before it append by hand now.
+        append(&conn, "5");
+        append(&other, "6");
+        assert_eq!(
+            sequence(&conn),
+            4,
+            "appending no longer writes sqlite_sequence"
+        );
+        let seqs: Vec<i64> = conn
+            .prepare("SELECT seq FROM changes ORDER BY seq")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("seqs");
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check");
+        assert_eq!(check, "ok");
     }
 
     #[test]

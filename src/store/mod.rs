@@ -96,6 +96,10 @@ pub enum Error {
     /// so that no change enters the log without its actor.
     #[error("a {0} change was written without an origin")]
     NoOrigin(&'static str),
+    /// The writer appended a change before it had learnt the log's newest `seq`
+    /// (`log::Memo::learn_head`): a bug, refused rather than risking a reused seq.
+    #[error("the change log's newest seq was not read before the write")]
+    HeadUnknown,
     #[error("the change log holds an unknown kind {0:?}")]
     UnknownChangeKind(String),
     #[error("cannot create the database file: {0}")]
@@ -855,14 +859,15 @@ where
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(Error::from)?;
-            let write = Write::new(Conn::Sqlite(&tx), origin);
-            let result = f(&write)?;
             // The memo is the writer's alone; a panic that poisoned it left it as it was
             // before the transaction that panicked, which did not commit.
             let mut memo = commits
                 .log
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            memo.learn_head(Conn::Sqlite(&tx))?;
+            let write = Write::new(Conn::Sqlite(&tx), origin);
+            let result = f(&write)?;
             let (touched, flushed) = write.finish(commits.skip_log, &memo)?;
             tx.commit().map_err(Error::from)?;
             let seq = flushed.map(|flushed| {

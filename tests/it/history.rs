@@ -590,6 +590,39 @@ async fn deleting_a_recipient_erases_its_history_and_leaves_one_id_only_change()
     assert_eq!(history["items"], json!([]));
 }
 
+/// Erasing the recipient whose change is the newest deletes that change; the id-only
+/// change erasure appends must still come after it, or a subscriber resuming after the
+/// erased seq would never see the erasure. (The writer numbers changes itself since
+/// schema 7, `sql/0007_changes_seq_by_hand.sql`; left to SQLite, the new row took the
+/// erased one's seq.)
+#[tokio::test]
+async fn erasing_the_newest_change_never_gives_its_seq_again() {
+    let d = Daemon::start().await;
+    d.call(
+        "users.setPreferences",
+        json!({ "user_id": "newest", "preferences": { "categories": { "c": false } } }),
+    )
+    .await;
+    let erased = head(&d).await;
+    let page = d
+        .call("changes.list", json!({ "after": erased - 1, "limit": 10 }))
+        .await;
+    assert_eq!(page["items"][0]["recipient"]["id"], "newest", "{page}");
+    d.call("users.delete", json!({ "user_id": "newest" })).await;
+    let page = d
+        .call("changes.list", json!({ "after": erased, "limit": 10 }))
+        .await;
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(
+        items.len(),
+        1,
+        "the erasure comes after seq {erased}: {page}"
+    );
+    assert_eq!(items[0]["kind"], "recipient.delete", "{page}");
+    assert_eq!(items[0]["seq"], json!(erased + 1), "{page}");
+    assert_eq!(page["head"], json!(erased + 1), "{page}");
+}
+
 #[tokio::test]
 async fn a_subscriber_gets_the_backlog_then_live_changes_and_resumes_by_seq_across_a_restart() {
     let mut d = Daemon::start().await;
