@@ -81,6 +81,10 @@ pub struct NewJob<'a> {
     pub payload: &'a str,
     pub idempotency_key: Option<&'a str>,
     pub total_rows: i64,
+    /// Fleet mode: the daemon queuing the job (its node name) holds it for this long, so
+    /// that it runs the job itself (see `api::bulk::queue`); `None` lets any daemon claim
+    /// it at once. Ignored on SQLite, where one daemon has the file.
+    pub held_by: Option<(&'a str, std::time::Duration)>,
 }
 
 /// What one committed chunk did.
@@ -271,19 +275,34 @@ impl Write<'_> {
     }
 
     pub fn insert_job(&self, job: &NewJob<'_>, now: &str) -> Result<(), Error> {
-        self.conn().execute(
-            "INSERT INTO bulk_operations (id, name, status, payload, idempotency_key, estimated_total_rows, inserted_at, updated_at, kind)
-             VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?6, ?7)",
-            params![
-                job.id,
-                job.name,
-                job.payload,
-                job.idempotency_key,
-                job.total_rows,
-                now,
-                job.kind
-            ],
-        )?;
+        let row = params![
+            job.id,
+            job.name,
+            job.payload,
+            job.idempotency_key,
+            job.total_rows,
+            now,
+            job.kind
+        ];
+        match job.held_by {
+            // The hold is a lease like a runner's, on PostgreSQL's clock: the other daemons
+            // skip the job until it runs out, and take it over as from a killed runner if
+            // this daemon never claims it.
+            Some((me, grace)) if self.conn().dialect() == crate::store::sql::Dialect::Postgres => {
+                let held = [row, params![me, grace.as_secs_f64()]].concat();
+                self.conn().execute(
+                    "INSERT INTO bulk_operations (id, name, status, payload, idempotency_key, estimated_total_rows,
+                                                  inserted_at, updated_at, kind, lease_owner, lease_until)
+                     VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?6, ?7, ?8, clock_timestamp() + make_interval(secs => ?9))",
+                    &held,
+                )?
+            }
+            _ => self.conn().execute(
+                "INSERT INTO bulk_operations (id, name, status, payload, idempotency_key, estimated_total_rows, inserted_at, updated_at, kind)
+                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?6, ?7)",
+                row,
+            )?,
+        };
         self.conn().notify_job(job.id)
     }
 

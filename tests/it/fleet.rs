@@ -319,6 +319,67 @@ pub fn child_on_pg(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_with_an_idle_worker_runs_the_job_it_queued() {
+    // The daemon a job is queued on runs it, so that its subscribers hear of the job's end
+    // without a hop through another daemon; the others, woken by its NOTIFY, leave it
+    // alone meanwhile.
+    let Some(fleet) = fleet(2).await else { return };
+    let [a, b] = &fleet[..] else { unreachable!() };
+    // A's worker claims nothing until let go: a job B took meanwhile would move on.
+    a.jobs().hold();
+    // Once started, A's worker waits for work (it purges and looks for jobs first).
+    wait_for("A's worker to wait for work", || async {
+        a.jobs().is_idle().then_some(())
+    })
+    .await;
+    let users: Vec<String> = (0..3).map(|i| format!("held-{i}")).collect();
+    let op = a
+        .call(
+            "users.bulkSetPreferences",
+            json!({ "user_ids": users, "preferences": { "channel_types": { "sms": false } } }),
+        )
+        .await;
+    let id = op["id"].as_str().expect("an id").to_string();
+    let node = a.context().db.node().to_string();
+    assert_eq!(
+        lease_owner(a, &id).await.as_deref(),
+        Some(node.as_str()),
+        "the job is A's from its insert"
+    );
+    // B heard of the job and looked (its worker reads the job table on each NOTIFY).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let job = b.call("bulkOperations.get", json!({ "id": id })).await;
+    assert_eq!(job["processed_rows"], 0, "B took A's job: {job}");
+    a.jobs().release_chunks(100);
+    wait_for("A to finish its job", || async {
+        let job = b.call("bulkOperations.get", json!({ "id": id })).await;
+        (job["status"] == "completed").then_some(())
+    })
+    .await;
+    assert_eq!(lease_owner(a, &id).await.as_deref(), Some(node.as_str()));
+}
+
+/// Which daemon holds or last held job `id` (its node name), read from `d`'s schema.
+async fn lease_owner(d: &Daemon, id: &str) -> Option<String> {
+    let pg = d.pg.clone().expect("a daemon on PostgreSQL");
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&pg.url, postgres::NoTls).expect("connecting");
+        let sql = format!(
+            "SELECT lease_owner FROM {}.bulk_operations WHERE id = $1",
+            prefsd::store::postgres::quote_ident(&pg.schema)
+        );
+        // Ids are stored as bytes (fleet.md: the schema mapping).
+        client
+            .query_one(&sql, &[&id.as_bytes()])
+            .expect("the job's row")
+            .get(0)
+    })
+    .await
+    .expect("reading the lease")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_runner_is_killed_is_finished_once_by_another_daemon() {
     let Some(url) = fleet_pg() else { return };
     let pg = prefsd::store::PgOptions {
