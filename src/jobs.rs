@@ -44,7 +44,7 @@ use crate::Error;
 use crate::config::{ConfigHandle, Limits};
 use crate::model::change::{Actor, Origin};
 use crate::model::{PreferenceSet, RecipientKey, SetKind};
-use crate::store::{ChunkOutcome, Db, ErrorItem, JobRow};
+use crate::store::{ChunkOutcome, Claimed, Db, ErrorItem, JobRow};
 use crate::writes::{RecipientItem, TenantItem};
 
 /// The name of a bulk set's operation, as Knock names it.
@@ -797,15 +797,11 @@ pub fn run_chunk(
     chunk: usize,
     claim: &Claim,
 ) -> Result<Option<JobRow>, Error> {
-    let Some(job) = w.job(id)? else {
-        return Ok(None);
+    let job = match w.claim_job(id, &claim.me, claim.lease_s)? {
+        Claimed::Job(job) => *job,
+        Claimed::Ended(job) => return Ok(Some(*job)),
+        Claimed::No => return Ok(None),
     };
-    if job.status.is_terminal() {
-        return Ok(Some(job));
-    }
-    if !w.claim_job(id, &claim.me, claim.lease_s)? {
-        return Ok(None);
-    }
     // Until the queue is empty, the writer's page cache is the bulk size (`run` restores it).
     w.bulk_page_cache(true)?;
     let now = crate::store::time::now();
@@ -825,8 +821,7 @@ pub fn run_chunk(
         let n = i64::try_from(end - start).unwrap_or(i64::MAX);
         outcome.succeeded = n;
         outcome.processed = n;
-        w.advance_job(id, &outcome, &now)?;
-        return Ok(w.job(id)?);
+        return Ok(w.advance_job(id, &outcome, &now)?);
     }
     for i in start..end {
         match work.apply(w, i, limits, &now)? {
@@ -835,8 +830,7 @@ pub fn run_chunk(
         }
         outcome.processed += 1;
     }
-    w.advance_job(id, &outcome, &now)?;
-    Ok(w.job(id)?)
+    Ok(w.advance_job(id, &outcome, &now)?)
 }
 
 /// Deletes finished jobs older than `retention_days`.

@@ -251,6 +251,74 @@ async fn writes_of_the_fleet_commit_one_at_a_time_in_seq_order() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_never_logged_before_the_newest_one_when_a_clock_steps_back() {
+    // The log's `at` never goes back (history.md): a change appended after one dated later
+    // (another daemon's clock ahead, or this one stepped back) takes that later `at`. On
+    // PostgreSQL the append reads the newest `at` itself, in its own statement.
+    let Some(url) = fleet_pg() else { return };
+    let pg = prefsd::store::PgOptions {
+        url,
+        schema: fresh_schema(),
+    };
+    let db = open_store(pg.clone()).expect("opening");
+    let origin =
+        || prefsd::model::change::Origin::new(prefsd::model::change::Actor::Config, "test");
+    let set = prefsd::model::PreferenceSet::empty();
+    let put = |user: &'static str| {
+        let (db, set) = (db.clone(), set.clone());
+        tokio::task::spawn_blocking(move || {
+            db.write_blocking(origin(), move |w| {
+                w.put_set(
+                    &prefsd::model::RecipientKey::user(user),
+                    "default",
+                    &set,
+                    "t",
+                )
+            })
+            .expect("writing")
+        })
+    };
+    put("early").await.expect("the first write");
+    // The first change, as if logged by a clock an hour ahead.
+    let ahead = jiff::Timestamp::now().as_millisecond() + 3_600_000;
+    let schema = prefsd::store::postgres::quote_ident(&pg.schema);
+    let url = pg.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connecting");
+        client
+            .execute(&format!("UPDATE {schema}.changes SET at = $1"), &[&ahead])
+            .expect("moving the change ahead");
+    })
+    .await
+    .expect("updating");
+    put("late").await.expect("the second write");
+    let changes = db
+        .read(|r| {
+            r.log().list(
+                0,
+                100,
+                &prefsd::store::log::ChangeFilter {
+                    kinds: vec![prefsd::model::change::ChangeKind::PreferencesSet],
+                    recipient: None,
+                },
+            )
+        })
+        .await
+        .expect("reading the log");
+    let ats: Vec<(String, i64)> = changes
+        .into_iter()
+        .map(|c| (c.recipient.map(|k| k.id).unwrap_or_default(), c.at))
+        .collect();
+    assert_eq!(
+        ats,
+        vec![("early".to_string(), ahead), ("late".to_string(), ahead)]
+    );
+    tokio::task::spawn_blocking(move || db.close())
+        .await
+        .expect("closing");
+}
+
 /// The `preferences.set` changes in the log, as (seq, user id).
 async fn read_seqs(db: &prefsd::store::Db) -> Vec<(i64, String)> {
     db.read(|r| {
