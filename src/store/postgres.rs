@@ -18,6 +18,15 @@
 //! what makes the log commit-ordered). The cost is that writes of the whole fleet commit
 //! one at a time — measured in the README; writes are rare next to reads, which the
 //! caches take.
+//!
+//! **Round trips.** On one machine a round trip to PostgreSQL costs about as much as a
+//! small statement, so a write counts them: a bulk chunk makes 7 (`BEGIN` and the lock,
+//! the claim answering the job, the sets, the value, the change-log append reading the
+//! newest `at` itself, the advance answering the job, and the `NOTIFY`s in the `COMMIT`'s
+//! batch), 13 before. Measured with the server's statement log during `cargo bench
+//! --bench fleet -- --quick --bulk` (`log_min_duration_statement = 0`): per chunk of 250
+//! users the sets statement takes 2.5–3.5 ms and the append 1.3–2 ms; the 1000-user job
+//! stays 2.0–2.9× a raw upsert of its rows (README, performance).
 
 use std::time::Duration;
 
