@@ -344,6 +344,12 @@
 //! - A fleet daemon that loses its change feed turns its cache off at once rather than
 //!   serving entries up to `max_staleness_ms` old: stricter than fleet.md §5 allows, and
 //!   simpler to reason about.
+//! - In a fleet, a job queued on a daemon whose bulk worker is idle is held for that
+//!   daemon for up to 2 s (`jobs::SUBMIT_GRACE`, a lease on PostgreSQL's clock written
+//!   with the job): "any daemon may run any queued job" (fleet.md §4) still holds, but the
+//!   daemon the caller follows the job on runs it, and its end reaches the caller without
+//!   a NOTIFY hop through another daemon. If that daemon dies first, another takes the
+//!   job over when the hold runs out, as from a killed runner.
 
 // The modules in the code map's reading order; the blank lines keep rustfmt from sorting
 // them.

@@ -117,6 +117,17 @@ pub async fn queue(ctx: &Context, work: Work, key: Option<String>) -> Result<Val
         .checked_sub(IDEMPOTENCY_WINDOW)
         .map(format_time)
         .map_err(|e| Error::Internal(e.to_string()))?;
+    // Fleet mode: a daemon whose worker waits for work holds the job it queues for a
+    // moment, so that it runs the job itself instead of a daemon that heard of it by
+    // NOTIFY, whose progress would then reach this daemon's subscribers one hop later.
+    let held_by = ctx.jobs.is_idle().then(|| {
+        let lease =
+            std::time::Duration::from_secs(ctx.config.current().settings.jobs.lease_s.into());
+        (
+            ctx.db.node().to_string(),
+            crate::jobs::SUBMIT_GRACE.min(lease),
+        )
+    });
     let job = ctx
         .db
         .write(move |w| {
@@ -143,6 +154,7 @@ pub async fn queue(ctx: &Context, work: Work, key: Option<String>) -> Result<Val
                     payload: &payload,
                     idempotency_key: key.as_deref(),
                     total_rows: total,
+                    held_by: held_by.as_ref().map(|(me, grace)| (me.as_str(), *grace)),
                 },
                 &now(),
             )?;

@@ -89,12 +89,15 @@ impl Log {
         if skip {
             return Ok(None);
         }
+        // PostgreSQL's append reads the newest `at` itself (`append_batch`), sparing a
+        // round trip: there the memo never knows it, as other daemons append too.
         let last = match memo.last_at {
             Some(at) => Some(at),
-            None => conn.value(
+            None if conn.dialect() == Dialect::Sqlite => conn.value(
                 "SELECT at FROM changes ORDER BY seq DESC LIMIT 1",
                 params![],
             )?,
+            None => None,
         };
         // Rounded as the store's other times are (`time::format_time`), so that a row
         // created in this transaction never has a `created_at` after its change's `at`.
@@ -151,7 +154,7 @@ impl Log {
         let ids = values.store(conn, origin.bulk_operation().is_some())?;
         let actor = serde_json::to_string(&origin.actor)?;
         if conn.dialect() == Dialect::Postgres {
-            let seq = append_batch(conn, &pending, at, &actor, origin, &ids)?;
+            let (seq, at) = append_batch(conn, &pending, at, &actor, origin, &ids)?;
             return Ok(Some(Flushed { seq, at, keys }));
         }
         // The writer numbers the changes itself (`sql/0007_changes_seq_by_hand.sql`), one
@@ -287,7 +290,7 @@ fn recipient_text(key: &RecipientKey) -> String {
 
 /// PostgreSQL: every change appended by one statement (one round trip however many),
 /// in order (`WITH ORDINALITY … ORDER BY`, so the identity hands out `seq` in that
-/// order); answers the last `seq`.
+/// order); answers the last `seq` and the `at` they were given.
 fn append_batch(
     conn: Conn<'_>,
     pending: &[Pending],
@@ -295,7 +298,7 @@ fn append_batch(
     actor: &str,
     origin: &Origin,
     stored: &HashMap<&str, i64>,
-) -> Result<i64, Error> {
+) -> Result<(i64, i64), Error> {
     let bytes = |s: Option<&str>| s.map(|s| s.as_bytes().to_vec());
     let kinds: Vec<&str> = pending.iter().map(|c| c.kind.as_str()).collect();
     let collections: Vec<Option<Vec<u8>>> = pending
@@ -325,18 +328,23 @@ fn append_batch(
         .map(|c| split(stored, c.before.as_deref()))
         .unzip();
     let bulk = origin.bulk_operation();
-    // Only the last `seq` comes back, not one row per change.
+    // Only the last `seq` and the `at` come back, not one row per change. The `at` is
+    // `$1`, or the newest one logged if the clock has stepped back: read here under the
+    // write lock, in the same round trip.
     let rows = conn.pg_query(
-        "WITH appended AS (
+        "WITH newest AS (
+           SELECT greatest($1, coalesce((SELECT at FROM changes ORDER BY seq DESC LIMIT 1), $1)) AS at),
+         appended AS (
            INSERT INTO changes (at, kind, collection, recipient_id, preference_set, tenant, audience,
                                 actor, method, bulk_operation, value, before, value_text, before_text)
-           SELECT $1, k, c, r, ps, t, a, $2, $3, $4, v, b, vt, bt
-             FROM unnest($5::text[], $6::bytea[], $7::bytea[], $8::bytea[], $9::bytea[],
+           SELECT newest.at, k, c, r, ps, t, a, $2, $3, $4, v, b, vt, bt
+             FROM newest,
+                  unnest($5::text[], $6::bytea[], $7::bytea[], $8::bytea[], $9::bytea[],
                          $10::bytea[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
                   WITH ORDINALITY AS u(k, c, r, ps, t, a, v, b, vt, bt, n)
             ORDER BY n
-           RETURNING seq)
-         SELECT max(seq) FROM appended",
+           RETURNING seq, at)
+         SELECT max(seq), max(at) FROM appended",
         &[
             &at,
             &actor,
@@ -355,8 +363,8 @@ fn append_batch(
         ],
     )?;
     match rows.into_iter().next() {
-        Some(mut row) => row.get::<i64>(0),
-        None => Ok(0),
+        Some(mut row) => Ok((row.get::<i64>(0)?, row.get::<i64>(1)?)),
+        None => Ok((0, at)),
     }
 }
 

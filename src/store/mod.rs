@@ -54,7 +54,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::watch;
 
 pub use cache::{Cache, CacheStats, Inputs, Ticket, Touched, View};
-pub use jobs::{ChunkOutcome, ErrorItem, JobRow, JobStatus, NewJob, NextJob};
+pub use jobs::{ChunkOutcome, Claimed, ErrorItem, JobRow, JobStatus, NewJob, NextJob};
 pub use migrate::latest as latest_schema_version;
 pub use pages::{Cursor, Page, PageQuery};
 pub use reads::{Snapshot, Wanted};
@@ -906,13 +906,7 @@ where
             let seq = flushed.as_ref().map(|f| f.seq);
             if let Some(seq) = seq {
                 let channel = pg.keys.changes_channel.clone();
-                let payload = seq.to_string();
-                if let Err(e) =
-                    pg.execute("SELECT pg_notify(?1, ?2)", sql::params![&channel, &payload])
-                {
-                    pg.rollback();
-                    return Err(unavailable_if_lost(e).into());
-                }
+                pg.notify(&channel, &seq.to_string());
             }
             if let Err(e) = pg.commit() {
                 pg.rollback();

@@ -226,12 +226,12 @@ impl<'c> Conn<'c> {
     }
 
     /// Tells the other daemons of a fleet that job `id` was queued or moved on (a
-    /// `NOTIFY`, delivered at commit); nothing on SQLite, where one daemon has the file.
+    /// `NOTIFY`, sent with the commit); nothing on SQLite, where one daemon has the file.
     pub fn notify_job(self, id: &str) -> Result<(), Error> {
         if let Conn::Postgres(conn) = self {
-            let channel = conn.borrow().keys.jobs_channel.clone();
-            conn.borrow_mut()
-                .execute("SELECT pg_notify(?1, ?2)", params![&channel, id])?;
+            let mut conn = conn.borrow_mut();
+            let channel = conn.keys.jobs_channel.clone();
+            conn.notify(&channel, id);
         }
         Ok(())
     }

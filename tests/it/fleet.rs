@@ -251,6 +251,74 @@ async fn writes_of_the_fleet_commit_one_at_a_time_in_seq_order() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_never_logged_before_the_newest_one_when_a_clock_steps_back() {
+    // The log's `at` never goes back (history.md): a change appended after one dated later
+    // (another daemon's clock ahead, or this one stepped back) takes that later `at`. On
+    // PostgreSQL the append reads the newest `at` itself, in its own statement.
+    let Some(url) = fleet_pg() else { return };
+    let pg = prefsd::store::PgOptions {
+        url,
+        schema: fresh_schema(),
+    };
+    let db = open_store(pg.clone()).expect("opening");
+    let origin =
+        || prefsd::model::change::Origin::new(prefsd::model::change::Actor::Config, "test");
+    let set = prefsd::model::PreferenceSet::empty();
+    let put = |user: &'static str| {
+        let (db, set) = (db.clone(), set.clone());
+        tokio::task::spawn_blocking(move || {
+            db.write_blocking(origin(), move |w| {
+                w.put_set(
+                    &prefsd::model::RecipientKey::user(user),
+                    "default",
+                    &set,
+                    "t",
+                )
+            })
+            .expect("writing")
+        })
+    };
+    put("early").await.expect("the first write");
+    // The first change, as if logged by a clock an hour ahead.
+    let ahead = jiff::Timestamp::now().as_millisecond() + 3_600_000;
+    let schema = prefsd::store::postgres::quote_ident(&pg.schema);
+    let url = pg.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connecting");
+        client
+            .execute(&format!("UPDATE {schema}.changes SET at = $1"), &[&ahead])
+            .expect("moving the change ahead");
+    })
+    .await
+    .expect("updating");
+    put("late").await.expect("the second write");
+    let changes = db
+        .read(|r| {
+            r.log().list(
+                0,
+                100,
+                &prefsd::store::log::ChangeFilter {
+                    kinds: vec![prefsd::model::change::ChangeKind::PreferencesSet],
+                    recipient: None,
+                },
+            )
+        })
+        .await
+        .expect("reading the log");
+    let ats: Vec<(String, i64)> = changes
+        .into_iter()
+        .map(|c| (c.recipient.map(|k| k.id).unwrap_or_default(), c.at))
+        .collect();
+    assert_eq!(
+        ats,
+        vec![("early".to_string(), ahead), ("late".to_string(), ahead)]
+    );
+    tokio::task::spawn_blocking(move || db.close())
+        .await
+        .expect("closing");
+}
+
 /// The `preferences.set` changes in the log, as (seq, user id).
 async fn read_seqs(db: &prefsd::store::Db) -> Vec<(i64, String)> {
     db.read(|r| {
@@ -316,6 +384,67 @@ pub fn child_on_pg(
         .env("PREFSD_SCHEMA", &pg.schema);
     crate::child::ChildDaemon::start(command, dir, socket, database)
         .unwrap_or_else(|f| panic!("prefsd serve on PostgreSQL did not start: {f:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_with_an_idle_worker_runs_the_job_it_queued() {
+    // The daemon a job is queued on runs it, so that its subscribers hear of the job's end
+    // without a hop through another daemon; the others, woken by its NOTIFY, leave it
+    // alone meanwhile.
+    let Some(fleet) = fleet(2).await else { return };
+    let [a, b] = &fleet[..] else { unreachable!() };
+    // A's worker claims nothing until let go: a job B took meanwhile would move on.
+    a.jobs().hold();
+    // Once started, A's worker waits for work (it purges and looks for jobs first).
+    wait_for("A's worker to wait for work", || async {
+        a.jobs().is_idle().then_some(())
+    })
+    .await;
+    let users: Vec<String> = (0..3).map(|i| format!("held-{i}")).collect();
+    let op = a
+        .call(
+            "users.bulkSetPreferences",
+            json!({ "user_ids": users, "preferences": { "channel_types": { "sms": false } } }),
+        )
+        .await;
+    let id = op["id"].as_str().expect("an id").to_string();
+    let node = a.context().db.node().to_string();
+    assert_eq!(
+        lease_owner(a, &id).await.as_deref(),
+        Some(node.as_str()),
+        "the job is A's from its insert"
+    );
+    // B heard of the job and looked (its worker reads the job table on each NOTIFY).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let job = b.call("bulkOperations.get", json!({ "id": id })).await;
+    assert_eq!(job["processed_rows"], 0, "B took A's job: {job}");
+    a.jobs().release_chunks(100);
+    wait_for("A to finish its job", || async {
+        let job = b.call("bulkOperations.get", json!({ "id": id })).await;
+        (job["status"] == "completed").then_some(())
+    })
+    .await;
+    assert_eq!(lease_owner(a, &id).await.as_deref(), Some(node.as_str()));
+}
+
+/// Which daemon holds or last held job `id` (its node name), read from `d`'s schema.
+async fn lease_owner(d: &Daemon, id: &str) -> Option<String> {
+    let pg = d.pg.clone().expect("a daemon on PostgreSQL");
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&pg.url, postgres::NoTls).expect("connecting");
+        let sql = format!(
+            "SELECT lease_owner FROM {}.bulk_operations WHERE id = $1",
+            prefsd::store::postgres::quote_ident(&pg.schema)
+        );
+        // Ids are stored as bytes (fleet.md: the schema mapping).
+        client
+            .query_one(&sql, &[&id.as_bytes()])
+            .expect("the job's row")
+            .get(0)
+    })
+    .await
+    .expect("reading the lease")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
