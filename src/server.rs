@@ -46,6 +46,12 @@ use connections::{
 /// requests are not affected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest request head (request line and headers): larger is 431. Without it hyper
+/// refuses a head only when its read buffer fills before the head ends (about 400 KB),
+/// and one read may fill more than that when the whole request has already arrived, so a
+/// 500 KB header was sometimes served (seen in the end-to-end suite under load).
+const MAX_HEADER_BYTES: usize = 256 * 1024;
+
 /// The largest response: 1000 recipients × 6 channels of decisions fit many times over.
 const MAX_RESPONSE_BYTES: u32 = 64 * 1024 * 1024;
 
@@ -265,6 +271,7 @@ async fn serve_connection<S, B>(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
         .keep_alive(refused_slot.is_none())
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
         .with_upgrades();

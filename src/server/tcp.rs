@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::HEADER_READ_TIMEOUT;
+use super::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES};
 use crate::rest::{App, Via, handle};
 use crate::rpc::ops::Ops;
 
@@ -55,6 +55,7 @@ async fn connection(stream: tokio::net::TcpStream, app: App, ops: Ops, cancel: C
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {

@@ -554,9 +554,13 @@ async fn malformed_http_gets_4xx_and_the_daemon_goes_on() {
     let d = Daemon::start().await;
     let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
     let big = format!("x-big: {}\r\n", "a".repeat(500_000));
+    // Over the daemon's 256 KiB head limit but under hyper's buffer: 431 only with the
+    // limit, which also makes the 500 KB case 431 however the bytes arrive.
+    let over = format!("x-big: {}\r\n", "a".repeat(300_000));
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("150 headers", request_with(PING, &many), 431),
         ("a 500 KB header", request_with(PING, &big), 431),
+        ("a 300 KB header", request_with(PING, &over), 431),
         ("a garbage request line", b"HELLO\r\n\r\n".to_vec(), 400),
         (
             "a non-numeric content-length",
