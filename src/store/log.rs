@@ -252,8 +252,7 @@ impl Memo {
     /// perhaps, before its own change is appended).
     pub fn learn_head(&mut self, conn: Conn<'_>) -> Result<(), Error> {
         if self.last_seq.is_none() {
-            let newest = conn.value::<Option<i64>>(NEWEST_EVER, params![])?;
-            self.last_seq = Some(newest.flatten().unwrap_or(0));
+            self.last_seq = Some(LogRead { conn }.head()?);
         }
         Ok(())
     }
@@ -276,8 +275,9 @@ impl Memo {
 /// SQLite: the newest `seq` ever committed (`NULL` when none), erased and pruned changes
 /// included: the newest row (erasure and pruning always leave the newest change in place),
 /// what pruning has cut, and what `sqlite_sequence` kept from before
-/// `sql/0007_changes_seq_by_hand.sql`, when AUTOINCREMENT numbered the changes. For the
-/// writer ([`Memo::learn_head`]) and for a backup's `seq` (`store::backup`).
+/// `sql/0007_changes_seq_by_hand.sql`, when AUTOINCREMENT numbered the changes. The
+/// log's `head` ([`LogRead::head`]: what the writer numbers after, [`Memo::learn_head`])
+/// and a backup's `seq` (`store::backup`).
 pub(super) const NEWEST_EVER: &str =
     "SELECT nullif(max(coalesce((SELECT max(seq) FROM changes), 0),
                        coalesce((SELECT pruned_seq FROM change_log_state WHERE id = 1), 0),
@@ -718,8 +718,7 @@ impl LogRead<'_> {
         // committed change is there to read instead (erasure and pruning always leave the
         // newest change in place, so it is the newest ever committed).
         let sql = self.conn.pick(
-            "SELECT max(coalesce((SELECT max(seq) FROM changes), 0),
-                        coalesce((SELECT pruned_seq FROM change_log_state WHERE id = 1), 0))",
+            NEWEST_EVER,
             "SELECT greatest((SELECT max(seq) FROM changes),
                              (SELECT pruned_seq FROM change_log_state WHERE id = 1))",
         );
