@@ -1199,7 +1199,10 @@ mod tests {
             })
             .expect("write");
         }
-        let bound = 4 * 4096 * super::CHECKPOINT_PAGES as u64;
+        // The file keeps its largest size: what the writer appends while a checkpoint
+        // copies stays in it, more on a loaded machine (18.8 MB seen beside a test run).
+        // Without the writer's step it passes 190 MB.
+        let bound = 12 * 4096 * super::CHECKPOINT_PAGES as u64;
         assert!(
             wal() < bound,
             "the WAL grew to {} bytes (bound {bound})",
