@@ -334,11 +334,18 @@ async fn metrics_parse_and_counters_move_with_calls() {
         }
     })
     .await;
-    let jobs = scrape(&d, &python).await;
-    assert_eq!(
-        sample(&jobs, "prefsd_job_rows_total", &[("outcome", "success")]),
-        3.0
-    );
+    // The job's status is committed before the worker counts its rows, so a scrape
+    // right after "completed" may be early; the count must then arrive, and be 3.
+    let rows = crate::support::wait_for("the job's rows to be counted", || {
+        let (d, python) = (&d, &python);
+        async move {
+            let jobs = scrape(d, python).await;
+            let rows = sample(&jobs, "prefsd_job_rows_total", &[("outcome", "success")]);
+            (rows > 0.0).then_some(rows)
+        }
+    })
+    .await;
+    assert_eq!(rows, 3.0);
 }
 
 #[tokio::test]
