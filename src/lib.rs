@@ -43,7 +43,8 @@
 //!   `store::postgres` the PostgreSQL connections, migrations from `sql/postgres/`, the
 //!   fleet's write lock and the listener thread that keeps the cache coherent with the
 //!   other daemons' writes (fleet.md). On SQLite: migrations from `sql/`, one writer thread that owns the only write
-//!   connection, two reader threads (WAL: reads never wait for writes) and a checkpointer
+//!   connection (`store::writer`: its queue, and group commit of the writes queued
+//!   together, each in a savepoint of its own), two reader threads (WAL: reads never wait for writes) and a checkpointer
 //!   thread (commits never wait for the WAL to be copied back), the domain
 //!   operations on one transaction (`Read`, `Write`), keyset pages of users, objects and
 //!   tenants (`store::pages`), the job table, and the read cache
@@ -104,6 +105,9 @@
 //!   with a reason that says why.
 //! - SQLite never runs on an async worker thread: the store's own threads run every query
 //!   and the caller awaits a oneshot reply.
+//! - A write is answered only after its transaction committed, and is all-or-nothing on
+//!   its own even when committed with others (`store::writer`: each in a savepoint; a
+//!   failed commit answers every write of its group with the error).
 //! - A change is in the log if and only if it committed: every `Write` operation that
 //!   changes stored state records its change, and the store appends them, with the call's
 //!   `Origin`, just before the commit of the same transaction (`Db::write_as`). A write
@@ -124,7 +128,8 @@
 //!   `api::daemon::status`); inside `rpc`, the outer layers (`http`, `ws`) import the inner
 //!   (`wire`) and what they hand it (`envelope`), never the reverse.
 //! - Only `store` names rusqlite or postgres, and only `store::sql` and `store::postgres`
-//!   (plus the SQLite-only `backup`, `export`, `migrate` and the threads in `store`'s root)
+//!   (plus the SQLite-only `backup`, `export`, `migrate`, `writer` and the threads in
+//!   `store`'s root)
 //!   tell the two apart; `api` does not change per backend.
 //! - PostgreSQL's client never runs on an async worker thread either: it blocks on a
 //!   runtime of its own, which cannot start inside the daemon's.

@@ -113,6 +113,8 @@ pub struct Snapshot {
     pub wal_bytes: Option<u64>,
     /// The change log's newest `seq` (history.md).
     pub changes_head: i64,
+    /// Writes committed, and the transactions that committed them.
+    pub writes: crate::store::WriteStats,
     /// The newest backup: when it was made (unix seconds) and its size.
     pub last_backup: Option<(f64, u64)>,
 }
@@ -155,6 +157,8 @@ pub struct Metrics {
     process_rss: Gauge,
     process_fds: Gauge,
     changes_head: Gauge,
+    writes: Counter,
+    write_transactions: Counter,
     last_backup_at: FloatGauge,
     last_backup_age: FloatGauge,
     last_backup_bytes: Gauge,
@@ -213,6 +217,8 @@ impl Metrics {
             process_rss: Gauge::default(),
             process_fds: Gauge::default(),
             changes_head: Gauge::default(),
+            writes: Counter::default(),
+            write_transactions: Counter::default(),
             last_backup_at: FloatGauge::default(),
             last_backup_age: FloatGauge::default(),
             last_backup_bytes: Gauge::default(),
@@ -232,6 +238,16 @@ impl Metrics {
             "prefsd_changes_head",
             "The newest seq of the change log (0 when empty)",
             self.changes_head.clone(),
+        );
+        r.register(
+            "prefsd_store_writes",
+            "Write transactions of calls and bulk chunks committed",
+            self.writes.clone(),
+        );
+        r.register(
+            "prefsd_store_commits",
+            "Database commits; several writes queued together commit as one (SQLite)",
+            self.write_transactions.clone(),
         );
         r.register(
             "prefsd_last_backup_timestamp_seconds",
@@ -432,6 +448,8 @@ impl Metrics {
         up_to(&self.cache_hits, s.cache.hits);
         up_to(&self.cache_misses, s.cache.misses);
         up_to(&self.config_reload_errors, s.config_reload_errors);
+        up_to(&self.writes, s.writes.writes);
+        up_to(&self.write_transactions, s.writes.transactions);
         self.cache_bytes.set(gauge(s.cache.bytes as u64));
         self.cache_entries
             .set(gauge((s.cache.recipients + s.cache.tenants) as u64));

@@ -87,6 +87,7 @@ async fn metrics(ctx: &Arc<Context>) -> Response<HttpBody> {
         db_bytes: size(&database),
         wal_bytes: size(std::path::Path::new(&wal)),
         changes_head: *ctx.db.head().borrow(),
+        writes: ctx.db.write_stats(),
         last_backup: ctx.backups.last(),
     };
     let text = ctx.metrics.render(&snapshot);

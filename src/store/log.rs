@@ -257,19 +257,46 @@ impl Memo {
         Ok(())
     }
 
+    /// Where the log is: the newest `seq` and `at` the writer numbers after.
+    pub fn position(&self) -> Position {
+        Position {
+            last_seq: self.last_seq,
+            last_at: self.last_at,
+        }
+    }
+
+    /// SQLite: numbers the next changes after a flush of the transaction still open (group
+    /// commit, `store::writer`): the writes of one group number on from each other.
+    pub fn staged(&mut self, flushed: &Flushed) {
+        self.last_at = Some(self.last_at.unwrap_or(i64::MIN).max(flushed.at));
+        self.last_seq = Some(self.last_seq.unwrap_or(0).max(flushed.seq));
+    }
+
+    /// Goes back to `position`: what was staged since did not commit.
+    pub fn rewind(&mut self, position: Position) {
+        self.last_seq = position.last_seq;
+        self.last_at = position.last_at;
+    }
+
     /// Learns what a committed transaction appended. With `shared_log` (fleet mode: the
     /// other daemons append too) only the keys are learnt: a key stays logged whoever
     /// appended its change (see above), but the newest `at` may be another daemon's.
     pub fn committed(&mut self, flushed: Flushed, shared_log: bool) {
         if !shared_log {
-            self.last_at = Some(self.last_at.unwrap_or(i64::MIN).max(flushed.at));
-            self.last_seq = Some(self.last_seq.unwrap_or(0).max(flushed.seq));
+            self.staged(&flushed);
         }
         if self.logged.len() + flushed.keys.len() > MEMO_KEYS {
             self.logged.clear();
         }
         self.logged.extend(flushed.keys);
     }
+}
+
+/// [`Memo::position`].
+#[derive(Clone, Copy)]
+pub(super) struct Position {
+    last_seq: Option<i64>,
+    last_at: Option<i64>,
 }
 
 /// SQLite: the newest `seq` ever committed (`NULL` when none), erased and pruned changes

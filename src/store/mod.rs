@@ -42,6 +42,7 @@ mod reads;
 mod repo;
 pub mod sql;
 pub mod time;
+mod writer;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -50,7 +51,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
 pub use cache::{Cache, CacheStats, Inputs, Ticket, Touched, View};
@@ -179,7 +180,7 @@ pub struct Db {
 }
 
 struct Inner {
-    writer: Sender<Job>,
+    writer: Sender<writer::WriterJob>,
     readers: Sender<Job>,
     threads: Mutex<Threads>,
     schema_version: u32,
@@ -212,6 +213,9 @@ struct Commits {
     skip_log: bool,
     /// The writer's memory of the log ([`log::Memo`]); only the writer thread locks it.
     log: Mutex<log::Memo>,
+    /// Writes committed, and the transactions that committed them (group commit).
+    writes: AtomicU64,
+    transactions: AtomicU64,
 }
 
 /// The state of a fleet daemon's change feed (fleet.md §3), and the cache budget that
@@ -250,6 +254,13 @@ impl Feed {
     }
 }
 
+/// [`Db::write_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub writes: u64,
+    pub transactions: u64,
+}
+
 /// What `daemon.status` says of the store (fleet.md §1).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BackendInfo {
@@ -270,6 +281,12 @@ pub struct StoreStatus {
 }
 
 impl Commits {
+    /// Counts a committed transaction of `writes` writes.
+    fn counted(&self, writes: usize) {
+        self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Moves the head on to `seq`, never back: the writer and the listener both report
     /// commits, the listener's possibly later than the writer's own.
     fn advance_head(&self, seq: i64) {
@@ -306,7 +323,7 @@ fn serve_jobs(jobs: crossbeam_channel::Receiver<Job>) -> impl FnOnce(&mut Backen
 /// What both backends start alike: the writer's thread and the readers' threads, each on
 /// the connection given, the cache, and what commits tell.
 struct Started {
-    writer: Sender<Job>,
+    writer: Sender<writer::WriterJob>,
     readers: Sender<Job>,
     threads: Threads,
     cache: Arc<Cache>,
@@ -324,8 +341,22 @@ impl Started {
         head: i64,
         options: &Options,
     ) -> Result<Started, Error> {
-        let (writer_tx, writer_rx) = crossbeam_channel::unbounded::<Job>();
-        let writer_thread = spawn_thread("prefsd-db-writer", writer, serve_jobs(writer_rx))?;
+        let budget = options.read_cache_mb as usize * MIB;
+        let cache = Arc::new(Cache::new(budget));
+        let commits = Arc::new(Commits {
+            cache: Arc::clone(&cache),
+            head: watch::channel(head).0,
+            skip_log: options.skip_change_log,
+            log: Mutex::default(),
+            writes: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+        });
+        let (writer_tx, writer_rx) = crossbeam_channel::unbounded();
+        let writer_thread = spawn_thread(
+            "prefsd-db-writer",
+            writer,
+            writer::serve(writer_rx, Arc::clone(&commits)),
+        )?;
         // One shared queue: an idle reader takes the next job, so a slow read does not hold
         // up the ones queued behind it. A job wakes one waiting reader; with std's channel
         // behind a mutex, it also woke the other, which had been waiting for the mutex.
@@ -342,8 +373,6 @@ impl Started {
                 },
             )?);
         }
-        let budget = options.read_cache_mb as usize * MIB;
-        let cache = Arc::new(Cache::new(budget));
         Ok(Started {
             writer: writer_tx,
             readers: readers_tx,
@@ -352,12 +381,7 @@ impl Started {
                 checkpointer: None,
                 readers: threads,
             },
-            commits: Arc::new(Commits {
-                cache: Arc::clone(&cache),
-                head: watch::channel(head).0,
-                skip_log: options.skip_change_log,
-                log: Mutex::default(),
-            }),
+            commits,
             cache,
             feed: Arc::new(Feed::new(budget)),
             job_notices: tokio::sync::broadcast::channel(JOB_NOTICES).0,
@@ -502,9 +526,13 @@ impl Db {
         ))
     }
 
-    /// What a write transaction needs beyond its connection.
-    fn after_commit(&self) -> Arc<Commits> {
-        Arc::clone(&self.inner.commits)
+    /// Writes committed since the store opened, and the transactions that committed them:
+    /// on SQLite the writer commits the writes queued together in one (`store::writer`).
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            writes: self.inner.commits.writes.load(Ordering::Relaxed),
+            transactions: self.inner.commits.transactions.load(Ordering::Relaxed),
+        }
     }
 
     /// The newest `seq` of the change log, watched: it moves on after each commit that
@@ -591,12 +619,16 @@ impl Db {
     /// database ([`Error::is_full`]) and roll back, as on a full disk. A limit below the
     /// current size stops all growth; pages freed by deletes are reused.
     pub async fn set_max_size(&self, max_database_mb: Option<u64>) -> Result<(), Error> {
-        self.run(&self.inner.writer, move |backend| match backend {
-            Backend::Sqlite(conn) => set_max_size(conn, max_database_mb),
-            // PostgreSQL has no per-database size limit to set; a full disk there is
-            // still refused as full (`Error::is_full`).
-            Backend::Postgres(_) => Ok(()),
-        })
+        let writer = &self.inner.writer;
+        self.queue(
+            |job| writer.send(writer::WriterJob::Plain(job)).is_ok(),
+            move |backend| match backend {
+                Backend::Sqlite(conn) => set_max_size(conn, max_database_mb),
+                // PostgreSQL has no per-database size limit to set; a full disk there is
+                // still refused as full (`Error::is_full`).
+                Backend::Postgres(_) => Ok(()),
+            },
+        )
         .await
     }
 
@@ -640,16 +672,19 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.queue(&self.inner.readers, move |backend| {
-            in_read_transaction(backend, f)
-        })
+        let readers = &self.inner.readers;
+        self.queue(
+            |job| readers.send(job).is_ok(),
+            move |backend| in_read_transaction(backend, f),
+        )
     }
 
     /// Runs `f` in one write transaction on the writer thread: committed if `f` returns
     /// `Ok`, rolled back otherwise. The reply is sent only after the commit, so an
     /// acknowledged write is durable (to the configured `durability`). The changes `f`
     /// makes to stored state are appended to the change log with `origin`, in the same
-    /// transaction.
+    /// transaction. On SQLite the writer may commit it together with the writes queued
+    /// beside it, each all-or-nothing on its own (`store::writer`).
     pub async fn write_as<R, E>(
         &self,
         origin: Origin,
@@ -659,11 +694,7 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        let commits = self.after_commit();
-        self.run(&self.inner.writer, move |backend| {
-            in_write_transaction(backend, &commits, Some(origin), f)
-        })
-        .await
+        self.queue_write(Some(origin), f).await
     }
 
     /// [`Db::write_as`] for the store's own bookkeeping (the job table), which changes no
@@ -676,11 +707,7 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        let commits = self.after_commit();
-        self.run(&self.inner.writer, move |backend| {
-            in_write_transaction(backend, &commits, None, f)
-        })
-        .await
+        self.queue_write(None, f).await
     }
 
     /// The blocking form of [`Db::write`], for code already on a blocking thread (`bench
@@ -695,30 +722,51 @@ impl Db {
         E: From<Error> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel();
-        let commits = self.after_commit();
-        let job: Job = Box::new(move |backend| {
-            let _ = tx.send(in_write_transaction(backend, &commits, Some(origin), f));
+        let answer: writer::Answer<R, E> = Box::new(move |result| {
+            let _ = tx.send(result);
         });
-        self.inner.writer.send(job).map_err(|_| Error::Closed)?;
+        let write = writer::Body {
+            origin: Some(origin),
+            f,
+            answer,
+        };
+        self.inner
+            .writer
+            .send(writer::WriterJob::Write(Box::new(write)))
+            .map_err(|_| Error::Closed)?;
         rx.recv().map_err(|_| E::from(Error::Closed))?
     }
 
-    async fn run<R, E>(
+    /// Queues the write transaction `f` on the writer; the future answers its result.
+    fn queue_write<R, E>(
         &self,
-        queue: &Sender<Job>,
-        f: impl FnOnce(&mut Backend) -> Result<R, E> + Send + 'static,
-    ) -> Result<R, E>
+        origin: Option<Origin>,
+        f: impl FnOnce(&Write<'_>) -> Result<R, E> + Send + 'static,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'static
     where
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.queue(queue, f).await
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        let (answer, answered) = answer_slot();
+        let write = writer::Body { origin, f, answer };
+        let queued = self
+            .inner
+            .writer
+            .send(writer::WriterJob::Write(Box::new(write)))
+            .is_ok();
+        async move {
+            if !queued {
+                return Err(E::from(Error::Closed));
+            }
+            answered.await
+        }
     }
 
-    /// Queues `f` now; the future answers its result.
+    /// Queues `f` now (`send` puts it on a thread's queue); the future answers its result.
     fn queue<R, E>(
         &self,
-        queue: &Sender<Job>,
+        send: impl FnOnce(Job) -> bool,
         f: impl FnOnce(&mut Backend) -> Result<R, E> + Send + 'static,
     ) -> impl Future<Output = Result<R, E>> + Send + 'static
     where
@@ -726,18 +774,13 @@ impl Db {
         E: From<Error> + Send + 'static,
     {
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            // The caller may have gone away (a dropped request); the result is then unused,
-            // but a write has still committed or rolled back as a whole.
-            let _ = tx.send(f(conn));
-        });
-        let queued = queue.send(job).is_ok();
+        let (answer, answered) = answer_slot();
+        let queued = send(Box::new(move |conn| answer(f(conn))));
         async move {
             if !queued {
                 return Err(E::from(Error::Closed));
             }
-            rx.await.map_err(|_| E::from(Error::Closed))?
+            answered.await
         }
     }
 
@@ -840,89 +883,25 @@ fn unavailable_if_lost(e: Error) -> Error {
     }
 }
 
-/// Runs `f` in a write transaction, committed only if `f` returns `Ok`. What it touched
-/// leaves the cache after the commit and before the caller is answered; the changes it
-/// appended to the log move [`Db::head`] on, after the commit too. On SQLite the
-/// transaction is immediate (the one writer); on PostgreSQL it holds the fleet's write
-/// lock (see `store::postgres`) and notifies the other daemons of the new head.
-fn in_write_transaction<R, E>(
-    backend: &mut Backend,
-    commits: &Commits,
-    origin: Option<Origin>,
-    f: impl FnOnce(&Write<'_>) -> Result<R, E>,
-) -> Result<R, E>
+/// An answer and the future that awaits it; the future answers [`Error::Closed`] if the job
+/// is dropped unanswered (the threads stopped).
+fn answer_slot<R, E>() -> (
+    writer::Answer<R, E>,
+    impl Future<Output = Result<R, E>> + Send + 'static,
+)
 where
-    E: From<Error>,
+    R: Send + 'static,
+    E: From<Error> + Send + 'static,
 {
-    let (result, touched, seq) = match backend {
-        Backend::Sqlite(conn) => {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(Error::from)?;
-            // The memo is the writer's alone; a panic that poisoned it left it as it was
-            // before the transaction that panicked, which did not commit.
-            let mut memo = commits
-                .log
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            memo.learn_head(Conn::Sqlite(&tx))?;
-            let write = Write::new(Conn::Sqlite(&tx), origin);
-            let result = f(&write)?;
-            let (touched, flushed) = write.finish(commits.skip_log, &memo)?;
-            tx.commit().map_err(Error::from)?;
-            let seq = flushed.map(|flushed| {
-                let seq = flushed.seq;
-                memo.committed(flushed, false);
-                seq
-            });
-            (result, touched, seq)
-        }
-        Backend::Postgres(pg) => {
-            begin_or_reconnect(pg.get_mut(), PgConn::begin_write)?;
-            // The memo learns keys only (`Memo::committed`): the other daemons of the fleet
-            // append to the log too, so the log is asked for its newest `at` each time.
-            let mut memo = commits
-                .log
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let outcome = {
-                let write = Write::new(Conn::Postgres(pg), origin);
-                match f(&write) {
-                    Ok(result) => write
-                        .finish(commits.skip_log, &memo)
-                        .map(|(touched, flushed)| (result, touched, flushed))
-                        .map_err(E::from),
-                    Err(e) => Err(e),
-                }
-            };
-            let pg = pg.get_mut();
-            let (result, touched, flushed) = match outcome {
-                Ok(done) => done,
-                Err(e) => {
-                    pg.rollback();
-                    return Err(e);
-                }
-            };
-            let seq = flushed.as_ref().map(|f| f.seq);
-            if let Some(seq) = seq {
-                let channel = pg.keys.changes_channel.clone();
-                pg.notify(&channel, &seq.to_string());
-            }
-            if let Err(e) = pg.commit() {
-                pg.rollback();
-                return Err(unavailable_if_lost(e).into());
-            }
-            if let Some(flushed) = flushed {
-                memo.committed(flushed, true);
-            }
-            (result, touched, seq)
-        }
-    };
-    commits.cache.invalidate(&touched);
-    if let Some(seq) = seq {
-        commits.advance_head(seq);
-    }
-    Ok(result)
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // The caller may have gone away (a dropped request); the result is then unused, but a
+    // write has still committed or rolled back as a whole.
+    let answer: writer::Answer<R, E> = Box::new(move |result| {
+        let _ = tx.send(result);
+    });
+    (answer, async move {
+        rx.await.map_err(|_| E::from(Error::Closed))?
+    })
 }
 
 fn spawn_thread(

@@ -282,6 +282,8 @@ async fn metrics_parse_and_counters_move_with_calls() {
         "prefsd_cache_bytes",
         "prefsd_cache_entries",
         "prefsd_config_version",
+        "prefsd_store_writes_total",
+        "prefsd_store_commits_total",
         "prefsd_config_reload_errors_total",
         "prefsd_config_last_reload_timestamp_seconds",
         "prefsd_connections",
