@@ -118,6 +118,12 @@ pub(super) fn serve(
     commits: std::sync::Arc<Commits>,
 ) -> impl FnOnce(&mut Backend) + Send {
     move |backend| {
+        // Every write's latency waits on this thread: woken beside a background thread (a
+        // backup's check at nice 10), it took up to 2.2 ms to get a core with the default
+        // slice (`perf sched latency`), and a short one lets it preempt at once. A bulk
+        // chunk that runs for milliseconds is still preempted by the readers and workers,
+        // which ask for the same slice.
+        crate::sched::prefer_short_slices();
         // A job taken from the queue while gathering a group that cannot join it.
         let mut held = None;
         loop {
