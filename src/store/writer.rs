@@ -189,7 +189,8 @@ fn commit_group(conn: &mut Connection, commits: &Commits, group: Vec<Box<dyn Sta
     let before = memo.position();
     let alone = group.len() == 1;
     let mut staged: Vec<Staged> = Vec::with_capacity(group.len());
-    for write in group {
+    let mut writes = group.into_iter();
+    while let Some(write) = writes.next() {
         if !alone && let Err(e) = savepoint(&tx, "SAVEPOINT grouped") {
             write.refuse(Error::from(e));
             continue;
@@ -228,6 +229,12 @@ fn commit_group(conn: &mut Connection, commits: &Commits, group: Vec<Box<dyn Sta
                         (done.answer)(Some(copy(&lost)));
                     }
                     // The rest of the group runs in a transaction of its own.
+                    drop(tx);
+                    drop(memo);
+                    let rest: Vec<_> = writes.collect();
+                    if !rest.is_empty() {
+                        commit_group(conn, commits, rest);
+                    }
                     return;
                 }
             }
