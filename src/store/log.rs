@@ -278,6 +278,11 @@ impl Memo {
         self.last_at = position.last_at;
     }
 
+    /// Whether the log is known to hold a change of `key`'s preference set `set_id`.
+    pub fn has_logged_set(&self, key: &RecipientKey, set_id: &str) -> bool {
+        self.logged.contains(&set_key(key, set_id))
+    }
+
     /// Learns what a committed transaction appended. With `shared_log` (fleet mode: the
     /// other daemons append too) only the keys are learnt: a key stays logged whoever
     /// appended its change (see above), but the newest `at` may be another daemon's.
@@ -460,19 +465,25 @@ fn have_logged_states(
 /// The state a change is of, as text (`None`: a change of no one key's state, which has no
 /// `before`).
 fn state_key(change: &Pending) -> Option<String> {
-    let recipient = change.recipient.as_ref().map(recipient_text);
     match change.kind {
-        ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset => Some(format!(
-            "p\u{0}{}\u{0}{}",
-            recipient?,
-            change.preference_set.as_deref().unwrap_or("")
+        ChangeKind::PreferencesSet | ChangeKind::PreferencesUnset => Some(set_key(
+            change.recipient.as_ref()?,
+            change.preference_set.as_deref().unwrap_or(""),
         )),
-        ChangeKind::RecipientSet => Some(format!("r\u{0}{}", recipient?)),
+        ChangeKind::RecipientSet => Some(format!(
+            "r\u{0}{}",
+            recipient_text(change.recipient.as_ref()?)
+        )),
         ChangeKind::TenantSet | ChangeKind::TenantDelete => {
             Some(format!("t\u{0}{}", change.tenant.as_deref()?))
         }
         _ => None,
     }
+}
+
+/// The state key of a recipient's preference set.
+fn set_key(key: &RecipientKey, set_id: &str) -> String {
+    format!("p\u{0}{}\u{0}{}", recipient_text(key), set_id)
 }
 
 /// Whether the log already holds a change of `change`'s state, whose value is then the

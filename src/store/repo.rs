@@ -88,6 +88,9 @@ pub struct Write<'c> {
     touched: RefCell<Vec<Touched>>,
     origin: Option<Origin>,
     log: Log,
+    /// The writer's memory of the log (`log::Memo`): a bulk chunk does not read back the
+    /// sets it replaces where the log is known to hold a change of them already.
+    memo: &'c log::Memo,
 }
 
 impl<'c> Deref for Write<'c> {
@@ -353,12 +356,13 @@ pub fn decode_cursor(cursor: &str) -> Option<RecipientKey> {
 }
 
 impl<'c> Write<'c> {
-    pub(super) fn new(conn: Conn<'c>, origin: Option<Origin>) -> Write<'c> {
+    pub(super) fn new(conn: Conn<'c>, origin: Option<Origin>, memo: &'c log::Memo) -> Write<'c> {
         Write {
             read: Read::new(conn),
             touched: RefCell::new(Vec::new()),
             origin,
             log: Log::default(),
+            memo,
         }
     }
 
@@ -367,11 +371,10 @@ impl<'c> Write<'c> {
     pub(super) fn finish(
         self,
         skip_log: bool,
-        memo: &log::Memo,
     ) -> Result<(Vec<Touched>, Option<log::Flushed>), Error> {
         let flushed = self
             .log
-            .flush(self.read.conn, self.origin.as_ref(), skip_log, memo)?;
+            .flush(self.read.conn, self.origin.as_ref(), skip_log, self.memo)?;
         Ok((self.touched.into_inner(), flushed))
     }
 
@@ -525,6 +528,13 @@ impl<'c> Write<'c> {
         }
         let collections: Vec<&[u8]> = keys.iter().map(|k| collection(k).as_bytes()).collect();
         let ids: Vec<&[u8]> = keys.iter().map(|k| k.id.as_bytes()).collect();
+        // Only a set's first logged change keeps the set it replaced (`Log::flush`), so
+        // the sets the log is known to hold a change of are not read back: a job's second
+        // set for the same users reads none.
+        let unknown: Vec<bool> = keys
+            .iter()
+            .map(|k| !self.memo.has_logged_set(k, set_id))
+            .collect();
         let text = to_text(set.as_map())?;
         // One statement (one round trip, one snapshot): create the recipients that do not
         // exist, write the set where it differs, and answer the keys written (`true`) and
@@ -536,7 +546,7 @@ impl<'c> Write<'c> {
         let mut written = std::collections::HashSet::new();
         let mut old = std::collections::HashMap::new();
         for mut row in self.read.conn.pg_query(
-            "WITH u AS (SELECT c, i FROM unnest($1::bytea[], $2::bytea[]) AS u(c, i)),
+            "WITH u AS (SELECT c, i, n FROM unnest($1::bytea[], $2::bytea[], $6::bool[]) AS u(c, i, n)),
                   created AS (
                     INSERT INTO recipients (collection, id, properties, created_at, updated_at)
                     SELECT c, i, '{}', $5, $5 FROM u
@@ -544,7 +554,7 @@ impl<'c> Write<'c> {
                   old AS (
                     SELECT p.collection, p.recipient_id, p.preferences
                       FROM preference_sets p JOIN u ON p.collection = u.c AND p.recipient_id = u.i
-                     WHERE p.set_id = $3),
+                     WHERE p.set_id = $3 AND u.n),
                   written AS (
                     INSERT INTO preference_sets (collection, recipient_id, set_id, preferences, updated_at)
                     SELECT c, i, $3, $4, $5 FROM u
@@ -555,7 +565,7 @@ impl<'c> Write<'c> {
              SELECT true, collection, recipient_id, NULL::text FROM written
              UNION ALL
              SELECT false, collection, recipient_id, preferences FROM old",
-            &[&collections, &ids, &set_id.as_bytes(), &text, &now],
+            &[&collections, &ids, &set_id.as_bytes(), &text, &now, &unknown],
         )? {
             let key = key_from(row.get(1)?, row.get(2)?);
             if row.get::<bool>(0)? {

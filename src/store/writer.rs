@@ -87,9 +87,9 @@ where
         memo: &Memo,
     ) -> Result<Staged, Box<dyn FnOnce() + Send>> {
         let Body { origin, f, answer } = *self;
-        let write = Write::new(conn, origin);
+        let write = Write::new(conn, origin, memo);
         let outcome = f(&write).and_then(|result| {
-            let (touched, flushed) = write.finish(skip_log, memo)?;
+            let (touched, flushed) = write.finish(skip_log)?;
             Ok((result, touched, flushed))
         });
         match outcome {
