@@ -619,16 +619,20 @@ impl Db {
     /// database ([`Error::is_full`]) and roll back, as on a full disk. A limit below the
     /// current size stops all growth; pages freed by deletes are reused.
     pub async fn set_max_size(&self, max_database_mb: Option<u64>) -> Result<(), Error> {
-        let writer = &self.inner.writer;
-        self.queue(
-            |job| writer.send(writer::WriterJob::Plain(job)).is_ok(),
-            move |backend| match backend {
-                Backend::Sqlite(conn) => set_max_size(conn, max_database_mb),
-                // PostgreSQL has no per-database size limit to set; a full disk there is
-                // still refused as full (`Error::is_full`).
-                Backend::Postgres(_) => Ok(()),
-            },
-        )
+        self.queue(|answer| {
+            let job: Job = Box::new(move |backend| {
+                answer(match backend {
+                    Backend::Sqlite(conn) => set_max_size(conn, max_database_mb),
+                    // PostgreSQL has no per-database size limit to set; a full disk there
+                    // is still refused as full (`Error::is_full`).
+                    Backend::Postgres(_) => Ok(()),
+                });
+            });
+            self.inner
+                .writer
+                .send(writer::WriterJob::Plain(job))
+                .is_ok()
+        })
         .await
     }
 
@@ -672,11 +676,10 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        let readers = &self.inner.readers;
-        self.queue(
-            |job| readers.send(job).is_ok(),
-            move |backend| in_read_transaction(backend, f),
-        )
+        self.queue(|answer| {
+            let job: Job = Box::new(move |backend| answer(in_read_transaction(backend, f)));
+            self.inner.readers.send(job).is_ok()
+        })
     }
 
     /// Runs `f` in one write transaction on the writer thread: committed if `f` returns
@@ -694,7 +697,8 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.queue_write(Some(origin), f).await
+        self.queue(|answer| self.send_write(Some(origin), f, answer))
+            .await
     }
 
     /// [`Db::write_as`] for the store's own bookkeeping (the job table), which changes no
@@ -707,7 +711,7 @@ impl Db {
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.queue_write(None, f).await
+        self.queue(|answer| self.send_write(None, f, answer)).await
     }
 
     /// The blocking form of [`Db::write`], for code already on a blocking thread (`bench
@@ -725,49 +729,36 @@ impl Db {
         let answer: writer::Answer<R, E> = Box::new(move |result| {
             let _ = tx.send(result);
         });
-        let write = writer::Body {
-            origin: Some(origin),
-            f,
-            answer,
-        };
-        self.inner
-            .writer
-            .send(writer::WriterJob::Write(Box::new(write)))
-            .map_err(|_| Error::Closed)?;
+        if !self.send_write(Some(origin), f, answer) {
+            return Err(E::from(Error::Closed));
+        }
         rx.recv().map_err(|_| E::from(Error::Closed))?
     }
 
-    /// Queues the write transaction `f` on the writer; the future answers its result.
-    fn queue_write<R, E>(
+    /// Puts the write transaction `f` on the writer's queue, to be answered through
+    /// `answer`; false when the writer has stopped.
+    fn send_write<R, E>(
         &self,
         origin: Option<Origin>,
         f: impl FnOnce(&Write<'_>) -> Result<R, E> + Send + 'static,
-    ) -> impl Future<Output = Result<R, E>> + Send + 'static
+        answer: writer::Answer<R, E>,
+    ) -> bool
     where
         R: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        self.inner.calls.fetch_add(1, Ordering::Relaxed);
-        let (answer, answered) = answer_slot();
         let write = writer::Body { origin, f, answer };
-        let queued = self
-            .inner
+        self.inner
             .writer
             .send(writer::WriterJob::Write(Box::new(write)))
-            .is_ok();
-        async move {
-            if !queued {
-                return Err(E::from(Error::Closed));
-            }
-            answered.await
-        }
+            .is_ok()
     }
 
-    /// Queues `f` now (`send` puts it on a thread's queue); the future answers its result.
+    /// Queues a job now (`send` puts it on a thread's queue with the answer it must send);
+    /// the future answers its result.
     fn queue<R, E>(
         &self,
-        send: impl FnOnce(Job) -> bool,
-        f: impl FnOnce(&mut Backend) -> Result<R, E> + Send + 'static,
+        send: impl FnOnce(writer::Answer<R, E>) -> bool,
     ) -> impl Future<Output = Result<R, E>> + Send + 'static
     where
         R: Send + 'static,
@@ -775,7 +766,7 @@ impl Db {
     {
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = answer_slot();
-        let queued = send(Box::new(move |conn| answer(f(conn))));
+        let queued = send(answer);
         async move {
             if !queued {
                 return Err(E::from(Error::Closed));
