@@ -536,21 +536,23 @@ impl<'c> Write<'c> {
             .map(|k| !self.memo.has_logged_set(k, set_id))
             .collect();
         let text = to_text(set.as_map())?;
-        // One statement (one round trip, one snapshot): create the recipients that do not
-        // exist, write the set where it differs, and answer the keys written (`true`) and
-        // the sets they had (`false`, read by `old` from the snapshot before the
-        // statement). Writing the set a recipient already has changes nothing, and appends
-        // nothing. The new recipients' rows satisfy the sets' foreign key: it is checked at
-        // the end of the statement. The two answers are matched here: joined in SQL, the
-        // planner, which cannot count an `unnest`, compared every pair.
+        // One statement (one round trip, one snapshot): write the set where it differs,
+        // create the recipients of the sets it inserted that do not exist yet, and answer
+        // the keys written (`true`) and the sets they had (`false`, read by `old` from the
+        // snapshot before the statement). Writing the set a recipient already has changes
+        // nothing, and appends nothing. The new recipients' rows satisfy the sets' foreign
+        // key: it is checked at the end of the statement. Only a set the upsert inserted
+        // (`xmax = 0`: an updated row carries the lock its update took) can lack its
+        // recipient, so a job over existing users probes `recipients` for none of them:
+        // an `INSERT … ON CONFLICT DO NOTHING` of every key cost about a quarter of the
+        // chunk. A recipient erased by another daemon of a fleet since the snapshot is
+        // created again, as its set is, as if the job had come after the erasure. The two
+        // answers are matched here: joined in SQL, the planner, which cannot count an
+        // `unnest`, compared every pair.
         let mut written = std::collections::HashSet::new();
         let mut old = std::collections::HashMap::new();
         for mut row in self.read.conn.pg_query(
             "WITH u AS (SELECT c, i, n FROM unnest($1::bytea[], $2::bytea[], $6::bool[]) AS u(c, i, n)),
-                  created AS (
-                    INSERT INTO recipients (collection, id, properties, created_at, updated_at)
-                    SELECT c, i, '{}', $5, $5 FROM u
-                    ON CONFLICT DO NOTHING),
                   old AS (
                     SELECT p.collection, p.recipient_id, p.preferences
                       FROM preference_sets p JOIN u ON p.collection = u.c AND p.recipient_id = u.i
@@ -561,7 +563,11 @@ impl<'c> Write<'c> {
                     ON CONFLICT (collection, recipient_id, set_id)
                     DO UPDATE SET preferences = excluded.preferences, updated_at = excluded.updated_at
                     WHERE preference_sets.preferences IS DISTINCT FROM excluded.preferences
-                    RETURNING collection, recipient_id)
+                    RETURNING collection, recipient_id, xmax = 0 AS inserted),
+                  created AS (
+                    INSERT INTO recipients (collection, id, properties, created_at, updated_at)
+                    SELECT collection, recipient_id, '{}', $5, $5 FROM written WHERE inserted
+                    ON CONFLICT DO NOTHING)
              SELECT true, collection, recipient_id, NULL::text FROM written
              UNION ALL
              SELECT false, collection, recipient_id, preferences FROM old",

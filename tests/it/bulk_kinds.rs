@@ -490,7 +490,15 @@ async fn a_bulk_set_counts_what_it_creates_logs_what_it_changes_and_nothing_twic
             json!({ "user_id": "u-0001", "preferences": before }),
         )
         .await;
-    // 600 users over three chunks, one of them given twice, one of them stored already.
+    // A user stored without a set: the job inserts its set and keeps the user as it is.
+    let identified = daemon
+        .call(
+            "users.identify",
+            json!({ "user_id": "u-0002", "properties": { "name": "Ann" } }),
+        )
+        .await;
+    // 600 users over three chunks, one of them given twice, one of them stored already
+    // with a set, one without.
     let mut ids: Vec<String> = (0..600).map(|i| format!("u-{i:04}")).collect();
     ids.push("u-0002".to_string());
     let after = json!({ "workflows": { "b": false } });
@@ -526,6 +534,24 @@ async fn a_bulk_set_counts_what_it_creates_logs_what_it_changes_and_nothing_twic
     );
     let entry = history("u-0300").await["items"][0].clone();
     assert_eq!(entry["before"], Value::Null, "{entry}");
+    let user = daemon
+        .call("users.get", json!({ "user_id": "u-0002" }))
+        .await;
+    assert_eq!(
+        (
+            &user["properties"],
+            &user["created_at"],
+            &user["updated_at"]
+        ),
+        (
+            &identified["properties"],
+            &identified["created_at"],
+            &identified["updated_at"]
+        ),
+        "a user the job found stored is neither created again nor changed: {user}"
+    );
+    let entry = history("u-0002").await["items"][0].clone();
+    assert_eq!(entry["after"]["workflows"], after["workflows"], "{entry}");
     // The same job again changes nothing: no row counted, no change appended.
     run(&daemon, "users.bulkSetPreferences", params).await;
     assert_eq!(daemon.counts().await, expected);
