@@ -54,7 +54,8 @@
 //!   `recipient_for_read`); `store::log` the change log (appended by every `Write`
 //!   operation, read by `changes.*` and the history methods, pruned, erased),
 //!   `store::past` the state at an instant, from the state now and the log;
-//!   `store::lock` (one daemon per database), `store::backup`
+//!   `store::pcache` SQLite's page cache behind a wrapper that spares commits a scan of
+//!   the whole cache after a B-tree split; `store::lock` (one daemon per database), `store::backup`
 //!   (online backup, verification, offline restore) and `store::export` (the NDJSON
 //!   snapshot), each on a connection and thread of its own.
 //! - `writes`: the write steps a method and a bulk job item share (identify a recipient
@@ -151,7 +152,8 @@
 //!   in a test), in `main`'s one call of the
 //!   `unsafe fn` `sched::return_freed_memory_sooner`, before any other thread exists, and
 //!   in `server::systemd`, which takes ownership of the sockets systemd passed
-//!   (`from_raw_fd` of `LISTEN_FDS`' descriptors).
+//!   (`from_raw_fd` of `LISTEN_FDS`' descriptors), and in `store::pcache` (SQLite's page
+//!   cache methods, forwarded through `sqlite3_config` before SQLite initializes).
 //! - JSON text reaches the wire unparsed only through `api::Json`, whose writers are
 //!   tested against serde's own output (jsonrpsee parses every response once more).
 //! - Config is read through `ConfigHandle::current()` once per call or job chunk, as an

@@ -37,6 +37,7 @@ pub mod log;
 mod migrate;
 mod pages;
 pub mod past;
+mod pcache;
 pub mod postgres;
 mod reads;
 mod repo;
@@ -991,6 +992,8 @@ fn create_private(path: &Path) -> Result<(), Error> {
 }
 
 fn open_connection(path: &Path, durability: Durability, role: Role) -> Result<Connection, Error> {
+    // Before the first connection, while SQLite can still be configured.
+    pcache::install();
     let flags = if role == Role::Reader {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
