@@ -35,15 +35,17 @@ unsafe impl Send for Methods {}
 // SAFETY: as for `Send`; nothing is written through a shared `Methods`.
 unsafe impl Sync for Methods {}
 
-/// Installs the wrapper (once per process; later calls do nothing). Answers whether it is
-/// installed.
-pub(super) fn install() -> bool {
+/// Installs the wrapper (once per process; later calls do nothing).
+pub(super) fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: `sqlite3_config` is called before SQLite initializes (it refuses with
-        // SQLITE_MISUSE otherwise, and nothing is changed), with the argument type each
-        // verb documents: a pointer to a `sqlite3_pcache_methods2` to fill, then one to
-        // copy. `Once` keeps two threads from configuring at the same time.
+        // SAFETY: `sqlite3_config` is called with the argument type each verb documents:
+        // a pointer to a `sqlite3_pcache_methods2` to fill, then one to copy. Once SQLite
+        // has initialized it refuses both (SQLITE_MISUSE) and changes nothing, so no page
+        // cache SQLite created with its own methods is ever handed to the wrapper's: a
+        // cache is created only by a connection, after initialization, and SQLite looks
+        // the methods up at each call. `Once` keeps two threads of ours from configuring
+        // at the same time; the daemon opens its first connection here, before any other.
         unsafe {
             let mut inner: ffi::sqlite3_pcache_methods2 = std::mem::zeroed();
             let rc = ffi::sqlite3_config(ffi::SQLITE_CONFIG_GETPCACHE2, &raw mut inner);
@@ -76,7 +78,6 @@ pub(super) fn install() -> bool {
             }
         }
     });
-    INNER.get().is_some()
 }
 
 /// Whether every method the wrapper forwards to is there.
