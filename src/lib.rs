@@ -52,7 +52,9 @@
 //!   memory they take, so hot reads never leave the async worker) with its protocol for the two shapes of read the methods make
 //!   (`store::reads`: `Db::cached_snapshot`, `read_snapshot`, `snapshot_queued`,
 //!   `recipient_for_read`); `store::log` the change log (appended by every `Write`
-//!   operation, read by `changes.*` and the history methods, pruned, erased),
+//!   operation, read by `changes.*` and the history methods, pruned, erased; a
+//!   recipient's changes are the entries of `changes_by_recipient` plus its sets' chains,
+//!   each `preferences.set` naming its set's previous change, `sql/0008`),
 //!   `store::past` the state at an instant, from the state now and the log;
 //!   `store::pcache` SQLite's page cache behind a wrapper that spares commits a scan of
 //!   the whole cache after a B-tree split; `store::lock` (one daemon per database), `store::backup`

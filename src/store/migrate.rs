@@ -24,6 +24,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_changes_seq_by_hand",
         include_str!("../../sql/0007_changes_seq_by_hand.sql"),
     ),
+    (
+        "0008_set_change_chains",
+        include_str!("../../sql/0008_set_change_chains.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
@@ -151,6 +155,50 @@ mod tests {
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .expect("seqs");
         assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check");
+        assert_eq!(check, "ok");
+    }
+
+    /// `sql/0008_set_change_chains.sql` narrows `changes_by_recipient` by editing its
+    /// definition in place: on a populated log the index keeps every entry it had (all
+    /// of them meet the new condition), the file is whole, and a chained change is left
+    /// out of it.
+    #[test]
+    fn the_recipient_index_is_narrowed_in_place_and_keeps_its_entries() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        for (name, sql) in &MIGRATIONS[..7] {
+            conn.execute_batch(sql)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 7;
+             INSERT INTO changes (seq, at, kind, collection, recipient_id, preference_set, actor, method)
+             VALUES (1, 0, 'preferences.set', '', 'ana', 'default', '{}', 'm'),
+                    (2, 0, 'recipient.set', '', 'ana', NULL, '{}', 'm'),
+                    (3, 0, 'preferences.set', '', 'ana', 'default', '{}', 'm'),
+                    (4, 0, 'config.applied', NULL, NULL, NULL, '{}', 'm');",
+        )
+        .expect("a log");
+        assert_eq!(migrate(&mut conn).expect("migrates"), latest());
+        let indexed = |conn: &Connection| -> Vec<i64> {
+            conn.prepare(
+                "SELECT seq FROM changes INDEXED BY changes_by_recipient
+                  WHERE collection = '' AND recipient_id = 'ana'
+                    AND (kind <> 'preferences.set' OR prev_seq IS NULL) ORDER BY seq",
+            )
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("the index's entries")
+        };
+        assert_eq!(indexed(&conn), [1, 2, 3]);
+        conn.execute_batch(
+            "INSERT INTO changes (seq, at, kind, collection, recipient_id, preference_set, actor, method, prev_seq)
+             VALUES (5, 0, 'preferences.set', '', 'ana', 'default', '{}', 'm', 3),
+                    (6, 0, 'preferences.unset', '', 'ana', 'default', '{}', 'm', 5);",
+        )
+        .expect("chained changes");
+        assert_eq!(indexed(&conn), [1, 2, 3, 6]);
         let check: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .expect("integrity_check");

@@ -60,6 +60,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_cheaper_bulk_writes",
         include_str!("../../sql/postgres/0003_cheaper_bulk_writes.sql"),
     ),
+    (
+        "0004_set_change_chains",
+        include_str!("../../sql/postgres/0004_set_change_chains.sql"),
+    ),
 ];
 
 /// The schema version this build writes on PostgreSQL.

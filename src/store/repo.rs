@@ -458,12 +458,14 @@ impl<'c> Write<'c> {
     /// (history.md §4).
     pub fn delete_recipient(&self, key: &RecipientKey) -> Result<bool, Error> {
         self.touch_recipient(key);
+        // Read before the sets' rows go with the recipient's: they start its sets' chains.
+        let history = log::recipient_seqs(self.read.conn, key)?;
         let deleted = self.read.conn.execute(
             "DELETE FROM recipients WHERE collection = ?1 AND id = ?2",
             params![collection(key), &key.id],
         )? > 0;
         if deleted {
-            log::erase(self.read.conn, key)?;
+            log::erase(self.read.conn, &history)?;
             self.log.forget(key);
             self.log.push(self.change(ChangeKind::RecipientDelete, key));
         }
@@ -480,10 +482,16 @@ impl<'c> Write<'c> {
     ) -> Result<(), Error> {
         self.ensure_recipient(key, now)?;
         let text = to_text(set.as_map())?;
-        let before: Option<String> = self.read.conn.value(
-            "SELECT preferences FROM preference_sets WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3",
-            params![collection(key), &key.id, set_id],
-        )?;
+        let (before, prev) = self
+            .read
+            .conn
+            .opt(
+                "SELECT preferences, last_seq FROM preference_sets
+                  WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3",
+                params![collection(key), &key.id, set_id],
+                |r| Ok((Some(r.get::<String>(0)?), r.get::<Option<i64>>(1)?)),
+            )?
+            .unwrap_or_default();
         // Writing the set it already is changes nothing, and appends nothing.
         if before.as_deref() == Some(text.as_str()) {
             return Ok(());
@@ -497,6 +505,7 @@ impl<'c> Write<'c> {
         change.preference_set = Some(set_id.to_string());
         change.value = Some(text);
         change.before = before;
+        change.prev = prev;
         self.log.push(change);
         Ok(())
     }
@@ -593,16 +602,22 @@ impl<'c> Write<'c> {
 
     pub fn delete_set(&self, key: &RecipientKey, set_id: &str) -> Result<bool, Error> {
         self.touch_recipient(key);
-        let before: Option<String> = self.read.conn.value(
-            "DELETE FROM preference_sets WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3
-             RETURNING preferences",
-            params![collection(key), &key.id, set_id],
-        )?;
+        let (before, prev) = self
+            .read
+            .conn
+            .opt(
+                "DELETE FROM preference_sets WHERE collection = ?1 AND recipient_id = ?2 AND set_id = ?3
+                 RETURNING preferences, last_seq",
+                params![collection(key), &key.id, set_id],
+                |r| Ok((Some(r.get::<String>(0)?), r.get::<Option<i64>>(1)?)),
+            )?
+            .unwrap_or_default();
         let deleted = before.is_some();
         if deleted {
             let mut change = self.change(ChangeKind::PreferencesUnset, key);
             change.preference_set = Some(set_id.to_string());
             change.before = before;
+            change.prev = prev;
             self.log.push(change);
         }
         Ok(deleted)
