@@ -651,7 +651,7 @@ fn release(conn: Conn<'_>, value_ids: &[i64]) -> Result<(), Error> {
 /// chains.
 pub(super) fn recipient_seqs(conn: Conn<'_>, key: &RecipientKey) -> Result<Vec<i64>, Error> {
     Ok(LogRead { conn }
-        .recipient_events(key)?
+        .recipient_events(key, None)?
         .into_iter()
         .map(|e| e.seq)
         .collect())
@@ -875,7 +875,7 @@ impl LogRead<'_> {
         let any_kind = filter.kinds.is_empty();
         match &filter.recipient {
             Some(key) => {
-                let events = self.recipient_events(key)?;
+                let events = self.recipient_events(key, None)?;
                 let seqs = events
                     .iter()
                     .filter(|e| e.seq > after && (any_kind || filter.kinds.contains(&e.kind)))
@@ -908,7 +908,7 @@ impl LogRead<'_> {
         // value of the previous change of the same set, which the walk has read too.
         let mut newest: HashMap<Option<String>, i64> = HashMap::new();
         let mut picked = Vec::new();
-        for event in self.recipient_events(key)? {
+        for event in self.recipient_events(key, None)? {
             if !is_set_kind(event.kind) {
                 continue;
             }
@@ -949,12 +949,21 @@ impl LogRead<'_> {
     /// changes (`sql/0008_set_change_chains.sql`), walked back from each set's row
     /// (`last_seq`) and from each indexed change's `prev_seq` (a set's unset, or its first
     /// change after the upgrade), one read by `seq` a step. A walk stops at a change the
-    /// index holds (it is among the entries) or at one pruning deleted (every older change
-    /// of that set is gone too). On PostgreSQL the chains are empty and the index holds
-    /// every change (`sql/postgres/0004_set_change_chains.sql`). A step costs a microsecond
-    /// or two; one recursive statement walking the same chains measured 230 µs more per
-    /// `as_of` read (its temporary tables).
-    pub fn recipient_events(&self, key: &RecipientKey) -> Result<Vec<EventRow>, Error> {
+    /// index holds (it is among the entries), at one pruning deleted (every older change
+    /// of that set is gone too), and with `back_to` (ms) after the first change at or
+    /// before it: a point-in-time answer needs a key's newest change at or before its
+    /// instant, or, when there is none, its oldest. On PostgreSQL the chains are empty and
+    /// the index holds every change (`sql/postgres/0004_set_change_chains.sql`).
+    ///
+    /// Measured on the 1M-user database with 10 M changes (`as_of` reads of the instant a
+    /// run starts, server CPU per call): one step per statement, walking whole chains,
+    /// 190-214 µs, against 145-183 µs for the index of every change before; one recursive
+    /// statement doing the same walk, 344-368 µs.
+    pub fn recipient_events(
+        &self,
+        key: &RecipientKey,
+        back_to: Option<i64>,
+    ) -> Result<Vec<EventRow>, Error> {
         let mut events = Vec::new();
         let mut heads = Vec::new();
         for (event, prev) in self.conn.all(
@@ -984,7 +993,11 @@ impl LogRead<'_> {
                 else {
                     break;
                 };
+                let enough = back_to.is_some_and(|at| event.at <= at);
                 events.push(event);
+                if enough {
+                    break;
+                }
                 // A change names an older one, so every walk ends.
                 if prev >= seq {
                     break;
@@ -1321,6 +1334,30 @@ mod tests {
         let k = key.clone();
         let (seqs, history, integrity) = db
             .write_blocking(origin(), move |w| {
+                // Walked back only to an instant, each set's chain keeps every change
+                // after it and its newest change at or before it: what an answer at that
+                // instant reads.
+                let log = w.log();
+                let all = log.recipient_events(&k, None)?;
+                let mut instants: Vec<i64> = all.iter().map(|e| e.at).collect();
+                instants.push(0);
+                for at in instants {
+                    let part = log.recipient_events(&k, Some(at))?;
+                    let after = |events: &[super::EventRow]| -> Vec<i64> {
+                        events.iter().filter(|e| e.at > at).map(|e| e.seq).collect()
+                    };
+                    assert_eq!(after(&part), after(&all), "{}: after {at}", k.id);
+                    for e in &all {
+                        let newest = |events: &[super::EventRow]| {
+                            events
+                                .iter()
+                                .filter(|x| x.preference_set == e.preference_set && x.at <= at)
+                                .map(|x| x.seq)
+                                .next_back()
+                        };
+                        assert_eq!(newest(&part), newest(&all), "{}: at {at}", k.id);
+                    }
+                }
                 let seqs = super::recipient_seqs(w.conn(), &k)?;
                 let history = w.log().preference_history(&k, None, i64::MAX, 1000)?;
                 let integrity: Option<String> =

@@ -129,7 +129,7 @@ impl<'r, 'c> Past<'r, 'c> {
     /// The recipient, its sets and its memberships at the instant.
     pub fn recipient(&self, key: &RecipientKey) -> Result<RecipientAt, Error> {
         let log = self.read.log();
-        let events = events(log.recipient_events(key)?);
+        let events = events(log.recipient_events(key, Some(self.at))?);
         let row = self
             .read
             .recipient(key)?
