@@ -646,22 +646,32 @@ fn release(conn: Conn<'_>, value_ids: &[i64]) -> Result<(), Error> {
     Ok(())
 }
 
-/// The `seq` of every change about a recipient ([`LogRead::recipient_events`]),
-/// ascending. Read before the recipient's rows are deleted: the sets' rows start their
-/// chains.
-pub(super) fn recipient_seqs(conn: Conn<'_>, key: &RecipientKey) -> Result<Vec<i64>, Error> {
-    Ok(LogRead { conn }
-        .recipient_events(key, None)?
-        .into_iter()
-        .map(|e| e.seq)
-        .collect())
+/// The `seq` of a recipient's changes that only its sets' chains reach, not
+/// `changes_by_recipient` ([`LogRead::recipient_events`]; none on PostgreSQL). Read before
+/// the recipient's rows are deleted: the sets' rows start their chains.
+pub(super) fn chained_seqs(conn: Conn<'_>, key: &RecipientKey) -> Result<Vec<i64>, Error> {
+    let (_, chained) = LogRead { conn }.walk(key, None)?;
+    Ok(chained.into_iter().map(|e| e.seq).collect())
 }
 
-/// Erasure (history.md §4): deletes the changes `seqs` (every change about a recipient,
-/// [`recipient_seqs`]), and the values only those changes held.
-pub(super) fn erase(conn: Conn<'_>, seqs: &[i64]) -> Result<(), Error> {
+/// Erasure (history.md §4): deletes every change about a recipient, the index's entries
+/// in one statement and the changes `chained` ([`chained_seqs`]) one by one, and the
+/// values only those changes held.
+pub(super) fn erase(conn: Conn<'_>, key: &RecipientKey, chained: &[i64]) -> Result<(), Error> {
     let mut ids = Vec::new();
-    for seq in seqs {
+    for (value, before) in conn.all(
+        concat!(
+            "DELETE FROM changes WHERE collection = ?1 AND recipient_id = ?2 AND ",
+            indexed!(),
+            " RETURNING value, before"
+        ),
+        params![collection(key), &key.id],
+        |r| Ok((r.get::<Option<i64>>(0)?, r.get::<Option<i64>>(1)?)),
+    )? {
+        ids.extend(value);
+        ids.extend(before);
+    }
+    for seq in chained {
         let deleted: Option<(Option<i64>, Option<i64>)> = conn.opt(
             "DELETE FROM changes WHERE seq = ?1 RETURNING value, before",
             params![seq],
@@ -964,7 +974,23 @@ impl LogRead<'_> {
         key: &RecipientKey,
         back_to: Option<i64>,
     ) -> Result<Vec<EventRow>, Error> {
-        let mut events = Vec::new();
+        let (mut events, chained) = self.walk(key, back_to)?;
+        if !chained.is_empty() {
+            events.extend(chained);
+            events.sort_by_key(|e| e.seq);
+            events.dedup_by_key(|e| e.seq);
+        }
+        Ok(events)
+    }
+
+    /// [`LogRead::recipient_events`] in two parts: the index's entries, ascending, and
+    /// the changes only the chains reach, in no order.
+    fn walk(
+        &self,
+        key: &RecipientKey,
+        back_to: Option<i64>,
+    ) -> Result<(Vec<EventRow>, Vec<EventRow>), Error> {
+        let mut indexed = Vec::new();
         let mut heads = Vec::new();
         for (event, prev) in self.conn.all(
             INDEXED_EVENTS,
@@ -972,7 +998,7 @@ impl LogRead<'_> {
             event_link,
         )? {
             heads.extend(prev);
-            events.push(event);
+            indexed.push(event);
         }
         heads.extend(self.conn.all(
             "SELECT last_seq FROM preference_sets
@@ -980,7 +1006,7 @@ impl LogRead<'_> {
             params![collection(key), &key.id],
             |r| r.get::<i64>(0),
         )?);
-        let indexed = events.len();
+        let mut chained = Vec::new();
         for head in heads {
             let mut seq = head;
             while let Some((event, prev)) = self.conn.opt(
@@ -994,7 +1020,7 @@ impl LogRead<'_> {
                     break;
                 };
                 let enough = back_to.is_some_and(|at| event.at <= at);
-                events.push(event);
+                chained.push(event);
                 if enough {
                     break;
                 }
@@ -1005,11 +1031,7 @@ impl LogRead<'_> {
                 seq = prev;
             }
         }
-        if events.len() > indexed {
-            events.sort_by_key(|e| e.seq);
-            events.dedup_by_key(|e| e.seq);
-        }
-        Ok(events)
+        Ok((indexed, chained))
     }
 
     /// [`LogRead::recipient_events`] for a tenant's changes.
@@ -1358,7 +1380,7 @@ mod tests {
                         assert_eq!(newest(&part), newest(&all), "{}: at {at}", k.id);
                     }
                 }
-                let seqs = super::recipient_seqs(w.conn(), &k)?;
+                let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
                 let history = w.log().preference_history(&k, None, i64::MAX, 1000)?;
                 let integrity: Option<String> =
                     w.conn().value("PRAGMA integrity_check", params![])?;

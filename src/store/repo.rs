@@ -459,13 +459,13 @@ impl<'c> Write<'c> {
     pub fn delete_recipient(&self, key: &RecipientKey) -> Result<bool, Error> {
         self.touch_recipient(key);
         // Read before the sets' rows go with the recipient's: they start its sets' chains.
-        let history = log::recipient_seqs(self.read.conn, key)?;
+        let chained = log::chained_seqs(self.read.conn, key)?;
         let deleted = self.read.conn.execute(
             "DELETE FROM recipients WHERE collection = ?1 AND id = ?2",
             params![collection(key), &key.id],
         )? > 0;
         if deleted {
-            log::erase(self.read.conn, &history)?;
+            log::erase(self.read.conn, key, &chained)?;
             self.log.forget(key);
             self.log.push(self.change(ChangeKind::RecipientDelete, key));
         }
